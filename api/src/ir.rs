@@ -1,0 +1,227 @@
+//! The IR: what one gateway needs to serve traffic, with every reference
+//! resolved. The controller builds it; the gateway compiles it into its
+//! request-path snapshot.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+/// The whole configuration of one gateway: one snapshot, one version.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    pub namespace: String,
+    pub name: String,
+    /// Every (addresses, port) the gateway listens on.
+    pub ports: Vec<Port>,
+    /// Upstream clusters by name (`<namespace>/<service>:<port>`).
+    pub clusters: BTreeMap<String, Cluster>,
+}
+
+/// A listening port: the unit the gateway binds, holding every Gateway
+/// listener that shares the port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Port {
+    pub addresses: Vec<IpAddr>,
+    pub port: u16,
+    pub protocol: Protocol,
+    /// The listeners on this port; a request is served by the one whose
+    /// hostname matches it most specifically (listener isolation).
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Protocol {
+    Http,
+    Https,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Listener {
+    pub name: String,
+    /// Exact (`a.example.com`) or wildcard (`*.example.com`); `None` matches all.
+    pub hostname: Option<String>,
+    /// For HTTPS listeners: the certificate served to clients naming it.
+    pub tls: Option<TlsCertificate>,
+    /// Virtual hosts, each holding its routes in precedence order.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsCertificate {
+    pub cert_chain_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsCertificate")
+            .field("cert_chain_pem", &format!("{} bytes", self.cert_chain_pem.len()))
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VirtualHost {
+    /// `*`, `*.example.com` or `a.example.com`.
+    pub hostname: String,
+    /// In the Gateway API's precedence order: the first that matches wins.
+    pub routes: Vec<Route>,
+}
+
+/// One match of one HTTPRoute rule, with that rule's action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Route {
+    /// `<namespace>/<route>/rule/<i>/match/<j>`, for logs and config dumps.
+    pub name: String,
+    #[serde(rename = "match")]
+    pub matches: HttpMatch,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpFilter>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backends: Vec<WeightedBackend>,
+    #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
+    pub timeouts: Timeouts,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HttpMatch {
+    pub path: PathMatch,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<KeyMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<KeyMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathMatch {
+    Exact(String),
+    /// Matches whole path segments: `/foo` matches `/foo` and `/foo/x`, not `/foobar`.
+    Prefix(String),
+    Regex(String),
+}
+
+impl Default for PathMatch {
+    fn default() -> Self {
+        PathMatch::Prefix("/".into())
+    }
+}
+
+/// A header (name case-insensitive) or query parameter (name exact) match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyMatch {
+    pub name: String,
+    pub value: StringMatch,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StringMatch {
+    Exact(String),
+    Regex(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum HttpFilter {
+    RequestHeaders(HeaderModifier),
+    ResponseHeaders(HeaderModifier),
+    Redirect(Redirect),
+    Rewrite(Rewrite),
+    Mirror(Mirror),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeaderModifier {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub hostname: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<PathModifier>,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PathModifier {
+    ReplaceFullPath(String),
+    /// Replaces the part of the path the rule's `Prefix` match matched.
+    ReplacePrefixMatch(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rewrite {
+    pub hostname: Option<String>,
+    pub path: Option<PathModifier>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mirror {
+    pub cluster: String,
+    /// Share of requests mirrored, 0 to 100.
+    pub percent: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WeightedBackend {
+    pub weight: u32,
+    pub target: BackendTarget,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HttpFilter>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackendTarget {
+    Cluster(String),
+    /// A backendRef that could not be resolved: its share of traffic gets
+    /// this status (500, as the Gateway API prescribes).
+    Invalid { status: u16 },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timeouts {
+    /// Whole request, from the gateway receiving it to the response's end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_ms: Option<u64>,
+    /// One attempt at a backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_request_ms: Option<u64>,
+}
+
+impl Timeouts {
+    pub fn is_empty(&self) -> bool {
+        self.request_ms.is_none() && self.backend_request_ms.is_none()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub protocol: AppProtocol,
+    pub endpoints: Vec<SocketAddr>,
+    pub lb: LbPolicy,
+}
+
+/// How the gateway talks to a cluster's endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppProtocol {
+    Http1,
+    /// HTTP/2 with prior knowledge (`kubernetes.io/h2c`).
+    H2c,
+    /// HTTP/1.1 with WebSocket upgrades (`kubernetes.io/ws`).
+    WebSocket,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+}

@@ -1,0 +1,228 @@
+//! `GatewayConfig::validate`: the checks a proxy runs on a snapshot before it
+//! accepts it. A snapshot that fails them is NACKed and never served.
+
+use crate::{ApiError, BackendTarget, GatewayConfig, HttpFilter, PathMatch, PathModifier};
+use crate::{Protocol, Route, StringMatch};
+use std::collections::HashSet;
+
+const REDIRECT_CODES: [u16; 5] = [301, 302, 303, 307, 308];
+
+impl GatewayConfig {
+    /// Checks every internal reference and value; the first problem found is
+    /// returned, naming where it is.
+    pub fn validate(&self) -> Result<(), ApiError> {
+        let mut bound = HashSet::new();
+        for port in &self.ports {
+            if port.port == 0 {
+                return invalid("port 0".into());
+            }
+            if port.addresses.is_empty() {
+                return invalid(format!("port {} has no address", port.port));
+            }
+            for addr in &port.addresses {
+                if !bound.insert((*addr, port.port)) {
+                    return invalid(format!("{addr}:{} appears twice", port.port));
+                }
+            }
+            let mut names = HashSet::new();
+            for listener in &port.listeners {
+                if !names.insert(&listener.name) {
+                    return invalid(format!("listener {} appears twice", listener.name));
+                }
+                if port.protocol == Protocol::Https && listener.tls.is_none() {
+                    return invalid(format!("HTTPS listener {} has no certificate", listener.name));
+                }
+                for vhost in &listener.virtual_hosts {
+                    for route in &vhost.routes {
+                        self.validate_route(route)
+                            .map_err(|e| ApiError::Invalid(format!("route {}: {e}", route.name)))?;
+                    }
+                }
+            }
+        }
+        for (name, cluster) in &self.clusters {
+            if cluster.endpoints.iter().any(|e| e.port() == 0) {
+                return invalid(format!("cluster {name} has an endpoint on port 0"));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_route(&self, route: &Route) -> Result<(), String> {
+        let m = &route.matches;
+        match &m.path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) if !p.starts_with('/') => {
+                return Err(format!("path {p:?} does not start with /"));
+            }
+            PathMatch::Regex(r) => check_regex(r)?,
+            _ => {}
+        }
+        for kv in m.headers.iter().chain(&m.query_params) {
+            if kv.name.is_empty() {
+                return Err("empty header or query parameter name".into());
+            }
+            if let StringMatch::Regex(r) = &kv.value {
+                check_regex(r)?;
+            }
+        }
+        let prefix_match = matches!(m.path, PathMatch::Prefix(_));
+        let backend_filters = route.backends.iter().flat_map(|b| &b.filters);
+        for filter in route.filters.iter().chain(backend_filters) {
+            self.validate_filter(filter, prefix_match)?;
+        }
+        for backend in &route.backends {
+            if let BackendTarget::Cluster(c) = &backend.target {
+                if !self.clusters.contains_key(c) {
+                    return Err(format!("backend cluster {c} is not defined"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_filter(&self, filter: &HttpFilter, prefix_match: bool) -> Result<(), String> {
+        let path = match filter {
+            HttpFilter::RequestHeaders(h) | HttpFilter::ResponseHeaders(h) => {
+                let names = h.set.iter().chain(&h.add).map(|(n, _)| n).chain(&h.remove);
+                for name in names {
+                    http_header_name(name)?;
+                }
+                None
+            }
+            HttpFilter::Redirect(r) => {
+                if !REDIRECT_CODES.contains(&r.status) {
+                    return Err(format!("redirect status {} is not allowed", r.status));
+                }
+                r.path.as_ref()
+            }
+            HttpFilter::Rewrite(r) => r.path.as_ref(),
+            HttpFilter::Mirror(m) => {
+                if !self.clusters.contains_key(&m.cluster) {
+                    return Err(format!("mirror cluster {} is not defined", m.cluster));
+                }
+                if !(0.0..=100.0).contains(&m.percent) {
+                    return Err(format!("mirror percent {} is out of range", m.percent));
+                }
+                None
+            }
+        };
+        if matches!(path, Some(PathModifier::ReplacePrefixMatch(_))) && !prefix_match {
+            return Err("ReplacePrefixMatch needs a PathPrefix match".into());
+        }
+        Ok(())
+    }
+}
+
+fn check_regex(r: &str) -> Result<(), String> {
+    regex::Regex::new(r).map(|_| ()).map_err(|e| format!("invalid regex {r:?}: {e}"))
+}
+
+fn http_header_name(name: &str) -> Result<(), String> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(format!("invalid header name {name:?}"));
+    }
+    Ok(())
+}
+
+fn invalid(msg: String) -> Result<(), ApiError> {
+    Err(ApiError::Invalid(msg))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::*;
+
+    fn config_with(route: Route) -> GatewayConfig {
+        let mut clusters = std::collections::BTreeMap::new();
+        clusters.insert(
+            "default/echo:80".to_string(),
+            Cluster {
+                protocol: AppProtocol::Http1,
+                endpoints: vec!["127.0.0.1:9000".parse().unwrap()],
+                lb: LbPolicy::RoundRobin,
+            },
+        );
+        GatewayConfig {
+            namespace: "default".into(),
+            name: "gw".into(),
+            ports: vec![Port {
+                addresses: vec!["127.0.0.1".parse().unwrap()],
+                port: 8080,
+                protocol: Protocol::Http,
+                listeners: vec![Listener {
+                    name: "http".into(),
+                    hostname: None,
+                    tls: None,
+                    virtual_hosts: vec![VirtualHost {
+                        hostname: "*".into(),
+                        routes: vec![route],
+                    }],
+                }],
+            }],
+            clusters,
+        }
+    }
+
+    fn route(path: PathMatch, target: &str) -> Route {
+        Route {
+            name: "default/r/rule/0/match/0".into(),
+            matches: HttpMatch {
+                path,
+                ..Default::default()
+            },
+            filters: vec![],
+            backends: vec![WeightedBackend {
+                weight: 1,
+                target: BackendTarget::Cluster(target.into()),
+                filters: vec![],
+            }],
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    #[test]
+    fn accepts_a_consistent_snapshot() {
+        let config = config_with(route(PathMatch::Prefix("/".into()), "default/echo:80"));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_an_unknown_cluster() {
+        let config = config_with(route(PathMatch::Prefix("/".into()), "default/nope:80"));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("default/nope:80"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_bad_regex() {
+        let config = config_with(route(PathMatch::Regex("/(".into()), "default/echo:80"));
+        assert!(config.validate().unwrap_err().to_string().contains("regex"));
+    }
+
+    #[test]
+    fn refuses_prefix_rewrite_without_prefix_match() {
+        let mut r = route(PathMatch::Exact("/a".into()), "default/echo:80");
+        r.filters.push(HttpFilter::Rewrite(Rewrite {
+            hostname: None,
+            path: Some(PathModifier::ReplacePrefixMatch("/b".into())),
+        }));
+        assert!(config_with(r).validate().is_err());
+    }
+
+    #[test]
+    fn refuses_https_without_certificate() {
+        let mut config = config_with(route(PathMatch::Prefix("/".into()), "default/echo:80"));
+        config.ports[0].protocol = Protocol::Https;
+        assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn wire_round_trip_validates() {
+        let config = config_with(route(PathMatch::Prefix("/".into()), "default/echo:80"));
+        let bytes = wire::encode(&config);
+        assert_eq!(wire::decode(&bytes).unwrap(), config);
+        let bad = config_with(route(PathMatch::Regex("(".into()), "default/echo:80"));
+        assert!(wire::decode(&wire::encode(&bad)).is_err());
+    }
+}
