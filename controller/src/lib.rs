@@ -1,1 +1,22 @@
-//! placeholder
+//! `weft-controller` owns the control plane: providers that read Kubernetes
+//! resources (today a folder of YAML), the store they fill, the pure
+//! translation from resources to the IR of each gateway plus the status of
+//! every resource, and the servers that hand both out — the gRPC config server
+//! for proxies and the admin HTTP endpoint (`/status`) for people and tools.
+//!
+//! It never links Pingora: proxies learn everything through `weft-api`.
+
+pub mod admin;
+mod error;
+pub mod provider;
+pub mod resources;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod translate;
+pub mod workload;
+
+pub use error::ControllerError;
+
+/// The GatewayClass `controllerName` weft owns.
+pub const CONTROLLER_NAME: &str = "weft.dev/gateway-controller";

@@ -1,0 +1,147 @@
+//! The folder provider: every `*.yaml`, `*.yml` and `*.json` file of a folder
+//! (not dot-files), read into the store, and a watcher that re-reads the
+//! folder whenever something in it changes.
+
+use crate::resources::{documents, parse, Parsed};
+use crate::store::{Problem, Store};
+use crate::ControllerError;
+use notify::{RecursiveMode, Watcher};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The last good parse of each file, so that a file which stops parsing (a
+/// half-saved edit) keeps its objects, as a rejected `kubectl apply` would.
+#[derive(Default)]
+pub struct FolderState {
+    files: BTreeMap<PathBuf, (String, Vec<Parsed>)>,
+    reported_unknown: std::collections::BTreeSet<(String, String)>,
+}
+
+fn wanted(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !name.starts_with('.')
+        && path.is_file()
+        && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
+/// Parses one file's text: its documents, or the problems that stop it.
+pub fn parse_text(text: &str) -> Result<Vec<Parsed>, Vec<String>> {
+    let docs = documents(text).map_err(|e| vec![e])?;
+    let mut parsed = Vec::new();
+    let mut errors = Vec::new();
+    for doc in docs {
+        match parse(doc) {
+            Ok(p) => parsed.push(p),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(parsed)
+    } else {
+        Err(errors)
+    }
+}
+
+impl FolderState {
+    /// Reads the folder and builds the next store from `previous`.
+    pub fn read(&mut self, dir: &Path, previous: &Store) -> Result<Store, ControllerError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| ControllerError::Read {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| wanted(p)).collect();
+        paths.sort();
+        let mut problems = Vec::new();
+        let mut next = BTreeMap::new();
+        for path in paths {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push(Problem {
+                        file: path.clone(),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            if let Some((old_text, parsed)) = self.files.remove(&path) {
+                if old_text == text {
+                    next.insert(path, (old_text, parsed));
+                    continue;
+                }
+                self.files.insert(path.clone(), (old_text, parsed));
+            }
+            match parse_text(&text) {
+                Ok(parsed) => {
+                    next.insert(path, (text, parsed));
+                }
+                Err(errors) => {
+                    for message in errors {
+                        tracing::error!(file = %path.display(), "{message}");
+                        problems.push(Problem {
+                            file: path.clone(),
+                            message,
+                        });
+                    }
+                    if let Some(last_good) = self.files.remove(&path) {
+                        tracing::warn!(file = %path.display(), "keeping the objects of its last good version");
+                        next.insert(path, last_good);
+                    }
+                }
+            }
+        }
+        self.files = next;
+        let mut docs = Vec::new();
+        for (path, (_, parsed)) in &self.files {
+            for p in parsed {
+                if let Parsed::Unknown { api_version, kind } = p {
+                    if self.reported_unknown.insert((api_version.clone(), kind.clone())) {
+                        tracing::warn!(file = %path.display(), "ignoring kind {kind} ({api_version}): weft does not read it");
+                    }
+                    continue;
+                }
+                docs.push((path.clone(), p.clone()));
+            }
+        }
+        Ok(Store::build(previous, docs, problems))
+    }
+}
+
+/// Watches `dir` and sends a unit each time it may have changed, coalescing
+/// bursts (an editor's temp file, rename and chmod) into one.
+pub fn watch(dir: &Path) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), ControllerError> {
+    let (raw_tx, mut raw_rx) = mpsc::unbounded_channel();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            if !event.kind.is_access() {
+                let _ = raw_tx.send(());
+            }
+        }
+    })
+    .map_err(|source| ControllerError::Watch {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|source| ControllerError::Watch {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while raw_rx.recv().await.is_some() {
+            // Let the burst settle, then drain it.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while raw_rx.try_recv().is_ok() {}
+            // A full channel already holds a pending reload, which will read
+            // the folder as it is by then.
+            if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
+                break;
+            }
+        }
+    });
+    Ok((watcher, rx))
+}

@@ -1,0 +1,253 @@
+//! The resource kinds weft reads, and turning one manifest document into one
+//! typed object.
+
+use crate::workload::Workload;
+use gateway_api::gatewayclasses::GatewayClass;
+use gateway_api::gateways::Gateway;
+use gateway_api::httproutes::HttpRoute;
+use gateway_api::referencegrants::ReferenceGrant;
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::Value;
+use std::fmt;
+
+pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Namespace,
+    GatewayClass,
+    Gateway,
+    HttpRoute,
+    ReferenceGrant,
+    Service,
+    EndpointSlice,
+    Secret,
+    Workload,
+}
+
+impl Kind {
+    /// The kind a document names, if weft reads it.
+    fn of(api_version: &str, kind: &str) -> Option<Kind> {
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let version = api_version.rsplit_once('/').map_or(api_version, |(_, v)| v);
+        let gateway_version = group == GATEWAY_GROUP && matches!(version, "v1" | "v1beta1");
+        Some(match (kind, group) {
+            ("Namespace", "") if version == "v1" => Kind::Namespace,
+            ("Service", "") if version == "v1" => Kind::Service,
+            ("Secret", "") if version == "v1" => Kind::Secret,
+            ("EndpointSlice", "discovery.k8s.io") if version == "v1" => Kind::EndpointSlice,
+            ("GatewayClass", _) if gateway_version => Kind::GatewayClass,
+            ("Gateway", _) if gateway_version => Kind::Gateway,
+            ("HTTPRoute", _) if gateway_version => Kind::HttpRoute,
+            ("ReferenceGrant", _) if gateway_version => Kind::ReferenceGrant,
+            ("Workload", "weft.dev") if version == "v1alpha1" => Kind::Workload,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HttpRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
+            Kind::Workload => "Workload",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::Namespace | Kind::GatewayClass)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Identifies an object: kind, namespace (empty when cluster-scoped), name.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum Object {
+    Namespace(Namespace),
+    GatewayClass(GatewayClass),
+    Gateway(Gateway),
+    HttpRoute(HttpRoute),
+    ReferenceGrant(ReferenceGrant),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Secret(Secret),
+    Workload(Workload),
+}
+
+/// A document read from a manifest, as far as it could be understood.
+#[derive(Clone, Debug)]
+pub enum Parsed {
+    /// A kind weft reads, typed; `api_version` as written; `spec` is the
+    /// document without `metadata` and `status`, to tell spec changes apart.
+    Object {
+        key: ObjKey,
+        api_version: String,
+        object: Box<Object>,
+        spec: Value,
+    },
+    /// A kind weft does not read.
+    Unknown { api_version: String, kind: String },
+}
+
+/// Turns one document into an object. `Err` says what is wrong with it.
+pub fn parse(doc: Value) -> Result<Parsed, String> {
+    let Value::Object(mut map) = doc else {
+        return Err("a manifest document must be a mapping".into());
+    };
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = text(map.get("apiVersion"));
+    let kind_name = text(map.get("kind"));
+    if api_version.is_empty() || kind_name.is_empty() {
+        return Err("apiVersion and kind are required".into());
+    }
+    let Some(kind) = Kind::of(&api_version, &kind_name) else {
+        return Ok(Parsed::Unknown {
+            api_version,
+            kind: kind_name,
+        });
+    };
+    let name = map
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    if name.is_empty() {
+        return Err(format!("{kind_name}: metadata.name is required"));
+    }
+    let namespace = if kind.namespaced() {
+        let ns = map.get("metadata").and_then(|m| m.get("namespace"));
+        let ns = ns.and_then(Value::as_str).unwrap_or("default").to_string();
+        // Objects are stored with their namespace filled in, as the API server does.
+        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+            meta.insert("namespace".into(), Value::String(ns.clone()));
+        }
+        ns
+    } else {
+        String::new()
+    };
+    let key = ObjKey {
+        kind,
+        namespace,
+        name,
+    };
+    let mut spec = map.clone();
+    spec.remove("metadata");
+    spec.remove("status");
+    spec.remove("apiVersion");
+    let doc = Value::Object(map);
+    let object = typed(kind, doc).map_err(|e| format!("{key}: {e}"))?;
+    Ok(Parsed::Object {
+        key,
+        api_version,
+        object: Box::new(object),
+        spec: Value::Object(spec),
+    })
+}
+
+fn typed(kind: Kind, doc: Value) -> Result<Object, serde_json::Error> {
+    use serde_json::from_value as from;
+    Ok(match kind {
+        Kind::Namespace => Object::Namespace(from(doc)?),
+        Kind::GatewayClass => Object::GatewayClass(from(doc)?),
+        Kind::Gateway => Object::Gateway(from(doc)?),
+        Kind::HttpRoute => Object::HttpRoute(from(doc)?),
+        Kind::ReferenceGrant => Object::ReferenceGrant(from(doc)?),
+        Kind::Service => Object::Service(from(doc)?),
+        Kind::EndpointSlice => Object::EndpointSlice(from(doc)?),
+        Kind::Secret => Object::Secret(from(doc)?),
+        Kind::Workload => Object::Workload(from(doc)?),
+    })
+}
+
+impl Object {
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::GatewayClass(o) => &o.metadata,
+            Object::Gateway(o) => &o.metadata,
+            Object::HttpRoute(o) => &o.metadata,
+            Object::ReferenceGrant(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::Workload(o) => &o.metadata,
+        }
+    }
+}
+
+/// Splits a file's text into documents: multi-document YAML (JSON is YAML).
+/// Empty documents are skipped.
+pub fn documents(text: &str) -> Result<Vec<Value>, String> {
+    use serde::Deserialize;
+    let mut docs = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        let value = Value::deserialize(de).map_err(|e| e.to_string())?;
+        if !value.is_null() {
+            docs.push(value);
+        }
+    }
+    Ok(docs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_v1beta1_and_defaults_namespace() {
+        let docs = documents(
+            "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {}\n---\n",
+        )
+        .unwrap();
+        let Parsed::Object { key, object, .. } = parse(docs[0].clone()).unwrap() else {
+            panic!("not an object")
+        };
+        assert_eq!(key.namespace, "default");
+        assert_eq!(object.metadata().namespace.as_deref(), Some("default"));
+    }
+
+    #[test]
+    fn unknown_kinds_are_reported_not_parsed() {
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        assert!(matches!(parse(doc).unwrap(), Parsed::Unknown { .. }));
+    }
+
+    #[test]
+    fn bad_documents_say_why() {
+        let doc = serde_json::json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "g"}, "spec": {"listeners": "nope"}});
+        let err = parse(doc).unwrap_err();
+        assert!(err.contains("Gateway default/g"), "{err}");
+        assert!(documents("a: [").is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! Backend references: from a route's `backendRef` to a Service port, its
+//! endpoints (EndpointSlices, or Workloads matching the Service's selector)
+//! and the cluster the gateway sends to.
+
+use super::refs::{permitted, From, To};
+use crate::resources::{Kind, Object, GATEWAY_GROUP};
+use crate::store::Store;
+use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use weft_api::{AppProtocol, Cluster, LbPolicy};
+
+/// A reference as every route kind spells it.
+pub struct BackendRef<'a> {
+    pub group: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub name: &'a str,
+    pub namespace: Option<&'a str>,
+    pub port: Option<i32>,
+}
+
+/// Why a reference does not resolve: a route `ResolvedRefs` reason and message.
+pub type Unresolved = (&'static str, String);
+
+/// Resolves `r`, made by an HTTPRoute in `route_ns`, to a cluster name,
+/// adding the cluster to `clusters` the first time.
+pub fn resolve(
+    store: &Store,
+    route_ns: &str,
+    r: &BackendRef<'_>,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> Result<String, Unresolved> {
+    let group = r.group.unwrap_or("");
+    let kind = r.kind.unwrap_or("Service");
+    if group != "" || kind != "Service" {
+        return Err(("InvalidKind", format!("backendRef kind {group}/{kind} is not supported")));
+    }
+    let ns = r.namespace.unwrap_or(route_ns);
+    let from = From {
+        group: GATEWAY_GROUP,
+        kind: "HTTPRoute",
+        namespace: route_ns,
+    };
+    let to = To {
+        group: "",
+        kind: "Service",
+        namespace: ns,
+        name: r.name,
+    };
+    if !permitted(store, &from, &to) {
+        return Err((
+            "RefNotPermitted",
+            format!("no ReferenceGrant in {ns} allows a reference to Service {}", r.name),
+        ));
+    }
+    let Some(Object::Service(svc)) = store.lookup(Kind::Service, ns, r.name) else {
+        return Err(("BackendNotFound", format!("Service {ns}/{} does not exist", r.name)));
+    };
+    let Some(port) = r.port else {
+        return Err(("BackendNotFound", format!("backendRef to Service {ns}/{} needs a port", r.name)));
+    };
+    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    let Some(service_port) = ports.iter().find(|p| p.port == port) else {
+        return Err(("BackendNotFound", format!("Service {ns}/{} has no port {port}", r.name)));
+    };
+    let name = format!("{ns}/{}:{port}", r.name);
+    if !clusters.contains_key(&name) {
+        let cluster = Cluster {
+            protocol: app_protocol(service_port),
+            endpoints: endpoints(store, ns, r.name, svc, service_port),
+            lb: LbPolicy::RoundRobin,
+        };
+        clusters.insert(name.clone(), cluster);
+    }
+    Ok(name)
+}
+
+fn app_protocol(port: &ServicePort) -> AppProtocol {
+    match port.app_protocol.as_deref() {
+        Some("kubernetes.io/h2c") => AppProtocol::H2c,
+        Some("kubernetes.io/ws") => AppProtocol::WebSocket,
+        _ => AppProtocol::Http1,
+    }
+}
+
+/// The endpoints of one Service port: from EndpointSlices labelled with the
+/// Service's name (the slice port of the same name gives the target port),
+/// then from Workloads matching the Service's selector.
+fn endpoints(store: &Store, ns: &str, name: &str, svc: &Service, port: &ServicePort) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    let port_name = port.name.as_deref().unwrap_or("");
+    for (key, entry) in store.of_kind(Kind::EndpointSlice) {
+        let Object::EndpointSlice(slice) = &entry.object else { continue };
+        let labels = slice.metadata.labels.as_ref();
+        if key.namespace != ns || labels.and_then(|l| l.get("kubernetes.io/service-name")).map(String::as_str) != Some(name) {
+            continue;
+        }
+        let slice_port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref().unwrap_or("") == port_name)
+            .and_then(|p| p.port);
+        let Some(target) = slice_port.and_then(|p| u16::try_from(p).ok()) else { continue };
+        for ep in slice.endpoints.iter().flatten() {
+            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for addr in &ep.addresses {
+                if let Ok(ip) = addr.parse() {
+                    out.push(SocketAddr::new(ip, target));
+                }
+            }
+        }
+    }
+    let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty());
+    if let Some(selector) = selector {
+        for (key, entry) in store.of_kind(Kind::Workload) {
+            let Object::Workload(w) = &entry.object else { continue };
+            let labels = w.metadata.labels.clone().unwrap_or_default();
+            if key.namespace != ns || !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+                continue;
+            }
+            let target = match &port.target_port {
+                None => u16::try_from(port.port).ok(),
+                Some(IntOrString::Int(p)) => u16::try_from(*p).ok(),
+                Some(IntOrString::String(n)) => {
+                    w.spec.ports.iter().find(|p| p.name.as_deref() == Some(n)).map(|p| p.container_port)
+                }
+            };
+            if let Some(target) = target {
+                out.push(SocketAddr::new(w.address(), target));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}

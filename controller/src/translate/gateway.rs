@@ -1,0 +1,302 @@
+//! GatewayClasses and Gateways: which Gateways weft owns, their addresses,
+//! and each listener's validity, conflicts and certificates. Routes attach to
+//! the `ListenerCtx`s built here.
+
+use super::conditions::{Condition, Verdict};
+use super::selector::Selector;
+use super::{hostname, tls, Options};
+use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
+use crate::store::Store;
+use crate::CONTROLLER_NAME;
+use gateway_api::gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use weft_api::{Protocol, Route, TlsCertificate};
+
+pub enum AllowedFrom {
+    Same,
+    All,
+    Selector(Selector),
+}
+
+pub struct ListenerCtx {
+    pub name: String,
+    pub port: u16,
+    pub protocol: Option<Protocol>,
+    pub hostname: Option<String>,
+    pub allowed_from: AllowedFrom,
+    /// Route kinds this listener accepts (all of them valid).
+    pub kinds: Vec<&'static str>,
+    pub tls: Option<TlsCertificate>,
+    pub accepted: Verdict,
+    pub resolved: Verdict,
+    pub conflict: Option<&'static str>,
+    /// Routes attached (namespace/name), for `attachedRoutes`.
+    pub attached: BTreeSet<(String, String)>,
+    /// Virtual hosts by hostname: routes with their precedence keys.
+    pub vhosts: BTreeMap<String, Vec<(super::rules::SortKey, Route)>>,
+}
+
+impl ListenerCtx {
+    /// Whether the listener takes routes and serves traffic.
+    pub fn usable(&self) -> bool {
+        self.accepted.is_ok() && self.conflict.is_none() && self.protocol.is_some()
+    }
+
+    /// Whether it is programmed: usable with every reference resolved.
+    pub fn programmed(&self) -> bool {
+        self.usable() && self.resolved.is_ok()
+    }
+}
+
+pub struct GatewayCtx {
+    pub key: ObjKey,
+    pub generation: i64,
+    pub addresses: Vec<IpAddr>,
+    pub address_problem: Option<String>,
+    pub listeners: Vec<ListenerCtx>,
+}
+
+/// The GatewayClasses weft owns, with their statuses; the names of the
+/// accepted ones are returned.
+pub fn classes(store: &Store, statuses: &mut BTreeMap<ObjKey, Value>) -> BTreeSet<String> {
+    let mut accepted = BTreeSet::new();
+    for (key, entry) in store.of_kind(Kind::GatewayClass) {
+        let Object::GatewayClass(class) = &entry.object else { continue };
+        if class.spec.controller_name != CONTROLLER_NAME {
+            continue;
+        }
+        let g = entry.generation;
+        let mut verdict = Verdict::ok("Accepted");
+        if let Some(p) = &class.spec.parameters_ref {
+            verdict.fail(
+                "InvalidParameters",
+                format!("weft takes no parameters; parametersRef {}/{} {} is not supported", p.group, p.kind, p.name),
+            );
+        }
+        if verdict.is_ok() {
+            accepted.insert(key.name.clone());
+        }
+        let conditions = vec![
+            verdict.condition("Accepted", "Accepted by weft", g),
+            Condition::new("SupportedVersion", true, "SupportedVersion", "Gateway API version is supported", g),
+        ];
+        statuses.insert(key.clone(), json!({ "conditions": conditions }));
+    }
+    accepted
+}
+
+/// Builds the context of every Gateway of an accepted weft class.
+pub fn gateways(store: &Store, classes: &BTreeSet<String>, opts: &Options) -> Vec<GatewayCtx> {
+    let mut out = Vec::new();
+    for (key, entry) in store.of_kind(Kind::Gateway) {
+        let Object::Gateway(gw) = &entry.object else { continue };
+        if !classes.contains(&gw.spec.gateway_class_name) {
+            continue;
+        }
+        out.push(gateway(store, key, entry.generation, gw, opts));
+    }
+    out
+}
+
+fn gateway(store: &Store, key: &ObjKey, generation: i64, gw: &Gateway, opts: &Options) -> GatewayCtx {
+    let mut addresses = Vec::new();
+    let mut address_problem = None;
+    for a in gw.spec.addresses.iter().flatten() {
+        let type_ = a.r#type.as_deref().unwrap_or("IPAddress");
+        match (type_, a.value.as_deref()) {
+            ("IPAddress", None | Some("")) => addresses.push(opts.default_address),
+            ("IPAddress", Some(v)) => match v.parse::<IpAddr>() {
+                Ok(ip) => addresses.push(ip),
+                Err(_) => address_problem = Some(format!("{v:?} is not an IP address")),
+            },
+            (t, _) => address_problem = Some(format!("address type {t} is not supported; use IPAddress")),
+        }
+    }
+    if addresses.is_empty() {
+        addresses.push(opts.default_address);
+    }
+    addresses.sort();
+    addresses.dedup();
+    let mut listeners: Vec<ListenerCtx> =
+        gw.spec.listeners.iter().map(|l| listener(store, &key.namespace, l)).collect();
+    mark_conflicts(&mut listeners);
+    GatewayCtx {
+        key: key.clone(),
+        generation,
+        addresses,
+        address_problem,
+        listeners,
+    }
+}
+
+fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCtx {
+    let mut accepted = Verdict::ok("Accepted");
+    let mut resolved = Verdict::ok("ResolvedRefs");
+    let protocol = match l.protocol.as_str() {
+        "HTTP" => Some(Protocol::Http),
+        "HTTPS" => Some(Protocol::Https),
+        other => {
+            accepted.fail("UnsupportedProtocol", format!("protocol {other} is not supported"));
+            None
+        }
+    };
+    let port = u16::try_from(l.port).ok().filter(|p| *p != 0).unwrap_or_else(|| {
+        accepted.fail("PortUnavailable", format!("port {} is out of range", l.port));
+        0
+    });
+    let hostname = l.hostname.clone().filter(|h| !h.is_empty());
+    if let Some(h) = &hostname {
+        if !hostname::valid(h) {
+            accepted.fail("UnsupportedValue", format!("hostname {h:?} is not a valid hostname"));
+        }
+    }
+    let allowed = l.allowed_routes.as_ref();
+    let namespaces = allowed.and_then(|a| a.namespaces.as_ref());
+    let allowed_from = match namespaces.and_then(|n| n.from.as_ref()) {
+        None | Some(From::Same) => AllowedFrom::Same,
+        Some(From::All) => AllowedFrom::All,
+        Some(From::Selector) => {
+            let sel = namespaces.and_then(|n| n.selector.as_ref());
+            AllowedFrom::Selector(Selector {
+                labels: sel.and_then(|s| s.match_labels.clone()).unwrap_or_default(),
+                expressions: sel
+                    .and_then(|s| s.match_expressions.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|e| (e.key.clone(), e.operator.clone(), e.values.clone().unwrap_or_default()))
+                    .collect(),
+            })
+        }
+    };
+    let mut kinds = Vec::new();
+    match allowed.and_then(|a| a.kinds.as_ref()) {
+        Some(requested) if !requested.is_empty() => {
+            for k in requested {
+                let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
+                if group == GATEWAY_GROUP && k.kind == "HTTPRoute" && protocol.is_some() {
+                    kinds.push("HTTPRoute");
+                } else {
+                    resolved.fail("InvalidRouteKinds", format!("route kind {group}/{} is not supported", k.kind));
+                }
+            }
+            kinds.dedup();
+        }
+        _ if protocol.is_some() => kinds.push("HTTPRoute"),
+        _ => {}
+    }
+    let mut tls_cert = None;
+    if protocol == Some(Protocol::Https) {
+        let config = l.tls.as_ref();
+        let mode = config.and_then(|t| t.mode.as_ref());
+        if matches!(mode, Some(gateway_api::gateways::GatewayListenersTlsMode::Passthrough)) {
+            accepted.fail("UnsupportedValue", "TLS mode Passthrough needs a TLS listener");
+        }
+        let refs = config.and_then(|t| t.certificate_refs.as_deref()).unwrap_or_default();
+        if refs.is_empty() {
+            resolved.fail("InvalidCertificateRef", "an HTTPS listener needs a certificateRef");
+        }
+        for r in refs {
+            match tls::resolve(store, gateway_ns, r) {
+                Ok(cert) => {
+                    tls_cert.get_or_insert(cert);
+                }
+                Err((reason, message)) => resolved.fail(reason, message),
+            }
+        }
+    }
+    ListenerCtx {
+        name: l.name.clone(),
+        port,
+        protocol,
+        hostname,
+        allowed_from,
+        kinds,
+        tls: tls_cert,
+        accepted,
+        resolved,
+        conflict: None,
+        attached: BTreeSet::new(),
+        vhosts: BTreeMap::new(),
+    }
+}
+
+/// Listeners sharing a port must agree on the protocol and differ by
+/// hostname; those that do not are Conflicted.
+fn mark_conflicts(listeners: &mut [ListenerCtx]) {
+    let n = listeners.len();
+    for i in 0..n {
+        for j in 0..n {
+            if i == j || listeners[i].port != listeners[j].port || listeners[j].protocol.is_none() {
+                continue;
+            }
+            if listeners[i].protocol != listeners[j].protocol {
+                listeners[i].conflict = Some("ProtocolConflict");
+            } else if listeners[i].hostname == listeners[j].hostname && listeners[i].conflict.is_none() {
+                listeners[i].conflict = Some("HostnameConflict");
+            }
+        }
+    }
+}
+
+/// The status of a Gateway once routes have attached.
+pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
+    let g = gw.generation;
+    let mut accepted = Verdict::ok("Accepted");
+    let mut programmed = Verdict::ok("Programmed");
+    if let Some(problem) = &gw.address_problem {
+        accepted.fail("UnsupportedAddress", problem.clone());
+        programmed.fail("Invalid", "the Gateway is not accepted");
+    }
+    if let Some(err) = bind_errors.first() {
+        programmed.fail("AddressNotUsable", format!("cannot listen: {}", bind_errors.join("; ")));
+        let _ = err;
+    }
+    let valid = gw.listeners.iter().filter(|l| l.usable()).count();
+    if valid < gw.listeners.len() && accepted.is_ok() {
+        if valid == 0 {
+            accepted.fail("ListenersNotValid", "no listener is valid");
+            programmed.fail("Invalid", "no listener is valid");
+        }
+    }
+    let mut conditions = vec![
+        accepted.condition("Accepted", "Accepted by weft", g),
+        programmed.condition("Programmed", "Programmed by weft", g),
+    ];
+    if valid < gw.listeners.len() && valid > 0 && accepted.is_ok() {
+        conditions[0].reason = "ListenersNotValid".into();
+        conditions[0].message = "some listeners are not valid".into();
+    }
+    let listeners: Vec<Value> = gw.listeners.iter().map(|l| listener_status(l, g)).collect();
+    let addresses: Vec<Value> =
+        gw.addresses.iter().map(|a| json!({"type": "IPAddress", "value": a.to_string()})).collect();
+    json!({ "addresses": addresses, "conditions": conditions, "listeners": listeners })
+}
+
+fn listener_status(l: &ListenerCtx, g: i64) -> Value {
+    let mut accepted = l.accepted.clone();
+    if let Some(reason) = l.conflict {
+        accepted.fail(reason, "another listener on this port conflicts with this one");
+    }
+    let mut programmed = Verdict::ok("Programmed");
+    if !l.programmed() {
+        programmed.fail("Invalid", "the listener is not valid");
+    }
+    let conflicted = match l.conflict {
+        Some(reason) => Condition::new("Conflicted", true, reason, "conflicts with another listener on this port", g),
+        None => Condition::new("Conflicted", false, "NoConflicts", "no conflict", g),
+    };
+    let kinds: Vec<Value> = l.kinds.iter().map(|k| json!({"group": GATEWAY_GROUP, "kind": k})).collect();
+    json!({
+        "name": l.name,
+        "supportedKinds": kinds,
+        "attachedRoutes": l.attached.len(),
+        "conditions": [
+            accepted.condition("Accepted", "Accepted", g),
+            programmed.condition("Programmed", "Programmed", g),
+            l.resolved.condition("ResolvedRefs", "References resolved", g),
+            conflicted,
+        ],
+    })
+}

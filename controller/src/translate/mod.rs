@@ -1,0 +1,124 @@
+//! The translation: a pure function from the store (and what gateways
+//! reported about binding their addresses) to the IR of every Gateway and the
+//! status of every resource weft owns. No I/O, no clock.
+
+mod backend;
+pub mod conditions;
+mod gateway;
+pub mod hostname;
+mod refs;
+mod route;
+mod rules;
+mod selector;
+mod tls;
+
+use crate::resources::ObjKey;
+use crate::store::Store;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use weft_api::{BackendTarget, GatewayConfig, HttpFilter, Listener, Port, Protocol, VirtualHost};
+
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The address a Gateway without `spec.addresses` binds to.
+    pub default_address: IpAddr,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            default_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        }
+    }
+}
+
+/// What the gateways reported: per Gateway, the addresses they failed to bind.
+pub type BindErrors = BTreeMap<ObjKey, Vec<String>>;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Translation {
+    /// The IR of each Gateway weft owns, by the Gateway's key.
+    pub gateways: BTreeMap<ObjKey, GatewayConfig>,
+    /// The status of each resource weft owns, without `lastTransitionTime`.
+    pub statuses: BTreeMap<ObjKey, Value>,
+}
+
+pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Translation {
+    let mut statuses = BTreeMap::new();
+    let classes = gateway::classes(store, &mut statuses);
+    let mut gateways = gateway::gateways(store, &classes, opts);
+    let mut clusters = BTreeMap::new();
+    route::routes(store, &mut gateways, &mut clusters, &mut statuses);
+    let mut out = BTreeMap::new();
+    for gw in &gateways {
+        let errors = bind_errors.get(&gw.key).map(Vec::as_slice).unwrap_or_default();
+        statuses.insert(gw.key.clone(), gateway::status(gw, errors));
+        if gw.address_problem.is_none() {
+            out.insert(gw.key.clone(), ir(gw, &clusters));
+        }
+    }
+    Translation {
+        gateways: out,
+        statuses,
+    }
+}
+
+/// The IR of one Gateway: its programmed listeners grouped by port, and the
+/// clusters its routes use.
+fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) -> GatewayConfig {
+    let mut ports: Vec<Port> = Vec::new();
+    let mut used = BTreeSet::new();
+    for l in &gw.listeners {
+        let Some(protocol) = l.protocol else { continue };
+        if !l.usable() || (protocol == Protocol::Https && l.tls.is_none()) {
+            continue;
+        }
+        let virtual_hosts = l
+            .vhosts
+            .iter()
+            .map(|(hostname, routes)| {
+                let mut routes = routes.clone();
+                routes.sort_by(|a, b| a.0.cmp(&b.0));
+                VirtualHost {
+                    hostname: hostname.clone(),
+                    routes: routes.into_iter().map(|(_, r)| r).collect(),
+                }
+            })
+            .collect::<Vec<_>>();
+        for route in virtual_hosts.iter().flat_map(|v| &v.routes) {
+            for b in &route.backends {
+                if let BackendTarget::Cluster(c) = &b.target {
+                    used.insert(c.clone());
+                }
+            }
+            let filters = route.filters.iter().chain(route.backends.iter().flat_map(|b| &b.filters));
+            for f in filters {
+                if let HttpFilter::Mirror(m) = f {
+                    used.insert(m.cluster.clone());
+                }
+            }
+        }
+        let listener = Listener {
+            name: l.name.clone(),
+            hostname: l.hostname.clone(),
+            tls: l.tls.clone(),
+            virtual_hosts,
+        };
+        match ports.iter_mut().find(|p| p.port == l.port) {
+            Some(p) => p.listeners.push(listener),
+            None => ports.push(Port {
+                addresses: gw.addresses.clone(),
+                port: l.port,
+                protocol,
+                listeners: vec![listener],
+            }),
+        }
+    }
+    GatewayConfig {
+        namespace: gw.key.namespace.clone(),
+        name: gw.key.name.clone(),
+        ports,
+        clusters: used.into_iter().filter_map(|c| clusters.get(&c).map(|v| (c, v.clone()))).collect(),
+    }
+}

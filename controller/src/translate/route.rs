@@ -1,0 +1,176 @@
+//! HTTPRoutes: attaching each parentRef to Gateway listeners, adding the
+//! route's rules to the listeners' virtual hosts, and the route's status.
+
+use super::conditions::{Condition, Verdict};
+use super::gateway::{AllowedFrom, GatewayCtx, ListenerCtx};
+use super::hostname;
+use super::rules::{self, Problems, Rule};
+use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
+use crate::store::Store;
+use crate::CONTROLLER_NAME;
+use gateway_api::httproutes::{HttpRoute, HttpRouteParentRefs};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use weft_api::{Cluster, Route};
+
+pub fn routes(
+    store: &Store,
+    gateways: &mut [GatewayCtx],
+    clusters: &mut BTreeMap<String, Cluster>,
+    statuses: &mut BTreeMap<ObjKey, Value>,
+) {
+    for (key, entry) in store.of_kind(Kind::HttpRoute) {
+        let Object::HttpRoute(route) = &entry.object else { continue };
+        let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+        let mut cx = rules::Ctx {
+            store,
+            namespace: &key.namespace,
+            order: (created, key.namespace.clone(), key.name.clone()),
+            clusters,
+        };
+        let mut problems = Problems::default();
+        let all_rules = route.spec.rules.as_deref().unwrap_or_default();
+        let converted: Vec<(usize, Rule)> = all_rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| rules::convert(&mut cx, r, i, &mut problems).map(|rule| (i, rule)))
+            .collect();
+        let mut parents = Vec::new();
+        for parent in route.spec.parent_refs.iter().flatten() {
+            let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
+            let kind = parent.kind.as_deref().unwrap_or("Gateway");
+            if group != GATEWAY_GROUP || kind != "Gateway" {
+                continue;
+            }
+            let gw_ns = parent.namespace.as_deref().unwrap_or(&key.namespace);
+            let Some(gw) = gateways.iter_mut().find(|g| g.key.namespace == gw_ns && g.key.name == parent.name)
+            else {
+                continue;
+            };
+            let g = entry.generation;
+            let mut accepted = Verdict::ok("Accepted");
+            match attach(store, key, route, parent, gw) {
+                Err((reason, message)) => accepted.fail(reason, message),
+                Ok(_) if converted.is_empty() && problems.unsupported.is_some() => {
+                    accepted.fail("UnsupportedValue", problems.unsupported.clone().unwrap_or_default());
+                }
+                Ok(listeners) => {
+                    for li in listeners {
+                        program(&mut gw.listeners[li], key, route, &converted);
+                    }
+                }
+            }
+            let mut resolved = Verdict::ok("ResolvedRefs");
+            if let Some((reason, message)) = &problems.unresolved {
+                resolved.fail(reason, message.clone());
+            }
+            let mut conditions = vec![
+                accepted.condition("Accepted", "Accepted", g),
+                resolved.condition("ResolvedRefs", "References resolved", g),
+            ];
+            if let (Some(message), false) = (&problems.unsupported, converted.is_empty()) {
+                conditions.push(Condition::new("PartiallyInvalid", true, "UnsupportedValue", message.clone(), g));
+            }
+            parents.push(json!({
+                "parentRef": parent_ref(parent, &key.namespace),
+                "controllerName": CONTROLLER_NAME,
+                "conditions": conditions,
+            }));
+        }
+        if !parents.is_empty() {
+            statuses.insert(key.clone(), json!({ "parents": parents }));
+        }
+    }
+}
+
+/// The listeners of `gw` the route attaches to through `parent`, or why none.
+fn attach(
+    store: &Store,
+    key: &ObjKey,
+    route: &HttpRoute,
+    parent: &HttpRouteParentRefs,
+    gw: &mut GatewayCtx,
+) -> Result<Vec<usize>, (&'static str, String)> {
+    let named: Vec<usize> = (0..gw.listeners.len())
+        .filter(|&i| {
+            let l = &gw.listeners[i];
+            parent.section_name.as_deref().is_none_or(|s| s == l.name)
+                && parent.port.is_none_or(|p| i32::from(l.port) == p)
+        })
+        .collect();
+    if named.is_empty() {
+        return Err(("NoMatchingParent", "no listener matches the parentRef's sectionName and port".into()));
+    }
+    let ns_labels = store.namespace_labels(&key.namespace);
+    let allowed: Vec<usize> = named
+        .into_iter()
+        .filter(|&i| {
+            let l = &gw.listeners[i];
+            let ns_ok = match &l.allowed_from {
+                AllowedFrom::Same => key.namespace == gw.key.namespace,
+                AllowedFrom::All => true,
+                AllowedFrom::Selector(sel) => sel.matches(&ns_labels).unwrap_or(false),
+            };
+            ns_ok && l.kinds.contains(&"HTTPRoute")
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err(("NotAllowedByListeners", "no listener allows this route".into()));
+    }
+    let hostnames = route.spec.hostnames.clone().unwrap_or_default();
+    let matching: Vec<usize> = allowed
+        .into_iter()
+        .filter(|&i| !hostname::effective(&hostnames, gw.listeners[i].hostname.as_deref()).is_empty())
+        .collect();
+    if matching.is_empty() {
+        return Err(("NoMatchingListenerHostname", "no listener hostname matches the route's hostnames".into()));
+    }
+    for &i in &matching {
+        gw.listeners[i].attached.insert((key.namespace.clone(), key.name.clone()));
+    }
+    Ok(matching)
+}
+
+/// Adds the route's rules to the listener's virtual hosts.
+fn program(listener: &mut ListenerCtx, key: &ObjKey, route: &HttpRoute, rules: &[(usize, Rule)]) {
+    if !listener.usable() {
+        return;
+    }
+    let hostnames = route.spec.hostnames.clone().unwrap_or_default();
+    for host in hostname::effective(&hostnames, listener.hostname.as_deref()) {
+        let vhost = listener.vhosts.entry(host).or_default();
+        for (i, rule) in rules {
+            for (j, (sort, m)) in rule.matches.iter().enumerate() {
+                vhost.push((
+                    sort.clone(),
+                    Route {
+                        name: format!("{}/{}/rule/{i}/match/{j}", key.namespace, key.name),
+                        matches: m.clone(),
+                        filters: rule.filters.clone(),
+                        backends: rule.backends.clone(),
+                        timeouts: rule.timeouts.clone(),
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// The parentRef as the status spells it: group and kind always, namespace
+/// when it is not the route's.
+fn parent_ref(p: &HttpRouteParentRefs, route_ns: &str) -> Value {
+    let mut m = Map::new();
+    m.insert("group".into(), json!(p.group.as_deref().unwrap_or(GATEWAY_GROUP)));
+    m.insert("kind".into(), json!(p.kind.as_deref().unwrap_or("Gateway")));
+    if let Some(ns) = p.namespace.as_deref().filter(|ns| *ns != route_ns) {
+        m.insert("namespace".into(), json!(ns));
+    }
+    m.insert("name".into(), json!(p.name));
+    if let Some(s) = &p.section_name {
+        m.insert("sectionName".into(), json!(s));
+    }
+    if let Some(port) = p.port {
+        m.insert("port".into(), json!(port));
+    }
+    Value::Object(m)
+}

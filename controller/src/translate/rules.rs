@@ -1,0 +1,358 @@
+//! HTTPRoute rules to IR routes: matches, filters, backends and timeouts, and
+//! the Gateway API precedence key that orders routes within a virtual host.
+
+use super::backend::{self, BackendRef, Unresolved};
+use crate::store::Store;
+use gateway_api::httproutes::{
+    HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType as FilterType, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
+    HttpRouteRulesMatchesQueryParamsType as QueryType,
+};
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
+use weft_api::{
+    BackendTarget, Cluster, HeaderModifier, HttpFilter, HttpMatch, KeyMatch, Mirror, PathMatch, PathModifier,
+    Redirect, Rewrite, StringMatch, Timeouts, WeightedBackend,
+};
+
+/// Orders routes within a virtual host, most specific first: exact paths,
+/// then regular expressions, then longer prefixes; then a method match; then
+/// more header matches; then more query matches; then the older route, the
+/// route's namespace/name, and the rule and match order.
+pub type SortKey = (u8, Reverse<usize>, Reverse<bool>, Reverse<usize>, Reverse<usize>, RouteOrder, usize, usize);
+
+/// Creation timestamp, namespace, name: the tie-breakers between routes.
+pub type RouteOrder = (String, String, String);
+
+/// A rule converted: one IR match per HTTPRoute match, sharing the action.
+pub struct Rule {
+    pub matches: Vec<(SortKey, HttpMatch)>,
+    pub filters: Vec<HttpFilter>,
+    pub backends: Vec<WeightedBackend>,
+    pub timeouts: Timeouts,
+}
+
+/// What went wrong while converting, for the route's conditions.
+#[derive(Default)]
+pub struct Problems {
+    /// A value weft does not support: the rule is dropped.
+    pub unsupported: Option<String>,
+    /// A reference that did not resolve: its share of traffic gets 500.
+    pub unresolved: Option<Unresolved>,
+}
+
+pub struct Ctx<'a> {
+    pub store: &'a Store,
+    pub namespace: &'a str,
+    pub order: RouteOrder,
+    pub clusters: &'a mut BTreeMap<String, Cluster>,
+}
+
+pub fn convert(cx: &mut Ctx<'_>, rule: &HttpRouteRules, index: usize, problems: &mut Problems) -> Option<Rule> {
+    let default_match = [HttpRouteRulesMatches::default()];
+    let matches = match rule.matches.as_deref() {
+        Some(m) if !m.is_empty() => m,
+        _ => &default_match[..],
+    };
+    let mut out = Vec::new();
+    for (j, m) in matches.iter().enumerate() {
+        match convert_match(m) {
+            Ok(hm) => out.push((sort_key(&hm, &cx.order, index, j), hm)),
+            Err(e) => {
+                problems.unsupported.get_or_insert(e);
+                return None;
+            }
+        }
+    }
+    let prefix_only = out.iter().all(|(_, m)| matches!(m.path, PathMatch::Prefix(_)));
+    let rule_filters = match filters(cx, rule.filters.as_deref().unwrap_or_default(), prefix_only, problems) {
+        Ok(f) => f,
+        Err(e) => {
+            problems.unsupported.get_or_insert(e);
+            return None;
+        }
+    };
+    let mut backends = Vec::new();
+    for b in rule.backend_refs.iter().flatten() {
+        let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+        let r = BackendRef {
+            group: b.group.as_deref(),
+            kind: b.kind.as_deref(),
+            name: &b.name,
+            namespace: b.namespace.as_deref(),
+            port: b.port,
+        };
+        let target = match backend::resolve(cx.store, cx.namespace, &r, cx.clusters) {
+            Ok(cluster) => BackendTarget::Cluster(cluster),
+            Err(unresolved) => {
+                problems.unresolved.get_or_insert(unresolved);
+                BackendTarget::Invalid { status: 500 }
+            }
+        };
+        // Backend filters have the same shape as rule filters.
+        let raw: Vec<HttpRouteRulesFilters> = b
+            .filters
+            .as_ref()
+            .map(|f| serde_json::from_value(serde_json::to_value(f).unwrap_or_default()).unwrap_or_default())
+            .unwrap_or_default();
+        let backend_filters = match filters(cx, &raw, prefix_only, problems) {
+            Ok(f) => f,
+            Err(e) => {
+                problems.unsupported.get_or_insert(e);
+                return None;
+            }
+        };
+        if weight > 0 {
+            backends.push(WeightedBackend {
+                weight,
+                target,
+                filters: backend_filters,
+            });
+        }
+    }
+    let timeouts = match timeouts(rule) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.unsupported.get_or_insert(e);
+            return None;
+        }
+    };
+    Some(Rule {
+        matches: out,
+        filters: rule_filters,
+        backends,
+        timeouts,
+    })
+}
+
+fn sort_key(m: &HttpMatch, order: &RouteOrder, rule: usize, index: usize) -> SortKey {
+    let (rank, len) = match &m.path {
+        PathMatch::Exact(p) => (0, p.len()),
+        PathMatch::Regex(p) => (1, p.len()),
+        PathMatch::Prefix(p) => (2, p.len()),
+    };
+    (
+        rank,
+        Reverse(len),
+        Reverse(m.method.is_some()),
+        Reverse(m.headers.len()),
+        Reverse(m.query_params.len()),
+        order.clone(),
+        rule,
+        index,
+    )
+}
+
+fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpMatch, String> {
+    let path = m.path.as_ref();
+    let value = path.and_then(|p| p.value.clone()).unwrap_or_else(|| "/".into());
+    let path = match path.and_then(|p| p.r#type.clone()).unwrap_or(PathType::PathPrefix) {
+        PathType::Exact | PathType::PathPrefix if !value.starts_with('/') => {
+            return Err(format!("path {value:?} must start with /"));
+        }
+        PathType::Exact => PathMatch::Exact(value),
+        PathType::PathPrefix => {
+            let trimmed = value.trim_end_matches('/');
+            PathMatch::Prefix(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+        }
+        PathType::RegularExpression => {
+            regex::Regex::new(&value).map_err(|e| format!("path regex {value:?}: {e}"))?;
+            PathMatch::Regex(value)
+        }
+    };
+    let mut headers: Vec<KeyMatch> = Vec::new();
+    for h in m.headers.iter().flatten() {
+        // Only the first of several matches on one header name counts.
+        if headers.iter().any(|k| k.name.eq_ignore_ascii_case(&h.name)) {
+            continue;
+        }
+        let regex = matches!(h.r#type, Some(HeaderType::RegularExpression));
+        headers.push(KeyMatch {
+            name: h.name.to_ascii_lowercase(),
+            value: string_match(regex, &h.value)?,
+        });
+    }
+    let mut query_params: Vec<KeyMatch> = Vec::new();
+    for q in m.query_params.iter().flatten() {
+        if query_params.iter().any(|k| k.name == q.name) {
+            continue;
+        }
+        let regex = matches!(q.r#type, Some(QueryType::RegularExpression));
+        query_params.push(KeyMatch {
+            name: q.name.clone(),
+            value: string_match(regex, &q.value)?,
+        });
+    }
+    let method = m.method.as_ref().map(enum_str);
+    Ok(HttpMatch {
+        path,
+        headers,
+        query_params,
+        method,
+    })
+}
+
+fn string_match(regex: bool, value: &str) -> Result<StringMatch, String> {
+    if regex {
+        regex::Regex::new(value).map_err(|e| format!("regex {value:?}: {e}"))?;
+        Ok(StringMatch::Regex(value.into()))
+    } else {
+        Ok(StringMatch::Exact(value.into()))
+    }
+}
+
+/// The wire spelling of a generated enum.
+pub fn enum_str<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+}
+
+fn filters(
+    cx: &mut Ctx<'_>,
+    raw: &[HttpRouteRulesFilters],
+    prefix_only: bool,
+    problems: &mut Problems,
+) -> Result<Vec<HttpFilter>, String> {
+    let mut out = Vec::new();
+    let missing = |t: &str| format!("filter {t} has no {t} field");
+    for f in raw {
+        let filter = match f.r#type {
+            FilterType::RequestHeaderModifier => {
+                let m = f.request_header_modifier.as_ref().ok_or_else(|| missing("RequestHeaderModifier"))?;
+                HttpFilter::RequestHeaders(header_modifier(
+                    m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.remove.clone().unwrap_or_default(),
+                ))
+            }
+            FilterType::ResponseHeaderModifier => {
+                let m = f.response_header_modifier.as_ref().ok_or_else(|| missing("ResponseHeaderModifier"))?;
+                HttpFilter::ResponseHeaders(header_modifier(
+                    m.set.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.add.iter().flatten().map(|h| (&h.name, &h.value)),
+                    m.remove.clone().unwrap_or_default(),
+                ))
+            }
+            FilterType::RequestRedirect => {
+                let r = f.request_redirect.as_ref().ok_or_else(|| missing("RequestRedirect"))?;
+                let path = r.path.as_ref().map(|p| {
+                    path_modifier(&enum_str(&p.r#type), p.replace_full_path.as_ref(), p.replace_prefix_match.as_ref())
+                });
+                let status = u16::try_from(r.status_code.unwrap_or(302)).unwrap_or(0);
+                if ![301, 302, 303, 307, 308].contains(&status) {
+                    return Err(format!("redirect status {status} is not supported"));
+                }
+                HttpFilter::Redirect(Redirect {
+                    scheme: r.scheme.as_ref().map(enum_str),
+                    hostname: r.hostname.clone(),
+                    port: r.port.and_then(|p| u16::try_from(p).ok()),
+                    path: path.transpose()?,
+                    status,
+                })
+            }
+            FilterType::UrlRewrite => {
+                let r = f.url_rewrite.as_ref().ok_or_else(|| missing("URLRewrite"))?;
+                let path = r.path.as_ref().map(|p| {
+                    path_modifier(&enum_str(&p.r#type), p.replace_full_path.as_ref(), p.replace_prefix_match.as_ref())
+                });
+                HttpFilter::Rewrite(Rewrite {
+                    hostname: r.hostname.clone(),
+                    path: path.transpose()?,
+                })
+            }
+            FilterType::RequestMirror => {
+                let m = f.request_mirror.as_ref().ok_or_else(|| missing("RequestMirror"))?;
+                let b = &m.backend_ref;
+                let r = BackendRef {
+                    group: b.group.as_deref(),
+                    kind: b.kind.as_deref(),
+                    name: &b.name,
+                    namespace: b.namespace.as_deref(),
+                    port: b.port,
+                };
+                let percent = match (&m.percent, &m.fraction) {
+                    (Some(p), _) => f64::from(*p),
+                    (None, Some(fr)) => {
+                        let den = fr.denominator.unwrap_or(100);
+                        if den <= 0 || fr.numerator < 0 || fr.numerator > den {
+                            return Err("mirror fraction must be between 0 and 1".into());
+                        }
+                        100.0 * f64::from(fr.numerator) / f64::from(den)
+                    }
+                    (None, None) => 100.0,
+                };
+                match backend::resolve(cx.store, cx.namespace, &r, cx.clusters) {
+                    Ok(cluster) => HttpFilter::Mirror(Mirror { cluster, percent }),
+                    Err(unresolved) => {
+                        problems.unresolved.get_or_insert(unresolved);
+                        continue;
+                    }
+                }
+            }
+            FilterType::ExtensionRef | FilterType::Cors => {
+                return Err(format!("filter {} is not supported", enum_str(&f.r#type)));
+            }
+        };
+        let needs_prefix = match &filter {
+            HttpFilter::Redirect(Redirect { path, .. }) | HttpFilter::Rewrite(Rewrite { path, .. }) => {
+                matches!(path, Some(PathModifier::ReplacePrefixMatch(_)))
+            }
+            _ => false,
+        };
+        if needs_prefix && !prefix_only {
+            return Err("ReplacePrefixMatch needs PathPrefix matches".into());
+        }
+        out.push(filter);
+    }
+    let redirect = out.iter().any(|f| matches!(f, HttpFilter::Redirect(_)));
+    let rewrite = out.iter().any(|f| matches!(f, HttpFilter::Rewrite(_)));
+    if redirect && rewrite {
+        return Err("RequestRedirect and URLRewrite cannot be used together".into());
+    }
+    Ok(out)
+}
+
+fn header_modifier<'a>(
+    set: impl Iterator<Item = (&'a String, &'a String)>,
+    add: impl Iterator<Item = (&'a String, &'a String)>,
+    remove: Vec<String>,
+) -> HeaderModifier {
+    let pairs = |it: &mut dyn Iterator<Item = (&'a String, &'a String)>| -> Vec<(String, String)> {
+        it.map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect()
+    };
+    let (mut set, mut add) = (set, add);
+    HeaderModifier {
+        set: pairs(&mut set),
+        add: pairs(&mut add),
+        remove: remove.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
+    }
+}
+
+fn path_modifier(type_: &str, full: Option<&String>, prefix: Option<&String>) -> Result<PathModifier, String> {
+    match (type_, full, prefix) {
+        ("ReplaceFullPath", Some(p), _) => Ok(PathModifier::ReplaceFullPath(p.clone())),
+        ("ReplacePrefixMatch", _, Some(p)) => Ok(PathModifier::ReplacePrefixMatch(p.clone())),
+        (t, _, _) => Err(format!("path modifier {t} lacks its value")),
+    }
+}
+
+fn timeouts(rule: &HttpRouteRules) -> Result<Timeouts, String> {
+    let Some(t) = &rule.timeouts else {
+        return Ok(Timeouts::default());
+    };
+    let parse = |s: &Option<String>| -> Result<Option<u64>, String> {
+        let Some(s) = s else { return Ok(None) };
+        let d: gateway_api::Duration = s.parse().map_err(|e| format!("timeout {s:?}: {e}"))?;
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Ok((ms > 0).then_some(ms))
+    };
+    let out = Timeouts {
+        request_ms: parse(&t.request)?,
+        backend_request_ms: parse(&t.backend_request)?,
+    };
+    if let (Some(req), Some(be)) = (out.request_ms, out.backend_request_ms) {
+        if be > req {
+            return Err("timeouts.backendRequest must not exceed timeouts.request".into());
+        }
+    }
+    Ok(out)
+}
