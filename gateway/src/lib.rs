@@ -1,1 +1,90 @@
-//! placeholder
+//! `weft-gateway` owns the data-plane engine: a Pingora `ProxyHttp` built from
+//! small phases (`proxy`), the snapshot it reads (`snapshot`, compiled from
+//! the IR and swapped whole), matching and filters, endpoint balancing,
+//! downstream TLS chosen by SNI, the accept loops that follow the snapshot's
+//! ports, the config client that subscribes to the controller, and the admin
+//! endpoint (`/ready`, `/config_dump`).
+//!
+//! It knows nothing of Kubernetes: its only input is `weft_api::GatewayConfig`.
+
+pub mod admin;
+mod balancer;
+pub mod client;
+mod conn;
+mod error;
+mod filters;
+mod hosts;
+mod listener;
+mod matcher;
+mod proxy;
+mod rescue;
+mod snapshot;
+mod tls;
+
+pub use error::GatewayError;
+pub use snapshot::Snapshot;
+
+use arc_swap::ArcSwapOption;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::Mutex;
+use weft_api::GatewayConfig;
+
+/// One gateway: the current snapshot and the sockets that serve it.
+pub struct Gateway {
+    snapshot: Arc<ArcSwapOption<Snapshot>>,
+    listeners: Mutex<listener::Listeners>,
+    bind_errors: Mutex<Vec<String>>,
+}
+
+impl Gateway {
+    pub fn new() -> Arc<Self> {
+        let snapshot = Arc::new(ArcSwapOption::empty());
+        let conf = Arc::new(ServerConf::default());
+        let mut proxy = pingora::proxy::http_proxy(
+            &conf,
+            proxy::WeftProxy {
+                snapshot: snapshot.clone(),
+            },
+        );
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        proxy.server_options = Some(options);
+        Arc::new(Gateway {
+            listeners: Mutex::new(listener::Listeners::new(Arc::new(proxy), snapshot.clone())),
+            snapshot,
+            bind_errors: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Validates and compiles `config`, swaps it in, and binds its ports.
+    /// `Err` means the snapshot was refused and the previous one still serves;
+    /// `Ok` carries the addresses that could not be bound.
+    pub async fn apply(&self, version: String, config: GatewayConfig) -> Result<Vec<String>, GatewayError> {
+        let snapshot = Arc::new(Snapshot::build(version, config)?);
+        let mut listeners = self.listeners.lock().await;
+        self.snapshot.store(Some(snapshot.clone()));
+        let errors = listeners.reconcile(&snapshot).await;
+        *self.bind_errors.lock().await = errors.clone();
+        Ok(errors)
+    }
+
+    pub fn current(&self) -> Option<Arc<Snapshot>> {
+        self.snapshot.load_full()
+    }
+
+    pub async fn bound(&self) -> Vec<SocketAddr> {
+        self.listeners.lock().await.bound()
+    }
+
+    pub async fn bind_errors(&self) -> Vec<String> {
+        self.bind_errors.lock().await.clone()
+    }
+
+    /// Closes every socket; open connections finish their current request.
+    pub async fn shutdown(&self) {
+        self.listeners.lock().await.shutdown();
+    }
+}

@@ -1,0 +1,67 @@
+//! The gateway's admin endpoint: `/ready` (200 once a snapshot serves) and
+//! `/config_dump` (the running snapshot as JSON, certificates' keys left out).
+
+use crate::{Gateway, GatewayError};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use axum::routing::get;
+use axum::Router;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/ready", get(ready))
+        .route("/config_dump", get(config_dump))
+        .with_state(gateway)
+}
+
+/// Binds `addr` and serves until the task is dropped; returns the bound address.
+pub async fn serve(gateway: Arc<Gateway>, addr: SocketAddr) -> Result<SocketAddr, GatewayError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| GatewayError::Admin { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| GatewayError::Admin { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(gateway)).await {
+            tracing::error!("admin endpoint failed: {e}");
+        }
+    });
+    Ok(bound)
+}
+
+async fn ready(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+    match gw.current() {
+        Some(s) => (StatusCode::OK, format!("ready {}\n", s.version)),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no config yet\n".to_string()),
+    }
+}
+
+async fn config_dump(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+    let Some(s) = gw.current() else {
+        return Json(json!({"version": null, "config": null}));
+    };
+    let mut config = serde_json::to_value(&s.config).unwrap_or_default();
+    redact_keys(&mut config);
+    let bound: Vec<String> = gw.bound().await.iter().map(ToString::to_string).collect();
+    Json(json!({
+        "version": s.version,
+        "bound": bound,
+        "bindErrors": gw.bind_errors().await,
+        "config": config,
+    }))
+}
+
+fn redact_keys(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.contains_key("key_pem") {
+                map.insert("key_pem".into(), json!("<redacted>"));
+            }
+            map.values_mut().for_each(redact_keys);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_keys),
+        _ => {}
+    }
+}

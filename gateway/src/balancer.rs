@@ -1,0 +1,110 @@
+//! A cluster's endpoints and the choice among them: round robin, or least
+//! request (the less busy of two endpoints picked at random).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use weft_api::{AppProtocol, Cluster, LbPolicy};
+
+#[derive(Debug)]
+pub struct ClusterState {
+    pub name: String,
+    pub protocol: AppProtocol,
+    pub endpoints: Vec<SocketAddr>,
+    lb: LbPolicy,
+    next: AtomicUsize,
+    active: Vec<AtomicUsize>,
+}
+
+impl ClusterState {
+    pub fn new(name: &str, c: &Cluster) -> Self {
+        ClusterState {
+            name: name.to_string(),
+            protocol: c.protocol,
+            endpoints: c.endpoints.clone(),
+            lb: c.lb,
+            next: AtomicUsize::new(0),
+            active: c.endpoints.iter().map(|_| AtomicUsize::new(0)).collect(),
+        }
+    }
+
+    /// The endpoint for the next request, marked active until `finish`.
+    /// `skip` is an endpoint to avoid if there is another (a failed try).
+    pub fn pick(&self, skip: Option<usize>) -> Option<usize> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let mut i = match self.lb {
+            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+            LbPolicy::LeastRequest => {
+                let a = rand::random_range(0..n);
+                let b = rand::random_range(0..n);
+                if self.active[b].load(Ordering::Relaxed) < self.active[a].load(Ordering::Relaxed) {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        if skip == Some(i) && n > 1 {
+            i = (i + 1) % n;
+        }
+        self.active[i].fetch_add(1, Ordering::Relaxed);
+        Some(i)
+    }
+
+    pub fn finish(&self, i: usize) {
+        if let Some(a) = self.active.get(i) {
+            a.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(lb: LbPolicy, n: u16) -> ClusterState {
+        let endpoints = (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect();
+        ClusterState::new(
+            "c",
+            &Cluster {
+                protocol: AppProtocol::Http1,
+                endpoints,
+                lb,
+            },
+        )
+    }
+
+    #[test]
+    fn round_robin_cycles() {
+        let c = cluster(LbPolicy::RoundRobin, 3);
+        let picks: Vec<_> = (0..6).map(|_| c.pick(None).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        assert_eq!(cluster(LbPolicy::RoundRobin, 0).pick(None), None);
+    }
+
+    #[test]
+    fn least_request_avoids_the_busy_endpoint() {
+        let c = cluster(LbPolicy::LeastRequest, 2);
+        for _ in 0..50 {
+            c.active[0].fetch_add(1, Ordering::Relaxed);
+        }
+        let ones = (0..100)
+            .map(|_| {
+                let i = c.pick(None).unwrap();
+                c.finish(i);
+                i
+            })
+            .filter(|&i| i == 1)
+            .count();
+        // Endpoint 0 wins only when both random picks land on it.
+        assert!(ones > 50, "{ones}");
+    }
+
+    #[test]
+    fn skips_a_failed_endpoint() {
+        let c = cluster(LbPolicy::RoundRobin, 2);
+        assert_eq!(c.pick(Some(0)), Some(1));
+    }
+}

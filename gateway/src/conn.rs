@@ -1,0 +1,135 @@
+//! `ConnStream`: a downstream connection as Pingora sees it, carrying what
+//! the accept loop learned (the port, the SNI name) to the request phases.
+//! The facts ride in the connection's proxy digest, so reading them on the
+//! request path takes neither a lock nor an allocation.
+
+use async_trait::async_trait;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
+    UniqueID, UniqueIDType, ALPN,
+};
+use pingora::http::ResponseHeader;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// What the accept loop knows about a connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub port: u16,
+    /// The SNI name of a TLS connection, lowercased; empty when none was sent.
+    pub sni: Option<String>,
+}
+
+impl ConnInfo {
+    /// The info of the connection a session arrived on.
+    pub fn of(digest: Option<&pingora::protocols::Digest>) -> Option<&ConnInfo> {
+        digest?.proxy_digest.as_ref()?.user_data.as_ref()?.downcast_ref()
+    }
+}
+
+pub struct ConnStream {
+    inner: Stream,
+    info: Arc<ProxyDigest>,
+}
+
+impl ConnStream {
+    pub fn new(inner: Stream, info: ConnInfo) -> Self {
+        let response = ResponseHeader::build(200, Some(0)).expect("a 200 header builds");
+        let digest = ProxyDigest {
+            response: Box::new(response),
+            user_data: Some(Box::new(info)),
+        };
+        ConnStream {
+            inner,
+            info: Arc::new(digest),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnStream").field("inner", &self.inner).finish()
+    }
+}
+
+impl AsyncRead for ConnStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ConnStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for ConnStream {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for ConnStream {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for ConnStream {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for ConnStream {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for ConnStream {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        Some(self.info.clone())
+    }
+}
+
+impl GetSocketDigest for ConnStream {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+}
+
+#[async_trait]
+impl Peek for ConnStream {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}

@@ -1,0 +1,235 @@
+//! `WeftProxy`: the gateway's Pingora `ProxyHttp`. Each phase is a short
+//! step over the snapshot the request loaded once when it arrived:
+//!
+//! - `request_filter` routes: port → listener (by Host; by SNI for TLS, with
+//!   421 when the two disagree) → virtual host → first matching route. It
+//!   answers on its own what needs no backend: 404 no route, redirects, 500
+//!   for a rule whose backends are all invalid.
+//! - `upstream_peer` picks an endpoint of the chosen backend's cluster; 503
+//!   when the cluster has none.
+//! - `upstream_request_filter` applies request header filters and rewrites.
+//! - `response_filter` applies response header filters.
+//! - `fail_to_connect` retries a failed connection on another endpoint.
+//! - `fail_to_proxy` maps failures to status codes (`crate::rescue`).
+//! - `logging` releases the endpoint for least-request balancing.
+
+use crate::balancer::ClusterState;
+use crate::conn::ConnInfo;
+use crate::filters;
+use crate::hosts::normalize;
+use crate::snapshot::{CompiledRoute, Snapshot};
+use arc_swap::ArcSwapOption;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Duration;
+use weft_api::{AppProtocol, HttpFilter, Protocol};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_CONNECT_TRIES: u32 = 3;
+
+pub struct WeftProxy {
+    pub snapshot: Arc<ArcSwapOption<Snapshot>>,
+}
+
+#[derive(Default)]
+pub struct RequestCtx {
+    route: Option<Arc<CompiledRoute>>,
+    backend: usize,
+    cluster: Option<Arc<ClusterState>>,
+    endpoint: Option<usize>,
+    failed_endpoint: Option<usize>,
+    connect_tries: u32,
+}
+
+impl RequestCtx {
+    fn backend_filters(&self) -> impl Iterator<Item = &HttpFilter> {
+        let route = self.route.as_deref();
+        let rule = route.into_iter().flat_map(|r| &r.filters);
+        let backend = route.and_then(|r| r.backends.get(self.backend)).into_iter().flat_map(|b| &b.filters);
+        rule.chain(backend)
+    }
+}
+
+/// A request's host: the `Host` header, else the URI's authority (HTTP/2).
+fn request_host(req: &RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+async fn respond(session: &mut Session, status: u16, location: Option<String>) -> Result<bool> {
+    let mut resp = ResponseHeader::build(status, Some(2))?;
+    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    if let Some(l) = location {
+        resp.insert_header(http::header::LOCATION, l)?;
+    }
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(true)
+}
+
+#[async_trait]
+impl ProxyHttp for WeftProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let Some(snapshot) = self.snapshot.load_full() else {
+            return respond(session, 503, None).await;
+        };
+        let conn = ConnInfo::of(session.digest());
+        let port = conn.map(|c| c.port).or_else(|| {
+            session.server_addr().and_then(|a| a.as_inet()).map(|a| a.port())
+        });
+        let Some(table) = port.and_then(|p| snapshot.ports.get(&p)) else {
+            return respond(session, 404, None).await;
+        };
+        let req = session.req_header();
+        let host = normalize(request_host(req));
+        let Some(li) = table.listener(&host) else {
+            return respond(session, 404, None).await;
+        };
+        if table.protocol == Protocol::Https {
+            let sni = conn.and_then(|c| c.sni.as_deref()).unwrap_or("");
+            if !sni.is_empty() && table.listener(sni) != Some(li) {
+                return respond(session, 421, None).await;
+            }
+        }
+        let listener = &table.listeners[li];
+        let path = req.uri.path();
+        let query = req.uri.query();
+        let Some(route) = listener.route(&host, &req.method, path, query, &req.headers) else {
+            return respond(session, 404, None).await;
+        };
+        for f in &route.filters {
+            if let HttpFilter::Redirect(r) = f {
+                let scheme = if table.protocol == Protocol::Https { "https" } else { "http" };
+                let parts = filters::RequestParts {
+                    scheme,
+                    host: &host,
+                    listener_port: port.unwrap_or_default(),
+                    path,
+                    query,
+                    prefix: route.prefix(),
+                };
+                let location = filters::location(r, &parts);
+                return respond(session, r.status, Some(location)).await;
+            }
+        }
+        let Some(backend) = route.pick_backend() else {
+            return respond(session, 500, None).await;
+        };
+        let cluster = match &backend.target {
+            Ok(cluster) => cluster.clone(),
+            Err(status) => return respond(session, *status, None).await,
+        };
+        ctx.backend = route.backends.iter().position(|b| std::ptr::eq(b, backend)).unwrap_or(0);
+        ctx.cluster = Some(cluster);
+        ctx.route = Some(route.clone());
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let cluster = ctx.cluster.as_ref().ok_or_else(|| Error::explain(HTTPStatus(500), "no cluster"))?;
+        if let Some(previous) = ctx.endpoint.take() {
+            cluster.finish(previous);
+        }
+        let Some(i) = cluster.pick(ctx.failed_endpoint) else {
+            return Err(Error::explain(HTTPStatus(503), format!("cluster {} has no endpoint", cluster.name)));
+        };
+        ctx.endpoint = Some(i);
+        let mut peer = HttpPeer::new(cluster.endpoints[i], false, String::new());
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        if cluster.protocol == AppProtocol::H2c {
+            peer.options.set_http_version(2, 2);
+        }
+        if let Some(t) = ctx.route.as_ref().map(|r| &r.timeouts) {
+            let ms = match (t.request_ms, t.backend_request_ms) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            peer.options.read_timeout = ms.map(Duration::from_millis);
+        }
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if upstream.headers.get(http::header::HOST).is_none() {
+            if let Some(authority) = session.req_header().uri.authority().map(|a| a.to_string()) {
+                upstream.insert_header(http::header::HOST, authority)?;
+            }
+        }
+        let prefix = ctx.route.as_ref().and_then(|r| r.prefix().map(str::to_string));
+        for f in ctx.backend_filters() {
+            match f {
+                HttpFilter::RequestHeaders(m) => filters::modify_request(m, upstream),
+                HttpFilter::Rewrite(r) => {
+                    if let Some(h) = &r.hostname {
+                        upstream.insert_header(http::header::HOST, h.as_str())?;
+                    }
+                    if let Some(p) = &r.path {
+                        let path = filters::rewrite_path(p, upstream.uri.path(), prefix.as_deref());
+                        let uri = match upstream.uri.query() {
+                            Some(q) => format!("{path}?{q}"),
+                            None => path,
+                        };
+                        let uri = uri.parse().map_err(|e| Error::because(InternalError, "rewritten URI", e))?;
+                        upstream.set_uri(uri);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _s: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        for f in ctx.backend_filters() {
+            if let HttpFilter::ResponseHeaders(m) = f {
+                filters::modify_response(m, resp);
+            }
+        }
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, _s: &mut Session, _p: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        ctx.connect_tries += 1;
+        ctx.failed_endpoint = ctx.endpoint;
+        let endpoints = ctx.cluster.as_ref().map_or(0, |c| c.endpoints.len());
+        if endpoints > 1 && ctx.connect_tries < MAX_CONNECT_TRIES {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+        let code = crate::rescue::status_for(e);
+        if code > 0 {
+            if let Err(err) = session.respond_error(code).await {
+                tracing::debug!("cannot send {code} downstream: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let (Some(cluster), Some(i)) = (&ctx.cluster, ctx.endpoint.take()) {
+            cluster.finish(i);
+        }
+    }
+}

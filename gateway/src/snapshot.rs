@@ -1,0 +1,166 @@
+//! The request-path snapshot: a `GatewayConfig` compiled once (host tables,
+//! regexes, certificates, cluster state) and then only read. The gateway
+//! holds one and swaps it whole.
+
+use crate::balancer::ClusterState;
+use crate::hosts::HostTable;
+use crate::matcher::{Matcher, Path};
+use crate::GatewayError;
+use rustls::sign::CertifiedKey;
+use std::collections::HashMap;
+use std::sync::Arc;
+use weft_api::{BackendTarget, GatewayConfig, HttpFilter, Protocol, Route, Timeouts};
+
+pub struct Snapshot {
+    pub version: String,
+    pub config: GatewayConfig,
+    pub ports: HashMap<u16, PortTable>,
+}
+
+pub struct PortTable {
+    pub protocol: Protocol,
+    pub listeners: Vec<ListenerTable>,
+    hosts: HostTable,
+}
+
+pub struct ListenerTable {
+    pub name: String,
+    pub cert: Option<Arc<CertifiedKey>>,
+    vhosts: Vec<Vec<Arc<CompiledRoute>>>,
+    hosts: HostTable,
+}
+
+pub struct CompiledRoute {
+    pub name: String,
+    pub matcher: Matcher,
+    pub filters: Vec<HttpFilter>,
+    pub backends: Vec<CompiledBackend>,
+    total_weight: u32,
+    pub timeouts: Timeouts,
+}
+
+pub struct CompiledBackend {
+    pub weight: u32,
+    /// `Err(status)` for a backend that could not be resolved.
+    pub target: Result<Arc<ClusterState>, u16>,
+    pub filters: Vec<HttpFilter>,
+}
+
+impl Snapshot {
+    /// Validates and compiles a config. Fails without side effects.
+    pub fn build(version: String, config: GatewayConfig) -> Result<Self, GatewayError> {
+        config.validate().map_err(|e| GatewayError::Snapshot(e.to_string()))?;
+        let clusters: HashMap<&str, Arc<ClusterState>> = config
+            .clusters
+            .iter()
+            .map(|(name, c)| (name.as_str(), Arc::new(ClusterState::new(name, c))))
+            .collect();
+        let mut ports = HashMap::new();
+        for port in &config.ports {
+            let mut listeners = Vec::new();
+            for l in &port.listeners {
+                let cert = match &l.tls {
+                    Some(tls) => Some(crate::tls::certified_key(tls).map_err(|e| {
+                        GatewayError::Snapshot(format!("listener {}: certificate: {e}", l.name))
+                    })?),
+                    None => None,
+                };
+                let vhosts = l
+                    .virtual_hosts
+                    .iter()
+                    .map(|v| v.routes.iter().map(|r| compile_route(r, &clusters).map(Arc::new)).collect())
+                    .collect::<Result<Vec<Vec<_>>, _>>()?;
+                listeners.push(ListenerTable {
+                    name: l.name.clone(),
+                    cert,
+                    hosts: HostTable::new(l.virtual_hosts.iter().map(|v| Some(v.hostname.as_str()))),
+                    vhosts,
+                });
+            }
+            let hosts = HostTable::new(port.listeners.iter().map(|l| l.hostname.as_deref()));
+            ports.insert(
+                port.port,
+                PortTable {
+                    protocol: port.protocol,
+                    listeners,
+                    hosts,
+                },
+            );
+        }
+        Ok(Snapshot {
+            version,
+            config,
+            ports,
+        })
+    }
+}
+
+fn compile_route(r: &Route, clusters: &HashMap<&str, Arc<ClusterState>>) -> Result<CompiledRoute, GatewayError> {
+    let backends: Vec<CompiledBackend> = r
+        .backends
+        .iter()
+        .map(|b| CompiledBackend {
+            weight: b.weight,
+            target: match &b.target {
+                BackendTarget::Cluster(c) => clusters.get(c.as_str()).cloned().ok_or(500),
+                BackendTarget::Invalid { status } => Err(*status),
+            },
+            filters: b.filters.clone(),
+        })
+        .collect();
+    Ok(CompiledRoute {
+        name: r.name.clone(),
+        matcher: Matcher::compile(&r.matches)?,
+        filters: r.filters.clone(),
+        total_weight: backends.iter().map(|b| b.weight).sum(),
+        backends,
+        timeouts: r.timeouts.clone(),
+    })
+}
+
+impl PortTable {
+    /// The listener serving `host` on this port.
+    pub fn listener(&self, host: &str) -> Option<usize> {
+        self.hosts.find(host)
+    }
+}
+
+impl ListenerTable {
+    /// The first route of the best virtual host that matches the request.
+    pub fn route(
+        &self,
+        host: &str,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> Option<&Arc<CompiledRoute>> {
+        let vhost = self.vhosts.get(self.hosts.find(host)?)?;
+        vhost.iter().find(|r| r.matcher.matches(method, path, query, headers))
+    }
+}
+
+impl CompiledRoute {
+    /// A backend chosen by weight; `None` when the rule has none.
+    pub fn pick_backend(&self) -> Option<&CompiledBackend> {
+        if self.total_weight == 0 {
+            return None;
+        }
+        let mut n = if self.backends.len() == 1 { 0 } else { rand::random_range(0..self.total_weight) };
+        for b in &self.backends {
+            if n < b.weight {
+                return Some(b);
+            }
+            n -= b.weight;
+        }
+        None
+    }
+
+    /// The PathPrefix this route matched, for ReplacePrefixMatch.
+    pub fn prefix(&self) -> Option<&str> {
+        match &self.matcher.path {
+            Path::Prefix(p) => Some(p),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,53 @@
+//! Downstream TLS: certificates from the snapshot, chosen by SNI through the
+//! port's listeners, so a swap of snapshot changes them with no restart.
+
+use crate::snapshot::Snapshot;
+use arc_swap::ArcSwapOption;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::sync::Arc;
+use weft_api::TlsCertificate;
+
+/// Parses a PEM chain and key into what rustls serves.
+pub fn certified_key(tls: &TlsCertificate) -> Result<Arc<CertifiedKey>, String> {
+    let certs = rustls_pemfile::certs(&mut tls.cert_chain_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no certificate".into());
+    }
+    let key = rustls_pemfile::private_key(&mut tls.key_pem.as_bytes())
+        .map_err(|e| e.to_string())?
+        .ok_or("no private key")?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
+    let ck = CertifiedKey::new(certs, signing);
+    if let Err(e) = ck.keys_match() {
+        if !matches!(e, rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) {
+            return Err(format!("the private key does not match the certificate: {e}"));
+        }
+    }
+    Ok(Arc::new(ck))
+}
+
+/// Resolves the certificate of one port from whatever snapshot is current.
+#[derive(Debug)]
+pub struct SniResolver {
+    pub port: u16,
+    pub snapshot: Arc<ArcSwapOption<Snapshot>>,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Snapshot({})", self.version)
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let snapshot = self.snapshot.load();
+        let port = snapshot.as_ref()?.ports.get(&self.port)?;
+        let name = hello.server_name().map(|n| n.to_ascii_lowercase()).unwrap_or_default();
+        let listener = port.listener(&name).or(if name.is_empty() { Some(0) } else { None })?;
+        port.listeners.get(listener)?.cert.clone()
+    }
+}
