@@ -1,1 +1,101 @@
-fn main() {}
+//! `weft`: the one binary users run. Each subcommand wires crates together;
+//! the logic lives in the crates.
+
+mod analyze;
+mod echo;
+mod up;
+mod workloads;
+
+use clap::{Parser, Subcommand};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "A gateway-centred service mesh")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a whole mesh from a folder of manifests: controller, gateways, workloads.
+    Up {
+        dir: PathBuf,
+        /// The controller's admin endpoint (`/status`).
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Where Gateways without spec.addresses listen.
+        #[arg(long, default_value = "127.0.0.1")]
+        default_address: IpAddr,
+    },
+    /// Run one gateway that takes its config from a controller.
+    Gateway {
+        /// The controller's config server, e.g. http://127.0.0.1:15010.
+        #[arg(long)]
+        controller: String,
+        /// The Gateway to serve, as namespace/name.
+        #[arg(long)]
+        gateway: String,
+        #[arg(long, default_value = "127.0.0.1:15001")]
+        admin: SocketAddr,
+    },
+    /// A small HTTP echo server for demos and tests.
+    Echo {
+        #[arg(long, env = "ECHO_LISTEN", default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+    },
+    /// Translate a folder offline and print every status; fails if any
+    /// resource is not accepted.
+    Analyze { dir: PathBuf },
+    /// Print the statuses of a running controller as YAML.
+    Status {
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up {
+                dir,
+                admin,
+                default_address,
+            } => up::run(dir, admin, default_address).await,
+            Command::Gateway {
+                controller,
+                gateway,
+                admin,
+            } => run_gateway(controller, gateway, admin).await,
+            Command::Echo { listen } => echo::run(listen).await,
+            Command::Analyze { dir } => analyze::run(&dir),
+            Command::Status { admin } => analyze::status(admin).await,
+        }
+    })
+}
+
+async fn run_gateway(controller: String, gateway: String, admin: SocketAddr) -> anyhow::Result<()> {
+    let (ns, name) = gateway.split_once('/').ok_or_else(|| anyhow::anyhow!("--gateway takes namespace/name"))?;
+    let gw = weft_gateway::Gateway::new();
+    let (bound, _admin) = weft_gateway::admin::serve(gw.clone(), admin).await?;
+    eprintln!("gateway {gateway}: admin on http://{bound}");
+    let client = tokio::spawn(weft_gateway::client::run(
+        gw.clone(),
+        controller,
+        weft_api::wire::gateway_node(ns, name),
+    ));
+    up::stopped().await;
+    client.abort();
+    gw.shutdown().await;
+    Ok(())
+}

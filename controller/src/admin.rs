@@ -1,1 +1,28 @@
-//! TODO
+//! The controller's admin endpoint: `GET /status` lists every resource read,
+//! with its status as the Kubernetes API would show it, and the problems met
+//! reading the manifests.
+
+use crate::runtime::Published;
+use crate::ControllerError;
+use axum::extract::State;
+use axum::response::Json;
+use axum::routing::get;
+use axum::Router;
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub fn router(state: watch::Receiver<Arc<Published>>) -> Router {
+    Router::new().route("/status", get(status)).with_state(state)
+}
+
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControllerError> {
+    TcpListener::bind(addr).await.map_err(|source| ControllerError::Serve { addr, source })
+}
+
+async fn status(State(state): State<watch::Receiver<Arc<Published>>>) -> Json<Value> {
+    let published = state.borrow().clone();
+    Json(json!({ "items": published.items, "problems": published.problems }))
+}

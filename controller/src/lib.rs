@@ -9,6 +9,7 @@
 pub mod admin;
 mod error;
 pub mod provider;
+pub mod runtime;
 pub mod resources;
 pub mod server;
 pub mod status;

@@ -19,16 +19,19 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .with_state(gateway)
 }
 
-/// Binds `addr` and serves until the task is dropped; returns the bound address.
-pub async fn serve(gateway: Arc<Gateway>, addr: SocketAddr) -> Result<SocketAddr, GatewayError> {
+/// Binds `addr` and serves; returns the bound address and the serving task.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    addr: SocketAddr,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GatewayError> {
     let listener = TcpListener::bind(addr).await.map_err(|source| GatewayError::Admin { addr, source })?;
     let bound = listener.local_addr().map_err(|source| GatewayError::Admin { addr, source })?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router(gateway)).await {
             tracing::error!("admin endpoint failed: {e}");
         }
     });
-    Ok(bound)
+    Ok((bound, task))
 }
 
 async fn ready(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {

@@ -1,0 +1,71 @@
+//! `weft echo`: answers every request with the JSON the Gateway API
+//! conformance echo server returns (path with query, host, method, proto,
+//! headers, namespace, pod), over HTTP/1.1 and h2c. A request header
+//! `X-Echo-Set-Header: Name: value, Other: value` sets response headers.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Response};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    eprintln!("echo listening on {}", listener.local_addr()?);
+    let app = axum::Router::new().fallback(echo);
+    axum::serve(listener, app).with_graceful_shutdown(crate::up::stopped()).await?;
+    Ok(())
+}
+
+async fn echo(req: Request) -> Response<Body> {
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in req.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        headers.entry(canonical(name.as_str())).or_default().push(value);
+    }
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let proto = match req.version() {
+        axum::http::Version::HTTP_2 => "HTTP/2.0",
+        axum::http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    let body = json!({
+        "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        "host": host,
+        "method": req.method().as_str(),
+        "proto": proto,
+        "headers": headers,
+        "namespace": std::env::var("NAMESPACE").unwrap_or_default(),
+        "pod": std::env::var("POD_NAME").unwrap_or_default(),
+    });
+    let mut resp = Response::new(Body::from(body.to_string()));
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    for set in req.headers().get_all("x-echo-set-header") {
+        for pair in set.to_str().unwrap_or("").split(',') {
+            if let Some((n, v)) = pair.split_once(':') {
+                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.trim().as_bytes()), HeaderValue::from_str(v.trim())) {
+                    resp.headers_mut().append(n, v);
+                }
+            }
+        }
+    }
+    resp
+}
+
+/// `x-forwarded-for` → `X-Forwarded-For`, as Go's echo server reports names.
+fn canonical(name: &str) -> String {
+    name.split('-')
+        .map(|part| {
+            let mut c = part.chars();
+            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+        })
+        .collect::<Vec<_>>()
+        .join("-")
+}

@@ -1,0 +1,164 @@
+//! `weft up DIR`: the controller, its config server and admin endpoint, one
+//! gateway per Gateway (in this process, subscribed over gRPC like any
+//! other), and the folder's Workloads; until Ctrl-C or SIGTERM.
+
+use crate::workloads::Supervisor;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use weft_controller::resources::ObjKey;
+use weft_controller::runtime::{Controller, Published};
+use weft_controller::server::ConfigService;
+use weft_controller::translate::Options;
+use weft_gateway::Gateway;
+
+/// Time given to in-flight requests once a stop is asked for.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn stopped() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM can be handled");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+struct RunningGateway {
+    gateway: Arc<Gateway>,
+    client: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+    admin: SocketAddr,
+}
+
+pub async fn run(dir: PathBuf, admin: SocketAddr, default_address: IpAddr) -> anyhow::Result<()> {
+    let (mut controller, state) = Controller::new(dir.clone(), Options { default_address });
+    controller.reload()?;
+
+    let (reports_tx, reports_rx) = mpsc::channel(64);
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let grpc_addr = grpc.local_addr()?;
+    let service = ConfigService::new(state.clone(), reports_tx);
+    tokio::spawn(async move {
+        let server = tonic::transport::Server::builder().add_service(service);
+        if let Err(e) = server.serve_with_incoming(TcpListenerStream::new(grpc)).await {
+            tracing::error!("config server failed: {e}");
+        }
+    });
+    let admin_listener = weft_controller::admin::bind(admin).await?;
+    let admin = admin_listener.local_addr()?;
+    let router = weft_controller::admin::router(state.clone());
+    tokio::spawn(async move { axum::serve(admin_listener, router).await });
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let control = tokio::spawn(controller.run(reports_rx, stop_rx));
+
+    let controller_url = format!("http://{grpc_addr}");
+    let mut gateways: BTreeMap<ObjKey, RunningGateway> = BTreeMap::new();
+    let mut workloads = Supervisor::default();
+    let mut state_rx = state.clone();
+    let mut last_table = String::new();
+    let stop = stopped();
+    tokio::pin!(stop);
+    loop {
+        let published = state_rx.borrow_and_update().clone();
+        reconcile_gateways(&mut gateways, &published, &controller_url).await?;
+        workloads.reconcile(&published.workloads).await;
+        let table = table(&dir, admin, &gateways, &published);
+        if table != last_table {
+            println!("{table}");
+            last_table = table;
+        }
+        tokio::select! {
+            changed = state_rx.changed() => if changed.is_err() { break },
+            _ = &mut stop => break,
+        }
+    }
+    eprintln!("weft up: stopping");
+    for g in gateways.values() {
+        g.client.abort();
+        g.gateway.shutdown().await;
+    }
+    // Listeners are closed; let in-flight requests finish.
+    tokio::time::sleep(DRAIN).await;
+    workloads.stop_all().await;
+    let _ = stop_tx.send(true);
+    let _ = control.await;
+    Ok(())
+}
+
+async fn reconcile_gateways(
+    gateways: &mut BTreeMap<ObjKey, RunningGateway>,
+    published: &Published,
+    controller_url: &str,
+) -> anyhow::Result<()> {
+    let gone: Vec<ObjKey> = gateways.keys().filter(|k| !published.gateways.contains_key(k)).cloned().collect();
+    for key in gone {
+        if let Some(g) = gateways.remove(&key) {
+            g.client.abort();
+            g.admin_task.abort();
+            g.gateway.shutdown().await;
+        }
+    }
+    for key in published.gateways.keys() {
+        if gateways.contains_key(key) {
+            continue;
+        }
+        let gateway = Gateway::new();
+        let (admin, admin_task) = weft_gateway::admin::serve(gateway.clone(), "127.0.0.1:0".parse()?).await?;
+        let node = weft_api::wire::gateway_node(&key.namespace, &key.name);
+        let client = tokio::spawn(weft_gateway::client::run(gateway.clone(), controller_url.to_string(), node));
+        gateways.insert(
+            key.clone(),
+            RunningGateway {
+                gateway,
+                client,
+                admin_task,
+                admin,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn table(
+    dir: &std::path::Path,
+    admin: SocketAddr,
+    gateways: &BTreeMap<ObjKey, RunningGateway>,
+    published: &Published,
+) -> String {
+    let mut out = format!("weft up {}\n  controller  http://{admin}/status\n", dir.display());
+    for (key, g) in gateways {
+        let mut listens = Vec::new();
+        if let Some(served) = published.gateways.get(key) {
+            for port in &served.config.ports {
+                let scheme = match port.protocol {
+                    weft_api::Protocol::Http => "http",
+                    weft_api::Protocol::Https => "https",
+                };
+                for addr in &port.addresses {
+                    listens.push(format!("{scheme}://{}", SocketAddr::new(*addr, port.port)));
+                }
+            }
+        }
+        out.push_str(&format!(
+            "  gateway     {}/{}  {}  admin http://{}\n",
+            key.namespace,
+            key.name,
+            listens.join(" "),
+            g.admin
+        ));
+    }
+    for (key, w) in &published.workloads {
+        let ports: Vec<String> =
+            w.spec.ports.iter().map(|p| SocketAddr::new(w.address(), p.container_port).to_string()).collect();
+        out.push_str(&format!("  workload    {}/{}  {}\n", key.namespace, key.name, ports.join(" ")));
+    }
+    out.trim_end().to_string()
+}

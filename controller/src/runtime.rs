@@ -1,0 +1,159 @@
+//! The controller's loop in standalone mode: read the folder, translate,
+//! publish the result to the config server and `/status`; again on every
+//! change of the folder and every bind report from a gateway.
+
+use crate::provider::folder::{self, FolderState};
+use crate::resources::{Kind, ObjKey};
+use crate::status::{self, TransitionClock};
+use crate::store::{Problem, Store};
+use crate::translate::{translate, BindErrors, Options};
+use crate::ControllerError;
+use serde_json::Value;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use weft_api::{wire, GatewayConfig};
+
+/// One Gateway's config as served: a content version and the encoding.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Served {
+    pub version: String,
+    pub config: GatewayConfig,
+    pub encoded: Vec<u8>,
+}
+
+/// Everything the controller publishes after a translation.
+#[derive(Clone, Debug, Default)]
+pub struct Published {
+    /// Config of each Gateway weft owns.
+    pub gateways: BTreeMap<ObjKey, Served>,
+    /// `/status` items.
+    pub items: Vec<Value>,
+    pub problems: Vec<Problem>,
+    /// The Workloads to run (standalone mode).
+    pub workloads: BTreeMap<ObjKey, crate::workload::Workload>,
+}
+
+/// A bind report from a gateway: its key and the addresses it could not bind.
+pub type BindReport = (ObjKey, Vec<String>);
+
+pub struct Controller {
+    dir: PathBuf,
+    opts: Options,
+    folder: FolderState,
+    store: Store,
+    bind_errors: BindErrors,
+    clock: TransitionClock,
+    publish: watch::Sender<Arc<Published>>,
+}
+
+impl Controller {
+    pub fn new(dir: PathBuf, opts: Options) -> (Self, watch::Receiver<Arc<Published>>) {
+        let (publish, rx) = watch::channel(Arc::new(Published::default()));
+        let c = Controller {
+            dir,
+            opts,
+            folder: FolderState::default(),
+            store: Store::default(),
+            bind_errors: BindErrors::new(),
+            clock: TransitionClock::default(),
+            publish,
+        };
+        (c, rx)
+    }
+
+    /// Reads the folder and publishes; the first read must succeed.
+    pub fn reload(&mut self) -> Result<(), ControllerError> {
+        self.store = self.folder.read(&self.dir, &self.store)?;
+        self.publish();
+        Ok(())
+    }
+
+    fn publish(&mut self) {
+        let t = translate(&self.store, &self.opts, &self.bind_errors);
+        let previous = self.publish.borrow().clone();
+        let gateways = t
+            .gateways
+            .into_iter()
+            .map(|(key, config)| {
+                let encoded = wire::encode(&config);
+                let served = match previous.gateways.get(&key) {
+                    Some(old) if old.encoded == encoded => old.clone(),
+                    _ => Served {
+                        version: content_version(&encoded),
+                        config,
+                        encoded,
+                    },
+                };
+                (key, served)
+            })
+            .collect();
+        let items = status::items(&self.store, &t.statuses, &mut self.clock, &status::now());
+        self.publish.send_replace(Arc::new(Published {
+            gateways,
+            items,
+            problems: self.store.problems.clone(),
+            workloads: self
+                .store
+                .of_kind(Kind::Workload)
+                .filter_map(|(k, e)| match &e.object {
+                    crate::resources::Object::Workload(w) => Some((k.clone(), w.clone())),
+                    _ => None,
+                })
+                .collect(),
+        }));
+    }
+
+    /// Runs until `stop` fires: re-reads on folder changes, re-publishes on
+    /// bind reports.
+    pub async fn run(
+        mut self,
+        mut reports: mpsc::Receiver<BindReport>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<(), ControllerError> {
+        let (_watcher, mut changes) = folder::watch(&self.dir)?;
+        loop {
+            tokio::select! {
+                Some(()) = changes.recv() => {
+                    match self.folder.read(&self.dir, &self.store) {
+                        Ok(store) => {
+                            self.store = store;
+                            self.publish();
+                        }
+                        Err(e) => tracing::error!("{e}"),
+                    }
+                }
+                Some((key, errors)) = reports.recv() => {
+                    let old = self.bind_errors.get(&key).cloned().unwrap_or_default();
+                    if old != errors {
+                        if errors.is_empty() { self.bind_errors.remove(&key); } else { self.bind_errors.insert(key, errors); }
+                        self.publish();
+                    }
+                }
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+}
+
+fn content_version(bytes: &[u8]) -> String {
+    let mut h = DefaultHasher::new();
+    bytes.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// The key of a Gateway from a node name (`gateway/<namespace>/<name>`).
+pub fn gateway_key(node: &str) -> Option<ObjKey> {
+    let mut parts = node.splitn(3, '/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("gateway"), Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => Some(ObjKey {
+            kind: Kind::Gateway,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        }),
+        _ => None,
+    }
+}
