@@ -82,6 +82,9 @@ fn command(key: &ObjKey, w: &Workload) -> Option<Command> {
         .env("NAMESPACE", &key.namespace)
         .env("SERVICE_ACCOUNT", w.spec.service_account_name.as_deref().unwrap_or("default"))
         .stdin(Stdio::null())
+        // Its own process group: a Ctrl-C in the terminal reaches weft,
+        // which then stops workloads in order.
+        .process_group(0)
         .kill_on_drop(true);
     for e in &w.spec.env {
         cmd.env(&e.name, &e.value);

@@ -1,0 +1,138 @@
+//! Traffic through a gateway run by `weft up`: routing by host and header,
+//! weights, HTTP/1.1, h2c, HTTPS with HTTP/2 by ALPN, SNI and 421.
+
+mod support;
+use std::time::Duration;
+use support::*;
+
+const IP: &str = "127.0.21.1";
+
+fn tls_secret(name: &str, hosts: &[&str]) -> (String, String) {
+    let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+    let ck = rcgen::generate_simple_self_signed(names).unwrap();
+    let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
+    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
+    let yaml = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(&cert),
+        indent(&key)
+    );
+    (yaml, cert)
+}
+
+#[tokio::test]
+async fn routes_by_host_header_and_weight() {
+    let routes = format!(
+        "{}---\n{}",
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: canary}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [shop.example.com]
+  rules:
+  - backendRefs: [{name: v1, port: 80, weight: 80}, {name: v2, port: 80, weight: 20}]
+  - matches: [{headers: [{name: x-version, value: v2}]}]
+    backendRefs: [{name: v2, port: 80}]
+"#,
+        route("other", "other.example.com", "v2")
+    );
+    let weft = Weft::up(IP, &[("base.yaml", &base(IP)), ("routes.yaml", &routes)]);
+    let c = client(&[]);
+    let url = format!("http://{IP}:8080/a/b?x=1");
+    eventually(Duration::from_secs(20), "workloads serve", || async {
+        get(&c, &url, "shop.example.com").await.0 == 200 && get(&c, &url, "other.example.com").await.0 == 200
+    })
+    .await;
+
+    let (status, body) = get(&c, &url, "shop.example.com").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["path"], "/a/b?x=1");
+    assert_eq!(body["host"], "shop.example.com", "Host reaches the backend as sent");
+    assert_eq!(get(&c, &url, "other.example.com").await.1["pod"], "v2");
+    assert_eq!(get(&c, &url, "unknown.example.com").await.0, 404);
+
+    let v2 = c.get(&url).header("host", "shop.example.com").header("x-version", "v2").send().await.unwrap();
+    assert_eq!(v2.json::<serde_json::Value>().await.unwrap()["pod"], "v2");
+
+    let mut v1 = 0;
+    for _ in 0..400 {
+        if get(&c, &url, "shop.example.com").await.1["pod"] == "v1" {
+            v1 += 1;
+        }
+    }
+    // 80% of 400 = 320; a binomial spread of ±4σ is about ±32.
+    assert!((288..=352).contains(&v1), "v1 got {v1} of 400 requests");
+
+    let addr = format!("{IP}:8080").parse().unwrap();
+    let h2c = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .resolve("other.example.com", addr)
+        .build()
+        .unwrap();
+    let resp = h2c.get("http://other.example.com:8080/h2c").send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["pod"], "v2");
+    drop(weft);
+}
+
+#[tokio::test]
+async fn https_terminates_by_sni_with_h2_and_refuses_misdirected_requests() {
+    let ip = "127.0.22.1";
+    let (secret_a, cert_a) = tls_secret("a-tls", &["a.example.com"]);
+    let (secret_b, cert_b) = tls_secret("b-tls", &["b.example.com"]);
+    let gateway = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tls}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - {name: a, port: 8443, protocol: HTTPS, hostname: a.example.com, tls: {certificateRefs: [{name: a-tls}]}}
+  - {name: b, port: 8443, protocol: HTTPS, hostname: b.example.com, tls: {certificateRefs: [{name: b-tls}]}}
+"#;
+    let routes = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: both}
+spec:
+  parentRefs: [{name: tls}]
+  rules: [{backendRefs: [{name: v1, port: 80}]}]
+"#;
+    let weft = Weft::up(
+        ip,
+        &[("base.yaml", &base(ip)), ("tls.yaml", gateway), ("a.yaml", &secret_a), ("b.yaml", &secret_b), ("r.yaml", routes)],
+    );
+    let addr = format!("{ip}:8443").parse().unwrap();
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .resolve("a.example.com", addr)
+        .resolve("b.example.com", addr)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_a.as_bytes()).unwrap())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_b.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    eventually(Duration::from_secs(20), "HTTPS serves", || async {
+        c.get("https://a.example.com:8443/").send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    for host in ["a.example.com", "b.example.com"] {
+        let resp = c.get(format!("https://{host}:8443/x")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{host}");
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN picks h2 for {host}");
+    }
+    // SNI names listener a, Host names listener b: 421 Misdirected Request.
+    let h1 = reqwest::Client::builder()
+        .no_proxy()
+        .http1_only()
+        .resolve("a.example.com", addr)
+        .add_root_certificate(reqwest::Certificate::from_pem(cert_a.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let resp = h1.get("https://a.example.com:8443/").header("host", "b.example.com").send().await.unwrap();
+    assert_eq!(resp.status(), 421);
+    let resp = h1.get("https://a.example.com:8443/").header("host", "c.example.org").send().await.unwrap();
+    assert_eq!(resp.status(), 404, "no listener for the Host: 404, not 421");
+    drop(weft);
+}

@@ -1,0 +1,207 @@
+//! Starting `weft up` on a temporary folder and talking to what it runs.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+
+pub struct Weft {
+    pub child: Child,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    /// Lines `weft up` printed after the first table.
+    pub stdout: mpsc::Receiver<String>,
+}
+
+/// A GatewayClass and a Gateway `gw` with an HTTP listener on 8080, plus echo
+/// workloads `v1` and `v2` on `ip` ports 9001/9002 behind Services of the
+/// same names.
+pub fn base(ip: &str) -> String {
+    format!(
+        r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - {{name: http, port: 8080, protocol: HTTP}}
+---
+{v1}
+---
+{v2}
+"#,
+        v1 = echo("v1", ip, 9001),
+        v2 = echo("v2", ip, 9002)
+    )
+}
+
+/// A `weft echo` Workload and a Service selecting it.
+pub fn echo(name: &str, ip: &str, port: u16) -> String {
+    format!(
+        r#"apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  command: [weft, echo, --listen, "{ip}:{port}"]
+  address: {ip}
+  ports: [{{name: http, containerPort: {port}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 80, targetPort: http}}]"#
+    )
+}
+
+/// An HTTPRoute `name` on `gw` for `host`, sending `/` to `backend`.
+pub fn route(name: &str, host: &str, backend: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [{host}]
+  rules:
+  - backendRefs: [{{name: {backend}, port: 80}}]
+"#
+    )
+}
+
+impl Weft {
+    /// Writes `files` into a new folder and runs `weft up` on it, gateways
+    /// defaulting to `ip`. Returns once the first table is printed.
+    pub fn up(ip: &str, files: &[(&str, &str)]) -> Weft {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(dir.path().join(name), text).unwrap();
+        }
+        let mut child = Command::new(WEFT)
+            .args(["up", dir.path().to_str().unwrap(), "--admin", "127.0.0.1:0", "--default-address", ip])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let admin = loop {
+            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("weft up prints its table");
+            if let Some(rest) = line.trim().strip_prefix("controller") {
+                let url = rest.trim().trim_start_matches("http://").trim_end_matches("/status");
+                break url.parse().unwrap();
+            }
+        };
+        Weft {
+            child,
+            admin,
+            dir,
+            stdout: rx,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Replaces a file the way editors do: write a temp file, rename it over.
+    pub fn write(&self, name: &str, text: &str) {
+        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path(name)).unwrap();
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        reqwest::get(format!("http://{}/status", self.admin)).await.unwrap().json().await.unwrap()
+    }
+
+    /// The status item of one object.
+    pub async fn item(&self, kind: &str, name: &str) -> serde_json::Value {
+        let status = self.status().await;
+        status["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["kind"] == kind && i["metadata"]["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} {name} in /status: {status}"))
+    }
+
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+    }
+}
+
+impl Drop for Weft {
+    fn drop(&mut self) {
+        self.sigterm();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+    }
+}
+
+/// An HTTP client that ignores proxies and pins `host` names to `addr`.
+pub fn client(resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
+    let mut b = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10));
+    for (host, addr) in resolve {
+        b = b.resolve(host, *addr);
+    }
+    b.build().unwrap()
+}
+
+/// Polls `check` every 25 ms until it holds or `limit` passes; returns the
+/// time it took.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what}: not within {limit:?}");
+}
+
+/// GET `url` with `Host: host`; the status and the echo's JSON (or null).
+pub async fn get(c: &reqwest::Client, url: &str, host: &str) -> (u16, serde_json::Value) {
+    match c.get(url).header("host", host).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let body = r.json().await.unwrap_or(serde_json::Value::Null);
+            (status, body)
+        }
+        Err(_) => (0, serde_json::Value::Null),
+    }
+}
