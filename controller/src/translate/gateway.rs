@@ -44,9 +44,10 @@ impl ListenerCtx {
         self.accepted.is_ok() && self.conflict.is_none() && self.protocol.is_some()
     }
 
-    /// Whether it is programmed: usable with every reference resolved.
+    /// Whether it is programmed: usable, and an HTTPS listener has a
+    /// certificate. Exactly the listeners that reach the IR.
     pub fn programmed(&self) -> bool {
-        self.usable() && self.resolved.is_ok()
+        self.usable() && (self.protocol == Some(Protocol::Http) || self.tls.is_some())
     }
 }
 
@@ -249,9 +250,8 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
         accepted.fail("UnsupportedAddress", problem.clone());
         programmed.fail("Invalid", "the Gateway is not accepted");
     }
-    if let Some(err) = bind_errors.first() {
+    if !bind_errors.is_empty() {
         programmed.fail("AddressNotUsable", format!("cannot listen: {}", bind_errors.join("; ")));
-        let _ = err;
     }
     let valid = gw.listeners.iter().filter(|l| l.usable()).count();
     if valid < gw.listeners.len() && accepted.is_ok() {
@@ -269,8 +269,20 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
         conditions[0].message = "some listeners are not valid".into();
     }
     let listeners: Vec<Value> = gw.listeners.iter().map(|l| listener_status(l, g)).collect();
-    let addresses: Vec<Value> =
-        gw.addresses.iter().map(|a| json!({"type": "IPAddress", "value": a.to_string()})).collect();
+    // Addresses that could not be bound are not the Gateway's.
+    // Each error reads "<address>:<port>: <reason>".
+    let unusable = |a: &IpAddr| {
+        bind_errors.iter().any(|e| {
+            let addr = e.split_once(": ").map_or(e.as_str(), |(addr, _)| addr);
+            addr.parse::<std::net::SocketAddr>().is_ok_and(|s| s.ip() == *a)
+        })
+    };
+    let addresses: Vec<Value> = gw
+        .addresses
+        .iter()
+        .filter(|a| !unusable(a))
+        .map(|a| json!({"type": "IPAddress", "value": a.to_string()}))
+        .collect();
     json!({ "addresses": addresses, "conditions": conditions, "listeners": listeners })
 }
 
@@ -280,8 +292,10 @@ fn listener_status(l: &ListenerCtx, g: i64) -> Value {
         accepted.fail(reason, "another listener on this port conflicts with this one");
     }
     let mut programmed = Verdict::ok("Programmed");
-    if !l.programmed() {
-        programmed.fail("Invalid", "the listener is not valid");
+    if let Some(reason) = l.conflict {
+        programmed.fail(reason, "conflicts with another listener on this port");
+    } else if !l.programmed() {
+        programmed.fail("Invalid", "the listener is not valid or has no usable certificate");
     }
     let conflicted = match l.conflict {
         Some(reason) => Condition::new("Conflicted", true, reason, "conflicts with another listener on this port", g),

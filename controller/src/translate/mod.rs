@@ -17,7 +17,7 @@ use crate::store::Store;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use weft_api::{BackendTarget, GatewayConfig, HttpFilter, Listener, Port, Protocol, VirtualHost};
+use weft_api::{BackendTarget, GatewayConfig, HttpFilter, Listener, Port, VirtualHost};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -71,7 +71,7 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
     let mut used = BTreeSet::new();
     for l in &gw.listeners {
         let Some(protocol) = l.protocol else { continue };
-        if !l.usable() || (protocol == Protocol::Https && l.tls.is_none()) {
+        if !l.programmed() {
             continue;
         }
         let virtual_hosts = l

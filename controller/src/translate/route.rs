@@ -69,7 +69,8 @@ pub fn routes(
                 resolved.condition("ResolvedRefs", "References resolved", g),
             ];
             if let (Some(message), false) = (&problems.unsupported, converted.is_empty()) {
-                conditions.push(Condition::new("PartiallyInvalid", true, "UnsupportedValue", message.clone(), g));
+                let message = format!("Dropped Rule: {message}");
+                conditions.push(Condition::new("PartiallyInvalid", true, "UnsupportedValue", message, g));
             }
             parents.push(json!({
                 "parentRef": parent_ref(parent, &key.namespace),
