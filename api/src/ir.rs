@@ -55,7 +55,10 @@ pub struct TlsCertificate {
 impl std::fmt::Debug for TlsCertificate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TlsCertificate")
-            .field("cert_chain_pem", &format!("{} bytes", self.cert_chain_pem.len()))
+            .field(
+                "cert_chain_pem",
+                &format!("{} bytes", self.cert_chain_pem.len()),
+            )
             .field("key_pem", &"<redacted>")
             .finish()
     }
@@ -183,7 +186,9 @@ pub enum BackendTarget {
     Cluster(String),
     /// A backendRef that could not be resolved: its share of traffic gets
     /// this status (500, as the Gateway API prescribes).
-    Invalid { status: u16 },
+    Invalid {
+        status: u16,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

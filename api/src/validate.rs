@@ -30,7 +30,10 @@ impl GatewayConfig {
                     return invalid(format!("listener {} appears twice", listener.name));
                 }
                 if port.protocol == Protocol::Https && listener.tls.is_none() {
-                    return invalid(format!("HTTPS listener {} has no certificate", listener.name));
+                    return invalid(format!(
+                        "HTTPS listener {} has no certificate",
+                        listener.name
+                    ));
                 }
                 for vhost in &listener.virtual_hosts {
                     for route in &vhost.routes {
@@ -114,7 +117,9 @@ impl GatewayConfig {
 }
 
 fn check_regex(r: &str) -> Result<(), String> {
-    regex::Regex::new(r).map(|_| ()).map_err(|e| format!("invalid regex {r:?}: {e}"))
+    regex::Regex::new(r)
+        .map(|_| ())
+        .map_err(|e| format!("invalid regex {r:?}: {e}"))
 }
 
 fn http_header_name(name: &str) -> Result<(), String> {

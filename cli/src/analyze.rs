@@ -12,8 +12,16 @@ use weft_controller::translate::{translate, Options};
 pub fn run(dir: &Path) -> anyhow::Result<()> {
     let store = FolderState::default().read(dir, &Store::default())?;
     let t = translate(&store, &Options::default(), &BTreeMap::new());
-    let items = status::items(&store, &t.statuses, &mut TransitionClock::default(), &status::now());
-    print!("{}", serde_yaml::to_string(&serde_json::json!({"items": items, "problems": store.problems}))?);
+    let items = status::items(
+        &store,
+        &t.statuses,
+        &mut TransitionClock::default(),
+        &status::now(),
+    );
+    print!(
+        "{}",
+        serde_yaml::to_string(&serde_json::json!({"items": items, "problems": store.problems}))?
+    );
     let mut failures = Vec::new();
     for p in &store.problems {
         failures.push(format!("{}: {}", p.file.display(), p.message));

@@ -14,7 +14,9 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("echo listening on {}", listener.local_addr()?);
     let app = axum::Router::new().fallback(echo);
-    axum::serve(listener, app).with_graceful_shutdown(crate::up::stopped()).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(crate::up::stopped())
+        .await?;
     Ok(())
 }
 
@@ -22,7 +24,10 @@ async fn echo(req: Request) -> Response<Body> {
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in req.headers() {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
-        headers.entry(canonical(name.as_str())).or_default().push(value);
+        headers
+            .entry(canonical(name.as_str()))
+            .or_default()
+            .push(value);
     }
     let host = req
         .headers()
@@ -46,11 +51,15 @@ async fn echo(req: Request) -> Response<Body> {
         "pod": std::env::var("POD_NAME").unwrap_or_default(),
     });
     let mut resp = Response::new(Body::from(body.to_string()));
-    resp.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+    resp.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/json"));
     for set in req.headers().get_all("x-echo-set-header") {
         for pair in set.to_str().unwrap_or("").split(',') {
             if let Some((n, v)) = pair.split_once(':') {
-                if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n.trim().as_bytes()), HeaderValue::from_str(v.trim())) {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(n.trim().as_bytes()),
+                    HeaderValue::from_str(v.trim()),
+                ) {
                     resp.headers_mut().append(n, v);
                 }
             }
@@ -64,7 +73,9 @@ fn canonical(name: &str) -> String {
     name.split('-')
         .map(|part| {
             let mut c = part.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
         })
         .collect::<Vec<_>>()
         .join("-")

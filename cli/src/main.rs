@@ -64,7 +64,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Up {
@@ -85,7 +87,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_gateway(controller: String, gateway: String, admin: SocketAddr) -> anyhow::Result<()> {
-    let (ns, name) = gateway.split_once('/').ok_or_else(|| anyhow::anyhow!("--gateway takes namespace/name"))?;
+    let (ns, name) = gateway
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--gateway takes namespace/name"))?;
     let gw = weft_gateway::Gateway::new();
     let (bound, _admin) = weft_gateway::admin::serve(gw.clone(), admin).await?;
     eprintln!("gateway {gateway}: admin on http://{bound}");

@@ -47,7 +47,10 @@ pub async fn run(dir: PathBuf, admin: SocketAddr, default_address: IpAddr) -> an
     let service = ConfigService::new(state.clone(), reports_tx);
     tokio::spawn(async move {
         let server = tonic::transport::Server::builder().add_service(service);
-        if let Err(e) = server.serve_with_incoming(TcpListenerStream::new(grpc)).await {
+        if let Err(e) = server
+            .serve_with_incoming(TcpListenerStream::new(grpc))
+            .await
+        {
             tracing::error!("config server failed: {e}");
         }
     });
@@ -98,7 +101,11 @@ async fn reconcile_gateways(
     published: &Published,
     controller_url: &str,
 ) -> anyhow::Result<()> {
-    let gone: Vec<ObjKey> = gateways.keys().filter(|k| !published.gateways.contains_key(k)).cloned().collect();
+    let gone: Vec<ObjKey> = gateways
+        .keys()
+        .filter(|k| !published.gateways.contains_key(k))
+        .cloned()
+        .collect();
     for key in gone {
         if let Some(g) = gateways.remove(&key) {
             g.client.abort();
@@ -111,9 +118,14 @@ async fn reconcile_gateways(
             continue;
         }
         let gateway = Gateway::new();
-        let (admin, admin_task) = weft_gateway::admin::serve(gateway.clone(), "127.0.0.1:0".parse()?).await?;
+        let (admin, admin_task) =
+            weft_gateway::admin::serve(gateway.clone(), "127.0.0.1:0".parse()?).await?;
         let node = weft_api::wire::gateway_node(&key.namespace, &key.name);
-        let client = tokio::spawn(weft_gateway::client::run(gateway.clone(), controller_url.to_string(), node));
+        let client = tokio::spawn(weft_gateway::client::run(
+            gateway.clone(),
+            controller_url.to_string(),
+            node,
+        ));
         gateways.insert(
             key.clone(),
             RunningGateway {
@@ -133,7 +145,10 @@ fn table(
     gateways: &BTreeMap<ObjKey, RunningGateway>,
     published: &Published,
 ) -> String {
-    let mut out = format!("weft up {}\n  controller  http://{admin}/status\n", dir.display());
+    let mut out = format!(
+        "weft up {}\n  controller  http://{admin}/status\n",
+        dir.display()
+    );
     for (key, g) in gateways {
         let mut listens = Vec::new();
         if let Some(served) = published.gateways.get(key) {
@@ -156,9 +171,18 @@ fn table(
         ));
     }
     for (key, w) in &published.workloads {
-        let ports: Vec<String> =
-            w.spec.ports.iter().map(|p| SocketAddr::new(w.address(), p.container_port).to_string()).collect();
-        out.push_str(&format!("  workload    {}/{}  {}\n", key.namespace, key.name, ports.join(" ")));
+        let ports: Vec<String> = w
+            .spec
+            .ports
+            .iter()
+            .map(|p| SocketAddr::new(w.address(), p.container_port).to_string())
+            .collect();
+        out.push_str(&format!(
+            "  workload    {}/{}  {}\n",
+            key.namespace,
+            key.name,
+            ports.join(" ")
+        ));
     }
     out.trim_end().to_string()
 }

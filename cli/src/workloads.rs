@@ -80,7 +80,10 @@ fn command(key: &ObjKey, w: &Workload) -> Option<Command> {
     cmd.args(args)
         .env("POD_NAME", &key.name)
         .env("NAMESPACE", &key.namespace)
-        .env("SERVICE_ACCOUNT", w.spec.service_account_name.as_deref().unwrap_or("default"))
+        .env(
+            "SERVICE_ACCOUNT",
+            w.spec.service_account_name.as_deref().unwrap_or("default"),
+        )
         .stdin(Stdio::null())
         // Its own process group: a Ctrl-C in the terminal reaches weft,
         // which then stops workloads in order.

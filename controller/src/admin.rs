@@ -15,11 +15,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub fn router(state: watch::Receiver<Arc<Published>>) -> Router {
-    Router::new().route("/status", get(status)).with_state(state)
+    Router::new()
+        .route("/status", get(status))
+        .with_state(state)
 }
 
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControllerError> {
-    TcpListener::bind(addr).await.map_err(|source| ControllerError::Serve { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ControllerError::Serve { addr, source })
 }
 
 async fn status(State(state): State<watch::Receiver<Arc<Published>>>) -> Json<Value> {

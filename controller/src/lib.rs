@@ -9,8 +9,8 @@
 pub mod admin;
 mod error;
 pub mod provider;
-pub mod runtime;
 pub mod resources;
+pub mod runtime;
 pub mod server;
 pub mod status;
 pub mod store;

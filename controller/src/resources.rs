@@ -238,7 +238,8 @@ mod tests {
 
     #[test]
     fn unknown_kinds_are_reported_not_parsed() {
-        let doc = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        let doc =
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
         assert!(matches!(parse(doc).unwrap(), Parsed::Unknown { .. }));
     }
 

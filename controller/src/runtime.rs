@@ -149,11 +149,13 @@ fn content_version(bytes: &[u8]) -> String {
 pub fn gateway_key(node: &str) -> Option<ObjKey> {
     let mut parts = node.splitn(3, '/');
     match (parts.next(), parts.next(), parts.next()) {
-        (Some("gateway"), Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => Some(ObjKey {
-            kind: Kind::Gateway,
-            namespace: ns.to_string(),
-            name: name.to_string(),
-        }),
+        (Some("gateway"), Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
+            Some(ObjKey {
+                kind: Kind::Gateway,
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            })
+        }
         _ => None,
     }
 }

@@ -20,7 +20,10 @@ pub struct ConfigService {
 }
 
 impl ConfigService {
-    pub fn new(state: watch::Receiver<Arc<Published>>, reports: mpsc::Sender<BindReport>) -> ConfigDiscoveryServer<Self> {
+    pub fn new(
+        state: watch::Receiver<Arc<Published>>,
+        reports: mpsc::Sender<BindReport>,
+    ) -> ConfigDiscoveryServer<Self> {
         ConfigDiscoveryServer::new(ConfigService {
             state,
             reports,
@@ -35,14 +38,21 @@ type ResponseStream = Pin<Box<dyn Stream<Item = Result<ConfigResponse, Status>> 
 impl ConfigDiscovery for ConfigService {
     type SubscribeStream = ResponseStream;
 
-    async fn subscribe(&self, req: Request<Streaming<ConfigRequest>>) -> Result<Response<ResponseStream>, Status> {
+    async fn subscribe(
+        &self,
+        req: Request<Streaming<ConfigRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
         let mut inbound = req.into_inner();
-        let hello = inbound.message().await?.ok_or_else(|| Status::invalid_argument("no request"))?;
+        let hello = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("no request"))?;
         let key = gateway_key(&hello.node)
             .ok_or_else(|| Status::invalid_argument(format!("unknown node {:?}", hello.node)))?;
         tracing::info!(node = %hello.node, "proxy subscribed");
         let (tx, rx) = mpsc::channel(4);
-        let (mut state, reports, nonces) = (self.state.clone(), self.reports.clone(), self.nonce.clone());
+        let (mut state, reports, nonces) =
+            (self.state.clone(), self.reports.clone(), self.nonce.clone());
         tokio::spawn(async move {
             // What was last sent (or what the proxy already runs): a NACKed version
             // is not sent again until the config changes.

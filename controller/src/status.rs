@@ -25,10 +25,14 @@ impl TransitionClock {
     fn walk(&mut self, key: &ObjKey, v: &mut Value, path: String, now: &str) {
         match v {
             Value::Object(map) => {
-                if let (Some(Value::String(type_)), Some(Value::String(status))) = (map.get("type"), map.get("status"))
+                if let (Some(Value::String(type_)), Some(Value::String(status))) =
+                    (map.get("type"), map.get("status"))
                 {
                     let id = (key.clone(), format!("{path}/{type_}"));
-                    let entry = self.seen.entry(id).or_insert_with(|| (status.clone(), now.to_string()));
+                    let entry = self
+                        .seen
+                        .entry(id)
+                        .or_insert_with(|| (status.clone(), now.to_string()));
                     if &entry.0 != status {
                         *entry = (status.clone(), now.to_string());
                     }
@@ -55,7 +59,12 @@ impl TransitionClock {
 }
 
 /// Every object of the store as `/status` lists it.
-pub fn items(store: &Store, statuses: &BTreeMap<ObjKey, Value>, clock: &mut TransitionClock, now: &str) -> Vec<Value> {
+pub fn items(
+    store: &Store,
+    statuses: &BTreeMap<ObjKey, Value>,
+    clock: &mut TransitionClock,
+    now: &str,
+) -> Vec<Value> {
     store
         .entries()
         .map(|(key, entry)| {
@@ -105,7 +114,12 @@ mod tests {
         };
         let mut clock = TransitionClock::default();
         let s = |ok: &str| json!({"conditions": [{"type": "Accepted", "status": ok}]});
-        let t = |v: &Value| v["conditions"][0]["lastTransitionTime"].as_str().unwrap().to_string();
+        let t = |v: &Value| {
+            v["conditions"][0]["lastTransitionTime"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(t(&clock.stamp(&key, s("True"), "t1")), "t1");
         assert_eq!(t(&clock.stamp(&key, s("True"), "t2")), "t1");
         assert_eq!(t(&clock.stamp(&key, s("False"), "t3")), "t3");

@@ -57,7 +57,10 @@ impl Store {
             if let Some(first) = store.entries.get(&key) {
                 store.problems.push(Problem {
                     file: file.clone(),
-                    message: format!("{key} is also defined in {}; this one is ignored", first.file.display()),
+                    message: format!(
+                        "{key} is also defined in {}; this one is ignored",
+                        first.file.display()
+                    ),
                 });
                 continue;
             }
@@ -88,7 +91,9 @@ impl Store {
             namespace: String::new(),
             name: String::new(),
         };
-        self.entries.range(start..).take_while(move |(k, _)| k.kind == kind)
+        self.entries
+            .range(start..)
+            .take_while(move |(k, _)| k.kind == kind)
     }
 
     pub fn lookup(&self, kind: Kind, namespace: &str, name: &str) -> Option<&Object> {
@@ -120,7 +125,10 @@ mod tests {
 
     fn build(previous: &Store, yaml: &str) -> Store {
         let docs = documents(yaml).unwrap();
-        let parsed = docs.into_iter().map(|d| ("f.yaml".into(), parse(d).unwrap())).collect();
+        let parsed = docs
+            .into_iter()
+            .map(|d| ("f.yaml".into(), parse(d).unwrap()))
+            .collect();
         Store::build(previous, parsed, vec![])
     }
 

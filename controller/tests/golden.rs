@@ -21,8 +21,11 @@ fn render(input: &str) -> String {
             serde_json::json!({"kind": k.kind.name(), "namespace": k.namespace, "name": k.name, "status": v})
         })
         .collect();
-    let gateways: BTreeMap<String, _> =
-        out.gateways.iter().map(|(k, v)| (format!("{}/{}", k.namespace, k.name), v)).collect();
+    let gateways: BTreeMap<String, _> = out
+        .gateways
+        .iter()
+        .map(|(k, v)| (format!("{}/{}", k.namespace, k.name), v))
+        .collect();
     let doc = serde_json::json!({"statuses": statuses, "gateways": gateways});
     serde_yaml::to_string(&doc).unwrap()
 }
@@ -33,11 +36,16 @@ fn golden() {
     let update = std::env::var_os("WEFT_UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
     let mut count = 0;
-    let mut inputs: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut inputs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     inputs.sort();
     for input in inputs {
         let name = input.file_name().unwrap().to_str().unwrap().to_string();
-        let Some(stem) = name.strip_suffix(".in.yaml") else { continue };
+        let Some(stem) = name.strip_suffix(".in.yaml") else {
+            continue;
+        };
         count += 1;
         let got = render(&std::fs::read_to_string(&input).unwrap());
         let expected_path = dir.join(format!("{stem}.out.yaml"));
@@ -47,7 +55,10 @@ fn golden() {
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != got {
-            failures.push(format!("{stem}: output differs from {}\n--- got:\n{got}", expected_path.display()));
+            failures.push(format!(
+                "{stem}: output differs from {}\n--- got:\n{got}",
+                expected_path.display()
+            ));
         }
     }
     assert!(count > 0, "no golden inputs in {}", dir.display());

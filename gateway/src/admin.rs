@@ -24,8 +24,12 @@ pub async fn serve(
     gateway: Arc<Gateway>,
     addr: SocketAddr,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GatewayError> {
-    let listener = TcpListener::bind(addr).await.map_err(|source| GatewayError::Admin { addr, source })?;
-    let bound = listener.local_addr().map_err(|source| GatewayError::Admin { addr, source })?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| GatewayError::Admin { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| GatewayError::Admin { addr, source })?;
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router(gateway)).await {
             tracing::error!("admin endpoint failed: {e}");
@@ -37,7 +41,10 @@ pub async fn serve(
 async fn ready(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
     match gw.current() {
         Some(s) => (StatusCode::OK, format!("ready {}\n", s.version)),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "no config yet\n".to_string()),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no config yet\n".to_string(),
+        ),
     }
 }
 

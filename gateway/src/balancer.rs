@@ -65,7 +65,9 @@ mod tests {
     use super::*;
 
     fn cluster(lb: LbPolicy, n: u16) -> ClusterState {
-        let endpoints = (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i))).collect();
+        let endpoints = (0..n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
+            .collect();
         ClusterState::new(
             "c",
             &Cluster {

@@ -33,21 +33,33 @@ async fn session(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut client = ConfigDiscoveryClient::connect(controller.to_string()).await?;
     let (tx, rx) = mpsc::channel(4);
-    let version = gateway.current().map(|s| s.version.clone()).unwrap_or_default();
+    let version = gateway
+        .current()
+        .map(|s| s.version.clone())
+        .unwrap_or_default();
     tx.send(ConfigRequest {
         node: node.to_string(),
         version,
         ..Default::default()
     })
     .await?;
-    let mut responses = client.subscribe(ReceiverStream::new(rx)).await?.into_inner();
+    let mut responses = client
+        .subscribe(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
     *backoff = MIN_BACKOFF;
     while let Some(resp) = responses.message().await? {
         let result = match wire::decode(&resp.snapshot) {
-            Ok(config) => gateway.apply(resp.version.clone(), config).await.map_err(|e| e.to_string()),
+            Ok(config) => gateway
+                .apply(resp.version.clone(), config)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        let current = gateway.current().map(|s| s.version.clone()).unwrap_or_default();
+        let current = gateway
+            .current()
+            .map(|s| s.version.clone())
+            .unwrap_or_default();
         let reply = match result {
             Ok(bind_errors) => {
                 tracing::info!(version = %resp.version, "applied config");

@@ -4,13 +4,13 @@
 //! request path takes neither a lock nor an allocation.
 
 use async_trait::async_trait;
+use pingora::http::ResponseHeader;
 use pingora::protocols::raw_connect::ProxyDigest;
 use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest,
-    UniqueID, UniqueIDType, ALPN,
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use pingora::http::ResponseHeader;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,7 +27,12 @@ pub struct ConnInfo {
 impl ConnInfo {
     /// The info of the connection a session arrived on.
     pub fn of(digest: Option<&pingora::protocols::Digest>) -> Option<&ConnInfo> {
-        digest?.proxy_digest.as_ref()?.user_data.as_ref()?.downcast_ref()
+        digest?
+            .proxy_digest
+            .as_ref()?
+            .user_data
+            .as_ref()?
+            .downcast_ref()
     }
 }
 
@@ -52,18 +57,28 @@ impl ConnStream {
 
 impl std::fmt::Debug for ConnStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConnStream").field("inner", &self.inner).finish()
+        f.debug_struct("ConnStream")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 
 impl AsyncRead for ConnStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ConnStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {

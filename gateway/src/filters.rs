@@ -36,7 +36,11 @@ pub fn rewrite_path(m: &PathModifier, path: &str, prefix: Option<&str>) -> Strin
         PathModifier::ReplaceFullPath(p) => p.clone(),
         PathModifier::ReplacePrefixMatch(replacement) => {
             let prefix = prefix.unwrap_or("");
-            let rest = if prefix_matches(prefix, path) { &path[prefix.len()..] } else { path };
+            let rest = if prefix_matches(prefix, path) {
+                &path[prefix.len()..]
+            } else {
+                path
+            };
             let replacement = replacement.trim_end_matches('/');
             match (replacement.is_empty(), rest.is_empty()) {
                 (true, true) => "/".to_string(),
@@ -126,14 +130,26 @@ mod tests {
             path: None,
             status: 302,
         };
-        assert_eq!(location(&r, &parts("/p", None)), "http://a.example.com:8080/p?x=1");
+        assert_eq!(
+            location(&r, &parts("/p", None)),
+            "http://a.example.com:8080/p?x=1"
+        );
         r.scheme = Some("https".into());
-        assert_eq!(location(&r, &parts("/p", None)), "https://a.example.com/p?x=1");
+        assert_eq!(
+            location(&r, &parts("/p", None)),
+            "https://a.example.com/p?x=1"
+        );
         r.port = Some(8443);
         r.hostname = Some("b.example.com".into());
-        assert_eq!(location(&r, &parts("/p", None)), "https://b.example.com:8443/p?x=1");
+        assert_eq!(
+            location(&r, &parts("/p", None)),
+            "https://b.example.com:8443/p?x=1"
+        );
         r.scheme = None;
         r.port = Some(80);
-        assert_eq!(location(&r, &parts("/p", None)), "http://b.example.com/p?x=1");
+        assert_eq!(
+            location(&r, &parts("/p", None)),
+            "http://b.example.com/p?x=1"
+        );
     }
 }

@@ -31,7 +31,7 @@ impl HostTable {
                 },
             }
         }
-        table.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        table.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         table
     }
 
@@ -55,7 +55,13 @@ pub fn normalize(host: &str) -> std::borrow::Cow<'_, str> {
     let host = if host.starts_with('[') {
         host.split_inclusive(']').next().unwrap_or(host)
     } else {
-        host.rsplit_once(':').map_or(host, |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { host })
+        host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        })
     };
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -71,7 +77,12 @@ mod tests {
 
     #[test]
     fn most_specific_wins() {
-        let t = HostTable::new([Some("*.example.com"), None, Some("a.example.com"), Some("*.b.example.com")]);
+        let t = HostTable::new([
+            Some("*.example.com"),
+            None,
+            Some("a.example.com"),
+            Some("*.b.example.com"),
+        ]);
         assert_eq!(t.find("a.example.com"), Some(2));
         assert_eq!(t.find("x.b.example.com"), Some(3));
         assert_eq!(t.find("b.example.com"), Some(0));

@@ -62,7 +62,11 @@ impl Gateway {
     /// Validates and compiles `config`, swaps it in, and binds its ports.
     /// `Err` means the snapshot was refused and the previous one still serves;
     /// `Ok` carries the addresses that could not be bound.
-    pub async fn apply(&self, version: String, config: GatewayConfig) -> Result<Vec<String>, GatewayError> {
+    pub async fn apply(
+        &self,
+        version: String,
+        config: GatewayConfig,
+    ) -> Result<Vec<String>, GatewayError> {
         let snapshot = Arc::new(Snapshot::build(version, config)?);
         let mut listeners = self.listeners.lock().await;
         self.snapshot.store(Some(snapshot.clone()));

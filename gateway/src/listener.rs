@@ -127,7 +127,12 @@ fn tls_acceptor(port: u16, snapshot: Arc<ArcSwapOption<Snapshot>>) -> Acceptor {
     Acceptor::from_server_config(Arc::new(config))
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<Arc<Acceptor>>, proxy: Proxy, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<Arc<Acceptor>>,
+    proxy: Proxy,
+    mut stop: watch::Receiver<bool>,
+) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
         let accepted = tokio::select! {
@@ -148,19 +153,27 @@ async fn accept_loop(listener: TcpListener, tls: Option<Arc<Acceptor>>, proxy: P
             let l4: L4Stream = tcp.into();
             let (stream, sni): (Stream, Option<String>) = match tls {
                 None => (Box::new(l4), None),
-                Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
-                    Ok(Ok(tls)) => {
-                        let sni = tls.get_ssl().and_then(|s| s.server_name()).map(str::to_ascii_lowercase);
-                        (Box::new(tls), Some(sni.unwrap_or_default()))
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
+                        .await
+                    {
+                        Ok(Ok(tls)) => {
+                            let sni = tls
+                                .get_ssl()
+                                .and_then(|s| s.server_name())
+                                .map(str::to_ascii_lowercase);
+                            (Box::new(tls), Some(sni.unwrap_or_default()))
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!("TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => return,
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!("TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                },
+                }
             };
-            let mut next = Some(Box::new(ConnStream::new(stream, ConnInfo { port, sni })) as Stream);
+            let mut next =
+                Some(Box::new(ConnStream::new(stream, ConnInfo { port, sni })) as Stream);
             while let Some(stream) = next.take() {
                 next = proxy.process_new(stream, &stop).await;
             }

@@ -46,7 +46,8 @@ pub struct Matcher {
 
 /// Gateway API regexes match the whole value.
 fn full_regex(r: &str) -> Result<Regex, GatewayError> {
-    Regex::new(&format!("^(?:{r})$")).map_err(|e| GatewayError::Snapshot(format!("regex {r:?}: {e}")))
+    Regex::new(&format!("^(?:{r})$"))
+        .map_err(|e| GatewayError::Snapshot(format!("regex {r:?}: {e}")))
 }
 
 impl Matcher {
@@ -86,7 +87,13 @@ impl Matcher {
     }
 
     /// `path` is the request path without its query; `query` the raw query.
-    pub fn matches(&self, method: &http::Method, path: &str, query: Option<&str>, headers: &HeaderMap) -> bool {
+    pub fn matches(
+        &self,
+        method: &http::Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+    ) -> bool {
         let path_ok = match &self.path {
             Path::Exact(p) => p == path,
             Path::Prefix(p) => prefix_matches(p, path),
@@ -102,7 +109,11 @@ impl Matcher {
                 (None, _) => false,
                 (Some(v), None) => v.to_str().is_ok_and(|v| value.matches(v)),
                 (Some(_), Some(_)) => {
-                    let joined: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+                    let joined: Vec<&str> = headers
+                        .get_all(name)
+                        .iter()
+                        .filter_map(|v| v.to_str().ok())
+                        .collect();
                     value.matches(&joined.join(","))
                 }
             };
@@ -119,7 +130,9 @@ impl Matcher {
 /// `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`.
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     prefix.is_empty()
-        || path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The first value of query parameter `name`, percent-decoded.
@@ -136,7 +149,11 @@ fn decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
             (b'%', Some(hi), Some(lo)) => {
                 out.push(hi << 4 | lo);
                 i += 2;
@@ -157,7 +174,10 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         h
     }
@@ -191,7 +211,12 @@ mod tests {
         assert!(!m.matches(&get, "/items/12x", Some("q=abc"), &h));
         assert!(!m.matches(&get, "/items/12", Some("q=abcd"), &h));
         assert!(!m.matches(&http::Method::POST, "/items/12", Some("q=abc"), &h));
-        assert!(!m.matches(&get, "/items/12", Some("q=abc"), &headers(&[("x-version", "3")])));
+        assert!(!m.matches(
+            &get,
+            "/items/12",
+            Some("q=abc"),
+            &headers(&[("x-version", "3")])
+        ));
         assert!(m.matches(&get, "/items/1", Some("x=1&q=a%20c"), &h));
     }
 }

@@ -48,7 +48,10 @@ impl RequestCtx {
     fn backend_filters(&self) -> impl Iterator<Item = &HttpFilter> {
         let route = self.route.as_deref();
         let rule = route.into_iter().flat_map(|r| &r.filters);
-        let backend = route.and_then(|r| r.backends.get(self.backend)).into_iter().flat_map(|b| &b.filters);
+        let backend = route
+            .and_then(|r| r.backends.get(self.backend))
+            .into_iter()
+            .flat_map(|b| &b.filters);
         rule.chain(backend)
     }
 }
@@ -86,7 +89,10 @@ impl ProxyHttp for WeftProxy {
         };
         let conn = ConnInfo::of(session.digest());
         let port = conn.map(|c| c.port).or_else(|| {
-            session.server_addr().and_then(|a| a.as_inet()).map(|a| a.port())
+            session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.port())
         });
         let Some(table) = port.and_then(|p| snapshot.ports.get(&p)) else {
             return respond(session, 404, None).await;
@@ -110,7 +116,11 @@ impl ProxyHttp for WeftProxy {
         };
         for f in &route.filters {
             if let HttpFilter::Redirect(r) = f {
-                let scheme = if table.protocol == Protocol::Https { "https" } else { "http" };
+                let scheme = if table.protocol == Protocol::Https {
+                    "https"
+                } else {
+                    "http"
+                };
                 let parts = filters::RequestParts {
                     scheme,
                     host: &host,
@@ -130,19 +140,33 @@ impl ProxyHttp for WeftProxy {
             Ok(cluster) => cluster.clone(),
             Err(status) => return respond(session, *status, None).await,
         };
-        ctx.backend = route.backends.iter().position(|b| std::ptr::eq(b, backend)).unwrap_or(0);
+        ctx.backend = route
+            .backends
+            .iter()
+            .position(|b| std::ptr::eq(b, backend))
+            .unwrap_or(0);
         ctx.cluster = Some(cluster);
         ctx.route = Some(route.clone());
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
-        let cluster = ctx.cluster.as_ref().ok_or_else(|| Error::explain(HTTPStatus(500), "no cluster"))?;
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let cluster = ctx
+            .cluster
+            .as_ref()
+            .ok_or_else(|| Error::explain(HTTPStatus(500), "no cluster"))?;
         if let Some(previous) = ctx.endpoint.take() {
             cluster.finish(previous);
         }
         let Some(i) = cluster.pick(ctx.failed_endpoint) else {
-            return Err(Error::explain(HTTPStatus(503), format!("cluster {} has no endpoint", cluster.name)));
+            return Err(Error::explain(
+                HTTPStatus(503),
+                format!("cluster {} has no endpoint", cluster.name),
+            ));
         };
         ctx.endpoint = Some(i);
         let mut peer = HttpPeer::new(cluster.endpoints[i], false, String::new());
@@ -171,7 +195,10 @@ impl ProxyHttp for WeftProxy {
                 upstream.insert_header(http::header::HOST, authority)?;
             }
         }
-        let prefix = ctx.route.as_ref().and_then(|r| r.prefix().map(str::to_string));
+        let prefix = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.prefix().map(str::to_string));
         for f in ctx.backend_filters() {
             match f {
                 HttpFilter::RequestHeaders(m) => filters::modify_request(m, upstream),
@@ -185,7 +212,9 @@ impl ProxyHttp for WeftProxy {
                             Some(q) => format!("{path}?{q}"),
                             None => path,
                         };
-                        let uri = uri.parse().map_err(|e| Error::because(InternalError, "rewritten URI", e))?;
+                        let uri = uri
+                            .parse()
+                            .map_err(|e| Error::because(InternalError, "rewritten URI", e))?;
                         upstream.set_uri(uri);
                     }
                 }
@@ -195,7 +224,12 @@ impl ProxyHttp for WeftProxy {
         Ok(())
     }
 
-    async fn response_filter(&self, _s: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _s: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         for f in ctx.backend_filters() {
             if let HttpFilter::ResponseHeaders(m) = f {
                 filters::modify_response(m, resp);
@@ -204,7 +238,13 @@ impl ProxyHttp for WeftProxy {
         Ok(())
     }
 
-    fn fail_to_connect(&self, _s: &mut Session, _p: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _s: &mut Session,
+        _p: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         ctx.connect_tries += 1;
         ctx.failed_endpoint = ctx.endpoint;
         let endpoints = ctx.cluster.as_ref().map_or(0, |c| c.endpoints.len());
@@ -214,7 +254,12 @@ impl ProxyHttp for WeftProxy {
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = crate::rescue::status_for(e);
         if code > 0 {
             if let Err(err) = session.respond_error(code).await {

@@ -35,7 +35,10 @@ mod tests {
         assert_eq!(status_for(&timed_out), 504);
         assert_eq!(status_for(&Error::new_up(ErrorType::ConnectRefused)), 503);
         assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(421))), 421);
-        assert_eq!(status_for(&Error::new_down(ErrorType::InvalidHTTPHeader)), 400);
+        assert_eq!(
+            status_for(&Error::new_down(ErrorType::InvalidHTTPHeader)),
+            400
+        );
         assert_eq!(status_for(&Error::new_down(ErrorType::ConnectionClosed)), 0);
     }
 }

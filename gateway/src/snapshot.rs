@@ -49,7 +49,9 @@ pub struct CompiledBackend {
 impl Snapshot {
     /// Validates and compiles a config. Fails without side effects.
     pub fn build(version: String, config: GatewayConfig) -> Result<Self, GatewayError> {
-        config.validate().map_err(|e| GatewayError::Snapshot(e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| GatewayError::Snapshot(e.to_string()))?;
         let clusters: HashMap<&str, Arc<ClusterState>> = config
             .clusters
             .iter()
@@ -68,12 +70,19 @@ impl Snapshot {
                 let vhosts = l
                     .virtual_hosts
                     .iter()
-                    .map(|v| v.routes.iter().map(|r| compile_route(r, &clusters).map(Arc::new)).collect())
+                    .map(|v| {
+                        v.routes
+                            .iter()
+                            .map(|r| compile_route(r, &clusters).map(Arc::new))
+                            .collect()
+                    })
                     .collect::<Result<Vec<Vec<_>>, _>>()?;
                 listeners.push(ListenerTable {
                     name: l.name.clone(),
                     cert,
-                    hosts: HostTable::new(l.virtual_hosts.iter().map(|v| Some(v.hostname.as_str()))),
+                    hosts: HostTable::new(
+                        l.virtual_hosts.iter().map(|v| Some(v.hostname.as_str())),
+                    ),
                     vhosts,
                 });
             }
@@ -95,7 +104,10 @@ impl Snapshot {
     }
 }
 
-fn compile_route(r: &Route, clusters: &HashMap<&str, Arc<ClusterState>>) -> Result<CompiledRoute, GatewayError> {
+fn compile_route(
+    r: &Route,
+    clusters: &HashMap<&str, Arc<ClusterState>>,
+) -> Result<CompiledRoute, GatewayError> {
     let backends: Vec<CompiledBackend> = r
         .backends
         .iter()
@@ -136,7 +148,9 @@ impl ListenerTable {
         headers: &http::HeaderMap,
     ) -> Option<&Arc<CompiledRoute>> {
         let vhost = self.vhosts.get(self.hosts.find(host)?)?;
-        vhost.iter().find(|r| r.matcher.matches(method, path, query, headers))
+        vhost
+            .iter()
+            .find(|r| r.matcher.matches(method, path, query, headers))
     }
 }
 
@@ -146,7 +160,11 @@ impl CompiledRoute {
         if self.total_weight == 0 {
             return None;
         }
-        let mut n = if self.backends.len() == 1 { 0 } else { rand::random_range(0..self.total_weight) };
+        let mut n = if self.backends.len() == 1 {
+            0
+        } else {
+            rand::random_range(0..self.total_weight)
+        };
         for b in &self.backends {
             if n < b.weight {
                 return Some(b);

@@ -19,11 +19,17 @@ pub fn certified_key(tls: &TlsCertificate) -> Result<Arc<CertifiedKey>, String> 
     let key = rustls_pemfile::private_key(&mut tls.key_pem.as_bytes())
         .map_err(|e| e.to_string())?
         .ok_or("no private key")?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
     let ck = CertifiedKey::new(certs, signing);
     if let Err(e) = ck.keys_match() {
-        if !matches!(e, rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) {
-            return Err(format!("the private key does not match the certificate: {e}"));
+        if !matches!(
+            e,
+            rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)
+        ) {
+            return Err(format!(
+                "the private key does not match the certificate: {e}"
+            ));
         }
     }
     Ok(Arc::new(ck))
@@ -46,8 +52,13 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let snapshot = self.snapshot.load();
         let port = snapshot.as_ref()?.ports.get(&self.port)?;
-        let name = hello.server_name().map(|n| n.to_ascii_lowercase()).unwrap_or_default();
-        let listener = port.listener(&name).or(if name.is_empty() { Some(0) } else { None })?;
+        let name = hello
+            .server_name()
+            .map(|n| n.to_ascii_lowercase())
+            .unwrap_or_default();
+        let listener = port
+            .listener(&name)
+            .or(if name.is_empty() { Some(0) } else { None })?;
         port.listeners.get(listener)?.cert.clone()
     }
 }

@@ -12,7 +12,13 @@ use support::*;
 #[tokio::test]
 async fn edits_apply_live_and_bad_files_change_nothing() {
     let ip = "127.0.31.1";
-    let weft = Weft::up(ip, &[("base.yaml", &base(ip)), ("route.yaml", &route("r", "app.example.com", "v1"))]);
+    let weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &base(ip)),
+            ("route.yaml", &route("r", "app.example.com", "v1")),
+        ],
+    );
     let c = client(&[]);
     let url = format!("http://{ip}:8080/");
     eventually(Duration::from_secs(20), "v1 serves", || async {
@@ -28,16 +34,28 @@ async fn edits_apply_live_and_bad_files_change_nothing() {
     .await;
 
     // A malformed file is reported and changes nothing that runs.
-    weft.write("broken.yaml", "apiVersion: v1\nkind: Service\nmetadata: [oops\n");
+    weft.write(
+        "broken.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: [oops\n",
+    );
     weft.write("route.yaml", "kind: HTTPRoute\napiVersion: gateway.networking.k8s.io/v1\nmetadata: {name: r}\nspec: {rules: [{backendRefs: 7}]}\n");
     eventually(Duration::from_secs(2), "problems are reported", || async {
-        weft.status().await["problems"].as_array().is_some_and(|p| p.len() >= 2)
+        weft.status().await["problems"]
+            .as_array()
+            .is_some_and(|p| p.len() >= 2)
     })
     .await;
     let problems = weft.status().await["problems"].to_string();
-    assert!(problems.contains("broken.yaml") && problems.contains("route.yaml"), "{problems}");
+    assert!(
+        problems.contains("broken.yaml") && problems.contains("route.yaml"),
+        "{problems}"
+    );
     for _ in 0..20 {
-        assert_eq!(get(&c, &url, "app.example.com").await.1["pod"], "v2", "the last good route keeps serving");
+        assert_eq!(
+            get(&c, &url, "app.example.com").await.1["pod"],
+            "v2",
+            "the last good route keeps serving"
+        );
     }
 
     // Removing the file removes the route and its status.
@@ -47,18 +65,30 @@ async fn edits_apply_live_and_bad_files_change_nothing() {
     })
     .await;
     let status = weft.status().await;
-    let routes = status["items"].as_array().unwrap().iter().filter(|i| i["kind"] == "HTTPRoute").count();
+    let routes = status["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["kind"] == "HTTPRoute")
+        .count();
     assert_eq!(routes, 0, "{status}");
 }
 
 #[tokio::test]
 async fn route_edits_every_100ms_fail_no_request() {
     let ip = "127.0.32.1";
-    let weft = Arc::new(Weft::up(ip, &[("base.yaml", &base(ip)), ("route.yaml", &route("r", "app.example.com", "v1"))]));
+    let weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &base(ip)),
+            ("route.yaml", &route("r", "app.example.com", "v1")),
+        ],
+    );
     let c = client(&[]);
     let url = format!("http://{ip}:8080/");
     eventually(Duration::from_secs(20), "both versions serve", || async {
-        get(&c, &url, "app.example.com").await.0 == 200 && reqwest::get(format!("http://{ip}:9002/")).await.is_ok()
+        get(&c, &url, "app.example.com").await.0 == 200
+            && reqwest::get(format!("http://{ip}:9002/")).await.is_ok()
     })
     .await;
 
@@ -66,11 +96,19 @@ async fn route_edits_every_100ms_fail_no_request() {
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let mut clients = Vec::new();
     for _ in 0..4 {
-        let (c, url, done, ok, failed) = (c.clone(), url.clone(), done.clone(), ok.clone(), failed.clone());
+        let (c, url, done, ok, failed) = (
+            c.clone(),
+            url.clone(),
+            done.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
         clients.push(tokio::spawn(async move {
             while !done.load(Ordering::Relaxed) {
                 match get(&c, &url, "app.example.com").await {
-                    (200, body) if body["pod"] == "v1" || body["pod"] == "v2" => ok.fetch_add(1, Ordering::Relaxed),
+                    (200, body) if body["pod"] == "v1" || body["pod"] == "v2" => {
+                        ok.fetch_add(1, Ordering::Relaxed)
+                    }
                     other => {
                         eprintln!("failed request: {other:?}");
                         failed.fetch_add(1, Ordering::Relaxed)

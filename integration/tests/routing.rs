@@ -41,18 +41,28 @@ spec:
     let c = client(&[]);
     let url = format!("http://{IP}:8080/a/b?x=1");
     eventually(Duration::from_secs(20), "workloads serve", || async {
-        get(&c, &url, "shop.example.com").await.0 == 200 && get(&c, &url, "other.example.com").await.0 == 200
+        get(&c, &url, "shop.example.com").await.0 == 200
+            && get(&c, &url, "other.example.com").await.0 == 200
     })
     .await;
 
     let (status, body) = get(&c, &url, "shop.example.com").await;
     assert_eq!(status, 200);
     assert_eq!(body["path"], "/a/b?x=1");
-    assert_eq!(body["host"], "shop.example.com", "Host reaches the backend as sent");
+    assert_eq!(
+        body["host"], "shop.example.com",
+        "Host reaches the backend as sent"
+    );
     assert_eq!(get(&c, &url, "other.example.com").await.1["pod"], "v2");
     assert_eq!(get(&c, &url, "unknown.example.com").await.0, 404);
 
-    let v2 = c.get(&url).header("host", "shop.example.com").header("x-version", "v2").send().await.unwrap();
+    let v2 = c
+        .get(&url)
+        .header("host", "shop.example.com")
+        .header("x-version", "v2")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(v2.json::<serde_json::Value>().await.unwrap()["pod"], "v2");
 
     let mut v1 = 0;
@@ -71,7 +81,11 @@ spec:
         .resolve("other.example.com", addr)
         .build()
         .unwrap();
-    let resp = h2c.get("http://other.example.com:8080/h2c").send().await.unwrap();
+    let resp = h2c
+        .get("http://other.example.com:8080/h2c")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
@@ -102,7 +116,13 @@ spec:
 "#;
     let weft = Weft::up(
         ip,
-        &[("base.yaml", &base(ip)), ("tls.yaml", gateway), ("a.yaml", &secret_a), ("b.yaml", &secret_b), ("r.yaml", routes)],
+        &[
+            ("base.yaml", &base(ip)),
+            ("tls.yaml", gateway),
+            ("a.yaml", &secret_a),
+            ("b.yaml", &secret_b),
+            ("r.yaml", routes),
+        ],
     );
     let addr = format!("{ip}:8443").parse().unwrap();
     let c = reqwest::Client::builder()
@@ -114,13 +134,24 @@ spec:
         .build()
         .unwrap();
     eventually(Duration::from_secs(20), "HTTPS serves", || async {
-        c.get("https://a.example.com:8443/").send().await.is_ok_and(|r| r.status() == 200)
+        c.get("https://a.example.com:8443/")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await;
     for host in ["a.example.com", "b.example.com"] {
-        let resp = c.get(format!("https://{host}:8443/x")).send().await.unwrap();
+        let resp = c
+            .get(format!("https://{host}:8443/x"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{host}");
-        assert_eq!(resp.version(), reqwest::Version::HTTP_2, "ALPN picks h2 for {host}");
+        assert_eq!(
+            resp.version(),
+            reqwest::Version::HTTP_2,
+            "ALPN picks h2 for {host}"
+        );
     }
     // SNI names listener a, Host names listener b: 421 Misdirected Request.
     let h1 = reqwest::Client::builder()
@@ -130,9 +161,19 @@ spec:
         .add_root_certificate(reqwest::Certificate::from_pem(cert_a.as_bytes()).unwrap())
         .build()
         .unwrap();
-    let resp = h1.get("https://a.example.com:8443/").header("host", "b.example.com").send().await.unwrap();
+    let resp = h1
+        .get("https://a.example.com:8443/")
+        .header("host", "b.example.com")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 421);
-    let resp = h1.get("https://a.example.com:8443/").header("host", "c.example.org").send().await.unwrap();
+    let resp = h1
+        .get("https://a.example.com:8443/")
+        .header("host", "c.example.org")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404, "no listener for the Host: 404, not 421");
     drop(weft);
 }

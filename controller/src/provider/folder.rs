@@ -23,7 +23,10 @@ fn wanted(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     !name.starts_with('.')
         && path.is_file()
-        && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+        && matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        )
 }
 
 /// Parses one file's text: its documents, or the problems that stop it.
@@ -51,7 +54,10 @@ impl FolderState {
             path: dir.to_path_buf(),
             source,
         })?;
-        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| wanted(p)).collect();
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| wanted(p))
+            .collect();
         paths.sort();
         let mut problems = Vec::new();
         let mut next = BTreeMap::new();
@@ -97,7 +103,10 @@ impl FolderState {
         for (path, (_, parsed)) in &self.files {
             for p in parsed {
                 if let Parsed::Unknown { api_version, kind } = p {
-                    if self.reported_unknown.insert((api_version.clone(), kind.clone())) {
+                    if self
+                        .reported_unknown
+                        .insert((api_version.clone(), kind.clone()))
+                    {
                         tracing::warn!(file = %path.display(), "ignoring kind {kind} ({api_version}): weft does not read it");
                     }
                     continue;
@@ -111,7 +120,9 @@ impl FolderState {
 
 /// Watches `dir` and sends a unit each time it may have changed, coalescing
 /// bursts (an editor's temp file, rename and chmod) into one.
-pub fn watch(dir: &Path) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), ControllerError> {
+pub fn watch(
+    dir: &Path,
+) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), ControllerError> {
     let (raw_tx, mut raw_rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {

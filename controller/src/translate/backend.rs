@@ -33,8 +33,11 @@ pub fn resolve(
 ) -> Result<String, Unresolved> {
     let group = r.group.unwrap_or("");
     let kind = r.kind.unwrap_or("Service");
-    if group != "" || kind != "Service" {
-        return Err(("InvalidKind", format!("backendRef kind {group}/{kind} is not supported")));
+    if !group.is_empty() || kind != "Service" {
+        return Err((
+            "InvalidKind",
+            format!("backendRef kind {group}/{kind} is not supported"),
+        ));
     }
     let ns = r.namespace.unwrap_or(route_ns);
     let from = From {
@@ -51,18 +54,34 @@ pub fn resolve(
     if !permitted(store, &from, &to) {
         return Err((
             "RefNotPermitted",
-            format!("no ReferenceGrant in {ns} allows a reference to Service {}", r.name),
+            format!(
+                "no ReferenceGrant in {ns} allows a reference to Service {}",
+                r.name
+            ),
         ));
     }
     let Some(Object::Service(svc)) = store.lookup(Kind::Service, ns, r.name) else {
-        return Err(("BackendNotFound", format!("Service {ns}/{} does not exist", r.name)));
+        return Err((
+            "BackendNotFound",
+            format!("Service {ns}/{} does not exist", r.name),
+        ));
     };
     let Some(port) = r.port else {
-        return Err(("BackendNotFound", format!("backendRef to Service {ns}/{} needs a port", r.name)));
+        return Err((
+            "BackendNotFound",
+            format!("backendRef to Service {ns}/{} needs a port", r.name),
+        ));
     };
-    let ports = svc.spec.as_ref().and_then(|s| s.ports.as_deref()).unwrap_or_default();
+    let ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default();
     let Some(service_port) = ports.iter().find(|p| p.port == port) else {
-        return Err(("BackendNotFound", format!("Service {ns}/{} has no port {port}", r.name)));
+        return Err((
+            "BackendNotFound",
+            format!("Service {ns}/{} has no port {port}", r.name),
+        ));
     };
     let name = format!("{ns}/{}:{port}", r.name);
     if !clusters.contains_key(&name) {
@@ -87,13 +106,26 @@ fn app_protocol(port: &ServicePort) -> AppProtocol {
 /// The endpoints of one Service port: from EndpointSlices labelled with the
 /// Service's name (the slice port of the same name gives the target port),
 /// then from Workloads matching the Service's selector.
-fn endpoints(store: &Store, ns: &str, name: &str, svc: &Service, port: &ServicePort) -> Vec<SocketAddr> {
+fn endpoints(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    svc: &Service,
+    port: &ServicePort,
+) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     let port_name = port.name.as_deref().unwrap_or("");
     for (key, entry) in store.of_kind(Kind::EndpointSlice) {
-        let Object::EndpointSlice(slice) = &entry.object else { continue };
+        let Object::EndpointSlice(slice) = &entry.object else {
+            continue;
+        };
         let labels = slice.metadata.labels.as_ref();
-        if key.namespace != ns || labels.and_then(|l| l.get("kubernetes.io/service-name")).map(String::as_str) != Some(name) {
+        if key.namespace != ns
+            || labels
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .map(String::as_str)
+                != Some(name)
+        {
             continue;
         }
         let slice_port = slice
@@ -102,7 +134,9 @@ fn endpoints(store: &Store, ns: &str, name: &str, svc: &Service, port: &ServiceP
             .flatten()
             .find(|p| p.name.as_deref().unwrap_or("") == port_name)
             .and_then(|p| p.port);
-        let Some(target) = slice_port.and_then(|p| u16::try_from(p).ok()) else { continue };
+        let Some(target) = slice_port.and_then(|p| u16::try_from(p).ok()) else {
+            continue;
+        };
         for ep in slice.endpoints.iter().flatten() {
             let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             if !ready {
@@ -115,10 +149,16 @@ fn endpoints(store: &Store, ns: &str, name: &str, svc: &Service, port: &ServiceP
             }
         }
     }
-    let selector = svc.spec.as_ref().and_then(|s| s.selector.as_ref()).filter(|s| !s.is_empty());
+    let selector = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty());
     if let Some(selector) = selector {
         for (key, entry) in store.of_kind(Kind::Workload) {
-            let Object::Workload(w) = &entry.object else { continue };
+            let Object::Workload(w) = &entry.object else {
+                continue;
+            };
             let labels = w.metadata.labels.clone().unwrap_or_default();
             if key.namespace != ns || !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
                 continue;
@@ -126,9 +166,12 @@ fn endpoints(store: &Store, ns: &str, name: &str, svc: &Service, port: &ServiceP
             let target = match &port.target_port {
                 None => u16::try_from(port.port).ok(),
                 Some(IntOrString::Int(p)) => u16::try_from(*p).ok(),
-                Some(IntOrString::String(n)) => {
-                    w.spec.ports.iter().find(|p| p.name.as_deref() == Some(n)).map(|p| p.container_port)
-                }
+                Some(IntOrString::String(n)) => w
+                    .spec
+                    .ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(n))
+                    .map(|p| p.container_port),
             };
             if let Some(target) = target {
                 out.push(SocketAddr::new(w.address(), target));

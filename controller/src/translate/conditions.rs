@@ -16,7 +16,13 @@ pub struct Condition {
 }
 
 impl Condition {
-    pub fn new(type_: &'static str, ok: bool, reason: &str, message: impl Into<String>, generation: i64) -> Self {
+    pub fn new(
+        type_: &'static str,
+        ok: bool,
+        reason: &str,
+        message: impl Into<String>,
+        generation: i64,
+    ) -> Self {
         Condition {
             type_,
             status: if ok { "True" } else { "False" },
@@ -57,7 +63,9 @@ impl Verdict {
     pub fn condition(&self, type_: &'static str, ok_message: &str, generation: i64) -> Condition {
         match &self.failure {
             None => Condition::new(type_, true, self.ok_reason, ok_message, generation),
-            Some((reason, message)) => Condition::new(type_, false, reason, message.clone(), generation),
+            Some((reason, message)) => {
+                Condition::new(type_, false, reason, message.clone(), generation)
+            }
         }
     }
 }

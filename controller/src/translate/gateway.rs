@@ -8,7 +8,9 @@ use super::{hostname, tls, Options};
 use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
-use gateway_api::gateways::{Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From};
+use gateway_api::gateways::{
+    Gateway, GatewayListeners, GatewayListenersAllowedRoutesNamespacesFrom as From,
+};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -64,7 +66,9 @@ pub struct GatewayCtx {
 pub fn classes(store: &Store, statuses: &mut BTreeMap<ObjKey, Value>) -> BTreeSet<String> {
     let mut accepted = BTreeSet::new();
     for (key, entry) in store.of_kind(Kind::GatewayClass) {
-        let Object::GatewayClass(class) = &entry.object else { continue };
+        let Object::GatewayClass(class) = &entry.object else {
+            continue;
+        };
         if class.spec.controller_name != CONTROLLER_NAME {
             continue;
         }
@@ -73,7 +77,10 @@ pub fn classes(store: &Store, statuses: &mut BTreeMap<ObjKey, Value>) -> BTreeSe
         if let Some(p) = &class.spec.parameters_ref {
             verdict.fail(
                 "InvalidParameters",
-                format!("weft takes no parameters; parametersRef {}/{} {} is not supported", p.group, p.kind, p.name),
+                format!(
+                    "weft takes no parameters; parametersRef {}/{} {} is not supported",
+                    p.group, p.kind, p.name
+                ),
             );
         }
         if verdict.is_ok() {
@@ -81,7 +88,13 @@ pub fn classes(store: &Store, statuses: &mut BTreeMap<ObjKey, Value>) -> BTreeSe
         }
         let conditions = vec![
             verdict.condition("Accepted", "Accepted by weft", g),
-            Condition::new("SupportedVersion", true, "SupportedVersion", "Gateway API version is supported", g),
+            Condition::new(
+                "SupportedVersion",
+                true,
+                "SupportedVersion",
+                "Gateway API version is supported",
+                g,
+            ),
         ];
         statuses.insert(key.clone(), json!({ "conditions": conditions }));
     }
@@ -92,7 +105,9 @@ pub fn classes(store: &Store, statuses: &mut BTreeMap<ObjKey, Value>) -> BTreeSe
 pub fn gateways(store: &Store, classes: &BTreeSet<String>, opts: &Options) -> Vec<GatewayCtx> {
     let mut out = Vec::new();
     for (key, entry) in store.of_kind(Kind::Gateway) {
-        let Object::Gateway(gw) = &entry.object else { continue };
+        let Object::Gateway(gw) = &entry.object else {
+            continue;
+        };
         if !classes.contains(&gw.spec.gateway_class_name) {
             continue;
         }
@@ -101,7 +116,13 @@ pub fn gateways(store: &Store, classes: &BTreeSet<String>, opts: &Options) -> Ve
     out
 }
 
-fn gateway(store: &Store, key: &ObjKey, generation: i64, gw: &Gateway, opts: &Options) -> GatewayCtx {
+fn gateway(
+    store: &Store,
+    key: &ObjKey,
+    generation: i64,
+    gw: &Gateway,
+    opts: &Options,
+) -> GatewayCtx {
     let mut addresses = Vec::new();
     let mut address_problem = None;
     for a in gw.spec.addresses.iter().flatten() {
@@ -112,7 +133,9 @@ fn gateway(store: &Store, key: &ObjKey, generation: i64, gw: &Gateway, opts: &Op
                 Ok(ip) => addresses.push(ip),
                 Err(_) => address_problem = Some(format!("{v:?} is not an IP address")),
             },
-            (t, _) => address_problem = Some(format!("address type {t} is not supported; use IPAddress")),
+            (t, _) => {
+                address_problem = Some(format!("address type {t} is not supported; use IPAddress"))
+            }
         }
     }
     if addresses.is_empty() {
@@ -120,8 +143,12 @@ fn gateway(store: &Store, key: &ObjKey, generation: i64, gw: &Gateway, opts: &Op
     }
     addresses.sort();
     addresses.dedup();
-    let mut listeners: Vec<ListenerCtx> =
-        gw.spec.listeners.iter().map(|l| listener(store, &key.namespace, l)).collect();
+    let mut listeners: Vec<ListenerCtx> = gw
+        .spec
+        .listeners
+        .iter()
+        .map(|l| listener(store, &key.namespace, l))
+        .collect();
     mark_conflicts(&mut listeners);
     GatewayCtx {
         key: key.clone(),
@@ -139,18 +166,30 @@ fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCt
         "HTTP" => Some(Protocol::Http),
         "HTTPS" => Some(Protocol::Https),
         other => {
-            accepted.fail("UnsupportedProtocol", format!("protocol {other} is not supported"));
+            accepted.fail(
+                "UnsupportedProtocol",
+                format!("protocol {other} is not supported"),
+            );
             None
         }
     };
-    let port = u16::try_from(l.port).ok().filter(|p| *p != 0).unwrap_or_else(|| {
-        accepted.fail("PortUnavailable", format!("port {} is out of range", l.port));
-        0
-    });
+    let port = u16::try_from(l.port)
+        .ok()
+        .filter(|p| *p != 0)
+        .unwrap_or_else(|| {
+            accepted.fail(
+                "PortUnavailable",
+                format!("port {} is out of range", l.port),
+            );
+            0
+        });
     let hostname = l.hostname.clone().filter(|h| !h.is_empty());
     if let Some(h) = &hostname {
         if !hostname::valid(h) {
-            accepted.fail("UnsupportedValue", format!("hostname {h:?} is not a valid hostname"));
+            accepted.fail(
+                "UnsupportedValue",
+                format!("hostname {h:?} is not a valid hostname"),
+            );
         }
     }
     let allowed = l.allowed_routes.as_ref();
@@ -166,7 +205,13 @@ fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCt
                     .and_then(|s| s.match_expressions.as_ref())
                     .into_iter()
                     .flatten()
-                    .map(|e| (e.key.clone(), e.operator.clone(), e.values.clone().unwrap_or_default()))
+                    .map(|e| {
+                        (
+                            e.key.clone(),
+                            e.operator.clone(),
+                            e.values.clone().unwrap_or_default(),
+                        )
+                    })
                     .collect(),
             })
         }
@@ -179,7 +224,10 @@ fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCt
                 if group == GATEWAY_GROUP && k.kind == "HTTPRoute" && protocol.is_some() {
                     kinds.push("HTTPRoute");
                 } else {
-                    resolved.fail("InvalidRouteKinds", format!("route kind {group}/{} is not supported", k.kind));
+                    resolved.fail(
+                        "InvalidRouteKinds",
+                        format!("route kind {group}/{} is not supported", k.kind),
+                    );
                 }
             }
             kinds.dedup();
@@ -191,12 +239,23 @@ fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCt
     if protocol == Some(Protocol::Https) {
         let config = l.tls.as_ref();
         let mode = config.and_then(|t| t.mode.as_ref());
-        if matches!(mode, Some(gateway_api::gateways::GatewayListenersTlsMode::Passthrough)) {
-            accepted.fail("UnsupportedValue", "TLS mode Passthrough needs a TLS listener");
+        if matches!(
+            mode,
+            Some(gateway_api::gateways::GatewayListenersTlsMode::Passthrough)
+        ) {
+            accepted.fail(
+                "UnsupportedValue",
+                "TLS mode Passthrough needs a TLS listener",
+            );
         }
-        let refs = config.and_then(|t| t.certificate_refs.as_deref()).unwrap_or_default();
+        let refs = config
+            .and_then(|t| t.certificate_refs.as_deref())
+            .unwrap_or_default();
         if refs.is_empty() {
-            resolved.fail("InvalidCertificateRef", "an HTTPS listener needs a certificateRef");
+            resolved.fail(
+                "InvalidCertificateRef",
+                "an HTTPS listener needs a certificateRef",
+            );
         }
         for r in refs {
             match tls::resolve(store, gateway_ns, r) {
@@ -234,7 +293,9 @@ fn mark_conflicts(listeners: &mut [ListenerCtx]) {
             }
             if listeners[i].protocol != listeners[j].protocol {
                 listeners[i].conflict = Some("ProtocolConflict");
-            } else if listeners[i].hostname == listeners[j].hostname && listeners[i].conflict.is_none() {
+            } else if listeners[i].hostname == listeners[j].hostname
+                && listeners[i].conflict.is_none()
+            {
                 listeners[i].conflict = Some("HostnameConflict");
             }
         }
@@ -251,14 +312,15 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
         programmed.fail("Invalid", "the Gateway is not accepted");
     }
     if !bind_errors.is_empty() {
-        programmed.fail("AddressNotUsable", format!("cannot listen: {}", bind_errors.join("; ")));
+        programmed.fail(
+            "AddressNotUsable",
+            format!("cannot listen: {}", bind_errors.join("; ")),
+        );
     }
     let valid = gw.listeners.iter().filter(|l| l.usable()).count();
-    if valid < gw.listeners.len() && accepted.is_ok() {
-        if valid == 0 {
-            accepted.fail("ListenersNotValid", "no listener is valid");
-            programmed.fail("Invalid", "no listener is valid");
-        }
+    if valid == 0 && !gw.listeners.is_empty() && accepted.is_ok() {
+        accepted.fail("ListenersNotValid", "no listener is valid");
+        programmed.fail("Invalid", "no listener is valid");
     }
     let mut conditions = vec![
         accepted.condition("Accepted", "Accepted by weft", g),
@@ -274,7 +336,8 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
     let unusable = |a: &IpAddr| {
         bind_errors.iter().any(|e| {
             let addr = e.split_once(": ").map_or(e.as_str(), |(addr, _)| addr);
-            addr.parse::<std::net::SocketAddr>().is_ok_and(|s| s.ip() == *a)
+            addr.parse::<std::net::SocketAddr>()
+                .is_ok_and(|s| s.ip() == *a)
         })
     };
     let addresses: Vec<Value> = gw
@@ -289,19 +352,35 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
 fn listener_status(l: &ListenerCtx, g: i64) -> Value {
     let mut accepted = l.accepted.clone();
     if let Some(reason) = l.conflict {
-        accepted.fail(reason, "another listener on this port conflicts with this one");
+        accepted.fail(
+            reason,
+            "another listener on this port conflicts with this one",
+        );
     }
     let mut programmed = Verdict::ok("Programmed");
     if let Some(reason) = l.conflict {
         programmed.fail(reason, "conflicts with another listener on this port");
     } else if !l.programmed() {
-        programmed.fail("Invalid", "the listener is not valid or has no usable certificate");
+        programmed.fail(
+            "Invalid",
+            "the listener is not valid or has no usable certificate",
+        );
     }
     let conflicted = match l.conflict {
-        Some(reason) => Condition::new("Conflicted", true, reason, "conflicts with another listener on this port", g),
+        Some(reason) => Condition::new(
+            "Conflicted",
+            true,
+            reason,
+            "conflicts with another listener on this port",
+            g,
+        ),
         None => Condition::new("Conflicted", false, "NoConflicts", "no conflict", g),
     };
-    let kinds: Vec<Value> = l.kinds.iter().map(|k| json!({"group": GATEWAY_GROUP, "kind": k})).collect();
+    let kinds: Vec<Value> = l
+        .kinds
+        .iter()
+        .map(|k| json!({"group": GATEWAY_GROUP, "kind": k}))
+        .collect();
     json!({
         "name": l.name,
         "supportedKinds": kinds,

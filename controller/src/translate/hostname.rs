@@ -42,7 +42,10 @@ pub fn effective(route_hostnames: &[String], listener: Option<&str>) -> Vec<Stri
     if route_hostnames.is_empty() {
         return vec![listener.unwrap_or("*").to_ascii_lowercase()];
     }
-    let mut out: Vec<String> = route_hostnames.iter().filter_map(|h| intersect(h, listener)).collect();
+    let mut out: Vec<String> = route_hostnames
+        .iter()
+        .filter_map(|h| intersect(h, listener))
+        .collect();
     out.sort();
     out.dedup();
     out
@@ -57,7 +60,9 @@ pub fn valid(hostname: &str) -> bool {
     body.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
-            && label.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
             && !label.starts_with('-')
             && !label.ends_with('-')
     })
@@ -80,11 +85,23 @@ mod tests {
 
     #[test]
     fn intersection_keeps_the_more_specific() {
-        assert_eq!(intersect("a.example.com", Some("*.example.com")).as_deref(), Some("a.example.com"));
-        assert_eq!(intersect("*.example.com", Some("a.example.com")).as_deref(), Some("a.example.com"));
-        assert_eq!(intersect("*.example.com", Some("*.a.example.com")).as_deref(), Some("*.a.example.com"));
+        assert_eq!(
+            intersect("a.example.com", Some("*.example.com")).as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            intersect("*.example.com", Some("a.example.com")).as_deref(),
+            Some("a.example.com")
+        );
+        assert_eq!(
+            intersect("*.example.com", Some("*.a.example.com")).as_deref(),
+            Some("*.a.example.com")
+        );
         assert_eq!(intersect("a.example.net", Some("*.example.com")), None);
-        assert_eq!(intersect("a.example.net", None).as_deref(), Some("a.example.net"));
+        assert_eq!(
+            intersect("a.example.net", None).as_deref(),
+            Some("a.example.net")
+        );
     }
 
     #[test]
@@ -92,7 +109,10 @@ mod tests {
         assert_eq!(effective(&[], None), vec!["*"]);
         assert_eq!(effective(&[], Some("a.com")), vec!["a.com"]);
         let names = vec!["a.example.com".to_string(), "b.other.com".to_string()];
-        assert_eq!(effective(&names, Some("*.example.com")), vec!["a.example.com"]);
+        assert_eq!(
+            effective(&names, Some("*.example.com")),
+            vec!["a.example.com"]
+        );
     }
 
     #[test]

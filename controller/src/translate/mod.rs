@@ -52,7 +52,10 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     route::routes(store, &mut gateways, &mut clusters, &mut statuses);
     let mut out = BTreeMap::new();
     for gw in &gateways {
-        let errors = bind_errors.get(&gw.key).map(Vec::as_slice).unwrap_or_default();
+        let errors = bind_errors
+            .get(&gw.key)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         statuses.insert(gw.key.clone(), gateway::status(gw, errors));
         if gw.address_problem.is_none() {
             out.insert(gw.key.clone(), ir(gw, &clusters));
@@ -92,7 +95,10 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
                     used.insert(c.clone());
                 }
             }
-            let filters = route.filters.iter().chain(route.backends.iter().flat_map(|b| &b.filters));
+            let filters = route
+                .filters
+                .iter()
+                .chain(route.backends.iter().flat_map(|b| &b.filters));
             for f in filters {
                 if let HttpFilter::Mirror(m) = f {
                     used.insert(m.cluster.clone());
@@ -119,6 +125,9 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
         namespace: gw.key.namespace.clone(),
         name: gw.key.name.clone(),
         ports,
-        clusters: used.into_iter().filter_map(|c| clusters.get(&c).map(|v| (c, v.clone()))).collect(),
+        clusters: used
+            .into_iter()
+            .filter_map(|c| clusters.get(&c).map(|v| (c, v.clone())))
+            .collect(),
     }
 }

@@ -33,7 +33,9 @@ pub fn permitted(store: &Store, from: &From<'_>, to: &To<'_>) -> bool {
             && grant.spec.to.iter().any(|t| {
                 t.group == to.group
                     && t.kind == to.kind
-                    && t.name.as_deref().is_none_or(|n| n.is_empty() || n == to.name)
+                    && t.name
+                        .as_deref()
+                        .is_none_or(|n| n.is_empty() || n == to.name)
             })
     })
 }

@@ -20,8 +20,15 @@ pub fn routes(
     statuses: &mut BTreeMap<ObjKey, Value>,
 ) {
     for (key, entry) in store.of_kind(Kind::HttpRoute) {
-        let Object::HttpRoute(route) = &entry.object else { continue };
-        let created = route.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+        let Object::HttpRoute(route) = &entry.object else {
+            continue;
+        };
+        let created = route
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
         let mut cx = rules::Ctx {
             store,
             namespace: &key.namespace,
@@ -43,7 +50,9 @@ pub fn routes(
                 continue;
             }
             let gw_ns = parent.namespace.as_deref().unwrap_or(&key.namespace);
-            let Some(gw) = gateways.iter_mut().find(|g| g.key.namespace == gw_ns && g.key.name == parent.name)
+            let Some(gw) = gateways
+                .iter_mut()
+                .find(|g| g.key.namespace == gw_ns && g.key.name == parent.name)
             else {
                 continue;
             };
@@ -52,7 +61,10 @@ pub fn routes(
             match attach(store, key, route, parent, gw) {
                 Err((reason, message)) => accepted.fail(reason, message),
                 Ok(_) if converted.is_empty() && problems.unsupported.is_some() => {
-                    accepted.fail("UnsupportedValue", problems.unsupported.clone().unwrap_or_default());
+                    accepted.fail(
+                        "UnsupportedValue",
+                        problems.unsupported.clone().unwrap_or_default(),
+                    );
                 }
                 Ok(listeners) => {
                     for li in listeners {
@@ -70,7 +82,13 @@ pub fn routes(
             ];
             if let (Some(message), false) = (&problems.unsupported, converted.is_empty()) {
                 let message = format!("Dropped Rule: {message}");
-                conditions.push(Condition::new("PartiallyInvalid", true, "UnsupportedValue", message, g));
+                conditions.push(Condition::new(
+                    "PartiallyInvalid",
+                    true,
+                    "UnsupportedValue",
+                    message,
+                    g,
+                ));
             }
             parents.push(json!({
                 "parentRef": parent_ref(parent, &key.namespace),
@@ -100,7 +118,10 @@ fn attach(
         })
         .collect();
     if named.is_empty() {
-        return Err(("NoMatchingParent", "no listener matches the parentRef's sectionName and port".into()));
+        return Err((
+            "NoMatchingParent",
+            "no listener matches the parentRef's sectionName and port".into(),
+        ));
     }
     let ns_labels = store.namespace_labels(&key.namespace);
     let allowed: Vec<usize> = named
@@ -116,18 +137,28 @@ fn attach(
         })
         .collect();
     if allowed.is_empty() {
-        return Err(("NotAllowedByListeners", "no listener allows this route".into()));
+        return Err((
+            "NotAllowedByListeners",
+            "no listener allows this route".into(),
+        ));
     }
     let hostnames = route.spec.hostnames.clone().unwrap_or_default();
     let matching: Vec<usize> = allowed
         .into_iter()
-        .filter(|&i| !hostname::effective(&hostnames, gw.listeners[i].hostname.as_deref()).is_empty())
+        .filter(|&i| {
+            !hostname::effective(&hostnames, gw.listeners[i].hostname.as_deref()).is_empty()
+        })
         .collect();
     if matching.is_empty() {
-        return Err(("NoMatchingListenerHostname", "no listener hostname matches the route's hostnames".into()));
+        return Err((
+            "NoMatchingListenerHostname",
+            "no listener hostname matches the route's hostnames".into(),
+        ));
     }
     for &i in &matching {
-        gw.listeners[i].attached.insert((key.namespace.clone(), key.name.clone()));
+        gw.listeners[i]
+            .attached
+            .insert((key.namespace.clone(), key.name.clone()));
     }
     Ok(matching)
 }
@@ -161,7 +192,10 @@ fn program(listener: &mut ListenerCtx, key: &ObjKey, route: &HttpRoute, rules: &
 /// when it is not the route's.
 fn parent_ref(p: &HttpRouteParentRefs, route_ns: &str) -> Value {
     let mut m = Map::new();
-    m.insert("group".into(), json!(p.group.as_deref().unwrap_or(GATEWAY_GROUP)));
+    m.insert(
+        "group".into(),
+        json!(p.group.as_deref().unwrap_or(GATEWAY_GROUP)),
+    );
     m.insert("kind".into(), json!(p.kind.as_deref().unwrap_or("Gateway")));
     if let Some(ns) = p.namespace.as_deref().filter(|ns| *ns != route_ns) {
         m.insert("namespace".into(), json!(ns));

@@ -4,22 +4,31 @@
 use super::backend::{self, BackendRef, Unresolved};
 use crate::store::Store;
 use gateway_api::httproutes::{
-    HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType as FilterType, HttpRouteRulesMatches,
-    HttpRouteRulesMatchesHeadersType as HeaderType, HttpRouteRulesMatchesPathType as PathType,
-    HttpRouteRulesMatchesQueryParamsType as QueryType,
+    HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType as FilterType,
+    HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HeaderType,
+    HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType as QueryType,
 };
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use weft_api::{
-    BackendTarget, Cluster, HeaderModifier, HttpFilter, HttpMatch, KeyMatch, Mirror, PathMatch, PathModifier,
-    Redirect, Rewrite, StringMatch, Timeouts, WeightedBackend,
+    BackendTarget, Cluster, HeaderModifier, HttpFilter, HttpMatch, KeyMatch, Mirror, PathMatch,
+    PathModifier, Redirect, Rewrite, StringMatch, Timeouts, WeightedBackend,
 };
 
 /// Orders routes within a virtual host, most specific first: exact paths,
 /// then regular expressions, then longer prefixes; then a method match; then
 /// more header matches; then more query matches; then the older route, the
 /// route's namespace/name, and the rule and match order.
-pub type SortKey = (u8, Reverse<usize>, Reverse<bool>, Reverse<usize>, Reverse<usize>, RouteOrder, usize, usize);
+pub type SortKey = (
+    u8,
+    Reverse<usize>,
+    Reverse<bool>,
+    Reverse<usize>,
+    Reverse<usize>,
+    RouteOrder,
+    usize,
+    usize,
+);
 
 /// Creation timestamp, namespace, name: the tie-breakers between routes.
 pub type RouteOrder = (String, String, String);
@@ -48,7 +57,12 @@ pub struct Ctx<'a> {
     pub clusters: &'a mut BTreeMap<String, Cluster>,
 }
 
-pub fn convert(cx: &mut Ctx<'_>, rule: &HttpRouteRules, index: usize, problems: &mut Problems) -> Option<Rule> {
+pub fn convert(
+    cx: &mut Ctx<'_>,
+    rule: &HttpRouteRules,
+    index: usize,
+    problems: &mut Problems,
+) -> Option<Rule> {
     let default_match = [HttpRouteRulesMatches::default()];
     let matches = match rule.matches.as_deref() {
         Some(m) if !m.is_empty() => m,
@@ -64,8 +78,15 @@ pub fn convert(cx: &mut Ctx<'_>, rule: &HttpRouteRules, index: usize, problems: 
             }
         }
     }
-    let prefix_only = out.iter().all(|(_, m)| matches!(m.path, PathMatch::Prefix(_)));
-    let rule_filters = match filters(cx, rule.filters.as_deref().unwrap_or_default(), prefix_only, problems) {
+    let prefix_only = out
+        .iter()
+        .all(|(_, m)| matches!(m.path, PathMatch::Prefix(_)));
+    let rule_filters = match filters(
+        cx,
+        rule.filters.as_deref().unwrap_or_default(),
+        prefix_only,
+        problems,
+    ) {
         Ok(f) => f,
         Err(e) => {
             problems.unsupported.get_or_insert(e);
@@ -93,7 +114,10 @@ pub fn convert(cx: &mut Ctx<'_>, rule: &HttpRouteRules, index: usize, problems: 
         let raw: Vec<HttpRouteRulesFilters> = b
             .filters
             .as_ref()
-            .map(|f| serde_json::from_value(serde_json::to_value(f).unwrap_or_default()).unwrap_or_default())
+            .map(|f| {
+                serde_json::from_value(serde_json::to_value(f).unwrap_or_default())
+                    .unwrap_or_default()
+            })
             .unwrap_or_default();
         let backend_filters = match filters(cx, &raw, prefix_only, problems) {
             Ok(f) => f,
@@ -145,15 +169,24 @@ fn sort_key(m: &HttpMatch, order: &RouteOrder, rule: usize, index: usize) -> Sor
 
 fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpMatch, String> {
     let path = m.path.as_ref();
-    let value = path.and_then(|p| p.value.clone()).unwrap_or_else(|| "/".into());
-    let path = match path.and_then(|p| p.r#type.clone()).unwrap_or(PathType::PathPrefix) {
+    let value = path
+        .and_then(|p| p.value.clone())
+        .unwrap_or_else(|| "/".into());
+    let path = match path
+        .and_then(|p| p.r#type.clone())
+        .unwrap_or(PathType::PathPrefix)
+    {
         PathType::Exact | PathType::PathPrefix if !value.starts_with('/') => {
             return Err(format!("path {value:?} must start with /"));
         }
         PathType::Exact => PathMatch::Exact(value),
         PathType::PathPrefix => {
             let trimmed = value.trim_end_matches('/');
-            PathMatch::Prefix(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+            PathMatch::Prefix(if trimmed.is_empty() {
+                "/".into()
+            } else {
+                trimmed.into()
+            })
         }
         PathType::RegularExpression => {
             regex::Regex::new(&value).map_err(|e| format!("path regex {value:?}: {e}"))?;
@@ -203,7 +236,10 @@ fn string_match(regex: bool, value: &str) -> Result<StringMatch, String> {
 
 /// The wire spelling of a generated enum.
 pub fn enum_str<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_value(v).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 fn filters(
@@ -217,7 +253,10 @@ fn filters(
     for f in raw {
         let filter = match f.r#type {
             FilterType::RequestHeaderModifier => {
-                let m = f.request_header_modifier.as_ref().ok_or_else(|| missing("RequestHeaderModifier"))?;
+                let m = f
+                    .request_header_modifier
+                    .as_ref()
+                    .ok_or_else(|| missing("RequestHeaderModifier"))?;
                 HttpFilter::RequestHeaders(header_modifier(
                     m.set.iter().flatten().map(|h| (&h.name, &h.value)),
                     m.add.iter().flatten().map(|h| (&h.name, &h.value)),
@@ -225,7 +264,10 @@ fn filters(
                 ))
             }
             FilterType::ResponseHeaderModifier => {
-                let m = f.response_header_modifier.as_ref().ok_or_else(|| missing("ResponseHeaderModifier"))?;
+                let m = f
+                    .response_header_modifier
+                    .as_ref()
+                    .ok_or_else(|| missing("ResponseHeaderModifier"))?;
                 HttpFilter::ResponseHeaders(header_modifier(
                     m.set.iter().flatten().map(|h| (&h.name, &h.value)),
                     m.add.iter().flatten().map(|h| (&h.name, &h.value)),
@@ -233,9 +275,16 @@ fn filters(
                 ))
             }
             FilterType::RequestRedirect => {
-                let r = f.request_redirect.as_ref().ok_or_else(|| missing("RequestRedirect"))?;
+                let r = f
+                    .request_redirect
+                    .as_ref()
+                    .ok_or_else(|| missing("RequestRedirect"))?;
                 let path = r.path.as_ref().map(|p| {
-                    path_modifier(&enum_str(&p.r#type), p.replace_full_path.as_ref(), p.replace_prefix_match.as_ref())
+                    path_modifier(
+                        &enum_str(&p.r#type),
+                        p.replace_full_path.as_ref(),
+                        p.replace_prefix_match.as_ref(),
+                    )
                 });
                 let status = u16::try_from(r.status_code.unwrap_or(302)).unwrap_or(0);
                 if ![301, 302, 303, 307, 308].contains(&status) {
@@ -250,9 +299,16 @@ fn filters(
                 })
             }
             FilterType::UrlRewrite => {
-                let r = f.url_rewrite.as_ref().ok_or_else(|| missing("URLRewrite"))?;
+                let r = f
+                    .url_rewrite
+                    .as_ref()
+                    .ok_or_else(|| missing("URLRewrite"))?;
                 let path = r.path.as_ref().map(|p| {
-                    path_modifier(&enum_str(&p.r#type), p.replace_full_path.as_ref(), p.replace_prefix_match.as_ref())
+                    path_modifier(
+                        &enum_str(&p.r#type),
+                        p.replace_full_path.as_ref(),
+                        p.replace_prefix_match.as_ref(),
+                    )
                 });
                 HttpFilter::Rewrite(Rewrite {
                     hostname: r.hostname.clone(),
@@ -260,7 +316,10 @@ fn filters(
                 })
             }
             FilterType::RequestMirror => {
-                let m = f.request_mirror.as_ref().ok_or_else(|| missing("RequestMirror"))?;
+                let m = f
+                    .request_mirror
+                    .as_ref()
+                    .ok_or_else(|| missing("RequestMirror"))?;
                 let b = &m.backend_ref;
                 let r = BackendRef {
                     group: b.group.as_deref(),
@@ -293,7 +352,8 @@ fn filters(
             }
         };
         let needs_prefix = match &filter {
-            HttpFilter::Redirect(Redirect { path, .. }) | HttpFilter::Rewrite(Rewrite { path, .. }) => {
+            HttpFilter::Redirect(Redirect { path, .. })
+            | HttpFilter::Rewrite(Rewrite { path, .. }) => {
                 matches!(path, Some(PathModifier::ReplacePrefixMatch(_)))
             }
             _ => false,
@@ -317,7 +377,8 @@ fn header_modifier<'a>(
     remove: Vec<String>,
 ) -> HeaderModifier {
     let pairs = |it: &mut dyn Iterator<Item = (&'a String, &'a String)>| -> Vec<(String, String)> {
-        it.map(|(n, v)| (n.to_ascii_lowercase(), v.clone())).collect()
+        it.map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
+            .collect()
     };
     let (mut set, mut add) = (set, add);
     HeaderModifier {
@@ -327,7 +388,11 @@ fn header_modifier<'a>(
     }
 }
 
-fn path_modifier(type_: &str, full: Option<&String>, prefix: Option<&String>) -> Result<PathModifier, String> {
+fn path_modifier(
+    type_: &str,
+    full: Option<&String>,
+    prefix: Option<&String>,
+) -> Result<PathModifier, String> {
     match (type_, full, prefix) {
         ("ReplaceFullPath", Some(p), _) => Ok(PathModifier::ReplaceFullPath(p.clone())),
         ("ReplacePrefixMatch", _, Some(p)) => Ok(PathModifier::ReplacePrefixMatch(p.clone())),

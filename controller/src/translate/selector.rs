@@ -42,9 +42,11 @@ mod tests {
         let mut s = Selector::default();
         s.labels.insert("a".into(), "1".into());
         assert!(s.matches(&labels).unwrap());
-        s.expressions.push(("b".into(), "DoesNotExist".into(), vec![]));
+        s.expressions
+            .push(("b".into(), "DoesNotExist".into(), vec![]));
         assert!(s.matches(&labels).unwrap());
-        s.expressions.push(("a".into(), "In".into(), vec!["2".into()]));
+        s.expressions
+            .push(("a".into(), "In".into(), vec!["2".into()]));
         assert!(!s.matches(&labels).unwrap());
         s.expressions[1].1 = "Bogus".into();
         assert!(s.matches(&labels).is_err());

@@ -18,7 +18,7 @@ pub fn resolve(
 ) -> Result<TlsCertificate, RefProblem> {
     let group = r.group.as_deref().unwrap_or("");
     let kind = r.kind.as_deref().unwrap_or("Secret");
-    if group != "" || kind != "Secret" {
+    if !group.is_empty() || kind != "Secret" {
         return Err((
             "InvalidCertificateRef",
             format!("certificateRef {group}/{kind} {} is not a Secret", r.name),
@@ -39,13 +39,24 @@ pub fn resolve(
     if !permitted(store, &from, &to) {
         return Err((
             "RefNotPermitted",
-            format!("no ReferenceGrant in {ns} allows this Gateway to use Secret {}", r.name),
+            format!(
+                "no ReferenceGrant in {ns} allows this Gateway to use Secret {}",
+                r.name
+            ),
         ));
     }
     let Some(Object::Secret(secret)) = store.lookup(Kind::Secret, ns, &r.name) else {
-        return Err(("InvalidCertificateRef", format!("Secret {ns}/{} does not exist", r.name)));
+        return Err((
+            "InvalidCertificateRef",
+            format!("Secret {ns}/{} does not exist", r.name),
+        ));
     };
-    certificate(secret).map_err(|e| ("InvalidCertificateRef", format!("Secret {ns}/{}: {e}", r.name)))
+    certificate(secret).map_err(|e| {
+        (
+            "InvalidCertificateRef",
+            format!("Secret {ns}/{}: {e}", r.name),
+        )
+    })
 }
 
 /// Reads `tls.crt` and `tls.key` of a TLS Secret (`stringData` wins over

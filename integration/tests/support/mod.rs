@@ -90,7 +90,14 @@ impl Weft {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
         let mut child = Command::new(WEFT)
-            .args(["up", dir.path().to_str().unwrap(), "--admin", "127.0.0.1:0", "--default-address", ip])
+            .args([
+                "up",
+                dir.path().to_str().unwrap(),
+                "--admin",
+                "127.0.0.1:0",
+                "--default-address",
+                ip,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -107,9 +114,14 @@ impl Weft {
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         let admin = loop {
-            let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("weft up prints its table");
+            let line = rx
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("weft up prints its table");
             if let Some(rest) = line.trim().strip_prefix("controller") {
-                let url = rest.trim().trim_start_matches("http://").trim_end_matches("/status");
+                let url = rest
+                    .trim()
+                    .trim_start_matches("http://")
+                    .trim_end_matches("/status");
                 break url.parse().unwrap();
             }
         };
@@ -133,7 +145,12 @@ impl Weft {
     }
 
     pub async fn status(&self) -> serde_json::Value {
-        reqwest::get(format!("http://{}/status", self.admin)).await.unwrap().json().await.unwrap()
+        reqwest::get(format!("http://{}/status", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// The status item of one object.
@@ -170,7 +187,9 @@ impl Drop for Weft {
 
 /// An HTTP client that ignores proxies and pins `host` names to `addr`.
 pub fn client(resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
-    let mut b = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10));
+    let mut b = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10));
     for (host, addr) in resolve {
         b = b.resolve(host, *addr);
     }

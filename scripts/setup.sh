@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs what building weft needs and this machine lacks: cmake (Pingora),
+# protoc (the config protocol), a C compiler, and a Rust toolchain check.
+set -euo pipefail
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v cc >/dev/null || need+=(build-essential)
+command -v curl >/dev/null || need+=(curl)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "setup: installing ${need[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo is required (https://rustup.rs)" >&2; exit 1; }
