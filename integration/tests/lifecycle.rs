@@ -1,1 +1,280 @@
+//! `weft up` as a process: stopping on SIGTERM, restarting dead workloads,
+//! status details tools rely on, unbindable addresses, hostile requests.
+
 mod support;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// The pid of the process whose command line contains `needle`.
+fn pid_of(needle: &str) -> Option<i32> {
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains(needle) && cmdline.contains("echo")).then_some(pid)
+        })
+}
+
+#[tokio::test]
+async fn sigterm_stops_everything_and_dead_workloads_come_back() {
+    let ip = "127.0.41.1";
+    let mut weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &base(ip)),
+            ("r.yaml", &route("r", "a.example.com", "v1")),
+        ],
+    );
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/");
+    eventually(Duration::from_secs(20), "v1 serves", || async {
+        get(&c, &url, "a.example.com").await.0 == 200
+    })
+    .await;
+
+    let pid = pid_of(&format!("{ip}:9001")).expect("the v1 workload runs");
+    // SAFETY: kill(2) on a process this test's weft started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    eventually(Duration::from_secs(10), "v1 is restarted", || async {
+        pid_of(&format!("{ip}:9001")).is_some_and(|p| p != pid)
+            && get(&c, &url, "a.example.com").await.0 == 200
+    })
+    .await;
+
+    let start = Instant::now();
+    weft.sigterm();
+    let status = loop {
+        if let Some(s) = weft.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "weft up still runs 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(
+        pid_of(&format!("{ip}:9001")).is_none(),
+        "workloads are reaped"
+    );
+    assert!(
+        TcpStream::connect(format!("{ip}:8080")).is_err(),
+        "the gateway no longer listens"
+    );
+}
+
+#[tokio::test]
+async fn status_shows_generations_parent_refs_and_unusable_addresses() {
+    let ip = "127.0.42.1";
+    // 192.0.2.0/24 is TEST-NET-1: never an address of this machine, so it
+    // cannot be bound (and no packet is ever sent to it).
+    let far = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: far}
+spec:
+  gatewayClassName: weft
+  addresses: [{type: IPAddress, value: 192.0.2.55}]
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+"#;
+    let weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &base(ip)),
+            ("far.yaml", far),
+            ("r.yaml", &route("r", "a.example.com", "v1")),
+        ],
+    );
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/");
+    eventually(Duration::from_secs(20), "gw serves", || async {
+        get(&c, &url, "a.example.com").await.0 == 200
+    })
+    .await;
+
+    let class = weft.item("GatewayClass", "weft").await;
+    assert!(class["metadata"].get("namespace").is_none(), "{class}");
+    assert_eq!(class["status"]["conditions"][0]["type"], "Accepted");
+
+    eventually(
+        Duration::from_secs(5),
+        "far is AddressNotUsable",
+        || async {
+            let far = weft.item("Gateway", "far").await;
+            far["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| {
+                    c["type"] == "Programmed"
+                        && c["status"] == "False"
+                        && c["reason"] == "AddressNotUsable"
+                })
+        },
+    )
+    .await;
+    let far = weft.item("Gateway", "far").await;
+    assert_eq!(far["status"]["addresses"], serde_json::json!([]), "{far}");
+    let gw = weft.item("Gateway", "gw").await;
+    assert_eq!(
+        gw["status"]["addresses"][0],
+        serde_json::json!({"type": "IPAddress", "value": ip})
+    );
+    let listener = &gw["status"]["listeners"][0];
+    assert_eq!(listener["name"], "http");
+    assert_eq!(listener["attachedRoutes"], 1);
+    assert_eq!(
+        listener["supportedKinds"][0],
+        serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"})
+    );
+
+    let r = weft.item("HTTPRoute", "r").await;
+    let parent = &r["status"]["parents"][0];
+    assert_eq!(
+        parent["parentRef"],
+        serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "gw"})
+    );
+    assert_eq!(parent["controllerName"], "weft.dev/gateway-controller");
+    assert_eq!(r["metadata"]["generation"], 1);
+
+    // A spec change bumps the generation; a reformatted file does not.
+    weft.write("r.yaml", &route("r", "b.example.com", "v1"));
+    eventually(Duration::from_secs(2), "generation 2", || async {
+        let r = weft.item("HTTPRoute", "r").await;
+        r["metadata"]["generation"] == 2
+            && r["status"]["parents"][0]["conditions"][0]["observedGeneration"] == 2
+    })
+    .await;
+    weft.write(
+        "r.yaml",
+        &format!(
+            "# reformatted\n{}",
+            route("r", "b.example.com", "v1").replace(": ", ":  ")
+        ),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        weft.item("HTTPRoute", "r").await["metadata"]["generation"],
+        2
+    );
+    assert_eq!(
+        get(&c, &url, "b.example.com").await.0,
+        200,
+        "gw keeps serving next to an unusable Gateway"
+    );
+}
+
+/// Sends raw bytes to the gateway and returns the status code it answers
+/// (0 when it closes without a status line).
+fn raw(addr: &str, request: &[u8]) -> u16 {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = s.write_all(request);
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_requests_get_4xx_and_never_reach_a_backend() {
+    let ip = "127.0.43.1";
+    // The backend is this test's own socket, counting connections.
+    let backend = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let port = backend.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = backend.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 65536];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let manifests = format!(
+        r#"{base}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: raw}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: raw-1, labels: {{kubernetes.io/service-name: raw}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: ["{ip}"]}}]
+"#,
+        base = base(ip)
+    );
+    let weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &manifests),
+            ("r.yaml", &route("r", "raw.example.com", "raw")),
+        ],
+    );
+    let addr = format!("{ip}:8080");
+    let c = client(&[]);
+    eventually(Duration::from_secs(20), "the route is live", || async {
+        weft.item("HTTPRoute", "r").await["status"]["parents"][0]["conditions"][0]["status"]
+            == "True"
+            && c.get(format!("http://{addr}/"))
+                .header("host", "nothing.example.com")
+                .send()
+                .await
+                .is_ok()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: raw.example.com\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let smuggle = "POST / HTTP/1.1\r\nHost: raw.example.com\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde";
+    let garbage = "\x16\x03\x01 not http at all\r\n\r\n";
+    for (what, req) in [
+        ("oversized header", huge.as_str()),
+        ("two Content-Lengths", smuggle),
+        ("garbage", garbage),
+    ] {
+        let code = raw(&addr, req.as_bytes());
+        eprintln!("{what}: {code}");
+        assert!(
+            (400..500).contains(&code) || code == 0,
+            "{what}: got {code}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        0,
+        "a hostile request reached the backend"
+    );
+    let ok = raw(
+        &addr,
+        b"GET / HTTP/1.1\r\nHost: raw.example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(ok, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    drop(weft);
+}
