@@ -16,6 +16,7 @@ mod filters;
 mod hosts;
 mod listener;
 mod matcher;
+mod mirror;
 mod proxy;
 mod rescue;
 mod snapshot;

@@ -133,6 +133,11 @@ impl ProxyHttp for WeftProxy {
                 return respond(session, r.status, Some(location)).await;
             }
         }
+        for (cluster, percent) in &route.mirrors {
+            if *percent >= 100.0 || rand::random::<f64>() * 100.0 < *percent {
+                crate::mirror::send(cluster, req, &host);
+            }
+        }
         let Some(backend) = route.pick_backend() else {
             return respond(session, 500, None).await;
         };

@@ -37,6 +37,8 @@ pub struct CompiledRoute {
     pub backends: Vec<CompiledBackend>,
     total_weight: u32,
     pub timeouts: Timeouts,
+    /// RequestMirror filters: the cluster and the share (0-100) mirrored.
+    pub mirrors: Vec<(Arc<ClusterState>, f64)>,
 }
 
 pub struct CompiledBackend {
@@ -120,7 +122,18 @@ fn compile_route(
             filters: b.filters.clone(),
         })
         .collect();
+    let mirrors = r
+        .filters
+        .iter()
+        .filter_map(|f| match f {
+            HttpFilter::Mirror(m) => clusters
+                .get(m.cluster.as_str())
+                .map(|c| (c.clone(), m.percent)),
+            _ => None,
+        })
+        .collect();
     Ok(CompiledRoute {
+        mirrors,
         name: r.name.clone(),
         matcher: Matcher::compile(&r.matches)?,
         filters: r.filters.clone(),

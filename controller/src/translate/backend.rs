@@ -88,11 +88,26 @@ pub fn resolve(
         let cluster = Cluster {
             protocol: app_protocol(service_port),
             endpoints: endpoints(store, ns, r.name, svc, service_port),
-            lb: LbPolicy::RoundRobin,
+            lb: lb_policy(svc),
         };
         clusters.insert(name.clone(), cluster);
     }
     Ok(name)
+}
+
+/// The annotation `weft.dev/load-balancer: least-request` picks the less busy
+/// endpoint; round robin otherwise.
+pub const LB_ANNOTATION: &str = "weft.dev/load-balancer";
+
+fn lb_policy(svc: &Service) -> LbPolicy {
+    let annotations = svc.metadata.annotations.as_ref();
+    match annotations
+        .and_then(|a| a.get(LB_ANNOTATION))
+        .map(String::as_str)
+    {
+        Some("least-request") => LbPolicy::LeastRequest,
+        _ => LbPolicy::RoundRobin,
+    }
 }
 
 fn app_protocol(port: &ServicePort) -> AppProtocol {

@@ -1,0 +1,172 @@
+//! HTTPRoute filters and timeouts end to end: header modifiers, redirects,
+//! URL rewrites, mirrors, request timeouts, invalid backends.
+
+mod support;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+const ROUTE: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: f}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [f.example.com]
+  rules:
+  - matches: [{path: {value: /headers}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Set, value: one}]
+        add: [{name: X-Add, value: two}]
+        remove: [X-Remove]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier: {set: [{name: X-Resp, value: three}]}
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{path: {value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, hostname: new.example.com, statusCode: 301, path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+  - matches: [{path: {value: /api}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: api.internal, path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{path: {value: /mirror}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: raw, port: 80}}
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{path: {value: /slow}}]
+    timeouts: {request: 500ms}
+    backendRefs: [{name: raw, port: 80}]
+  - matches: [{path: {value: /invalid}}]
+    backendRefs: [{name: nowhere, port: 80}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_and_timeouts() {
+    let ip = "127.0.51.1";
+    // A backend of the test's own: records request lines, answers /slow late.
+    let raw = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let port = raw.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = raw.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut buf = vec![0u8; 8192];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let line = String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let slow = line.contains(" /slow");
+                log.lock().unwrap().push(line);
+                if slow {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    let raw_service = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: raw}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: raw-1, labels: {{kubernetes.io/service-name: raw}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: ["{ip}"]}}]
+"#
+    );
+    let weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &base(ip)),
+            ("raw.yaml", &raw_service),
+            ("f.yaml", ROUTE),
+        ],
+    );
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("http://{ip}:8080{p}");
+    eventually(Duration::from_secs(20), "v1 serves", || async {
+        get(&c, &url("/headers"), "f.example.com").await.0 == 200
+    })
+    .await;
+
+    let resp = c
+        .get(url("/headers"))
+        .header("host", "f.example.com")
+        .header("x-set", "zero")
+        .header("x-add", "one")
+        .header("x-remove", "gone")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-resp"], "three");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["headers"]["X-Set"], serde_json::json!(["one"]));
+    assert_eq!(body["headers"]["X-Add"], serde_json::json!(["one", "two"]));
+    assert!(body["headers"].get("X-Remove").is_none(), "{body}");
+
+    let resp = c
+        .get(url("/old/x?q=1"))
+        .header("host", "f.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(
+        resp.headers()["location"],
+        "https://new.example.com/new/x?q=1"
+    );
+
+    let (status, body) = get(&c, &url("/api/v1/items?x=1"), "f.example.com").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["path"], "/v1/items?x=1");
+    assert_eq!(body["host"], "api.internal");
+
+    let (status, body) = get(&c, &url("/mirror/a"), "f.example.com").await;
+    assert_eq!((status, body["pod"].as_str()), (200, Some("v1")));
+    eventually(Duration::from_secs(2), "the mirror gets a copy", || async {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("GET /mirror/a "))
+    })
+    .await;
+
+    let started = std::time::Instant::now();
+    assert_eq!(get(&c, &url("/slow"), "f.example.com").await.0, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the 500 ms timeout applies"
+    );
+
+    assert_eq!(get(&c, &url("/invalid"), "f.example.com").await.0, 500);
+    let route = weft.item("HTTPRoute", "f").await;
+    let resolved = &route["status"]["parents"][0]["conditions"][1];
+    assert_eq!(
+        (resolved["status"].as_str(), resolved["reason"].as_str()),
+        (Some("False"), Some("BackendNotFound"))
+    );
+}
