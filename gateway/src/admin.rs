@@ -59,6 +59,7 @@ async fn config_dump(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
         "version": s.version,
         "bound": bound,
         "bindErrors": gw.bind_errors().await,
+        "lastRejected": gw.last_rejected().map(|(version, error)| json!({"version": version, "error": error})),
         "config": config,
     }))
 }

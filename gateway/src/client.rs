@@ -54,7 +54,10 @@ async fn session(
                 .apply(resp.version.clone(), config)
                 .await
                 .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+            Err(e) => {
+                gateway.reject(resp.version.clone(), e.to_string());
+                Err(e.to_string())
+            }
         };
         let current = gateway
             .current()

@@ -38,6 +38,8 @@ pub struct Gateway {
     snapshot: Arc<ArcSwapOption<Snapshot>>,
     listeners: Mutex<listener::Listeners>,
     bind_errors: Mutex<Vec<String>>,
+    /// The last snapshot refused: its version and why.
+    rejected: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl Gateway {
@@ -57,6 +59,7 @@ impl Gateway {
             listeners: Mutex::new(listener::Listeners::new(Arc::new(proxy), snapshot.clone())),
             snapshot,
             bind_errors: Mutex::new(Vec::new()),
+            rejected: std::sync::Mutex::new(None),
         })
     }
 
@@ -74,6 +77,19 @@ impl Gateway {
         let errors = listeners.reconcile(&snapshot).await;
         *self.bind_errors.lock().await = errors.clone();
         Ok(errors)
+    }
+
+    /// Records a snapshot that was refused, for `/config_dump`.
+    pub fn reject(&self, version: String, error: String) {
+        *self.rejected.lock().unwrap_or_else(|p| p.into_inner()) = Some((version, error));
+    }
+
+    /// The last snapshot refused: its version and why.
+    pub fn last_rejected(&self) -> Option<(String, String)> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn current(&self) -> Option<Arc<Snapshot>> {
