@@ -177,3 +177,88 @@ spec:
     assert_eq!(resp.status(), 404, "no listener for the Host: 404, not 421");
     drop(weft);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_become_a_tunnel() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip = "127.0.23.1";
+    // A backend that accepts the upgrade and then echoes bytes.
+    let backend = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let port = backend.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = backend.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                if !head.contains("upgrade: websocket") {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
+                    .await;
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let ws = format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: ws}}
+spec: {{ports: [{{name: ws, port: 80, appProtocol: kubernetes.io/ws}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: ws-1, labels: {{kubernetes.io/service-name: ws}}}}
+addressType: IPv4
+ports: [{{name: ws, port: {port}}}]
+endpoints: [{{addresses: ["{ip}"]}}]
+"#
+    );
+    let weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &base(ip)),
+            ("ws.yaml", &ws),
+            ("r.yaml", &route("r", "ws.example.com", "ws")),
+        ],
+    );
+    let addr = format!("{ip}:8080");
+    let c = client(&[]);
+    eventually(Duration::from_secs(20), "the route is live", || async {
+        get(&c, &format!("http://{addr}/"), "ws.example.com")
+            .await
+            .0
+            == 400
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    for msg in [&b"hello"[..], b"over the tunnel"] {
+        s.write_all(msg).await.unwrap();
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], msg);
+    }
+    drop(weft);
+}
