@@ -1,0 +1,137 @@
+//! The `weft` commands around `up`: the quickstart example as shipped,
+//! `weft analyze`, `weft status`, and a gateway's admin endpoint.
+
+mod support;
+use std::process::Command;
+use std::time::Duration;
+use support::*;
+
+fn repo(path: &str) -> String {
+    format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn analyze_passes_the_quickstart_and_fails_a_broken_folder() {
+    let ok = Command::new(WEFT)
+        .args(["analyze", &repo("examples/quickstart")])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        out.contains("kind: HTTPRoute") && out.contains("reason: Accepted"),
+        "{out}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = base("127.0.72.1")
+        + "---\n"
+        + &route("r", "a.example.com", "v1").replace(
+            "parentRefs: [{name: gw}]",
+            "parentRefs: [{name: gw, sectionName: nope}]",
+        );
+    std::fs::write(dir.path().join("all.yaml"), bad).unwrap();
+    let out = Command::new(WEFT)
+        .args(["analyze", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("HTTPRoute default/r") && err.contains("NoMatchingParent"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn the_quickstart_serves_and_reports() {
+    let ip = "127.0.71.1";
+    let dir = repo("examples/quickstart");
+    let mut child = Command::new(WEFT)
+        .args([
+            "up",
+            &dir,
+            "--admin",
+            "127.0.0.1:0",
+            "--default-address",
+            ip,
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let (mut admin, mut gateway_admin) = (String::new(), String::new());
+    while admin.is_empty() || gateway_admin.is_empty() {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the table");
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.first() {
+            Some(&"controller") => admin = words[1].trim_end_matches("/status").to_string(),
+            Some(&"gateway") => gateway_admin = words.last().unwrap().to_string(),
+            _ => {}
+        }
+    }
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/");
+    eventually(Duration::from_secs(20), "the quickstart serves", || async {
+        get(&c, &url, "shop.example.com").await.0 == 200
+    })
+    .await;
+    let v2 = c
+        .get(&url)
+        .header("host", "shop.example.com")
+        .header("x-version", "v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        v2.json::<serde_json::Value>().await.unwrap()["pod"],
+        "echo-v2"
+    );
+
+    let ready = reqwest::get(format!("{gateway_admin}/ready"))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let dump: serde_json::Value = reqwest::get(format!("{gateway_admin}/config_dump"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dump["config"]["name"], "web");
+    assert!(
+        dump.to_string().contains("<redacted>") && !dump.to_string().contains("PRIVATE KEY"),
+        "keys stay out of dumps"
+    );
+
+    let status = Command::new(WEFT)
+        .args(["status", "--admin", admin.trim_start_matches("http://")])
+        .output()
+        .unwrap();
+    let yaml = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success()
+            && yaml.contains("kind: Gateway")
+            && yaml.contains("type: Programmed"),
+        "{yaml}"
+    );
+
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
