@@ -10,7 +10,7 @@ use crate::translate::{translate, BindErrors, Options};
 use crate::ControllerError;
 use serde_json::Value;
 use std::collections::hash_map::DefaultHasher;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +48,8 @@ pub struct Controller {
     bind_errors: BindErrors,
     clock: TransitionClock,
     publish: watch::Sender<Arc<Published>>,
+    /// The problems of the last publish, so each is logged once.
+    logged: BTreeSet<String>,
 }
 
 impl Controller {
@@ -61,6 +63,7 @@ impl Controller {
             bind_errors: BindErrors::new(),
             clock: TransitionClock::default(),
             publish,
+            logged: BTreeSet::new(),
         };
         (c, rx)
     }
@@ -91,6 +94,19 @@ impl Controller {
                 (key, served)
             })
             .collect();
+        let problems: BTreeSet<String> = t
+            .statuses
+            .iter()
+            .flat_map(|(key, s)| {
+                status::problems(s)
+                    .into_iter()
+                    .map(move |p| format!("{key}: {p}"))
+            })
+            .collect();
+        for p in problems.difference(&self.logged) {
+            tracing::warn!("{p}");
+        }
+        self.logged = problems;
         let items = status::items(&self.store, &t.statuses, &mut self.clock, &status::now());
         self.publish.send_replace(Arc::new(Published {
             gateways,

@@ -89,6 +89,51 @@ pub fn items(
         .collect()
 }
 
+/// The conditions of a status that say something is wrong, as
+/// "`<where>` `<type>` `<reason>`: `<message>`" lines: Accepted, Programmed or
+/// ResolvedRefs False, Conflicted or PartiallyInvalid True.
+pub fn problems(status: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_problems(status, "", &mut out);
+    out
+}
+
+fn collect_problems(v: &Value, at: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            let text = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or("");
+            let bad = matches!(
+                (text("type"), text("status")),
+                ("Accepted" | "Programmed" | "ResolvedRefs", "False")
+                    | ("Conflicted" | "PartiallyInvalid", "True")
+            );
+            if bad {
+                out.push(format!(
+                    "{at}{} {}: {}",
+                    text("type"),
+                    text("reason"),
+                    text("message")
+                ));
+                return;
+            }
+            let here = match (
+                map.get("name").and_then(Value::as_str),
+                map.get("parentRef"),
+            ) {
+                (Some(name), _) => format!("listener {name}: "),
+                (None, Some(p)) => format!(
+                    "parent {}: ",
+                    p.get("name").and_then(Value::as_str).unwrap_or("")
+                ),
+                _ => at.to_string(),
+            };
+            map.values().for_each(|c| collect_problems(c, &here, out));
+        }
+        Value::Array(items) => items.iter().for_each(|c| collect_problems(c, at, out)),
+        _ => {}
+    }
+}
+
 /// The current time as Kubernetes writes it (RFC 3339, seconds).
 pub fn now() -> String {
     let secs = std::time::SystemTime::now()
@@ -104,6 +149,17 @@ pub fn now() -> String {
 mod tests {
     use super::*;
     use crate::resources::Kind;
+
+    #[test]
+    fn problems_name_where_they_are() {
+        let s = json!({"listeners": [{"name": "https", "conditions": [
+            {"type": "ResolvedRefs", "status": "False", "reason": "InvalidCertificateRef", "message": "no Secret"},
+            {"type": "Conflicted", "status": "False", "reason": "NoConflicts", "message": ""}]}]});
+        assert_eq!(
+            problems(&s),
+            vec!["listener https: ResolvedRefs InvalidCertificateRef: no Secret"]
+        );
+    }
 
     #[test]
     fn transition_time_moves_only_with_status() {
