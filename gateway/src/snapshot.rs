@@ -17,6 +17,12 @@ pub struct Snapshot {
     pub ports: HashMap<u16, PortTable>,
 }
 
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Snapshot({})", self.version)
+    }
+}
+
 pub struct PortTable {
     pub protocol: Protocol,
     pub listeners: Vec<ListenerTable>,

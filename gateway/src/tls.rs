@@ -42,12 +42,6 @@ pub struct SniResolver {
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
 }
 
-impl std::fmt::Debug for Snapshot {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Snapshot({})", self.version)
-    }
-}
-
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let snapshot = self.snapshot.load();

@@ -68,7 +68,12 @@ pub fn routes(
                 }
                 Ok(listeners) => {
                     for li in listeners {
-                        program(&mut gw.listeners[li], key, route, &converted);
+                        let listener = &mut gw.listeners[li];
+                        // attachedRoutes counts accepted routes only.
+                        listener
+                            .attached
+                            .insert((key.namespace.clone(), key.name.clone()));
+                        program(listener, key, route, &converted);
                     }
                 }
             }
@@ -108,7 +113,7 @@ fn attach(
     key: &ObjKey,
     route: &HttpRoute,
     parent: &HttpRouteParentRefs,
-    gw: &mut GatewayCtx,
+    gw: &GatewayCtx,
 ) -> Result<Vec<usize>, (&'static str, String)> {
     let named: Vec<usize> = (0..gw.listeners.len())
         .filter(|&i| {
@@ -154,11 +159,6 @@ fn attach(
             "NoMatchingListenerHostname",
             "no listener hostname matches the route's hostnames".into(),
         ));
-    }
-    for &i in &matching {
-        gw.listeners[i]
-            .attached
-            .insert((key.namespace.clone(), key.name.clone()));
     }
     Ok(matching)
 }

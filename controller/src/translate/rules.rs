@@ -376,14 +376,10 @@ fn header_modifier<'a>(
     add: impl Iterator<Item = (&'a String, &'a String)>,
     remove: Vec<String>,
 ) -> HeaderModifier {
-    let pairs = |it: &mut dyn Iterator<Item = (&'a String, &'a String)>| -> Vec<(String, String)> {
-        it.map(|(n, v)| (n.to_ascii_lowercase(), v.clone()))
-            .collect()
-    };
-    let (mut set, mut add) = (set, add);
+    let lower = |(n, v): (&String, &String)| (n.to_ascii_lowercase(), v.clone());
     HeaderModifier {
-        set: pairs(&mut set),
-        add: pairs(&mut add),
+        set: set.map(lower).collect(),
+        add: add.map(lower).collect(),
         remove: remove.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
     }
 }
