@@ -200,10 +200,8 @@ impl ProxyHttp for WeftProxy {
                 upstream.insert_header(http::header::HOST, authority)?;
             }
         }
-        let prefix = ctx
-            .route
-            .as_ref()
-            .and_then(|r| r.prefix().map(str::to_string));
+        let route = ctx.route.clone();
+        let prefix = route.as_deref().and_then(CompiledRoute::prefix);
         for f in ctx.backend_filters() {
             match f {
                 HttpFilter::RequestHeaders(m) => filters::modify_request(m, upstream),
@@ -212,7 +210,7 @@ impl ProxyHttp for WeftProxy {
                         upstream.insert_header(http::header::HOST, h.as_str())?;
                     }
                     if let Some(p) = &r.path {
-                        let path = filters::rewrite_path(p, upstream.uri.path(), prefix.as_deref());
+                        let path = filters::rewrite_path(p, upstream.uri.path(), prefix);
                         let uri = match upstream.uri.query() {
                             Some(q) => format!("{path}?{q}"),
                             None => path,
