@@ -201,3 +201,72 @@ impl CompiledRoute {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_api::*;
+
+    fn route(name: &str, path: PathMatch, cluster: &str) -> Route {
+        Route {
+            name: name.into(),
+            matches: HttpMatch {
+                path,
+                ..Default::default()
+            },
+            filters: vec![],
+            backends: vec![WeightedBackend {
+                weight: 1,
+                target: BackendTarget::Cluster(cluster.into()),
+                filters: vec![],
+            }],
+            timeouts: Timeouts::default(),
+        }
+    }
+
+    fn listener(name: &str, host: &str, r: Route) -> Listener {
+        Listener {
+            name: name.into(),
+            hostname: Some(host.into()),
+            tls: None,
+            virtual_hosts: vec![VirtualHost {
+                hostname: host.into(),
+                routes: vec![r],
+            }],
+        }
+    }
+
+    #[test]
+    fn listeners_are_isolated_by_most_specific_hostname() {
+        let cluster = Cluster {
+            protocol: AppProtocol::Http1,
+            endpoints: vec!["127.0.0.1:1".parse().unwrap()],
+            lb: LbPolicy::RoundRobin,
+        };
+        let config = GatewayConfig {
+            namespace: "d".into(),
+            name: "g".into(),
+            ports: vec![Port {
+                addresses: vec!["127.0.0.1".parse().unwrap()],
+                port: 80,
+                protocol: Protocol::Http,
+                listeners: vec![
+                    listener("wild", "*.example.com", route("wild", PathMatch::Prefix("/".into()), "a")),
+                    listener("foo", "foo.example.com", route("foo", PathMatch::Exact("/only".into()), "b")),
+                ],
+            }],
+            clusters: [("a".to_string(), cluster.clone()), ("b".to_string(), cluster)].into(),
+        };
+        let snap = Snapshot::build("1".into(), config).unwrap();
+        let port = &snap.ports[&80];
+        let find = |host: &str, path: &str| {
+            let l = &port.listeners[port.listener(host)?];
+            l.route(host, &http::Method::GET, path, None, &http::HeaderMap::new()).map(|r| r.name.clone())
+        };
+        assert_eq!(find("bar.example.com", "/x").as_deref(), Some("wild"));
+        assert_eq!(find("foo.example.com", "/only").as_deref(), Some("foo"));
+        // foo.example.com belongs to listener foo alone: no fallback to the wildcard.
+        assert_eq!(find("foo.example.com", "/x"), None);
+        assert_eq!(find("example.org", "/x"), None);
+    }
+}

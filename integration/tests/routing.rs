@@ -36,7 +36,16 @@ spec:
     backendRefs: [{name: v2, port: 80}]
 "#,
         route("other", "other.example.com", "v2")
-    );
+    ) + "---\n"
+        + &route("h2c", "h2c.example.com", "v1-h2c")
+        + r#"---
+apiVersion: v1
+kind: Service
+metadata: {name: v1-h2c}
+spec:
+  selector: {app: v1}
+  ports: [{name: http, port: 80, targetPort: http, appProtocol: kubernetes.io/h2c}]
+"#;
     let weft = Weft::up(IP, &[("base.yaml", &base(IP)), ("routes.yaml", &routes)]);
     let c = client(&[]);
     let url = format!("http://{IP}:8080/a/b?x=1");
