@@ -251,17 +251,36 @@ mod tests {
                 port: 80,
                 protocol: Protocol::Http,
                 listeners: vec![
-                    listener("wild", "*.example.com", route("wild", PathMatch::Prefix("/".into()), "a")),
-                    listener("foo", "foo.example.com", route("foo", PathMatch::Exact("/only".into()), "b")),
+                    listener(
+                        "wild",
+                        "*.example.com",
+                        route("wild", PathMatch::Prefix("/".into()), "a"),
+                    ),
+                    listener(
+                        "foo",
+                        "foo.example.com",
+                        route("foo", PathMatch::Exact("/only".into()), "b"),
+                    ),
                 ],
             }],
-            clusters: [("a".to_string(), cluster.clone()), ("b".to_string(), cluster)].into(),
+            clusters: [
+                ("a".to_string(), cluster.clone()),
+                ("b".to_string(), cluster),
+            ]
+            .into(),
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];
         let find = |host: &str, path: &str| {
             let l = &port.listeners[port.listener(host)?];
-            l.route(host, &http::Method::GET, path, None, &http::HeaderMap::new()).map(|r| r.name.clone())
+            l.route(
+                host,
+                &http::Method::GET,
+                path,
+                None,
+                &http::HeaderMap::new(),
+            )
+            .map(|r| r.name.clone())
         };
         assert_eq!(find("bar.example.com", "/x").as_deref(), Some("wild"));
         assert_eq!(find("foo.example.com", "/only").as_deref(), Some("foo"));

@@ -79,20 +79,7 @@ async fn filters_and_timeouts() {
             });
         }
     });
-    let raw_service = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: raw}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: raw-1, labels: {{kubernetes.io/service-name: raw}}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: ["{ip}"]}}]
-"#
-    );
+    let raw_service = slice_service("raw", ip, port, None);
     let weft = Weft::up(
         ip,
         &[

@@ -209,23 +209,7 @@ async fn hostile_requests_get_4xx_and_never_reach_a_backend() {
             });
         }
     });
-    let manifests = format!(
-        r#"{base}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: raw}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: raw-1, labels: {{kubernetes.io/service-name: raw}}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints: [{{addresses: ["{ip}"]}}]
-"#,
-        base = base(ip)
-    );
+    let manifests = format!("{}---\n{}", base(ip), slice_service("raw", ip, port, None));
     let weft = Weft::up(
         ip,
         &[

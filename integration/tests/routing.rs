@@ -220,20 +220,7 @@ async fn websocket_upgrades_become_a_tunnel() {
             });
         }
     });
-    let ws = format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: ws}}
-spec: {{ports: [{{name: ws, port: 80, appProtocol: kubernetes.io/ws}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: ws-1, labels: {{kubernetes.io/service-name: ws}}}}
-addressType: IPv4
-ports: [{{name: ws, port: {port}}}]
-endpoints: [{{addresses: ["{ip}"]}}]
-"#
-    );
+    let ws = slice_service("ws", ip, port, Some("kubernetes.io/ws"));
     let weft = Weft::up(
         ip,
         &[

@@ -242,6 +242,34 @@ pub fn enum_str<T: serde::Serialize>(v: &T) -> String {
         .unwrap_or_default()
 }
 
+/// The request and response header modifiers are distinct generated types
+/// of the same shape: lowercased names, values as given.
+macro_rules! modifier {
+    ($m:expr) => {{
+        let pair = |h: (&String, &String)| (h.0.to_ascii_lowercase(), h.1.clone());
+        HeaderModifier {
+            set: $m
+                .set
+                .iter()
+                .flatten()
+                .map(|h| pair((&h.name, &h.value)))
+                .collect(),
+            add: $m
+                .add
+                .iter()
+                .flatten()
+                .map(|h| pair((&h.name, &h.value)))
+                .collect(),
+            remove: $m
+                .remove
+                .iter()
+                .flatten()
+                .map(|n| n.to_ascii_lowercase())
+                .collect(),
+        }
+    }};
+}
+
 fn filters(
     cx: &mut Ctx<'_>,
     raw: &[HttpRouteRulesFilters],
@@ -257,22 +285,14 @@ fn filters(
                     .request_header_modifier
                     .as_ref()
                     .ok_or_else(|| missing("RequestHeaderModifier"))?;
-                HttpFilter::RequestHeaders(header_modifier(
-                    m.set.iter().flatten().map(|h| (&h.name, &h.value)),
-                    m.add.iter().flatten().map(|h| (&h.name, &h.value)),
-                    m.remove.clone().unwrap_or_default(),
-                ))
+                HttpFilter::RequestHeaders(modifier!(m))
             }
             FilterType::ResponseHeaderModifier => {
                 let m = f
                     .response_header_modifier
                     .as_ref()
                     .ok_or_else(|| missing("ResponseHeaderModifier"))?;
-                HttpFilter::ResponseHeaders(header_modifier(
-                    m.set.iter().flatten().map(|h| (&h.name, &h.value)),
-                    m.add.iter().flatten().map(|h| (&h.name, &h.value)),
-                    m.remove.clone().unwrap_or_default(),
-                ))
+                HttpFilter::ResponseHeaders(modifier!(m))
             }
             FilterType::RequestRedirect => {
                 let r = f
@@ -369,19 +389,6 @@ fn filters(
         return Err("RequestRedirect and URLRewrite cannot be used together".into());
     }
     Ok(out)
-}
-
-fn header_modifier<'a>(
-    set: impl Iterator<Item = (&'a String, &'a String)>,
-    add: impl Iterator<Item = (&'a String, &'a String)>,
-    remove: Vec<String>,
-) -> HeaderModifier {
-    let lower = |(n, v): (&String, &String)| (n.to_ascii_lowercase(), v.clone());
-    HeaderModifier {
-        set: set.map(lower).collect(),
-        add: add.map(lower).collect(),
-        remove: remove.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
-    }
 }
 
 fn path_modifier(

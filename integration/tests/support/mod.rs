@@ -224,3 +224,25 @@ pub async fn get(c: &reqwest::Client, url: &str, host: &str) -> (u16, serde_json
         Err(_) => (0, serde_json::Value::Null),
     }
 }
+
+/// A Service `name` without selector and its EndpointSlice: one endpoint,
+/// `ip:port`, behind Service port 80 (with `app_protocol` if given).
+pub fn slice_service(name: &str, ip: &str, port: u16, app_protocol: Option<&str>) -> String {
+    let app = app_protocol
+        .map(|p| format!(", appProtocol: {p}"))
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec: {{ports: [{{name: http, port: 80{app}}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: {name}-1, labels: {{kubernetes.io/service-name: {name}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints: [{{addresses: ["{ip}"]}}]
+"#
+    )
+}
