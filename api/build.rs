@@ -1,4 +1,5 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tonic_prost_build::configure().compile_protos(&["proto/config.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/config.proto", "proto/ca.proto"], &["proto"])?;
     Ok(())
 }

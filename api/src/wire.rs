@@ -11,6 +11,17 @@ pub use pb::config_discovery_client::ConfigDiscoveryClient;
 pub use pb::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
 pub use pb::{ConfigRequest, ConfigResponse};
 
+/// The certificate-signing protocol (`proto/ca.proto`).
+pub mod ca {
+    #[allow(clippy::all, missing_docs)]
+    mod pb {
+        tonic::include_proto!("weft.ca.v1");
+    }
+    pub use pb::certificate_authority_client::CertificateAuthorityClient;
+    pub use pb::certificate_authority_server::{CertificateAuthority, CertificateAuthorityServer};
+    pub use pb::{SignRequest, SignResponse};
+}
+
 /// The node name a gateway subscribes with.
 pub fn gateway_node(namespace: &str, name: &str) -> String {
     format!("gateway/{namespace}/{name}")

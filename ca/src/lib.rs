@@ -1,0 +1,17 @@
+//! `weft-ca` owns workload identity: the root and intermediate keys, issuing
+//! SPIFFE X.509 SVIDs (`spiffe://<trust-domain>/ns/<ns>/sa/<sa>`) from CSRs,
+//! the gRPC signing service, and workload authentication (today one-time join
+//! tokens for standalone mode; Kubernetes service-account tokens plug into the
+//! same `Authenticator` trait). It knows nothing of routing.
+
+mod auth;
+mod authority;
+mod error;
+mod identity;
+pub mod service;
+pub mod workload;
+
+pub use auth::{Authenticator, JoinTokens};
+pub use authority::{Authority, Issued};
+pub use error::CaError;
+pub use identity::SpiffeId;

@@ -1,0 +1,53 @@
+//! The gRPC signing service: authenticates the caller, then signs its CSR for
+//! the identity it proved, never another.
+
+use crate::{Authenticator, Authority, CaError};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::{Request, Response, Status};
+use weft_api::wire::ca::{
+    CertificateAuthority, CertificateAuthorityServer, SignRequest, SignResponse,
+};
+
+pub struct SigningService {
+    authority: Arc<Authority>,
+    auth: Arc<dyn Authenticator>,
+}
+
+impl SigningService {
+    pub fn server(
+        authority: Arc<Authority>,
+        auth: Arc<dyn Authenticator>,
+    ) -> CertificateAuthorityServer<Self> {
+        CertificateAuthorityServer::new(SigningService { authority, auth })
+    }
+}
+
+fn status(e: CaError) -> Status {
+    match e {
+        CaError::Unauthenticated(m) => Status::unauthenticated(m),
+        e @ CaError::IdentityMismatch { .. } => Status::permission_denied(e.to_string()),
+        e @ (CaError::Csr(_) | CaError::SpiffeId(_)) => Status::invalid_argument(e.to_string()),
+        e => Status::internal(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl CertificateAuthority for SigningService {
+    async fn sign(&self, req: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
+        let req = req.into_inner();
+        let id = self.auth.authenticate(&req.token).map_err(status)?;
+        let ttl = u64::try_from(req.ttl_seconds).ok().map(Duration::from_secs);
+        let issued = self.authority.sign(&req.csr_pem, &id, ttl).map_err(|e| {
+            tracing::warn!(identity = %id, "refused to sign: {e}");
+            status(e)
+        })?;
+        tracing::info!(identity = %id, not_after = %issued.not_after, "issued a workload certificate");
+        Ok(Response::new(SignResponse {
+            cert_chain_pem: issued.chain,
+            trust_bundle_pem: self.authority.trust_bundle(),
+            spiffe_id: id.to_string(),
+            not_after_unix: issued.not_after.unix_timestamp(),
+        }))
+    }
+}

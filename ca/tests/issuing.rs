@@ -1,0 +1,168 @@
+//! Issuing workload certificates: what they contain, that they verify to the
+//! root with a real TLS verifier, and what the CA refuses; then the same over
+//! the gRPC signing service on loopback.
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use std::sync::Arc;
+use std::time::Duration;
+use weft_api::wire::ca::{CertificateAuthorityClient, SignRequest};
+use weft_ca::service::SigningService;
+use weft_ca::workload::key_and_csr;
+use weft_ca::{Authority, CaError, JoinTokens, SpiffeId};
+use x509_parser::prelude::*;
+
+fn ders(pem: &str) -> Vec<CertificateDer<'static>> {
+    rustls_pemfile::certs(&mut pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Verifies `chain` (leaf first) as a client certificate against `roots`,
+/// the way a STRICT inbound will.
+fn verify(chain: &[String], roots: &[String]) -> Result<(), rustls::Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        for der in ders(r) {
+            store.add(der).unwrap();
+        }
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(store))
+        .build()
+        .unwrap();
+    let leaf = ders(&chain[0]).remove(0);
+    let intermediates: Vec<_> = chain[1..].iter().flat_map(|c| ders(c)).collect();
+    verifier
+        .verify_client_cert(&leaf, &intermediates, UnixTime::now())
+        .map(|_| ())
+}
+
+fn authority(dir: &std::path::Path) -> Authority {
+    Authority::load_or_create(dir, "cluster.local", Duration::from_secs(24 * 3600)).unwrap()
+}
+
+#[test]
+fn issues_one_spiffe_uri_that_verifies_to_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = authority(dir.path());
+    let id = SpiffeId::new("cluster.local", "shop", "frontend").unwrap();
+    let (_key, csr) = key_and_csr(None).unwrap();
+    let issued = ca.sign(&csr, &id, Some(Duration::from_secs(60))).unwrap();
+
+    let der = ders(&issued.chain[0]).remove(0);
+    let (_, cert) = X509Certificate::from_der(&der).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap();
+    let names: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .map(|n| format!("{n:?}"))
+        .collect();
+    assert_eq!(
+        names,
+        vec!["URI(\"spiffe://cluster.local/ns/shop/sa/frontend\")".to_string()]
+    );
+    assert!(!cert.is_ca());
+    let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert!(
+        (60..=180).contains(&lifetime),
+        "the requested 60 s (plus backdating), got {lifetime}"
+    );
+
+    verify(&issued.chain, &ca.trust_bundle()).unwrap();
+    // Another CA's root does not vouch for it.
+    let other = tempfile::tempdir().unwrap();
+    assert!(verify(&issued.chain, &authority(other.path()).trust_bundle()).is_err());
+}
+
+#[test]
+fn the_root_survives_restarts_and_ttl_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = authority(dir.path()).trust_bundle();
+    let ca =
+        Authority::load_or_create(dir.path(), "cluster.local", Duration::from_secs(10)).unwrap();
+    assert_eq!(ca.trust_bundle(), first);
+    let id = SpiffeId::new("cluster.local", "a", "b").unwrap();
+    let issued = ca
+        .sign(
+            &key_and_csr(None).unwrap().1,
+            &id,
+            Some(Duration::from_secs(3600)),
+        )
+        .unwrap();
+    let left = issued.not_after - ::time::OffsetDateTime::now_utc();
+    assert!(left <= ::time::Duration::seconds(10), "{left}");
+    let key = std::fs::metadata(dir.path().join("root.key")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&key.permissions()) & 0o777,
+        0o600
+    );
+}
+
+#[test]
+fn never_signs_an_identity_the_caller_does_not_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = authority(dir.path());
+    let caller = SpiffeId::new("cluster.local", "shop", "frontend").unwrap();
+    let other = SpiffeId::new("cluster.local", "shop", "payments").unwrap();
+    let (_, csr) = key_and_csr(Some(&other)).unwrap();
+    assert!(matches!(
+        ca.sign(&csr, &caller, None),
+        Err(CaError::IdentityMismatch { .. })
+    ));
+    let (_, own) = key_and_csr(Some(&caller)).unwrap();
+    assert!(ca.sign(&own, &caller, None).is_ok());
+    let foreign = SpiffeId::new("other.domain", "shop", "frontend").unwrap();
+    assert!(ca.sign(&own, &foreign, None).is_err());
+    assert!(matches!(
+        ca.sign("not a csr", &caller, None),
+        Err(CaError::Csr(_))
+    ));
+}
+
+#[tokio::test]
+async fn the_signing_service_authenticates_with_one_time_join_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(authority(dir.path()));
+    let tokens = Arc::new(JoinTokens::default());
+    let id = SpiffeId::new("cluster.local", "shop", "frontend").unwrap();
+    let token = tokens.issue(id.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = SigningService::server(ca.clone(), tokens);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let mut client = CertificateAuthorityClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (_key, csr) = key_and_csr(None).unwrap();
+    let req = SignRequest {
+        csr_pem: csr.clone(),
+        token: token.clone(),
+        ttl_seconds: 30,
+    };
+    let resp = client.sign(req.clone()).await.unwrap().into_inner();
+    assert_eq!(resp.spiffe_id, id.to_string());
+    verify(&resp.cert_chain_pem, &resp.trust_bundle_pem).unwrap();
+
+    let again = client.sign(req).await.unwrap_err();
+    assert_eq!(
+        again.code(),
+        tonic::Code::Unauthenticated,
+        "a join token works once"
+    );
+    let other = SpiffeId::new("cluster.local", "shop", "payments").unwrap();
+    let (_, wrong) = key_and_csr(Some(&other)).unwrap();
+    let fresh = SignRequest {
+        csr_pem: wrong,
+        token: String::new(),
+        ttl_seconds: 0,
+    };
+    assert_eq!(
+        client.sign(fresh).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+}
