@@ -162,6 +162,10 @@ impl Authority {
         &self.trust_domain
     }
 
+    pub(crate) fn intermediate_pem(&self) -> &str {
+        &self.intermediate_pem
+    }
+
     /// The roots a chain must lead to.
     pub fn trust_bundle(&self) -> Vec<String> {
         vec![self.root_pem.clone()]

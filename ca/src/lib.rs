@@ -7,6 +7,7 @@
 mod auth;
 mod authority;
 mod error;
+pub mod holder;
 mod identity;
 pub mod service;
 pub mod workload;

@@ -15,11 +15,15 @@ pub struct SigningService {
 }
 
 impl SigningService {
+    pub fn new(authority: Arc<Authority>, auth: Arc<dyn Authenticator>) -> Self {
+        SigningService { authority, auth }
+    }
+
     pub fn server(
         authority: Arc<Authority>,
         auth: Arc<dyn Authenticator>,
     ) -> CertificateAuthorityServer<Self> {
-        CertificateAuthorityServer::new(SigningService { authority, auth })
+        CertificateAuthorityServer::new(SigningService::new(authority, auth))
     }
 }
 
@@ -36,7 +40,13 @@ fn status(e: CaError) -> Status {
 impl CertificateAuthority for SigningService {
     async fn sign(&self, req: Request<SignRequest>) -> Result<Response<SignResponse>, Status> {
         let req = req.into_inner();
-        let id = self.auth.authenticate(&req.token).map_err(status)?;
+        let id = if req.token.is_empty() && !req.current_chain_pem.is_empty() {
+            self.authority
+                .holder(&req.current_chain_pem, &req.proof, &req.csr_pem)
+        } else {
+            self.auth.authenticate(&req.token)
+        }
+        .map_err(status)?;
         let ttl = u64::try_from(req.ttl_seconds).ok().map(Duration::from_secs);
         let issued = self.authority.sign(&req.csr_pem, &id, ttl).map_err(|e| {
             tracing::warn!(identity = %id, "refused to sign: {e}");

@@ -143,6 +143,7 @@ async fn the_signing_service_authenticates_with_one_time_join_tokens() {
         csr_pem: csr.clone(),
         token: token.clone(),
         ttl_seconds: 30,
+        ..Default::default()
     };
     let resp = client.sign(req.clone()).await.unwrap().into_inner();
     assert_eq!(resp.spiffe_id, id.to_string());
@@ -160,9 +161,71 @@ async fn the_signing_service_authenticates_with_one_time_join_tokens() {
         csr_pem: wrong,
         token: String::new(),
         ttl_seconds: 0,
+        ..Default::default()
     };
     assert_eq!(
         client.sign(fresh).await.unwrap_err().code(),
         tonic::Code::Unauthenticated
     );
+}
+
+/// The CA in process, reached through the same trait as the gRPC client.
+struct InProcess(SigningService);
+
+#[tonic::async_trait]
+impl weft_ca::workload::CaClient for InProcess {
+    async fn sign(&self, req: SignRequest) -> Result<weft_api::wire::ca::SignResponse, CaError> {
+        use weft_api::wire::ca::CertificateAuthority;
+        self.0
+            .sign(tonic::Request::new(req))
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| CaError::Unauthenticated(s.message().to_string()))
+    }
+}
+
+#[tokio::test]
+async fn the_identity_manager_renews_at_half_life_by_proving_the_current_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Arc::new(
+        Authority::load_or_create(dir.path(), "cluster.local", Duration::from_secs(2)).unwrap(),
+    );
+    let tokens = Arc::new(JoinTokens::default());
+    let id = SpiffeId::new("cluster.local", "shop", "frontend").unwrap();
+    let token = tokens.issue(id.clone());
+    let client = Arc::new(InProcess(SigningService::new(ca.clone(), tokens)));
+    let (tx, mut rx) = tokio::sync::watch::channel(None);
+    let task = tokio::spawn(weft_ca::workload::manage(
+        client,
+        token,
+        Duration::from_secs(2),
+        tx,
+    ));
+
+    rx.changed().await.unwrap();
+    let first = rx.borrow().clone().unwrap();
+    assert_eq!(first.id, id);
+    verify(&first.chain, &first.bundle).unwrap();
+    // Renewed at about half of its 2 s life, with the join token long used up.
+    tokio::time::timeout(Duration::from_secs(3), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = rx.borrow().clone().unwrap();
+    assert_eq!(second.id, id);
+    assert_ne!(second.chain[0], first.chain[0]);
+    assert_ne!(
+        second.key_pem, first.key_pem,
+        "a new key for each certificate"
+    );
+    verify(&second.chain, &second.bundle).unwrap();
+    task.abort();
+
+    // A proof made with another key is refused.
+    let (_, csr) = key_and_csr(None).unwrap();
+    let (other_key, _) = key_and_csr(None).unwrap();
+    let proof = weft_ca::holder::prove(&other_key, &csr).unwrap();
+    assert!(ca.holder(&second.chain, &proof, &csr).is_err());
+    let proof = weft_ca::holder::prove(&second.key_pem, &csr).unwrap();
+    assert_eq!(ca.holder(&second.chain, &proof, &csr).unwrap(), id);
 }
