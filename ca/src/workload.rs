@@ -124,7 +124,8 @@ pub async fn manage(
                 .renew_at()
                 .duration_since(SystemTime::now())
                 .unwrap_or_default();
-            tokio::time::sleep(wait).await;
+            // Never spin on the CA, even with lifetimes of a second.
+            tokio::time::sleep(wait.max(MIN_RENEW_WAIT)).await;
         }
         match request(ca.as_ref(), current.as_deref(), &token, ttl).await {
             Ok(svid) => {
