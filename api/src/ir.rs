@@ -27,6 +27,20 @@ pub struct Port {
     /// The listeners on this port; a request is served by the one whose
     /// hostname matches it most specifically (listener isolation).
     pub listeners: Vec<Listener>,
+    /// HTTPS ports only: client certificates required (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Mutual TLS on a port: client certificates must chain to these roots.
+/// The client's SPIFFE ID (its certificate's URI SAN) is passed upstream in
+/// `x-forwarded-client-cert`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientAuth {
+    pub roots_pem: Vec<String>,
+    /// Also accept plaintext connections (mesh mode PERMISSIVE).
+    #[serde(default)]
+    pub allow_plaintext: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

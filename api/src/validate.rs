@@ -155,6 +155,7 @@ mod tests {
                 addresses: vec!["127.0.0.1".parse().unwrap()],
                 port: 8080,
                 protocol: Protocol::Http,
+                client_auth: None,
                 listeners: vec![Listener {
                     name: "http".into(),
                     hostname: None,

@@ -22,6 +22,8 @@ pub struct ConnInfo {
     pub port: u16,
     /// The SNI name of a TLS connection, lowercased; empty when none was sent.
     pub sni: Option<String>,
+    /// The client's SPIFFE ID, when it presented a certificate (mutual TLS).
+    pub peer_identity: Option<String>,
 }
 
 impl ConnInfo {

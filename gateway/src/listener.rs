@@ -16,17 +16,25 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use weft_api::Protocol;
+use weft_api::{ClientAuth, Protocol};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Proxy = Arc<HttpProxy<WeftProxy>>;
 
-struct Running {
+/// What is bound on an address; a change rebinds it.
+#[derive(Clone, Debug, PartialEq)]
+struct Binding {
     protocol: Protocol,
+    client_auth: Option<ClientAuth>,
+}
+
+struct Running {
+    binding: Binding,
     stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// The accept loops, by bound address.
@@ -48,26 +56,37 @@ impl Listeners {
     /// Makes the bound sockets those of `snapshot`; returns the addresses that
     /// could not be bound, with why.
     pub async fn reconcile(&mut self, snapshot: &Snapshot) -> Vec<String> {
-        let mut wanted: HashMap<SocketAddr, Protocol> = HashMap::new();
+        let mut wanted: HashMap<SocketAddr, Binding> = HashMap::new();
         for port in &snapshot.config.ports {
             for addr in &port.addresses {
-                wanted.insert(SocketAddr::new(*addr, port.port), port.protocol);
+                let binding = Binding {
+                    protocol: port.protocol,
+                    client_auth: port.client_auth.clone(),
+                };
+                wanted.insert(SocketAddr::new(*addr, port.port), binding);
             }
         }
-        self.running.retain(|addr, running| {
-            let keep = wanted.get(addr) == Some(&running.protocol);
-            if !keep {
+        let changed: Vec<SocketAddr> = self
+            .running
+            .iter()
+            .filter(|(a, r)| wanted.get(a) != Some(&r.binding))
+            .map(|(a, _)| *a)
+            .collect();
+        for addr in changed {
+            if let Some(running) = self.running.remove(&addr) {
                 tracing::info!(%addr, "closing listener");
                 let _ = running.stop.send(true);
+                // The socket is closed once the loop has returned; open
+                // connections carry on.
+                let _ = running.task.await;
             }
-            keep
-        });
+        }
         let mut errors = Vec::new();
-        for (addr, protocol) in wanted {
+        for (addr, binding) in wanted {
             if self.running.contains_key(&addr) {
                 continue;
             }
-            match self.start(addr, protocol).await {
+            match self.start(addr, binding).await {
                 Ok(running) => {
                     self.running.insert(addr, running);
                 }
@@ -95,7 +114,7 @@ impl Listeners {
         }
     }
 
-    async fn start(&self, addr: SocketAddr, protocol: Protocol) -> std::io::Result<Running> {
+    async fn start(&self, addr: SocketAddr, binding: Binding) -> std::io::Result<Running> {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
@@ -104,32 +123,66 @@ impl Listeners {
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(1024)?;
-        let acceptor = match protocol {
-            Protocol::Https => Some(Arc::new(tls_acceptor(addr.port(), self.snapshot.clone()))),
+        let acceptor = match binding.protocol {
+            Protocol::Https => {
+                let acceptor = tls_acceptor(
+                    addr.port(),
+                    self.snapshot.clone(),
+                    binding.client_auth.as_ref(),
+                )
+                .map_err(std::io::Error::other)?;
+                Some(Arc::new(acceptor))
+            }
             Protocol::Http => None,
         };
+        let plaintext_too = binding
+            .client_auth
+            .as_ref()
+            .is_some_and(|c| c.allow_plaintext);
         let (stop, stopped) = watch::channel(false);
-        tracing::info!(%addr, ?protocol, "listening");
-        tokio::spawn(accept_loop(listener, acceptor, self.proxy.clone(), stopped));
-        Ok(Running { protocol, stop })
+        tracing::info!(%addr, protocol = ?binding.protocol, mtls = binding.client_auth.is_some(), "listening");
+        let task = tokio::spawn(accept_loop(
+            listener,
+            acceptor,
+            plaintext_too,
+            self.proxy.clone(),
+            stopped,
+        ));
+        Ok(Running {
+            binding,
+            stop,
+            task,
+        })
     }
 }
 
-fn tls_acceptor(port: u16, snapshot: Arc<ArcSwapOption<Snapshot>>) -> Acceptor {
+fn tls_acceptor(
+    port: u16,
+    snapshot: Arc<ArcSwapOption<Snapshot>>,
+    client_auth: Option<&ClientAuth>,
+) -> Result<Acceptor, String> {
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
-        .expect("ring supports TLS 1.2 and 1.3")
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver { port, snapshot }));
+        .expect("ring supports TLS 1.2 and 1.3");
+    let builder = match client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => builder
+            .with_client_cert_verifier(crate::tls::client_verifier(&auth.roots_pem, provider)?),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver { port, snapshot }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Acceptor::from_server_config(Arc::new(config))
+    Ok(Acceptor::from_server_config(Arc::new(config)))
 }
+
+/// TLS records start with a handshake byte; HTTP with a method's letter.
+const TLS_HANDSHAKE: u8 = 0x16;
 
 async fn accept_loop(
     listener: TcpListener,
     tls: Option<Arc<Acceptor>>,
+    plaintext_too: bool,
     proxy: Proxy,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -150,33 +203,63 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         let (tls, proxy, stop) = (tls.clone(), proxy.clone(), stop.clone());
         tokio::spawn(async move {
-            let l4: L4Stream = tcp.into();
-            let (stream, sni): (Stream, Option<String>) = match tls {
-                None => (Box::new(l4), None),
-                Some(acceptor) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4))
-                        .await
-                    {
-                        Ok(Ok(tls)) => {
-                            let sni = tls
-                                .get_ssl()
-                                .and_then(|s| s.server_name())
-                                .map(str::to_ascii_lowercase);
-                            (Box::new(tls), Some(sni.unwrap_or_default()))
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!("TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => return,
-                    }
+            if let Some(stream) = handshake(tcp, port, tls, plaintext_too).await {
+                let mut next = Some(stream);
+                while let Some(stream) = next.take() {
+                    next = proxy.process_new(stream, &stop).await;
                 }
-            };
-            let mut next =
-                Some(Box::new(ConnStream::new(stream, ConnInfo { port, sni })) as Stream);
-            while let Some(stream) = next.take() {
-                next = proxy.process_new(stream, &stop).await;
             }
         });
     }
+}
+
+/// Turns an accepted socket into the stream Pingora serves: TLS terminated
+/// where the port has TLS (PERMISSIVE ports also take plaintext, told apart
+/// by the first byte), with what was learned on the way in `ConnInfo`.
+async fn handshake(
+    tcp: TcpStream,
+    port: u16,
+    tls: Option<Arc<Acceptor>>,
+    plaintext_too: bool,
+) -> Option<Stream> {
+    let tls = match tls {
+        Some(acceptor) if plaintext_too => {
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+                Ok(Ok(1)) => (first[0] == TLS_HANDSHAKE).then_some(acceptor),
+                _ => return None,
+            }
+        }
+        other => other,
+    };
+    let l4: L4Stream = tcp.into();
+    let Some(acceptor) = tls else {
+        let info = ConnInfo {
+            port,
+            sni: None,
+            peer_identity: None,
+        };
+        return Some(Box::new(ConnStream::new(Box::new(l4), info)));
+    };
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!("TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let ssl = tls.get_ssl();
+    let info = ConnInfo {
+        port,
+        sni: Some(
+            ssl.and_then(|s| s.server_name())
+                .map(str::to_ascii_lowercase)
+                .unwrap_or_default(),
+        ),
+        peer_identity: ssl
+            .and_then(|s| s.peer_certificate_der())
+            .and_then(crate::tls::spiffe_id),
+    };
+    Some(Box::new(ConnStream::new(Box::new(tls), info)))
 }

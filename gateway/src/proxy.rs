@@ -29,6 +29,8 @@ use weft_api::{AppProtocol, HttpFilter, Protocol};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECT_TRIES: u32 = 3;
+/// Carries the client's SPIFFE ID to the backend, as Envoy does.
+const XFCC: &str = "x-forwarded-client-cert";
 
 pub struct WeftProxy {
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
@@ -195,6 +197,11 @@ impl ProxyHttp for WeftProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // Only weft says who the client is.
+        upstream.remove_header(XFCC);
+        if let Some(id) = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()) {
+            upstream.insert_header(XFCC, format!("URI={id}"))?;
+        }
         if upstream.headers.get(http::header::HOST).is_none() {
             if let Some(authority) = session.req_header().uri.authority().map(|a| a.to_string()) {
                 upstream.insert_header(http::header::HOST, authority)?;

@@ -250,6 +250,7 @@ mod tests {
                 addresses: vec!["127.0.0.1".parse().unwrap()],
                 port: 80,
                 protocol: Protocol::Http,
+                client_auth: None,
                 listeners: vec![
                     listener(
                         "wild",

@@ -35,6 +35,39 @@ pub fn certified_key(tls: &TlsCertificate) -> Result<Arc<CertifiedKey>, String> 
     Ok(Arc::new(ck))
 }
 
+/// Verifies client certificates against `roots_pem` (mutual TLS).
+pub fn client_verifier(
+    roots_pem: &[String],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for pem in roots_pem {
+        for der in rustls_pemfile::certs(&mut pem.as_bytes()) {
+            roots
+                .add(der.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| format!("client certificate roots: {e}"))
+}
+
+/// The SPIFFE ID of a certificate: its one `spiffe://` URI SAN.
+pub fn spiffe_id(der: &[u8]) -> Option<String> {
+    use x509_parser::prelude::*;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    let mut uris = san.value.general_names.iter().filter_map(|n| match n {
+        GeneralName::URI(u) if u.starts_with("spiffe://") => Some(u.to_string()),
+        _ => None,
+    });
+    match (uris.next(), uris.next()) {
+        (Some(uri), None) => Some(uri),
+        _ => None,
+    }
+}
+
 /// Resolves the certificate of one port from whatever snapshot is current.
 #[derive(Debug)]
 pub struct SniResolver {

@@ -31,6 +31,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
             addresses: vec![IP.parse().unwrap()],
             port: 8080,
             protocol: Protocol::Http,
+            client_auth: None,
             listeners: vec![Listener {
                 name: "http".into(),
                 hostname: None,

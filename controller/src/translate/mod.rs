@@ -118,6 +118,7 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
                 port: l.port,
                 protocol,
                 listeners: vec![listener],
+                client_auth: None,
             }),
         }
     }
