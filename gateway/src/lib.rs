@@ -24,6 +24,7 @@ mod tls;
 
 pub use error::GatewayError;
 pub use snapshot::Snapshot;
+pub use tls::{spiffe_id, SpiffeServerVerifier};
 
 use arc_swap::ArcSwapOption;
 use pingora::apps::HttpServerOptions;
