@@ -226,6 +226,25 @@ pub struct Cluster {
     pub protocol: AppProtocol,
     pub endpoints: Vec<SocketAddr>,
     pub lb: LbPolicy,
+    /// TLS to the endpoints (mutual TLS to mesh sidecars); plaintext if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<UpstreamTls>,
+}
+
+/// How the gateway originates TLS to a cluster's endpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UpstreamTls {
+    /// The SNI name sent.
+    pub sni: String,
+    /// The roots the server's chain must lead to.
+    pub roots_pem: Vec<String>,
+    /// SPIFFE IDs allowed to serve (the server's URI SAN); empty allows any
+    /// the roots vouch for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<String>,
+    /// The client certificate presented (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<TlsCertificate>,
 }
 
 /// How the gateway talks to a cluster's endpoints.

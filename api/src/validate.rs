@@ -146,6 +146,7 @@ mod tests {
                 protocol: AppProtocol::Http1,
                 endpoints: vec!["127.0.0.1:9000".parse().unwrap()],
                 lb: LbPolicy::RoundRobin,
+                tls: None,
             },
         );
         GatewayConfig {

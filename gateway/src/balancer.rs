@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use weft_api::{AppProtocol, Cluster, LbPolicy};
 
 #[derive(Debug)]
@@ -11,20 +12,29 @@ pub struct ClusterState {
     pub protocol: AppProtocol,
     pub endpoints: Vec<SocketAddr>,
     lb: LbPolicy,
+    /// TLS origination, when the cluster asks for it.
+    pub tls: Option<Arc<crate::upstream_tls::MeshConnector>>,
     next: AtomicUsize,
     active: Vec<AtomicUsize>,
 }
 
 impl ClusterState {
-    pub fn new(name: &str, c: &Cluster) -> Self {
-        ClusterState {
+    pub fn new(name: &str, c: &Cluster) -> Result<Self, String> {
+        let tls = match &c.tls {
+            Some(t) => Some(Arc::new(crate::upstream_tls::MeshConnector::new(
+                t, c.protocol,
+            )?)),
+            None => None,
+        };
+        Ok(ClusterState {
+            tls,
             name: name.to_string(),
             protocol: c.protocol,
             endpoints: c.endpoints.clone(),
             lb: c.lb,
             next: AtomicUsize::new(0),
             active: c.endpoints.iter().map(|_| AtomicUsize::new(0)).collect(),
-        }
+        })
     }
 
     /// The endpoint for the next request, marked active until `finish`.
@@ -74,8 +84,10 @@ mod tests {
                 protocol: AppProtocol::Http1,
                 endpoints,
                 lb,
+                tls: None,
             },
         )
+        .unwrap()
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod proxy;
 mod rescue;
 mod snapshot;
 mod tls;
+mod upstream_tls;
 
 pub use error::GatewayError;
 pub use snapshot::Snapshot;

@@ -178,6 +178,11 @@ impl ProxyHttp for WeftProxy {
         ctx.endpoint = Some(i);
         let mut peer = HttpPeer::new(cluster.endpoints[i], false, String::new());
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        if let Some(tls) = &cluster.tls {
+            // Our own handshake (mutual TLS, SPIFFE check); Pingora sees a stream.
+            peer.options.custom_l4 = Some(tls.clone());
+            peer.group_key = tls.group_key;
+        }
         if cluster.protocol == AppProtocol::H2c {
             peer.options.set_http_version(2, 2);
         }

@@ -63,8 +63,12 @@ impl Snapshot {
         let clusters: HashMap<&str, Arc<ClusterState>> = config
             .clusters
             .iter()
-            .map(|(name, c)| (name.as_str(), Arc::new(ClusterState::new(name, c))))
-            .collect();
+            .map(|(name, c)| {
+                let state = ClusterState::new(name, c)
+                    .map_err(|e| GatewayError::Snapshot(format!("cluster {name}: TLS: {e}")))?;
+                Ok((name.as_str(), Arc::new(state)))
+            })
+            .collect::<Result<_, GatewayError>>()?;
         let mut ports = HashMap::new();
         for port in &config.ports {
             let mut listeners = Vec::new();
@@ -242,6 +246,7 @@ mod tests {
             protocol: AppProtocol::Http1,
             endpoints: vec!["127.0.0.1:1".parse().unwrap()],
             lb: LbPolicy::RoundRobin,
+            tls: None,
         };
         let config = GatewayConfig {
             namespace: "d".into(),

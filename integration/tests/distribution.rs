@@ -22,6 +22,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
             protocol: AppProtocol::Http1,
             endpoints: vec![backend],
             lb: LbPolicy::RoundRobin,
+            tls: None,
         },
     );
     GatewayConfig {

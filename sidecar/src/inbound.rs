@@ -48,6 +48,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         protocol: AppProtocol::Http1,
         endpoints: vec![spec.app],
         lb: LbPolicy::RoundRobin,
+        tls: None,
     };
     GatewayConfig {
         namespace: svid.id.namespace.clone(),

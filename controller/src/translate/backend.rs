@@ -89,6 +89,7 @@ pub fn resolve(
             protocol: app_protocol(service_port),
             endpoints: endpoints(store, ns, r.name, svc, service_port),
             lb: lb_policy(svc),
+            tls: None,
         };
         clusters.insert(name.clone(), cluster);
     }

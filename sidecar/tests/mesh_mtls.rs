@@ -1,0 +1,152 @@
+//! A gateway calling a sidecar over mutual TLS: the gateway presents its own
+//! SPIFFE certificate, checks that the sidecar is the identity expected for
+//! the service, and speaks HTTP/1.1 or HTTP/2 over the encrypted stream.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::watch;
+use weft_api::*;
+use weft_ca::workload::{key_and_csr, Svid};
+use weft_ca::{Authority, SpiffeId};
+use weft_sidecar::inbound::{self, Mode, Spec};
+
+const IP: &str = "127.0.83.1";
+
+fn svid(ca: &Authority, ns: &str, sa: &str) -> Svid {
+    let id = SpiffeId::new("cluster.local", ns, sa).unwrap();
+    let (key_pem, csr) = key_and_csr(None).unwrap();
+    let issued = ca.sign(&csr, &id, None).unwrap();
+    Svid {
+        id,
+        chain: issued.chain,
+        key_pem,
+        bundle: ca.trust_bundle(),
+        not_after: SystemTime::now() + Duration::from_secs(3600),
+        received: SystemTime::now(),
+    }
+}
+
+fn gateway_config(
+    client: &Svid,
+    sidecar: SocketAddr,
+    expected: &str,
+    protocol: AppProtocol,
+) -> GatewayConfig {
+    let tls = UpstreamTls {
+        sni: "backend.shop.svc.cluster.local".into(),
+        roots_pem: client.bundle.clone(),
+        identities: vec![expected.to_string()],
+        client_cert: Some(TlsCertificate {
+            cert_chain_pem: client.chain.concat(),
+            key_pem: client.key_pem.clone(),
+        }),
+    };
+    let cluster = Cluster {
+        protocol,
+        endpoints: vec![sidecar],
+        lb: LbPolicy::RoundRobin,
+        tls: Some(tls),
+    };
+    GatewayConfig {
+        namespace: "infra".into(),
+        name: "gw".into(),
+        ports: vec![Port {
+            addresses: vec![IP.parse().unwrap()],
+            port: 8080,
+            protocol: Protocol::Http,
+            client_auth: None,
+            listeners: vec![Listener {
+                name: "http".into(),
+                hostname: None,
+                tls: None,
+                virtual_hosts: vec![VirtualHost {
+                    hostname: "*".into(),
+                    routes: vec![Route {
+                        name: "r".into(),
+                        matches: HttpMatch::default(),
+                        filters: vec![],
+                        backends: vec![WeightedBackend {
+                            weight: 1,
+                            target: BackendTarget::Cluster("shop/backend:80".into()),
+                            filters: vec![],
+                        }],
+                        timeouts: Timeouts::default(),
+                    }],
+                }],
+            }],
+        }],
+        clusters: BTreeMap::from([("shop/backend:80".to_string(), cluster)]),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_to_sidecar_over_mutual_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca =
+        Authority::load_or_create(dir.path(), "cluster.local", Duration::from_secs(3600)).unwrap();
+
+    // The application: answers with who called it and over which protocol.
+    let app = tokio::net::TcpListener::bind(format!("{IP}:0"))
+        .await
+        .unwrap();
+    let app_addr = app.local_addr().unwrap();
+    let router = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        headers
+            .get("x-forwarded-client-cert")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    });
+    tokio::spawn(async move { axum::serve(app, router).await });
+
+    let sidecar: SocketAddr = format!("{IP}:15006").parse().unwrap();
+    let spec = Spec {
+        listen: sidecar,
+        app: app_addr,
+        mode: Mode::Strict,
+    };
+    let (_tx, rx) = watch::channel(Some(Arc::new(svid(&ca, "shop", "backend"))));
+    tokio::spawn(inbound::run(weft_gateway::Gateway::new(), spec, rx));
+
+    let gateway_id = svid(&ca, "infra", "gateway");
+    let gateway = weft_gateway::Gateway::new();
+    let backend = "spiffe://cluster.local/ns/shop/sa/backend";
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let url = format!("http://{IP}:8080/");
+    for (version, protocol) in [("h1", AppProtocol::Http1), ("h2", AppProtocol::H2c)] {
+        gateway
+            .apply(
+                version.into(),
+                gateway_config(&gateway_id, sidecar, backend, protocol),
+            )
+            .await
+            .unwrap();
+        let mut body = String::new();
+        for _ in 0..100 {
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status() == 200 {
+                    body = r.text().await.unwrap();
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            body, "URI=spiffe://cluster.local/ns/infra/sa/gateway",
+            "{version}"
+        );
+    }
+
+    // A sidecar that is not the identity expected for the service is not called.
+    let wrong = "spiffe://cluster.local/ns/shop/sa/payments";
+    gateway
+        .apply(
+            "wrong".into(),
+            gateway_config(&gateway_id, sidecar, wrong, AppProtocol::Http1),
+        )
+        .await
+        .unwrap();
+    let status = client.get(&url).send().await.unwrap().status();
+    assert_eq!(status, 503);
+}
