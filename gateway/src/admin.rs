@@ -1,5 +1,6 @@
-//! The gateway's admin endpoint: `/ready` (200 once a snapshot serves) and
-//! `/config_dump` (the running snapshot as JSON, certificates' keys left out).
+//! The gateway's admin endpoint: `/ready` (200 once a snapshot serves),
+//! `/config_dump` (the running snapshot as JSON, certificates' keys left out)
+//! and `/metrics` (Prometheus text).
 
 use crate::{Gateway, GatewayError};
 use axum::extract::State;
@@ -16,6 +17,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/ready", get(ready))
         .route("/config_dump", get(config_dump))
+        .route("/metrics", get(metrics))
         .with_state(gateway)
 }
 
@@ -46,6 +48,13 @@ async fn ready(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
             "no config yet\n".to_string(),
         ),
     }
+}
+
+async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        gw.metrics.text(),
+    )
 }
 
 async fn config_dump(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {

@@ -9,6 +9,8 @@ use weft_api::{AppProtocol, Cluster, LbPolicy};
 #[derive(Debug)]
 pub struct ClusterState {
     pub name: String,
+    /// The service as metrics name it: `<svc>.<ns>.svc.cluster.local`.
+    pub service: String,
     pub protocol: AppProtocol,
     pub endpoints: Vec<SocketAddr>,
     lb: LbPolicy,
@@ -27,6 +29,7 @@ impl ClusterState {
             None => None,
         };
         Ok(ClusterState {
+            service: service_host(name),
             tls,
             name: name.to_string(),
             protocol: c.protocol,
@@ -67,6 +70,17 @@ impl ClusterState {
         if let Some(a) = self.active.get(i) {
             a.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// `<ns>/<svc>:<port>` → `<svc>.<ns>.svc.cluster.local`; other names as they are.
+fn service_host(cluster: &str) -> String {
+    match cluster.split_once('/') {
+        Some((ns, rest)) => {
+            let svc = rest.rsplit_once(':').map_or(rest, |(s, _)| s);
+            format!("{svc}.{ns}.svc.cluster.local")
+        }
+        None => cluster.to_string(),
     }
 }
 

@@ -20,6 +20,7 @@ mod mirror;
 mod proxy;
 mod rescue;
 mod snapshot;
+pub mod telemetry;
 mod tls;
 mod upstream_tls;
 
@@ -38,6 +39,7 @@ use weft_api::GatewayConfig;
 /// One gateway: the current snapshot and the sockets that serve it.
 pub struct Gateway {
     snapshot: Arc<ArcSwapOption<Snapshot>>,
+    pub metrics: Arc<telemetry::Metrics>,
     listeners: Mutex<listener::Listeners>,
     bind_errors: Mutex<Vec<String>>,
     /// The last snapshot refused: its version and why.
@@ -46,19 +48,31 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new() -> Arc<Self> {
+        Gateway::with_reporter(telemetry::Reporter::default())
+    }
+
+    /// A gateway whose metrics report as `reporter`.
+    pub fn with_reporter(reporter: telemetry::Reporter) -> Arc<Self> {
         let snapshot = Arc::new(ArcSwapOption::empty());
+        let metrics = Arc::new(telemetry::Metrics::new(reporter));
         let conf = Arc::new(ServerConf::default());
         let mut proxy = pingora::proxy::http_proxy(
             &conf,
             proxy::WeftProxy {
                 snapshot: snapshot.clone(),
+                metrics: metrics.clone(),
             },
         );
         let mut options = HttpServerOptions::default();
         options.h2c = true;
         proxy.server_options = Some(options);
         Arc::new(Gateway {
-            listeners: Mutex::new(listener::Listeners::new(Arc::new(proxy), snapshot.clone())),
+            listeners: Mutex::new(listener::Listeners::new(
+                Arc::new(proxy),
+                snapshot.clone(),
+                metrics.clone(),
+            )),
+            metrics,
             snapshot,
             bind_errors: Mutex::new(Vec::new()),
             rejected: std::sync::Mutex::new(None),

@@ -5,6 +5,7 @@
 use crate::conn::{ConnInfo, ConnStream};
 use crate::proxy::WeftProxy;
 use crate::snapshot::Snapshot;
+use crate::telemetry::Metrics;
 use crate::tls::SniResolver;
 use arc_swap::ArcSwapOption;
 use pingora::apps::ServerApp;
@@ -40,14 +41,20 @@ struct Running {
 /// The accept loops, by bound address.
 pub struct Listeners {
     proxy: Proxy,
+    metrics: Arc<Metrics>,
     snapshot: Arc<ArcSwapOption<Snapshot>>,
     running: HashMap<SocketAddr, Running>,
 }
 
 impl Listeners {
-    pub fn new(proxy: Proxy, snapshot: Arc<ArcSwapOption<Snapshot>>) -> Self {
+    pub fn new(
+        proxy: Proxy,
+        snapshot: Arc<ArcSwapOption<Snapshot>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Listeners {
             proxy,
+            metrics,
             snapshot,
             running: HashMap::new(),
         }
@@ -141,13 +148,13 @@ impl Listeners {
             .is_some_and(|c| c.allow_plaintext);
         let (stop, stopped) = watch::channel(false);
         tracing::info!(%addr, protocol = ?binding.protocol, mtls = binding.client_auth.is_some(), "listening");
-        let task = tokio::spawn(accept_loop(
-            listener,
-            acceptor,
+        let serving = Arc::new(Serving {
+            tls: acceptor,
             plaintext_too,
-            self.proxy.clone(),
-            stopped,
-        ));
+            proxy: self.proxy.clone(),
+            metrics: self.metrics.clone(),
+        });
+        let task = tokio::spawn(accept_loop(listener, serving, stopped));
         Ok(Running {
             binding,
             stop,
@@ -179,11 +186,18 @@ fn tls_acceptor(
 /// TLS records start with a handshake byte; HTTP with a method's letter.
 const TLS_HANDSHAKE: u8 = 0x16;
 
-async fn accept_loop(
-    listener: TcpListener,
+/// What an accept loop serves its connections with.
+struct Serving {
     tls: Option<Arc<Acceptor>>,
+    /// PERMISSIVE: plaintext accepted beside TLS.
     plaintext_too: bool,
     proxy: Proxy,
+    metrics: Arc<Metrics>,
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    serving: Arc<Serving>,
     mut stop: watch::Receiver<bool>,
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
@@ -201,13 +215,16 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let (tls, proxy, stop) = (tls.clone(), proxy.clone(), stop.clone());
+        let (serving, stop) = (serving.clone(), stop.clone());
         tokio::spawn(async move {
-            if let Some(stream) = handshake(tcp, port, tls, plaintext_too).await {
+            let tls = serving.tls.clone();
+            if let Some((stream, mtls)) = handshake(tcp, port, tls, serving.plaintext_too).await {
+                serving.metrics.connection_opened(mtls);
                 let mut next = Some(stream);
                 while let Some(stream) = next.take() {
-                    next = proxy.process_new(stream, &stop).await;
+                    next = serving.proxy.process_new(stream, &stop).await;
                 }
+                serving.metrics.connection_closed(mtls);
             }
         });
     }
@@ -221,7 +238,7 @@ async fn handshake(
     port: u16,
     tls: Option<Arc<Acceptor>>,
     plaintext_too: bool,
-) -> Option<Stream> {
+) -> Option<(Stream, bool)> {
     let tls = match tls {
         Some(acceptor) if plaintext_too => {
             let mut first = [0u8; 1];
@@ -239,7 +256,7 @@ async fn handshake(
             sni: None,
             peer_identity: None,
         };
-        return Some(Box::new(ConnStream::new(Box::new(l4), info)));
+        return Some((Box::new(ConnStream::new(Box::new(l4), info)), false));
     };
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
         Ok(Ok(tls)) => tls,
@@ -261,5 +278,6 @@ async fn handshake(
             .and_then(|s| s.peer_certificate_der())
             .and_then(crate::tls::spiffe_id),
     };
-    Some(Box::new(ConnStream::new(Box::new(tls), info)))
+    let mtls = info.peer_identity.is_some();
+    Some((Box::new(ConnStream::new(Box::new(tls), info)), mtls))
 }

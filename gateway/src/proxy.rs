@@ -34,10 +34,11 @@ const XFCC: &str = "x-forwarded-client-cert";
 
 pub struct WeftProxy {
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
-#[derive(Default)]
 pub struct RequestCtx {
+    started: std::time::Instant,
     route: Option<Arc<CompiledRoute>>,
     backend: usize,
     cluster: Option<Arc<ClusterState>>,
@@ -82,7 +83,15 @@ impl ProxyHttp for WeftProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx {
+            started: std::time::Instant::now(),
+            route: None,
+            backend: 0,
+            cluster: None,
+            endpoint: None,
+            failed_endpoint: None,
+            connect_tries: 0,
+        }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -287,9 +296,28 @@ impl ProxyHttp for WeftProxy {
         }
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         if let (Some(cluster), Some(i)) = (&ctx.cluster, ctx.endpoint.take()) {
             cluster.finish(i);
         }
+        let grpc = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let peer = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref());
+        self.metrics.record(&crate::telemetry::RequestRecord {
+            source_principal: peer,
+            destination_service: ctx
+                .cluster
+                .as_ref()
+                .map_or("unknown", |c| c.service.as_str()),
+            protocol: if grpc { "grpc" } else { "http" },
+            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            mutual_tls: peer.is_some(),
+            duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
+            request_bytes: session.body_bytes_read(),
+            response_bytes: session.body_bytes_sent(),
+        });
     }
 }

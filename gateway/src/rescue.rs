@@ -36,7 +36,10 @@ mod tests {
         let timed_out = Error::new_up(ErrorType::ReadTimedout);
         assert_eq!(status_for(&timed_out), 504);
         assert_eq!(status_for(&Error::new_up(ErrorType::ConnectRefused)), 503);
-        assert_eq!(status_for(&Error::new_up(ErrorType::TLSHandshakeFailure)), 503);
+        assert_eq!(
+            status_for(&Error::new_up(ErrorType::TLSHandshakeFailure)),
+            503
+        );
         assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(421))), 421);
         assert_eq!(
             status_for(&Error::new_down(ErrorType::InvalidHTTPHeader)),

@@ -47,6 +47,14 @@ fn analyze_passes_the_quickstart_and_fails_a_broken_folder() {
     );
 }
 
+/// The sum of `istio_requests_total` series whose labels contain all of `labels`.
+fn requests_total(text: &str, labels: &[&str]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with("istio_requests_total{") && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[tokio::test]
 async fn the_quickstart_serves_and_reports() {
     let ip = "127.0.71.1";
@@ -118,6 +126,43 @@ async fn the_quickstart_serves_and_reports() {
         dump.to_string().contains("<redacted>") && !dump.to_string().contains("PRIVATE KEY"),
         "keys stay out of dumps"
     );
+
+    // Metrics count exactly the requests sent.
+    let metrics = || async {
+        reqwest::get(format!("{gateway_admin}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let ok_before = requests_total(&metrics().await, &["response_code=\"200\""]);
+    for _ in 0..20 {
+        assert_eq!(get(&c, &url, "shop.example.com").await.0, 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(&c, &url, "nothing.example.org").await.0, 404);
+    }
+    let text = metrics().await;
+    assert_eq!(
+        requests_total(&text, &["response_code=\"200\""]) - ok_before,
+        20,
+        "{text}"
+    );
+    assert_eq!(
+        requests_total(
+            &text,
+            &["response_code=\"404\"", "destination_service=\"unknown\""]
+        ),
+        3
+    );
+    assert!(
+        requests_total(
+            &text,
+            &["destination_service=\"echo-v1.default.svc.cluster.local\""]
+        ) > 0
+    );
+    assert!(text.contains("istio_request_duration_milliseconds_bucket"));
 
     let status = Command::new(WEFT)
         .args(["status", "--admin", admin.trim_start_matches("http://")])
