@@ -15,6 +15,9 @@ pub struct GatewayConfig {
     pub ports: Vec<Port>,
     /// Upstream clusters by name (`<namespace>/<service>:<port>`).
     pub clusters: BTreeMap<String, Cluster>,
+    /// One JSON line per request on the proxy's standard output.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub access_log: bool,
 }
 
 /// A listening port: the unit the gateway binds, holding every Gateway

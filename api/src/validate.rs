@@ -168,6 +168,7 @@ mod tests {
                 }],
             }],
             clusters,
+            access_log: false,
         }
     }
 

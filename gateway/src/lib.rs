@@ -7,6 +7,7 @@
 //!
 //! It knows nothing of Kubernetes: its only input is `weft_api::GatewayConfig`.
 
+mod access_log;
 pub mod admin;
 mod balancer;
 pub mod client;
@@ -61,6 +62,7 @@ impl Gateway {
             proxy::WeftProxy {
                 snapshot: snapshot.clone(),
                 metrics: metrics.clone(),
+                access_log: access_log::AccessLog::start(),
             },
         );
         let mut options = HttpServerOptions::default();

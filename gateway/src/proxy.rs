@@ -35,10 +35,15 @@ const XFCC: &str = "x-forwarded-client-cert";
 pub struct WeftProxy {
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
+    pub access_log: crate::access_log::AccessLog,
 }
 
 pub struct RequestCtx {
     started: std::time::Instant,
+    /// Whether the snapshot the request loaded asks for access logs.
+    access_log: bool,
+    /// The traceparent sent upstream.
+    traceparent: Option<String>,
     route: Option<Arc<CompiledRoute>>,
     backend: usize,
     cluster: Option<Arc<ClusterState>>,
@@ -85,6 +90,8 @@ impl ProxyHttp for WeftProxy {
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
             started: std::time::Instant::now(),
+            access_log: false,
+            traceparent: None,
             route: None,
             backend: 0,
             cluster: None,
@@ -98,6 +105,7 @@ impl ProxyHttp for WeftProxy {
         let Some(snapshot) = self.snapshot.load_full() else {
             return respond(session, 503, None).await;
         };
+        ctx.access_log = snapshot.config.access_log;
         let conn = ConnInfo::of(session.digest());
         let port = conn.map(|c| c.port).or_else(|| {
             session
@@ -216,6 +224,14 @@ impl ProxyHttp for WeftProxy {
         if let Some(id) = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()) {
             upstream.insert_header(XFCC, format!("URI={id}"))?;
         }
+        let incoming = session
+            .req_header()
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok());
+        let traceparent = crate::telemetry::next_traceparent(incoming);
+        upstream.insert_header("traceparent", &traceparent)?;
+        ctx.traceparent = Some(traceparent);
         if upstream.headers.get(http::header::HOST).is_none() {
             if let Some(authority) = session.req_header().uri.authority().map(|a| a.to_string()) {
                 upstream.insert_header(http::header::HOST, authority)?;
@@ -306,6 +322,11 @@ impl ProxyHttp for WeftProxy {
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let peer = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if ctx.access_log {
+            self.access_log
+                .write(access_line(session, ctx, status, peer));
+        }
         self.metrics.record(&crate::telemetry::RequestRecord {
             source_principal: peer,
             destination_service: ctx
@@ -313,11 +334,41 @@ impl ProxyHttp for WeftProxy {
                 .as_ref()
                 .map_or("unknown", |c| c.service.as_str()),
             protocol: if grpc { "grpc" } else { "http" },
-            status: session.response_written().map_or(0, |r| r.status.as_u16()),
+            status,
             mutual_tls: peer.is_some(),
             duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
             request_bytes: session.body_bytes_read(),
             response_bytes: session.body_bytes_sent(),
         });
     }
+}
+
+/// One access-log line, JSON.
+fn access_line(session: &Session, ctx: &RequestCtx, status: u16, peer: Option<&str>) -> String {
+    let req = session.req_header();
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let upstream = match (&ctx.cluster, ctx.endpoint) {
+        (Some(c), Some(i)) => c.endpoints.get(i).map(ToString::to_string),
+        _ => None,
+    };
+    serde_json::json!({
+        "start_time_unix_ms": (std::time::SystemTime::now() - ctx.started.elapsed())
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        "method": req.method.as_str(),
+        "path": req.uri.path_and_query().map(|p| p.as_str()),
+        "protocol": format!("{:?}", req.version),
+        "authority": header("host").or_else(|| req.uri.authority().map(|a| a.as_str())),
+        "response_code": status,
+        "duration_ms": ctx.started.elapsed().as_millis() as u64,
+        "bytes_received": session.body_bytes_read(),
+        "bytes_sent": session.body_bytes_sent(),
+        "route_name": ctx.route.as_ref().map(|r| r.name.as_str()),
+        "upstream_cluster": ctx.cluster.as_ref().map(|c| c.name.as_str()),
+        "upstream_host": upstream,
+        "user_agent": header("user-agent"),
+        "downstream_peer_principal": peer,
+        "traceparent": ctx.traceparent,
+    })
+    .to_string()
 }

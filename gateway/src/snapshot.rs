@@ -274,6 +274,7 @@ mod tests {
                 ("b".to_string(), cluster),
             ]
             .into(),
+            access_log: false,
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];

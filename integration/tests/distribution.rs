@@ -57,6 +57,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
             }],
         }],
         clusters,
+        access_log: false,
     }
 }
 

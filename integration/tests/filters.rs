@@ -157,3 +157,60 @@ async fn filters_and_timeouts() {
         (Some("False"), Some("BackendNotFound"))
     );
 }
+
+#[tokio::test]
+async fn access_log_lines_and_trace_context() {
+    let ip = "127.0.52.1";
+    let annotated = base(ip).replace(
+        "metadata: {name: gw}",
+        "metadata: {name: gw, annotations: {weft.dev/access-log: \"true\"}}",
+    );
+    let weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &annotated),
+            ("r.yaml", &route("r", "log.example.com", "v1")),
+        ],
+    );
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/logged?x=1");
+    eventually(Duration::from_secs(20), "v1 serves", || async {
+        get(&c, &url, "log.example.com").await.0 == 200
+    })
+    .await;
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let resp = c
+        .get(&url)
+        .header("host", "log.example.com")
+        .header("traceparent", incoming)
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let sent = body["headers"]["Traceparent"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent != incoming,
+        "{sent}"
+    );
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let line = weft
+            .stdout
+            .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+            .unwrap();
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if entry["traceparent"] == sent.as_str() {
+            assert_eq!(entry["path"], "/logged?x=1");
+            assert_eq!(entry["response_code"], 200);
+            assert_eq!(entry["authority"], "log.example.com");
+            assert_eq!(entry["upstream_cluster"], "default/v1:80");
+            break;
+        }
+    }
+}

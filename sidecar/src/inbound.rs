@@ -75,6 +75,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
             }],
         }],
         clusters: BTreeMap::from([(APP_CLUSTER.to_string(), app)]),
+        access_log: false,
     }
 }
 

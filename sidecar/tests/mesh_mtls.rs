@@ -78,6 +78,7 @@ fn gateway_config(
             }],
         }],
         clusters: BTreeMap::from([("shop/backend:80".to_string(), cluster)]),
+        access_log: false,
     }
 }
 

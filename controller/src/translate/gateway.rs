@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use weft_api::{Protocol, Route, TlsCertificate};
 
+pub const ACCESS_LOG_ANNOTATION: &str = "weft.dev/access-log";
+
 pub enum AllowedFrom {
     Same,
     All,
@@ -55,6 +57,8 @@ impl ListenerCtx {
 
 pub struct GatewayCtx {
     pub key: ObjKey,
+    /// The annotation `weft.dev/access-log: "true"` turns on access logs.
+    pub access_log: bool,
     pub generation: i64,
     pub addresses: Vec<IpAddr>,
     pub address_problem: Option<String>,
@@ -150,8 +154,13 @@ fn gateway(
         .map(|l| listener(store, &key.namespace, l))
         .collect();
     mark_conflicts(&mut listeners);
+    let annotations = gw.metadata.annotations.as_ref();
+    let access_log = annotations
+        .and_then(|a| a.get(ACCESS_LOG_ANNOTATION))
+        .is_some_and(|v| v == "true");
     GatewayCtx {
         key: key.clone(),
+        access_log,
         generation,
         addresses,
         address_problem,

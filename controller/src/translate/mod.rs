@@ -130,5 +130,6 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
             .into_iter()
             .filter_map(|c| clusters.get(&c).map(|v| (c, v.clone())))
             .collect(),
+        access_log: gw.access_log,
     }
 }
