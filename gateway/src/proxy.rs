@@ -160,15 +160,11 @@ impl ProxyHttp for WeftProxy {
         let Some(backend) = route.pick_backend() else {
             return respond(session, 500, None).await;
         };
-        let cluster = match &backend.target {
+        let cluster = match &route.backends[backend].target {
             Ok(cluster) => cluster.clone(),
             Err(status) => return respond(session, *status, None).await,
         };
-        ctx.backend = route
-            .backends
-            .iter()
-            .position(|b| std::ptr::eq(b, backend))
-            .unwrap_or(0);
+        ctx.backend = backend;
         ctx.cluster = Some(cluster);
         ctx.route = Some(route.clone());
         Ok(false)

@@ -178,8 +178,8 @@ impl ListenerTable {
 }
 
 impl CompiledRoute {
-    /// A backend chosen by weight; `None` when the rule has none.
-    pub fn pick_backend(&self) -> Option<&CompiledBackend> {
+    /// The index of a backend chosen by weight; `None` when the rule has none.
+    pub fn pick_backend(&self) -> Option<usize> {
         if self.total_weight == 0 {
             return None;
         }
@@ -188,9 +188,9 @@ impl CompiledRoute {
         } else {
             rand::random_range(0..self.total_weight)
         };
-        for b in &self.backends {
+        for (i, b) in self.backends.iter().enumerate() {
             if n < b.weight {
-                return Some(b);
+                return Some(i);
             }
             n -= b.weight;
         }
