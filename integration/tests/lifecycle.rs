@@ -262,3 +262,73 @@ async fn hostile_requests_get_4xx_and_never_reach_a_backend() {
     assert_eq!(accepted.load(Ordering::SeqCst), 1);
     drop(weft);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_endpoints_under_load_fails_no_request() {
+    let ip = "127.0.44.1";
+    let workloads: String = (1..=3)
+        .map(|i| {
+            format!(
+                "---\napiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {{name: echo-{i}, labels: {{app: echo}}}}\nspec:\n  command: [weft, echo, --listen, \"127.0.44.{i}:9000\"]\n  address: 127.0.44.{i}\n  ports: [{{name: http, containerPort: 9000}}]\n"
+            )
+        })
+        .collect();
+    let service = "---\napiVersion: v1\nkind: Service\nmetadata: {name: echo}\nspec:\n  selector: {app: echo}\n  ports: [{name: http, port: 80, targetPort: http}]\n";
+    let manifests = format!("{}{workloads}{service}", base(ip));
+    let weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &manifests),
+            ("r.yaml", &route("r", "echo.example.com", "echo")),
+        ],
+    );
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/");
+    eventually(Duration::from_secs(20), "all three serve", || async {
+        let mut pods = std::collections::BTreeSet::new();
+        for _ in 0..9 {
+            if let (200, body) = get(&c, &url, "echo.example.com").await {
+                pods.insert(body["pod"].as_str().unwrap_or("").to_string());
+            }
+        }
+        pods.len() == 3
+    })
+    .await;
+
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (c, url, done, ok, failed) = (
+            c.clone(),
+            url.clone(),
+            done.clone(),
+            ok.clone(),
+            failed.clone(),
+        );
+        clients.push(tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                match get(&c, &url, "echo.example.com").await.0 {
+                    200 => ok.fetch_add(1, Ordering::Relaxed),
+                    code => {
+                        eprintln!("failed request: {code}");
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pid = pid_of("127.0.44.2:9000").expect("echo-2 runs");
+    // SAFETY: kill(2) on a process this test's weft started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    done.store(true, Ordering::Relaxed);
+    for t in clients {
+        t.await.unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    assert!(ok > 100, "only {ok} requests");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    drop(weft);
+}
