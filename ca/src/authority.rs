@@ -67,18 +67,18 @@ fn read(path: &Path) -> Result<Option<String>, CaError> {
     match std::fs::read_to_string(path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(CaError::State {
+        Err(cause) => Err(CaError::State {
             path: path.to_path_buf(),
-            source,
+            cause,
         }),
     }
 }
 
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), CaError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |source| CaError::State {
+    let err = |cause| CaError::State {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true)
@@ -98,9 +98,9 @@ impl Authority {
         trust_domain: &str,
         max_ttl: Duration,
     ) -> Result<Self, CaError> {
-        std::fs::create_dir_all(dir).map_err(|source| CaError::State {
+        std::fs::create_dir_all(dir).map_err(|cause| CaError::State {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let (root_pem, root_key) =
             match (read(&dir.join("root.pem"))?, read(&dir.join("root.key"))?) {

@@ -12,10 +12,10 @@ pub enum CaError {
     IdentityMismatch { requested: String, caller: String },
     #[error("not authenticated: {0}")]
     Unauthenticated(String),
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     State {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("CA state: {0}")]
     BadState(String),

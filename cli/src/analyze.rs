@@ -62,7 +62,9 @@ fn not_accepted(v: &serde_json::Value, out: &mut Vec<String>) {
 }
 
 pub async fn status(admin: SocketAddr) -> anyhow::Result<()> {
-    let mut stream = tokio::net::TcpStream::connect(admin).await?;
+    let mut stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the controller at {admin}: {e}"))?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let req = format!("GET /status HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await?;

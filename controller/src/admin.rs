@@ -23,7 +23,7 @@ pub fn router(state: watch::Receiver<Arc<Published>>) -> Router {
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControllerError> {
     TcpListener::bind(addr)
         .await
-        .map_err(|source| ControllerError::Serve { addr, source })
+        .map_err(|cause| ControllerError::Serve { addr, cause })
 }
 
 async fn status(State(state): State<watch::Receiver<Arc<Published>>>) -> Json<Value> {

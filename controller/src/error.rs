@@ -5,19 +5,16 @@ use thiserror::Error;
 pub enum ControllerError {
     #[error("{path}: {message}")]
     Manifest { path: PathBuf, message: String },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot watch {path}: {source}")]
-    Watch {
-        path: PathBuf,
-        source: notify::Error,
-    },
-    #[error("cannot serve on {addr}: {source}")]
+    #[error("cannot watch {path}: {cause}")]
+    Watch { path: PathBuf, cause: notify::Error },
+    #[error("cannot serve on {addr}: {cause}")]
     Serve {
         addr: std::net::SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }

@@ -28,10 +28,10 @@ pub async fn serve(
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), GatewayError> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| GatewayError::Admin { addr, source })?;
+        .map_err(|cause| GatewayError::Admin { addr, cause })?;
     let bound = listener
         .local_addr()
-        .map_err(|source| GatewayError::Admin { addr, source })?;
+        .map_err(|cause| GatewayError::Admin { addr, cause })?;
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router(gateway)).await {
             tracing::error!("admin endpoint failed: {e}");

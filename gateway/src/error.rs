@@ -7,9 +7,9 @@ pub enum GatewayError {
     Snapshot(String),
     #[error("cannot reach the controller at {addr}: {message}")]
     Controller { addr: String, message: String },
-    #[error("cannot serve the admin endpoint on {addr}: {source}")]
+    #[error("cannot serve the admin endpoint on {addr}: {cause}")]
     Admin {
         addr: std::net::SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }

@@ -50,9 +50,9 @@ pub fn parse_text(text: &str) -> Result<Vec<Parsed>, Vec<String>> {
 impl FolderState {
     /// Reads the folder and builds the next store from `previous`.
     pub fn read(&mut self, dir: &Path, previous: &Store) -> Result<Store, ControllerError> {
-        let entries = std::fs::read_dir(dir).map_err(|source| ControllerError::Read {
+        let entries = std::fs::read_dir(dir).map_err(|cause| ControllerError::Read {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -131,15 +131,15 @@ pub fn watch(
             }
         }
     })
-    .map_err(|source| ControllerError::Watch {
+    .map_err(|cause| ControllerError::Watch {
         path: dir.to_path_buf(),
-        source,
+        cause,
     })?;
     watcher
         .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|source| ControllerError::Watch {
+        .map_err(|cause| ControllerError::Watch {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
