@@ -295,39 +295,13 @@ async fn killing_one_of_three_endpoints_under_load_fails_no_request() {
     })
     .await;
 
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (c, url, done, ok, failed) = (
-            c.clone(),
-            url.clone(),
-            done.clone(),
-            ok.clone(),
-            failed.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                match get(&c, &url, "echo.example.com").await.0 {
-                    200 => ok.fetch_add(1, Ordering::Relaxed),
-                    code => {
-                        eprintln!("failed request: {code}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
+    let load = Load::start(&c, &url, "echo.example.com", 4, |status, _| status == 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let pid = pid_of("127.0.44.2:9000").expect("echo-2 runs");
     // SAFETY: kill(2) on a process this test's weft started.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    done.store(true, Ordering::Relaxed);
-    for t in clients {
-        t.await.unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.stop().await;
     assert!(ok > 100, "only {ok} requests");
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
     drop(weft);

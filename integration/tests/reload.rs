@@ -4,8 +4,6 @@
 //! continuous traffic fail no request.
 
 mod support;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 
@@ -92,31 +90,9 @@ async fn route_edits_every_100ms_fail_no_request() {
     })
     .await;
 
-    let done = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (c, url, done, ok, failed) = (
-            c.clone(),
-            url.clone(),
-            done.clone(),
-            ok.clone(),
-            failed.clone(),
-        );
-        clients.push(tokio::spawn(async move {
-            while !done.load(Ordering::Relaxed) {
-                match get(&c, &url, "app.example.com").await {
-                    (200, body) if body["pod"] == "v1" || body["pod"] == "v2" => {
-                        ok.fetch_add(1, Ordering::Relaxed)
-                    }
-                    other => {
-                        eprintln!("failed request: {other:?}");
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        }));
-    }
+    let load = Load::start(&c, &url, "app.example.com", 4, |status, body| {
+        status == 200 && (body["pod"] == "v1" || body["pod"] == "v2")
+    });
     let mut seen_v2 = false;
     for i in 0..30 {
         let backend = if i % 2 == 0 { "v2" } else { "v1" };
@@ -124,11 +100,7 @@ async fn route_edits_every_100ms_fail_no_request() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         seen_v2 |= get(&c, &url, "app.example.com").await.1["pod"] == "v2";
     }
-    done.store(true, Ordering::Relaxed);
-    for t in clients {
-        t.await.unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.stop().await;
     assert!(ok > 100, "only {ok} requests went through");
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
     assert!(seen_v2, "the edits took effect");

@@ -6,27 +6,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use weft_ca::workload::{key_and_csr, Svid};
-use weft_ca::{Authority, SpiffeId};
+use weft_ca::workload::Svid;
+
+mod support;
+use support::svid;
+use weft_ca::Authority;
 use weft_gateway::SpiffeServerVerifier;
 use weft_sidecar::inbound::{self, Mode, Spec};
-
-fn svid(ca: &Authority, ns: &str, sa: &str) -> Svid {
-    let id = SpiffeId::new("cluster.local", ns, sa).unwrap();
-    let (key_pem, csr) = key_and_csr(None).unwrap();
-    let issued = ca.sign(&csr, &id, None).unwrap();
-    Svid {
-        id,
-        chain: issued.chain,
-        key_pem,
-        bundle: ca.trust_bundle(),
-        not_after: SystemTime::now() + Duration::from_secs(3600),
-        received: SystemTime::now(),
-    }
-}
 
 /// An application that answers with the x-forwarded-client-cert it got.
 async fn app(ip: &str) -> SocketAddr {

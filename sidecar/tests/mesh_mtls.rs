@@ -5,28 +5,17 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::watch;
 use weft_api::*;
-use weft_ca::workload::{key_and_csr, Svid};
-use weft_ca::{Authority, SpiffeId};
+use weft_ca::workload::Svid;
+
+mod support;
+use support::svid;
+use weft_ca::Authority;
 use weft_sidecar::inbound::{self, Mode, Spec};
 
 const IP: &str = "127.0.83.1";
-
-fn svid(ca: &Authority, ns: &str, sa: &str) -> Svid {
-    let id = SpiffeId::new("cluster.local", ns, sa).unwrap();
-    let (key_pem, csr) = key_and_csr(None).unwrap();
-    let issued = ca.sign(&csr, &id, None).unwrap();
-    Svid {
-        id,
-        chain: issued.chain,
-        key_pem,
-        bundle: ca.trust_bundle(),
-        not_after: SystemTime::now() + Duration::from_secs(3600),
-        received: SystemTime::now(),
-    }
-}
 
 fn gateway_config(
     client: &Svid,

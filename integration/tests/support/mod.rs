@@ -246,3 +246,63 @@ endpoints: [{{addresses: ["{ip}"]}}]
 "#
     )
 }
+
+/// Clients that send GETs without pause until stopped, counting responses
+/// that satisfy `ok` and those that do not.
+pub struct Load {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(
+        c: &reqwest::Client,
+        url: &str,
+        host: &str,
+        clients: usize,
+        ok: fn(u16, &serde_json::Value) -> bool,
+    ) -> Load {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let done = Arc::new(AtomicBool::new(false));
+        let (good, bad) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (c, url, host) = (c.clone(), url.to_string(), host.to_string());
+                let (done, good, bad) = (done.clone(), good.clone(), bad.clone());
+                tokio::spawn(async move {
+                    while !done.load(Ordering::Relaxed) {
+                        let (status, body) = get(&c, &url, &host).await;
+                        if ok(status, &body) {
+                            good.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            eprintln!("failed request: {status} {body}");
+                            bad.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            done,
+            ok: good,
+            failed: bad,
+            tasks,
+        }
+    }
+
+    /// Stops the clients; (good, failed) responses.
+    pub async fn stop(self) -> (usize, usize) {
+        use std::sync::atomic::Ordering;
+        self.done.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
