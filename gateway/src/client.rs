@@ -54,11 +54,11 @@ async fn session(
                 .apply(resp.version.clone(), config)
                 .await
                 .map_err(|e| e.to_string()),
-            Err(e) => {
-                gateway.reject(resp.version.clone(), e.to_string());
-                Err(e.to_string())
-            }
+            Err(e) => Err(e.to_string()),
         };
+        if let Err(e) = &result {
+            gateway.reject(resp.version.clone(), e.clone());
+        }
         let current = gateway
             .current()
             .map(|s| s.version.clone())
