@@ -266,3 +266,39 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
 }
+
+/// What one sidecar needs: where it listens for its workload, and the
+/// services its workload may call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct SidecarConfig {
+    pub namespace: String,
+    pub workload: String,
+    /// The workload's SPIFFE ID.
+    pub identity: String,
+    pub mode: MtlsMode,
+    /// For each application port: the mutual-TLS address the sidecar takes
+    /// inbound connections on, and the application's address.
+    pub inbound: Vec<InboundPort>,
+    /// The outbound side, in the gateway's terms: one HTTP proxy port whose
+    /// virtual hosts are the services' names with their ports
+    /// (`svc.ns.svc.cluster.local:80`, `svc.ns:80`, and `svc:80` within the
+    /// namespace). Clusters of meshed services carry `UpstreamTls` with the
+    /// identities expected of them; the sidecar adds its own certificate and
+    /// the trust bundle, which the controller never sees.
+    pub outbound: GatewayConfig,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MtlsMode {
+    /// Only mutual TLS from the mesh.
+    #[default]
+    Strict,
+    /// Mutual TLS, or plaintext.
+    Permissive,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundPort {
+    pub listen: SocketAddr,
+    pub app: SocketAddr,
+}

@@ -38,7 +38,13 @@ struct RunningGateway {
 }
 
 pub async fn run(dir: PathBuf, admin: SocketAddr, default_address: IpAddr) -> anyhow::Result<()> {
-    let (mut controller, state) = Controller::new(dir.clone(), Options { default_address });
+    let (mut controller, state) = Controller::new(
+        dir.clone(),
+        Options {
+            default_address,
+            ..Options::default()
+        },
+    );
     controller.reload()?;
 
     let (reports_tx, reports_rx) = mpsc::channel(64);

@@ -26,7 +26,12 @@ fn render(input: &str) -> String {
         .iter()
         .map(|(k, v)| (format!("{}/{}", k.namespace, k.name), v))
         .collect();
-    let doc = serde_json::json!({"statuses": statuses, "gateways": gateways});
+    let sidecars: BTreeMap<String, _> = out
+        .sidecars
+        .iter()
+        .map(|(k, v)| (format!("{}/{}", k.namespace, k.name), v))
+        .collect();
+    let doc = serde_json::json!({"statuses": statuses, "gateways": gateways, "sidecars": sidecars});
     serde_yaml::to_string(&doc).unwrap()
 }
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use weft_api::{AppProtocol, Cluster, LbPolicy};
+use weft_api::{AppProtocol, Cluster, LbPolicy, UpstreamTls};
 
 /// A reference as every route kind spells it.
 pub struct BackendRef<'a> {
@@ -23,10 +23,22 @@ pub struct BackendRef<'a> {
 /// Why a reference does not resolve: a route `ResolvedRefs` reason and message.
 pub type Unresolved = (&'static str, String);
 
+/// Who calls the backend: a gateway reaches applications directly; a
+/// sidecar reaches the sidecars of meshed workloads over mutual TLS.
+#[derive(Clone, Copy)]
+pub enum Caller<'a> {
+    Gateway,
+    Sidecar { trust_domain: &'a str },
+}
+
+/// Where a workload's sidecar takes inbound connections for its `i`-th port.
+pub const INBOUND_BASE_PORT: u16 = 15006;
+
 /// Resolves `r`, made by an HTTPRoute in `route_ns`, to a cluster name,
 /// adding the cluster to `clusters` the first time.
 pub fn resolve(
     store: &Store,
+    caller: Caller<'_>,
     route_ns: &str,
     r: &BackendRef<'_>,
     clusters: &mut BTreeMap<String, Cluster>,
@@ -85,12 +97,25 @@ pub fn resolve(
     };
     let name = format!("{ns}/{}:{port}", r.name);
     if !clusters.contains_key(&name) {
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             protocol: app_protocol(service_port),
             endpoints: endpoints(store, ns, r.name, svc, service_port),
             lb: lb_policy(svc),
             tls: None,
         };
+        if let Caller::Sidecar { trust_domain } = caller {
+            let (endpoints, identities) =
+                mesh_endpoints(store, ns, svc, service_port, trust_domain);
+            if !endpoints.is_empty() {
+                cluster.endpoints = endpoints;
+                cluster.tls = Some(UpstreamTls {
+                    sni: format!("{}.{ns}.svc.cluster.local", r.name),
+                    roots_pem: vec![],
+                    identities,
+                    client_cert: None,
+                });
+            }
+        }
         clusters.insert(name.clone(), cluster);
     }
     Ok(name)
@@ -109,6 +134,71 @@ fn lb_policy(svc: &Service) -> LbPolicy {
         Some("least-request") => LbPolicy::LeastRequest,
         _ => LbPolicy::RoundRobin,
     }
+}
+
+/// The SPIFFE ID of a Workload.
+pub fn workload_identity(
+    trust_domain: &str,
+    namespace: &str,
+    w: &crate::workload::Workload,
+) -> String {
+    let sa = w.spec.service_account_name.as_deref().unwrap_or("default");
+    format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
+}
+
+/// The sidecars behind a Service port: each selected Workload's inbound
+/// address for the target port, and the identities they serve with.
+fn mesh_endpoints(
+    store: &Store,
+    ns: &str,
+    svc: &Service,
+    port: &ServicePort,
+    trust_domain: &str,
+) -> (Vec<SocketAddr>, Vec<String>) {
+    let (mut endpoints, mut identities) = (Vec::new(), Vec::new());
+    for (key, w) in selected_workloads(store, ns, svc) {
+        let index = w.spec.ports.iter().position(|p| match &port.target_port {
+            None => i32::from(p.container_port) == port.port,
+            Some(IntOrString::Int(n)) => i32::from(p.container_port) == *n,
+            Some(IntOrString::String(n)) => p.name.as_deref() == Some(n),
+        });
+        let Some(index) = index.and_then(|i| u16::try_from(i).ok()) else {
+            continue;
+        };
+        endpoints.push(SocketAddr::new(w.address(), INBOUND_BASE_PORT + index));
+        identities.push(workload_identity(trust_domain, &key.namespace, w));
+    }
+    endpoints.sort();
+    identities.sort();
+    identities.dedup();
+    (endpoints, identities)
+}
+
+/// The Workloads a Service's selector picks, in its namespace.
+fn selected_workloads<'a>(
+    store: &'a Store,
+    ns: &'a str,
+    svc: &'a Service,
+) -> impl Iterator<Item = (&'a crate::resources::ObjKey, &'a crate::workload::Workload)> + 'a {
+    let selector = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty());
+    store
+        .of_kind(Kind::Workload)
+        .filter_map(move |(key, entry)| {
+            let Object::Workload(w) = &entry.object else {
+                return None;
+            };
+            let selector = selector?;
+            let labels = w.metadata.labels.as_ref();
+            let selected = key.namespace == ns
+                && selector
+                    .iter()
+                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
+            selected.then_some((key, w))
+        })
 }
 
 fn app_protocol(port: &ServicePort) -> AppProtocol {
@@ -165,33 +255,19 @@ fn endpoints(
             }
         }
     }
-    let selector = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .filter(|s| !s.is_empty());
-    if let Some(selector) = selector {
-        for (key, entry) in store.of_kind(Kind::Workload) {
-            let Object::Workload(w) = &entry.object else {
-                continue;
-            };
-            let labels = w.metadata.labels.clone().unwrap_or_default();
-            if key.namespace != ns || !selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
-                continue;
-            }
-            let target = match &port.target_port {
-                None => u16::try_from(port.port).ok(),
-                Some(IntOrString::Int(p)) => u16::try_from(*p).ok(),
-                Some(IntOrString::String(n)) => w
-                    .spec
-                    .ports
-                    .iter()
-                    .find(|p| p.name.as_deref() == Some(n))
-                    .map(|p| p.container_port),
-            };
-            if let Some(target) = target {
-                out.push(SocketAddr::new(w.address(), target));
-            }
+    for (_, w) in selected_workloads(store, ns, svc) {
+        let target = match &port.target_port {
+            None => u16::try_from(port.port).ok(),
+            Some(IntOrString::Int(p)) => u16::try_from(*p).ok(),
+            Some(IntOrString::String(n)) => w
+                .spec
+                .ports
+                .iter()
+                .find(|p| p.name.as_deref() == Some(n))
+                .map(|p| p.container_port),
+        };
+        if let Some(target) = target {
+            out.push(SocketAddr::new(w.address(), target));
         }
     }
     out.sort();

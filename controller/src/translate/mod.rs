@@ -6,6 +6,7 @@ mod backend;
 pub mod conditions;
 mod gateway;
 pub mod hostname;
+mod mesh;
 mod refs;
 mod route;
 mod rules;
@@ -17,18 +18,23 @@ use crate::store::Store;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use weft_api::{BackendTarget, GatewayConfig, HttpFilter, Listener, Port, VirtualHost};
+use weft_api::{
+    BackendTarget, GatewayConfig, HttpFilter, Listener, Port, SidecarConfig, VirtualHost,
+};
 
 #[derive(Clone, Debug)]
 pub struct Options {
     /// The address a Gateway without `spec.addresses` binds to.
     pub default_address: IpAddr,
+    /// The SPIFFE trust domain of workload identities.
+    pub trust_domain: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             default_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            trust_domain: "cluster.local".into(),
         }
     }
 }
@@ -40,6 +46,8 @@ pub type BindErrors = BTreeMap<ObjKey, Vec<String>>;
 pub struct Translation {
     /// The IR of each Gateway weft owns, by the Gateway's key.
     pub gateways: BTreeMap<ObjKey, GatewayConfig>,
+    /// The config of each Workload's sidecar, by the Workload's key.
+    pub sidecars: BTreeMap<ObjKey, SidecarConfig>,
     /// The status of each resource weft owns, without `lastTransitionTime`.
     pub statuses: BTreeMap<ObjKey, Value>,
 }
@@ -50,6 +58,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     let mut gateways = gateway::gateways(store, &classes, opts);
     let mut clusters = BTreeMap::new();
     route::routes(store, &mut gateways, &mut clusters, &mut statuses);
+    let sidecars = mesh::sidecars(store, &opts.trust_domain, &mut statuses);
     let mut out = BTreeMap::new();
     for gw in &gateways {
         let errors = bind_errors
@@ -63,6 +72,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     }
     Translation {
         gateways: out,
+        sidecars,
         statuses,
     }
 }

@@ -31,6 +31,7 @@ pub fn routes(
             .unwrap_or_default();
         let mut cx = rules::Ctx {
             store,
+            caller: super::backend::Caller::Gateway,
             namespace: &key.namespace,
             order: (created, key.namespace.clone(), key.name.clone()),
             clusters,

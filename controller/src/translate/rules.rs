@@ -34,6 +34,7 @@ pub type SortKey = (
 pub type RouteOrder = (String, String, String);
 
 /// A rule converted: one IR match per HTTPRoute match, sharing the action.
+#[derive(Clone)]
 pub struct Rule {
     pub matches: Vec<(SortKey, HttpMatch)>,
     pub filters: Vec<HttpFilter>,
@@ -52,6 +53,7 @@ pub struct Problems {
 
 pub struct Ctx<'a> {
     pub store: &'a Store,
+    pub caller: backend::Caller<'a>,
     pub namespace: &'a str,
     pub order: RouteOrder,
     pub clusters: &'a mut BTreeMap<String, Cluster>,
@@ -103,7 +105,7 @@ pub fn convert(
             namespace: b.namespace.as_deref(),
             port: b.port,
         };
-        let target = match backend::resolve(cx.store, cx.namespace, &r, cx.clusters) {
+        let target = match backend::resolve(cx.store, cx.caller, cx.namespace, &r, cx.clusters) {
             Ok(cluster) => BackendTarget::Cluster(cluster),
             Err(unresolved) => {
                 problems.unresolved.get_or_insert(unresolved);
@@ -359,7 +361,7 @@ fn filters(
                     }
                     (None, None) => 100.0,
                 };
-                match backend::resolve(cx.store, cx.namespace, &r, cx.clusters) {
+                match backend::resolve(cx.store, cx.caller, cx.namespace, &r, cx.clusters) {
                     Ok(cluster) => HttpFilter::Mirror(Mirror { cluster, percent }),
                     Err(unresolved) => {
                         problems.unresolved.get_or_insert(unresolved);

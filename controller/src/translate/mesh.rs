@@ -1,0 +1,327 @@
+//! The mesh: one `SidecarConfig` per Workload — its inbound ports and the
+//! services it may call — with the GAMMA routes (HTTPRoutes whose parent is
+//! a Service) that shape that traffic, and the status of those routes.
+
+use super::backend::{self, BackendRef, Caller, INBOUND_BASE_PORT};
+use super::conditions::Verdict;
+use super::rules::{self, Problems, Rule, SortKey};
+use crate::resources::{Kind, ObjKey, Object};
+use crate::store::Store;
+use crate::CONTROLLER_NAME;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use weft_api::*;
+
+/// Where a sidecar takes its workload's outbound calls (HTTP_PROXY).
+pub const OUTBOUND_PORT: u16 = 15001;
+/// `weft.dev/mtls-mode: permissive` on a Workload or its Namespace.
+pub const MTLS_MODE_ANNOTATION: &str = "weft.dev/mtls-mode";
+
+/// An HTTPRoute attached to a Service port.
+struct MeshRoute {
+    route_ns: String,
+    route_name: String,
+    service: (String, String),
+    port: Option<i32>,
+    rules: Vec<(usize, Rule)>,
+}
+
+pub fn sidecars(
+    store: &Store,
+    trust_domain: &str,
+    statuses: &mut BTreeMap<ObjKey, Value>,
+) -> BTreeMap<ObjKey, SidecarConfig> {
+    let caller = Caller::Sidecar { trust_domain };
+    let mut clusters = BTreeMap::new();
+    let routes = mesh_routes(store, caller, &mut clusters, statuses);
+    let mut out = BTreeMap::new();
+    for (key, entry) in store.of_kind(Kind::Workload) {
+        let Object::Workload(w) = &entry.object else {
+            continue;
+        };
+        let inbound = w
+            .spec
+            .ports
+            .iter()
+            .zip(INBOUND_BASE_PORT..)
+            .map(|(p, listen)| InboundPort {
+                listen: SocketAddr::new(w.address(), listen),
+                app: SocketAddr::new(w.address(), p.container_port),
+            })
+            .collect();
+        let virtual_hosts = virtual_hosts(store, caller, &key.namespace, &routes, &mut clusters);
+        let used: BTreeSet<String> = virtual_hosts
+            .iter()
+            .flat_map(|v| &v.routes)
+            .flat_map(|r| &r.backends)
+            .filter_map(|b| match &b.target {
+                BackendTarget::Cluster(c) => Some(c.clone()),
+                BackendTarget::Invalid { .. } => None,
+            })
+            .collect();
+        let outbound = GatewayConfig {
+            namespace: key.namespace.clone(),
+            name: format!("sidecar/{}", key.name),
+            ports: vec![Port {
+                addresses: vec![w.address()],
+                port: OUTBOUND_PORT,
+                protocol: Protocol::Http,
+                client_auth: None,
+                listeners: vec![Listener {
+                    name: "outbound".into(),
+                    hostname: None,
+                    tls: None,
+                    virtual_hosts,
+                }],
+            }],
+            clusters: used
+                .into_iter()
+                .filter_map(|c| clusters.get(&c).map(|v| (c, v.clone())))
+                .collect(),
+            access_log: false,
+        };
+        let config = SidecarConfig {
+            namespace: key.namespace.clone(),
+            workload: key.name.clone(),
+            identity: backend::workload_identity(trust_domain, &key.namespace, w),
+            mode: mode(store, &key.namespace, w),
+            inbound,
+            outbound,
+        };
+        out.insert(key.clone(), config);
+    }
+    out
+}
+
+fn mode(store: &Store, ns: &str, w: &crate::workload::Workload) -> MtlsMode {
+    let of =
+        |a: Option<&BTreeMap<String, String>>| a.and_then(|a| a.get(MTLS_MODE_ANNOTATION)).cloned();
+    let namespace = match store.lookup(Kind::Namespace, "", ns) {
+        Some(Object::Namespace(n)) => of(n.metadata.annotations.as_ref()),
+        _ => None,
+    };
+    match of(w.metadata.annotations.as_ref()).or(namespace).as_deref() {
+        Some("permissive" | "PERMISSIVE") => MtlsMode::Permissive,
+        _ => MtlsMode::Strict,
+    }
+}
+
+/// The HTTPRoutes whose parents are Services, converted once, with the
+/// status of each such parent.
+fn mesh_routes(
+    store: &Store,
+    caller: Caller<'_>,
+    clusters: &mut BTreeMap<String, Cluster>,
+    statuses: &mut BTreeMap<ObjKey, Value>,
+) -> Vec<MeshRoute> {
+    let mut out = Vec::new();
+    for (key, entry) in store.of_kind(Kind::HttpRoute) {
+        let Object::HttpRoute(route) = &entry.object else {
+            continue;
+        };
+        let services: Vec<_> = route
+            .spec
+            .parent_refs
+            .iter()
+            .flatten()
+            .filter(|p| p.group.as_deref() == Some("") && p.kind.as_deref() == Some("Service"))
+            .collect();
+        if services.is_empty() {
+            continue;
+        }
+        let created = route
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.to_string())
+            .unwrap_or_default();
+        let mut cx = rules::Ctx {
+            store,
+            caller,
+            namespace: &key.namespace,
+            order: (created, key.namespace.clone(), key.name.clone()),
+            clusters,
+        };
+        let mut problems = Problems::default();
+        let converted: Vec<(usize, Rule)> = route
+            .spec
+            .rules
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, r)| rules::convert(&mut cx, r, i, &mut problems).map(|rule| (i, rule)))
+            .collect();
+        let mut parents = Vec::new();
+        for parent in services {
+            let svc_ns = parent
+                .namespace
+                .clone()
+                .unwrap_or_else(|| key.namespace.clone());
+            let g = entry.generation;
+            let mut accepted = Verdict::ok("Accepted");
+            match store.lookup(Kind::Service, &svc_ns, &parent.name) {
+                Some(Object::Service(svc)) => {
+                    let ports = svc
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.ports.as_deref())
+                        .unwrap_or_default();
+                    if parent
+                        .port
+                        .is_some_and(|p| !ports.iter().any(|sp| sp.port == p))
+                    {
+                        accepted.fail("NoMatchingParent", "the Service has no such port");
+                    } else if converted.is_empty() && problems.unsupported.is_some() {
+                        accepted.fail(
+                            "UnsupportedValue",
+                            problems.unsupported.clone().unwrap_or_default(),
+                        );
+                    }
+                }
+                _ => accepted.fail(
+                    "NoMatchingParent",
+                    format!("Service {svc_ns}/{} does not exist", parent.name),
+                ),
+            }
+            let mut resolved = Verdict::ok("ResolvedRefs");
+            if let Some((reason, message)) = &problems.unresolved {
+                resolved.fail(reason, message.clone());
+            }
+            let mut parent_ref = json!({"group": "", "kind": "Service", "name": parent.name});
+            if svc_ns != key.namespace {
+                parent_ref["namespace"] = json!(svc_ns);
+            }
+            if let Some(port) = parent.port {
+                parent_ref["port"] = json!(port);
+            }
+            parents.push(json!({
+                "parentRef": parent_ref,
+                "controllerName": CONTROLLER_NAME,
+                "conditions": [
+                    accepted.condition("Accepted", "Accepted", g),
+                    resolved.condition("ResolvedRefs", "References resolved", g),
+                ],
+            }));
+            if accepted.is_ok() {
+                out.push(MeshRoute {
+                    route_ns: key.namespace.clone(),
+                    route_name: key.name.clone(),
+                    service: (svc_ns, parent.name.clone()),
+                    port: parent.port,
+                    rules: converted.iter().map(|(i, r)| (*i, r.clone())).collect(),
+                });
+            }
+        }
+        let status = statuses
+            .entry(key.clone())
+            .or_insert_with(|| json!({"parents": []}));
+        if let Some(list) = status["parents"].as_array_mut() {
+            list.extend(parents);
+        }
+    }
+    out
+}
+
+/// One virtual host per Service port this namespace's workloads may call,
+/// named with the port, holding the GAMMA routes that apply (a consumer's
+/// own routes over the producer's) or a route to the Service itself.
+fn virtual_hosts(
+    store: &Store,
+    caller: Caller<'_>,
+    ns: &str,
+    routes: &[MeshRoute],
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> Vec<VirtualHost> {
+    let mut out = Vec::new();
+    for (key, entry) in store.of_kind(Kind::Service) {
+        let Object::Service(svc) = &entry.object else {
+            continue;
+        };
+        for sp in svc
+            .spec
+            .as_ref()
+            .and_then(|s| s.ports.as_deref())
+            .unwrap_or_default()
+        {
+            let applies = |r: &&MeshRoute| {
+                r.service == (key.namespace.clone(), key.name.clone())
+                    && r.port.is_none_or(|p| p == sp.port)
+            };
+            let consumer: Vec<&MeshRoute> = routes
+                .iter()
+                .filter(applies)
+                .filter(|r| r.route_ns == ns && r.route_ns != key.namespace)
+                .collect();
+            let chosen: Vec<&MeshRoute> = if consumer.is_empty() {
+                routes
+                    .iter()
+                    .filter(applies)
+                    .filter(|r| r.route_ns == key.namespace)
+                    .collect()
+            } else {
+                consumer
+            };
+            let mut entries: Vec<(SortKey, Route)> = Vec::new();
+            for r in chosen {
+                for (i, rule) in &r.rules {
+                    for (j, (sort, m)) in rule.matches.iter().enumerate() {
+                        entries.push((
+                            sort.clone(),
+                            Route {
+                                name: format!("{}/{}/rule/{i}/match/{j}", r.route_ns, r.route_name),
+                                matches: m.clone(),
+                                filters: rule.filters.clone(),
+                                backends: rule.backends.clone(),
+                                timeouts: rule.timeouts.clone(),
+                            },
+                        ));
+                    }
+                }
+            }
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut routes: Vec<Route> = entries.into_iter().map(|(_, r)| r).collect();
+            if routes.is_empty() {
+                let r = BackendRef {
+                    group: None,
+                    kind: None,
+                    name: &key.name,
+                    namespace: Some(&key.namespace),
+                    port: Some(sp.port),
+                };
+                let Ok(cluster) = backend::resolve(store, caller, &key.namespace, &r, clusters)
+                else {
+                    continue;
+                };
+                routes.push(Route {
+                    name: format!("{}/{}:{}", key.namespace, key.name, sp.port),
+                    matches: HttpMatch::default(),
+                    filters: vec![],
+                    backends: vec![WeightedBackend {
+                        weight: 1,
+                        target: BackendTarget::Cluster(cluster),
+                        filters: vec![],
+                    }],
+                    timeouts: Timeouts::default(),
+                });
+            }
+            let mut names = vec![
+                format!(
+                    "{}.{}.svc.cluster.local:{}",
+                    key.name, key.namespace, sp.port
+                ),
+                format!("{}.{}:{}", key.name, key.namespace, sp.port),
+            ];
+            if key.namespace == ns {
+                names.push(format!("{}:{}", key.name, sp.port));
+            }
+            for hostname in names {
+                out.push(VirtualHost {
+                    hostname,
+                    routes: routes.clone(),
+                });
+            }
+        }
+    }
+    out
+}
