@@ -33,6 +33,10 @@ pub struct Port {
     /// HTTPS ports only: client certificates required (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_auth: Option<ClientAuth>,
+    /// Virtual hosts are named `host:port` (port 80 when the request names
+    /// none), as an HTTP proxy port needs: a sidecar's outbound side.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_with_port: bool,
 }
 
 /// Mutual TLS on a port: client certificates must chain to these roots.

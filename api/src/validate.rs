@@ -157,6 +157,7 @@ mod tests {
                 port: 8080,
                 protocol: Protocol::Http,
                 client_auth: None,
+                host_with_port: false,
                 listeners: vec![Listener {
                     name: "http".into(),
                     hostname: None,

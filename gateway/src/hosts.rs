@@ -71,6 +71,21 @@ pub fn normalize(host: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The host of a request as an HTTP proxy port names it: lowercased, with
+/// its port (80 when none is given).
+pub fn with_port(host: &str) -> String {
+    let host = host.to_ascii_lowercase();
+    let has_port = match host.rfind(']') {
+        Some(end) => host[end..].contains(':'),
+        None => host.contains(':'),
+    };
+    if has_port {
+        host
+    } else {
+        format!("{}:80", host.strip_suffix('.').unwrap_or(&host))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +105,13 @@ mod tests {
         assert_eq!(t.find("other.org"), Some(1));
         let t = HostTable::new([Some("a.example.com")]);
         assert_eq!(t.find("b.example.com"), None);
+    }
+
+    #[test]
+    fn proxy_hosts_keep_their_port() {
+        assert_eq!(with_port("Backend.shop"), "backend.shop:80");
+        assert_eq!(with_port("backend:8080"), "backend:8080");
+        assert_eq!(with_port("[::1]"), "[::1]:80");
     }
 
     #[test]

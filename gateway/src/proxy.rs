@@ -117,7 +117,11 @@ impl ProxyHttp for WeftProxy {
             return respond(session, 404, None).await;
         };
         let req = session.req_header();
-        let host = normalize(request_host(req));
+        let host = if table.host_with_port {
+            std::borrow::Cow::Owned(crate::hosts::with_port(request_host(req)))
+        } else {
+            normalize(request_host(req))
+        };
         let Some(li) = table.listener(&host) else {
             return respond(session, 404, None).await;
         };
@@ -232,6 +236,14 @@ impl ProxyHttp for WeftProxy {
             if let Some(authority) = session.req_header().uri.authority().map(|a| a.to_string()) {
                 upstream.insert_header(http::header::HOST, authority)?;
             }
+        }
+        // A proxy request's absolute URI goes upstream in origin form.
+        if upstream.uri.authority().is_some() {
+            let target = upstream.uri.path_and_query().map_or("/", |p| p.as_str());
+            let uri = target
+                .parse()
+                .map_err(|e| Error::because(InternalError, "origin-form URI", e))?;
+            upstream.set_uri(uri);
         }
         let route = ctx.route.clone();
         let prefix = route.as_deref().and_then(CompiledRoute::prefix);

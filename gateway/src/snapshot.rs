@@ -25,6 +25,8 @@ impl std::fmt::Debug for Snapshot {
 
 pub struct PortTable {
     pub protocol: Protocol,
+    /// Hosts are matched with their port (an HTTP proxy port).
+    pub host_with_port: bool,
     pub listeners: Vec<ListenerTable>,
     hosts: HostTable,
 }
@@ -103,6 +105,7 @@ impl Snapshot {
                 port.port,
                 PortTable {
                     protocol: port.protocol,
+                    host_with_port: port.host_with_port,
                     listeners,
                     hosts,
                 },
@@ -256,6 +259,7 @@ mod tests {
                 port: 80,
                 protocol: Protocol::Http,
                 client_auth: None,
+                host_with_port: false,
                 listeners: vec![
                     listener(
                         "wild",

@@ -33,6 +33,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
             port: 8080,
             protocol: Protocol::Http,
             client_auth: None,
+            host_with_port: false,
             listeners: vec![Listener {
                 name: "http".into(),
                 hostname: None,

@@ -13,9 +13,10 @@ use weft_ca::workload::Svid;
 
 mod support;
 use support::svid;
+use weft_api::{InboundPort, MtlsMode};
 use weft_ca::Authority;
 use weft_gateway::SpiffeServerVerifier;
-use weft_sidecar::inbound::{self, Mode, Spec};
+use weft_sidecar::inbound::{self, Spec};
 
 /// An application that answers with the x-forwarded-client-cert it got.
 async fn app(ip: &str) -> SocketAddr {
@@ -95,13 +96,15 @@ async fn plain_exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>
 async fn start(
     ip: &str,
     port: u16,
-    mode: Mode,
+    mode: MtlsMode,
     server: Svid,
 ) -> (watch::Sender<Option<Arc<Svid>>>, SocketAddr) {
     let listen: SocketAddr = format!("{ip}:{port}").parse().unwrap();
     let spec = Spec {
-        listen,
-        app: app(ip).await,
+        ports: vec![InboundPort {
+            listen,
+            app: app(ip).await,
+        }],
         mode,
     };
     let (tx, rx) = watch::channel(Some(Arc::new(server)));
@@ -125,7 +128,7 @@ async fn strict_inbound_takes_only_mesh_clients_and_tells_the_app_who_called() {
     let (tx, addr) = start(
         "127.0.81.1",
         15006,
-        Mode::Strict,
+        MtlsMode::Strict,
         svid(&ca, "shop", "backend"),
     )
     .await;
@@ -204,7 +207,7 @@ async fn permissive_inbound_also_takes_plaintext() {
     let (_tx, addr) = start(
         "127.0.82.1",
         15006,
-        Mode::Permissive,
+        MtlsMode::Permissive,
         svid(&ca, "shop", "backend"),
     )
     .await;

@@ -12,8 +12,9 @@ use weft_ca::workload::Svid;
 
 mod support;
 use support::svid;
+use weft_api::{InboundPort, MtlsMode};
 use weft_ca::Authority;
-use weft_sidecar::inbound::{self, Mode, Spec};
+use weft_sidecar::inbound::{self, Spec};
 
 const IP: &str = "127.0.83.1";
 
@@ -46,6 +47,7 @@ fn gateway_config(
             port: 8080,
             protocol: Protocol::Http,
             client_auth: None,
+            host_with_port: false,
             listeners: vec![Listener {
                 name: "http".into(),
                 hostname: None,
@@ -92,9 +94,11 @@ async fn gateway_to_sidecar_over_mutual_tls() {
 
     let sidecar: SocketAddr = format!("{IP}:15006").parse().unwrap();
     let spec = Spec {
-        listen: sidecar,
-        app: app_addr,
-        mode: Mode::Strict,
+        ports: vec![InboundPort {
+            listen: sidecar,
+            app: app_addr,
+        }],
+        mode: MtlsMode::Strict,
     };
     let (_tx, rx) = watch::channel(Some(Arc::new(svid(&ca, "shop", "backend"))));
     tokio::spawn(inbound::run(weft_gateway::Gateway::new(), spec, rx));

@@ -68,6 +68,7 @@ pub fn sidecars(
                 port: OUTBOUND_PORT,
                 protocol: Protocol::Http,
                 client_auth: None,
+                host_with_port: true,
                 listeners: vec![Listener {
                     name: "outbound".into(),
                     hostname: None,

@@ -129,6 +129,7 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
                 protocol,
                 listeners: vec![listener],
                 client_auth: None,
+                host_with_port: false,
             }),
         }
     }
