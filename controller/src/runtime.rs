@@ -35,6 +35,8 @@ pub struct Published {
     pub problems: Vec<Problem>,
     /// The Workloads to run (standalone mode).
     pub workloads: BTreeMap<ObjKey, crate::workload::Workload>,
+    /// The sidecar config of each Workload.
+    pub sidecars: BTreeMap<ObjKey, weft_api::SidecarConfig>,
 }
 
 /// A bind report from a gateway: its key and the addresses it could not bind.
@@ -112,6 +114,7 @@ impl Controller {
             gateways,
             items,
             problems: self.store.problems.clone(),
+            sidecars: t.sidecars,
             workloads: self
                 .store
                 .of_kind(Kind::Workload)

@@ -24,14 +24,34 @@ pub fn config(outbound: &GatewayConfig, svid: &Svid) -> GatewayConfig {
     config
 }
 
-/// Serves `outbound` on `gateway`, following the certificates `svids` brings.
+/// Serves the outbound config `configs` holds on `gateway`, applying it
+/// again on each new config and each new certificate, until either source
+/// goes away.
 pub async fn run(
     gateway: Arc<Gateway>,
-    outbound: GatewayConfig,
-    svids: watch::Receiver<Option<Arc<Svid>>>,
+    mut configs: watch::Receiver<GatewayConfig>,
+    mut svids: watch::Receiver<Option<Arc<Svid>>>,
 ) {
-    crate::follow(gateway, svids, "outbound", move |svid| {
-        config(&outbound, svid)
-    })
-    .await
+    let mut generation = 0u64;
+    loop {
+        let outbound = configs.borrow_and_update().clone();
+        let svid = svids.borrow_and_update().clone();
+        if let Some(svid) = svid {
+            generation += 1;
+            match gateway
+                .apply(format!("outbound-{generation}"), config(&outbound, &svid))
+                .await
+            {
+                Ok(errors) if errors.is_empty() => {
+                    tracing::debug!(id = %svid.id, "outbound serving")
+                }
+                Ok(errors) => tracing::error!("outbound cannot listen: {}", errors.join("; ")),
+                Err(e) => tracing::error!("outbound config refused: {e}"),
+            }
+        }
+        tokio::select! {
+            changed = configs.changed() => if changed.is_err() { return },
+            changed = svids.changed() => if changed.is_err() { return },
+        }
+    }
 }

@@ -109,12 +109,10 @@ async fn an_application_calls_a_service_through_both_sidecars() {
     }
     let frontend = &t.sidecars[&key("frontend")];
     let (tx, rx) = watch::channel(Some(Arc::new(svid(&ca, "shop", "frontend"))));
-    tokio::spawn(outbound::run(
-        weft_gateway::Gateway::new(),
-        frontend.outbound.clone(),
-        rx,
-    ));
+    let (config_tx, config_rx) = watch::channel(frontend.outbound.clone());
+    tokio::spawn(outbound::run(weft_gateway::Gateway::new(), config_rx, rx));
     keep.push(tx);
+    let _config_tx = config_tx;
 
     let proxy = format!(
         "http://{}:{}",
