@@ -3,6 +3,7 @@
 
 mod analyze;
 mod echo;
+mod mesh;
 mod up;
 mod workloads;
 
@@ -28,6 +29,12 @@ enum Command {
         /// Where Gateways without spec.addresses listen.
         #[arg(long, default_value = "127.0.0.1")]
         default_address: IpAddr,
+        /// Where the CA keeps its root and intermediate keys.
+        #[arg(long, env = "WEFT_STATE", default_value_os_t = default_state())]
+        state: PathBuf,
+        /// Lifetime of workload certificates, in seconds (rotated at half).
+        #[arg(long, default_value_t = 24 * 3600)]
+        cert_ttl_seconds: u64,
     },
     /// Run one gateway that takes its config from a controller.
     Gateway {
@@ -55,6 +62,17 @@ enum Command {
     },
 }
 
+/// `$XDG_STATE_HOME/weft`, else `~/.local/state/weft`, else a temp folder.
+fn default_state() -> PathBuf {
+    if let Some(s) = std::env::var_os("XDG_STATE_HOME") {
+        return PathBuf::from(s).join("weft");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/state/weft"),
+        None => std::env::temp_dir().join("weft-state"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -73,7 +91,18 @@ fn main() -> anyhow::Result<()> {
                 dir,
                 admin,
                 default_address,
-            } => up::run(dir, admin, default_address).await,
+                state,
+                cert_ttl_seconds,
+            } => {
+                up::run(up::UpOptions {
+                    dir,
+                    admin,
+                    default_address,
+                    state_dir: state,
+                    cert_ttl: std::time::Duration::from_secs(cert_ttl_seconds),
+                })
+                .await
+            }
             Command::Gateway {
                 controller,
                 gateway,

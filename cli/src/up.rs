@@ -2,6 +2,7 @@
 //! gateway per Gateway (in this process, subscribed over gRPC like any
 //! other), and the folder's Workloads; until Ctrl-C or SIGTERM.
 
+use crate::mesh::Mesh;
 use crate::workloads::Supervisor;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -15,6 +16,7 @@ use weft_controller::resources::ObjKey;
 use weft_controller::runtime::{Controller, Published};
 use weft_controller::server::ConfigService;
 use weft_controller::translate::Options;
+use weft_controller::workload::{EnvVar, Workload};
 use weft_gateway::Gateway;
 
 /// Time given to in-flight requests once a stop is asked for.
@@ -37,7 +39,25 @@ struct RunningGateway {
     admin: SocketAddr,
 }
 
-pub async fn run(dir: PathBuf, admin: SocketAddr, default_address: IpAddr) -> anyhow::Result<()> {
+/// How `weft up` is run.
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub admin: SocketAddr,
+    pub default_address: IpAddr,
+    /// Where the CA keeps its keys.
+    pub state_dir: PathBuf,
+    /// Lifetime of workload certificates.
+    pub cert_ttl: Duration,
+}
+
+pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
+    let UpOptions {
+        dir,
+        admin,
+        default_address,
+        state_dir,
+        cert_ttl,
+    } = opts;
     let (mut controller, state) = Controller::new(
         dir.clone(),
         Options {
@@ -68,6 +88,8 @@ pub async fn run(dir: PathBuf, admin: SocketAddr, default_address: IpAddr) -> an
     let (stop_tx, stop_rx) = watch::channel(false);
     let control = tokio::spawn(controller.run(reports_rx, stop_rx));
 
+    let trust_domain = weft_controller::translate::Options::default().trust_domain;
+    let mut mesh = Mesh::start(&state_dir, &trust_domain, cert_ttl).await?;
     let controller_url = format!("http://{grpc_addr}");
     let mut gateways: BTreeMap<ObjKey, RunningGateway> = BTreeMap::new();
     let mut workloads = Supervisor::default();
@@ -78,7 +100,8 @@ pub async fn run(dir: PathBuf, admin: SocketAddr, default_address: IpAddr) -> an
     loop {
         let published = state_rx.borrow_and_update().clone();
         reconcile_gateways(&mut gateways, &published, &controller_url).await?;
-        workloads.reconcile(&published.workloads).await;
+        mesh.reconcile(&published.sidecars).await;
+        workloads.reconcile(&with_proxy(&published, &mesh)).await;
         let table = table(&dir, admin, &gateways, &published);
         if table != last_table {
             println!("{table}");
@@ -97,9 +120,27 @@ pub async fn run(dir: PathBuf, admin: SocketAddr, default_address: IpAddr) -> an
     // Listeners are closed; let in-flight requests finish.
     tokio::time::sleep(DRAIN).await;
     workloads.stop_all().await;
+    mesh.stop_all().await;
     let _ = stop_tx.send(true);
     let _ = control.await;
     Ok(())
+}
+
+/// The Workloads with their sidecar's outbound port as HTTP proxy, so
+/// ordinary HTTP clients are meshed with no change.
+fn with_proxy(published: &Published, mesh: &Mesh) -> BTreeMap<ObjKey, Workload> {
+    let mut out = published.workloads.clone();
+    for (key, w) in out.iter_mut() {
+        if let Some(proxy) = mesh.proxy_of(key) {
+            for name in ["HTTP_PROXY", "http_proxy"] {
+                w.spec.env.push(EnvVar {
+                    name: name.into(),
+                    value: format!("http://{proxy}"),
+                });
+            }
+        }
+    }
+    out
 }
 
 async fn reconcile_gateways(
@@ -183,8 +224,25 @@ fn table(
             .iter()
             .map(|p| SocketAddr::new(w.address(), p.container_port).to_string())
             .collect();
+        let sidecar = published
+            .sidecars
+            .get(key)
+            .map(|s| {
+                let inbound: Vec<String> = s.inbound.iter().map(|p| p.listen.to_string()).collect();
+                let out = s
+                    .outbound
+                    .ports
+                    .first()
+                    .map(|p| format!("{}:{}", p.addresses[0], p.port));
+                format!(
+                    "  sidecar in {} out {}",
+                    inbound.join(","),
+                    out.unwrap_or_default()
+                )
+            })
+            .unwrap_or_default();
         out.push_str(&format!(
-            "  workload    {}/{}  {}\n",
+            "  workload    {}/{}  {}{sidecar}\n",
             key.namespace,
             key.name,
             ports.join(" ")

@@ -59,6 +59,7 @@ fn requests_total(text: &str, labels: &[&str]) -> u64 {
 async fn the_quickstart_serves_and_reports() {
     let ip = "127.0.71.1";
     let dir = repo("examples/quickstart");
+    let state = tempfile::tempdir().unwrap();
     let mut child = Command::new(WEFT)
         .args([
             "up",
@@ -68,6 +69,8 @@ async fn the_quickstart_serves_and_reports() {
             "--default-address",
             ip,
         ])
+        .arg("--state")
+        .arg(state.path())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -20,6 +20,10 @@ mod support;
 use support::svid;
 
 const MESH: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {weft.dev/mesh: enabled}}
+---
 apiVersion: weft.dev/v1alpha1
 kind: Workload
 metadata: {name: frontend, namespace: shop, labels: {app: frontend}}

@@ -157,6 +157,9 @@ fn mesh_endpoints(
 ) -> (Vec<SocketAddr>, Vec<String>) {
     let (mut endpoints, mut identities) = (Vec::new(), Vec::new());
     for (key, w) in selected_workloads(store, ns, svc) {
+        if !super::mesh::meshed(store, &key.namespace, w) {
+            continue;
+        }
         let index = w.spec.ports.iter().position(|p| match &port.target_port {
             None => i32::from(p.container_port) == port.port,
             Some(IntOrString::Int(n)) => i32::from(p.container_port) == *n,

@@ -17,6 +17,23 @@ use weft_api::*;
 pub const OUTBOUND_PORT: u16 = 15001;
 /// `weft.dev/mtls-mode: permissive` on a Workload or its Namespace.
 pub const MTLS_MODE_ANNOTATION: &str = "weft.dev/mtls-mode";
+/// The label `weft.dev/mesh: enabled` on a Workload or its Namespace gives
+/// the Workload a sidecar (like Istio's injection label).
+pub const MESH_LABEL: &str = "weft.dev/mesh";
+
+/// Whether a Workload is in the mesh.
+pub fn meshed(store: &Store, ns: &str, w: &crate::workload::Workload) -> bool {
+    let enabled = |l: Option<&BTreeMap<String, String>>| {
+        l.and_then(|l| l.get(MESH_LABEL)).map(|v| v == "enabled")
+    };
+    let namespace = match store.lookup(Kind::Namespace, "", ns) {
+        Some(Object::Namespace(n)) => enabled(n.metadata.labels.as_ref()),
+        _ => None,
+    };
+    enabled(w.metadata.labels.as_ref())
+        .or(namespace)
+        .unwrap_or(false)
+}
 
 /// An HTTPRoute attached to a Service port.
 struct MeshRoute {
@@ -40,6 +57,9 @@ pub fn sidecars(
         let Object::Workload(w) = &entry.object else {
             continue;
         };
+        if !meshed(store, &key.namespace, w) {
+            continue;
+        }
         let inbound = w
             .spec
             .ports

@@ -6,7 +6,7 @@ mod backend;
 pub mod conditions;
 mod gateway;
 pub mod hostname;
-mod mesh;
+pub mod mesh;
 mod refs;
 mod route;
 mod rules;

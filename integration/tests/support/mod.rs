@@ -14,6 +14,8 @@ pub struct Weft {
     pub child: Child,
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// The CA's state, apart from the watched folder.
+    pub state: tempfile::TempDir,
     /// Lines `weft up` printed after the first table.
     pub stdout: mpsc::Receiver<String>,
 }
@@ -89,6 +91,7 @@ impl Weft {
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
+        let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(WEFT)
             .args([
                 "up",
@@ -98,6 +101,8 @@ impl Weft {
                 "--default-address",
                 ip,
             ])
+            .arg("--state")
+            .arg(state.path())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -129,6 +134,7 @@ impl Weft {
             child,
             admin,
             dir,
+            state,
             stdout: rx,
         }
     }
