@@ -2,6 +2,9 @@
 //! conformance echo server returns (path with query, host, method, proto,
 //! headers, namespace, pod), over HTTP/1.1 and h2c. A request header
 //! `X-Echo-Set-Header: Name: value, Other: value` sets response headers.
+//! With `--call URL` (repeatable) it also calls those URLs for each request,
+//! through `HTTP_PROXY` when set, and adds their answers under `calls`: a
+//! small service graph for mesh demos.
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -10,17 +13,21 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(listen: SocketAddr, calls: Vec<String>) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("echo listening on {}", listener.local_addr()?);
-    let app = axum::Router::new().fallback(echo);
+    let calls = std::sync::Arc::new(calls);
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let calls = calls.clone();
+        async move { echo(req, &calls).await }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::up::stopped())
         .await?;
     Ok(())
 }
 
-async fn echo(req: Request) -> Response<Body> {
+async fn echo(req: Request, calls: &[String]) -> Response<Body> {
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (name, value) in req.headers() {
         let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
@@ -41,7 +48,17 @@ async fn echo(req: Request) -> Response<Body> {
         axum::http::Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
-    let body = json!({
+    let mut answers = Vec::new();
+    for url in calls {
+        answers.push(match crate::fetch::get(url).await {
+            Ok((status, body)) => {
+                let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
+                json!({"url": url, "status": status, "body": body})
+            }
+            Err(e) => json!({"url": url, "error": e.to_string()}),
+        });
+    }
+    let mut body = json!({
         "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
         "host": host,
         "method": req.method().as_str(),
@@ -50,6 +67,9 @@ async fn echo(req: Request) -> Response<Body> {
         "namespace": std::env::var("NAMESPACE").unwrap_or_default(),
         "pod": std::env::var("POD_NAME").unwrap_or_default(),
     });
+    if !calls.is_empty() {
+        body["calls"] = serde_json::Value::Array(answers);
+    }
     let mut resp = Response::new(Body::from(body.to_string()));
     resp.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/json"));

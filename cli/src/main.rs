@@ -3,6 +3,7 @@
 
 mod analyze;
 mod echo;
+mod fetch;
 mod mesh;
 mod up;
 mod workloads;
@@ -51,6 +52,9 @@ enum Command {
     Echo {
         #[arg(long, env = "ECHO_LISTEN", default_value = "127.0.0.1:3000")]
         listen: SocketAddr,
+        /// A URL to call for every request (through HTTP_PROXY when set).
+        #[arg(long = "call")]
+        calls: Vec<String>,
     },
     /// Translate a folder offline and print every status; fails if any
     /// resource is not accepted.
@@ -108,7 +112,7 @@ fn main() -> anyhow::Result<()> {
                 gateway,
                 admin,
             } => run_gateway(controller, gateway, admin).await,
-            Command::Echo { listen } => echo::run(listen).await,
+            Command::Echo { listen, calls } => echo::run(listen, calls).await,
             Command::Analyze { dir } => analyze::run(&dir),
             Command::Status { admin } => analyze::status(admin).await,
         }
