@@ -4,7 +4,7 @@
 
 use super::backend::{self, BackendRef, Caller, INBOUND_BASE_PORT};
 use super::conditions::Verdict;
-use super::rules::{self, Problems, Rule, SortKey};
+use super::rules::{self, Rule, SortKey};
 use crate::resources::{Kind, ObjKey, Object};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
@@ -151,28 +151,7 @@ fn mesh_routes(
         if services.is_empty() {
             continue;
         }
-        let created = route
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default();
-        let mut cx = rules::Ctx {
-            store,
-            caller,
-            namespace: &key.namespace,
-            order: (created, key.namespace.clone(), key.name.clone()),
-            clusters,
-        };
-        let mut problems = Problems::default();
-        let converted: Vec<(usize, Rule)> = route
-            .spec
-            .rules
-            .iter()
-            .flatten()
-            .enumerate()
-            .filter_map(|(i, r)| rules::convert(&mut cx, r, i, &mut problems).map(|rule| (i, rule)))
-            .collect();
+        let (converted, problems) = rules::convert_route(store, caller, key, route, clusters);
         let mut parents = Vec::new();
         for parent in services {
             let svc_ns = parent

@@ -4,7 +4,7 @@
 use super::conditions::{Condition, Verdict};
 use super::gateway::{AllowedFrom, GatewayCtx, ListenerCtx};
 use super::hostname;
-use super::rules::{self, Problems, Rule};
+use super::rules::{self, Rule};
 use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
@@ -23,26 +23,8 @@ pub fn routes(
         let Object::HttpRoute(route) = &entry.object else {
             continue;
         };
-        let created = route
-            .metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.to_string())
-            .unwrap_or_default();
-        let mut cx = rules::Ctx {
-            store,
-            caller: super::backend::Caller::Gateway,
-            namespace: &key.namespace,
-            order: (created, key.namespace.clone(), key.name.clone()),
-            clusters,
-        };
-        let mut problems = Problems::default();
-        let all_rules = route.spec.rules.as_deref().unwrap_or_default();
-        let converted: Vec<(usize, Rule)> = all_rules
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| rules::convert(&mut cx, r, i, &mut problems).map(|rule| (i, rule)))
-            .collect();
+        let (converted, problems) =
+            rules::convert_route(store, super::backend::Caller::Gateway, key, route, clusters);
         let mut parents = Vec::new();
         for parent in route.spec.parent_refs.iter().flatten() {
             let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);

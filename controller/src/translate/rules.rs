@@ -59,6 +59,40 @@ pub struct Ctx<'a> {
     pub clusters: &'a mut BTreeMap<String, Cluster>,
 }
 
+/// Converts every rule of `route` (the HTTPRoute `key`) for `caller`: the
+/// rules that could be converted, with their indices, and what went wrong.
+pub fn convert_route(
+    store: &Store,
+    caller: backend::Caller<'_>,
+    key: &crate::resources::ObjKey,
+    route: &gateway_api::httproutes::HttpRoute,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> (Vec<(usize, Rule)>, Problems) {
+    let created = route
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    let mut cx = Ctx {
+        store,
+        caller,
+        namespace: &key.namespace,
+        order: (created, key.namespace.clone(), key.name.clone()),
+        clusters,
+    };
+    let mut problems = Problems::default();
+    let converted = route
+        .spec
+        .rules
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(i, r)| convert(&mut cx, r, i, &mut problems).map(|rule| (i, rule)))
+        .collect();
+    (converted, problems)
+}
+
 pub fn convert(
     cx: &mut Ctx<'_>,
     rule: &HttpRouteRules,
