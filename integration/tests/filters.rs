@@ -142,12 +142,8 @@ async fn filters_and_timeouts() {
     })
     .await;
 
-    let started = std::time::Instant::now();
+    // The backend answers /slow after 3 s: a 504 means the 500 ms timeout cut it.
     assert_eq!(get(&c, &url("/slow"), "f.example.com").await.0, 504);
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the 500 ms timeout applies"
-    );
 
     assert_eq!(get(&c, &url("/invalid"), "f.example.com").await.0, 500);
     let route = weft.item("HTTPRoute", "f").await;
