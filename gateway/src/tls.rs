@@ -35,11 +35,8 @@ pub fn certified_key(tls: &TlsCertificate) -> Result<Arc<CertifiedKey>, String> 
     Ok(Arc::new(ck))
 }
 
-/// Verifies client certificates against `roots_pem` (mutual TLS).
-pub fn client_verifier(
-    roots_pem: &[String],
-    provider: Arc<rustls::crypto::CryptoProvider>,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+/// The roots of a trust bundle, PEM.
+fn root_store(roots_pem: &[String]) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     for pem in roots_pem {
         for der in rustls_pemfile::certs(&mut pem.as_bytes()) {
@@ -48,6 +45,15 @@ pub fn client_verifier(
                 .map_err(|e| e.to_string())?;
         }
     }
+    Ok(roots)
+}
+
+/// Verifies client certificates against `roots_pem` (mutual TLS).
+pub fn client_verifier(
+    roots_pem: &[String],
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let roots = root_store(roots_pem)?;
     rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .build()
         .map_err(|e| format!("client certificate roots: {e}"))
@@ -81,14 +87,7 @@ impl SpiffeServerVerifier {
     /// `expected`: the SPIFFE IDs allowed to serve; empty allows any the
     /// bundle vouches for.
     pub fn new(roots_pem: &[String], expected: Vec<String>) -> Result<Self, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        for pem in roots_pem {
-            for der in rustls_pemfile::certs(&mut pem.as_bytes()) {
-                roots
-                    .add(der.map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
+        let roots = root_store(roots_pem)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let inner =
             rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
