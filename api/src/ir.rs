@@ -67,6 +67,25 @@ pub struct Listener {
     pub virtual_hosts: Vec<VirtualHost>,
 }
 
+impl Listener {
+    /// A listener for every hostname with one virtual host, `*`.
+    pub fn any_host(
+        name: impl Into<String>,
+        tls: Option<TlsCertificate>,
+        routes: Vec<Route>,
+    ) -> Listener {
+        Listener {
+            name: name.into(),
+            hostname: None,
+            tls,
+            virtual_hosts: vec![VirtualHost {
+                hostname: "*".into(),
+                routes,
+            }],
+        }
+    }
+}
+
 #[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct TlsCertificate {
     pub cert_chain_pem: String,
@@ -106,6 +125,28 @@ pub struct Route {
     pub backends: Vec<WeightedBackend>,
     #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
     pub timeouts: Timeouts,
+}
+
+impl Route {
+    /// A route sending what `matches` matches to one cluster, with no
+    /// filters and no timeouts.
+    pub fn to_cluster(
+        name: impl Into<String>,
+        matches: HttpMatch,
+        cluster: impl Into<String>,
+    ) -> Route {
+        Route {
+            name: name.into(),
+            matches,
+            filters: vec![],
+            backends: vec![WeightedBackend {
+                weight: 1,
+                target: BackendTarget::Cluster(cluster.into()),
+                filters: vec![],
+            }],
+            timeouts: Timeouts::default(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -236,6 +277,18 @@ pub struct Cluster {
     /// TLS to the endpoints (mutual TLS to mesh sidecars); plaintext if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+}
+
+impl Cluster {
+    /// Plaintext HTTP/1.1 to `endpoints`, round robin.
+    pub fn http1(endpoints: Vec<SocketAddr>) -> Cluster {
+        Cluster {
+            protocol: AppProtocol::Http1,
+            endpoints,
+            lb: LbPolicy::RoundRobin,
+            tls: None,
+        }
+    }
 }
 
 /// How the gateway originates TLS to a cluster's endpoints.

@@ -142,12 +142,7 @@ mod tests {
         let mut clusters = std::collections::BTreeMap::new();
         clusters.insert(
             "default/echo:80".to_string(),
-            Cluster {
-                protocol: AppProtocol::Http1,
-                endpoints: vec!["127.0.0.1:9000".parse().unwrap()],
-                lb: LbPolicy::RoundRobin,
-                tls: None,
-            },
+            Cluster::http1(vec!["127.0.0.1:9000".parse().unwrap()]),
         );
         GatewayConfig {
             namespace: "default".into(),
@@ -158,15 +153,7 @@ mod tests {
                 protocol: Protocol::Http,
                 client_auth: None,
                 host_with_port: false,
-                listeners: vec![Listener {
-                    name: "http".into(),
-                    hostname: None,
-                    tls: None,
-                    virtual_hosts: vec![VirtualHost {
-                        hostname: "*".into(),
-                        routes: vec![route],
-                    }],
-                }],
+                listeners: vec![Listener::any_host("http", None, vec![route])],
             }],
             clusters,
             access_log: false,
@@ -174,20 +161,11 @@ mod tests {
     }
 
     fn route(path: PathMatch, target: &str) -> Route {
-        Route {
-            name: "default/r/rule/0/match/0".into(),
-            matches: HttpMatch {
-                path,
-                ..Default::default()
-            },
-            filters: vec![],
-            backends: vec![WeightedBackend {
-                weight: 1,
-                target: BackendTarget::Cluster(target.into()),
-                filters: vec![],
-            }],
-            timeouts: Timeouts::default(),
-        }
+        let matches = HttpMatch {
+            path,
+            ..Default::default()
+        };
+        Route::to_cluster("default/r/rule/0/match/0", matches, target)
     }
 
     #[test]

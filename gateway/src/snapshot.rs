@@ -215,20 +215,11 @@ mod tests {
     use weft_api::*;
 
     fn route(name: &str, path: PathMatch, cluster: &str) -> Route {
-        Route {
-            name: name.into(),
-            matches: HttpMatch {
-                path,
-                ..Default::default()
-            },
-            filters: vec![],
-            backends: vec![WeightedBackend {
-                weight: 1,
-                target: BackendTarget::Cluster(cluster.into()),
-                filters: vec![],
-            }],
-            timeouts: Timeouts::default(),
-        }
+        let matches = HttpMatch {
+            path,
+            ..Default::default()
+        };
+        Route::to_cluster(name, matches, cluster)
     }
 
     fn listener(name: &str, host: &str, r: Route) -> Listener {

@@ -16,15 +16,7 @@ const IP: &str = "127.0.61.1";
 
 fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
     let mut clusters = BTreeMap::new();
-    clusters.insert(
-        "default/b:80".to_string(),
-        Cluster {
-            protocol: AppProtocol::Http1,
-            endpoints: vec![backend],
-            lb: LbPolicy::RoundRobin,
-            tls: None,
-        },
-    );
+    clusters.insert("default/b:80".to_string(), Cluster::http1(vec![backend]));
     GatewayConfig {
         namespace: "default".into(),
         name: "gw".into(),
@@ -34,28 +26,18 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
             protocol: Protocol::Http,
             client_auth: None,
             host_with_port: false,
-            listeners: vec![Listener {
-                name: "http".into(),
-                hostname: None,
-                tls: None,
-                virtual_hosts: vec![VirtualHost {
-                    hostname: "*".into(),
-                    routes: vec![Route {
-                        name: "default/r/rule/0/match/0".into(),
-                        matches: HttpMatch {
-                            path,
-                            ..Default::default()
-                        },
-                        filters: vec![],
-                        backends: vec![WeightedBackend {
-                            weight: 1,
-                            target: BackendTarget::Cluster("default/b:80".into()),
-                            filters: vec![],
-                        }],
-                        timeouts: Timeouts::default(),
-                    }],
-                }],
-            }],
+            listeners: vec![Listener::any_host(
+                "http",
+                None,
+                vec![Route::to_cluster(
+                    "default/r/rule/0/match/0",
+                    HttpMatch {
+                        path,
+                        ..Default::default()
+                    },
+                    "default/b:80",
+                )],
+            )],
         }],
         clusters,
         access_log: false,

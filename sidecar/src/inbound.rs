@@ -21,28 +21,14 @@ pub struct Spec {
 pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
     let mut ports = Vec::new();
     let mut clusters = BTreeMap::new();
+    let cert = TlsCertificate {
+        cert_chain_pem: svid.chain.concat(),
+        key_pem: svid.key_pem.clone(),
+    };
     for p in &spec.ports {
         let cluster = format!("inbound|{}", p.app);
-        clusters.insert(
-            cluster.clone(),
-            Cluster {
-                protocol: AppProtocol::Http1,
-                endpoints: vec![p.app],
-                lb: LbPolicy::RoundRobin,
-                tls: None,
-            },
-        );
-        let route = Route {
-            name: cluster.clone(),
-            matches: HttpMatch::default(),
-            filters: vec![],
-            backends: vec![WeightedBackend {
-                weight: 1,
-                target: BackendTarget::Cluster(cluster),
-                filters: vec![],
-            }],
-            timeouts: Timeouts::default(),
-        };
+        clusters.insert(cluster.clone(), Cluster::http1(vec![p.app]));
+        let route = Route::to_cluster(cluster.clone(), HttpMatch::default(), cluster);
         ports.push(Port {
             addresses: vec![p.listen.ip()],
             port: p.listen.port(),
@@ -52,18 +38,11 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
                 allow_plaintext: spec.mode == MtlsMode::Permissive,
             }),
             host_with_port: false,
-            listeners: vec![Listener {
-                name: format!("inbound-{}", p.app.port()),
-                hostname: None,
-                tls: Some(TlsCertificate {
-                    cert_chain_pem: svid.chain.concat(),
-                    key_pem: svid.key_pem.clone(),
-                }),
-                virtual_hosts: vec![VirtualHost {
-                    hostname: "*".into(),
-                    routes: vec![route],
-                }],
-            }],
+            listeners: vec![Listener::any_host(
+                format!("inbound-{}", p.app.port()),
+                Some(cert.clone()),
+                vec![route],
+            )],
         });
     }
     GatewayConfig {

@@ -48,25 +48,15 @@ fn gateway_config(
             protocol: Protocol::Http,
             client_auth: None,
             host_with_port: false,
-            listeners: vec![Listener {
-                name: "http".into(),
-                hostname: None,
-                tls: None,
-                virtual_hosts: vec![VirtualHost {
-                    hostname: "*".into(),
-                    routes: vec![Route {
-                        name: "r".into(),
-                        matches: HttpMatch::default(),
-                        filters: vec![],
-                        backends: vec![WeightedBackend {
-                            weight: 1,
-                            target: BackendTarget::Cluster("shop/backend:80".into()),
-                            filters: vec![],
-                        }],
-                        timeouts: Timeouts::default(),
-                    }],
-                }],
-            }],
+            listeners: vec![Listener::any_host(
+                "http",
+                None,
+                vec![Route::to_cluster(
+                    "r",
+                    HttpMatch::default(),
+                    "shop/backend:80",
+                )],
+            )],
         }],
         clusters: BTreeMap::from([("shop/backend:80".to_string(), cluster)]),
         access_log: false,

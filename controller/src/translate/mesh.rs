@@ -293,17 +293,8 @@ fn virtual_hosts(
                 else {
                     continue;
                 };
-                routes.push(Route {
-                    name: format!("{}/{}:{}", key.namespace, key.name, sp.port),
-                    matches: HttpMatch::default(),
-                    filters: vec![],
-                    backends: vec![WeightedBackend {
-                        weight: 1,
-                        target: BackendTarget::Cluster(cluster),
-                        filters: vec![],
-                    }],
-                    timeouts: Timeouts::default(),
-                });
+                let name = format!("{}/{}:{}", key.namespace, key.name, sp.port);
+                routes.push(Route::to_cluster(name, HttpMatch::default(), cluster));
             }
             let mut names = vec![
                 format!(
