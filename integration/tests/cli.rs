@@ -58,44 +58,9 @@ fn requests_total(text: &str, labels: &[&str]) -> u64 {
 #[tokio::test]
 async fn the_quickstart_serves_and_reports() {
     let ip = "127.0.71.1";
-    let dir = repo("examples/quickstart");
-    let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(WEFT)
-        .args([
-            "up",
-            &dir,
-            "--admin",
-            "127.0.0.1:0",
-            "--default-address",
-            ip,
-        ])
-        .arg("--state")
-        .arg(state.path())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let (mut admin, mut gateway_admin) = (String::new(), String::new());
-    while admin.is_empty() || gateway_admin.is_empty() {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the table");
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.first() {
-            Some(&"controller") => admin = words[1].trim_end_matches("/status").to_string(),
-            Some(&"gateway") => gateway_admin = words.last().unwrap().to_string(),
-            _ => {}
-        }
-    }
+    let mut weft = Weft::start(std::path::Path::new(&repo("examples/quickstart")), ip);
+    let admin = weft.admin.to_string();
+    let gateway_admin = weft.gateway_admins[0].clone();
     let c = client(&[]);
     let url = format!("http://{ip}:8080/");
     eventually(Duration::from_secs(20), "the quickstart serves", || async {
@@ -168,7 +133,7 @@ async fn the_quickstart_serves_and_reports() {
     assert!(text.contains("istio_request_duration_milliseconds_bucket"));
 
     let status = Command::new(WEFT)
-        .args(["status", "--admin", admin.trim_start_matches("http://")])
+        .args(["status", "--admin", &admin])
         .output()
         .unwrap();
     let yaml = String::from_utf8_lossy(&status.stdout);
@@ -179,7 +144,6 @@ async fn the_quickstart_serves_and_reports() {
         "{yaml}"
     );
 
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    weft.sigterm();
+    assert!(weft.child.wait().unwrap().success());
 }

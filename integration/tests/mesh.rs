@@ -6,32 +6,14 @@
 
 mod support;
 use std::collections::BTreeMap;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::*;
 
 #[tokio::test]
 async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
     let ip = "127.0.12.1";
-    let state = tempfile::tempdir().unwrap();
     let dir = format!("{}/../examples/bookinfo", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(WEFT)
-        .args([
-            "up",
-            &dir,
-            "--admin",
-            "127.0.0.1:0",
-            "--default-address",
-            ip,
-        ])
-        .arg("--state")
-        .arg(state.path())
-        // Certificates of 2 s: they rotate about every second during the test.
-        .args(["--cert-ttl-seconds", "2"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut weft = Weft::start(std::path::Path::new(&dir), ip);
     let c = client(&[]);
     let url = format!("http://{ip}:9080/");
     let page = || async {
@@ -94,7 +76,6 @@ async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
         .await
         .is_err());
 
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    weft.sigterm();
+    assert!(weft.child.wait().unwrap().success());
 }

@@ -13,7 +13,12 @@ pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 pub struct Weft {
     pub child: Child,
     pub admin: SocketAddr,
-    pub dir: tempfile::TempDir,
+    /// Each gateway's admin URL, from the first table.
+    pub gateway_admins: Vec<String>,
+    /// The watched folder.
+    pub dir: PathBuf,
+    /// The folder when the test made it, removed at the end.
+    _made: Option<tempfile::TempDir>,
     /// The CA's state, apart from the watched folder.
     pub state: tempfile::TempDir,
     /// Lines `weft up` printed after the first table.
@@ -91,16 +96,20 @@ impl Weft {
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
+        let mut weft = Weft::start(dir.path(), ip);
+        weft._made = Some(dir);
+        weft
+    }
+
+    /// Runs `weft up` on an existing folder (an example), gateways
+    /// defaulting to `ip`, with a CA state of its own. Returns once the
+    /// first table is printed.
+    pub fn start(dir: &std::path::Path, ip: &str) -> Weft {
         let state = tempfile::tempdir().unwrap();
         let mut child = Command::new(WEFT)
-            .args([
-                "up",
-                dir.path().to_str().unwrap(),
-                "--admin",
-                "127.0.0.1:0",
-                "--default-address",
-                ip,
-            ])
+            .arg("up")
+            .arg(dir)
+            .args(["--admin", "127.0.0.1:0", "--default-address", ip])
             .arg("--state")
             .arg(state.path())
             .stdin(Stdio::null())
@@ -130,22 +139,34 @@ impl Weft {
                 break url.parse().unwrap();
             }
         };
+        // The rest of the table follows at once.
+        let mut gateway_admins = Vec::new();
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+            if !line.starts_with("  ") {
+                break;
+            }
+            if line.trim_start().starts_with("gateway") {
+                gateway_admins.push(line.split_whitespace().last().unwrap().to_string());
+            }
+        }
         Weft {
             child,
             admin,
-            dir,
+            gateway_admins,
+            dir: dir.to_path_buf(),
+            _made: None,
             state,
             stdout: rx,
         }
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.dir.join(name)
     }
 
     /// Replaces a file the way editors do: write a temp file, rename it over.
     pub fn write(&self, name: &str, text: &str) {
-        let tmp = self.dir.path().join(format!(".{name}.tmp"));
+        let tmp = self.dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, self.path(name)).unwrap();
     }
