@@ -37,6 +37,11 @@ pub struct Port {
     /// none), as an HTTP proxy port needs: a sidecar's outbound side.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub host_with_port: bool,
+    /// A request for a host no virtual host serves goes to the host it
+    /// names, as plain HTTP (a sidecar's calls leaving the mesh), instead
+    /// of getting 404.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub passthrough: bool,
 }
 
 /// Mutual TLS on a port: client certificates must chain to these roots.

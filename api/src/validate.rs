@@ -153,6 +153,7 @@ mod tests {
                 protocol: Protocol::Http,
                 client_auth: None,
                 host_with_port: false,
+                passthrough: false,
                 listeners: vec![Listener::any_host("http", None, vec![route])],
             }],
             clusters,

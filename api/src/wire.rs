@@ -1,7 +1,8 @@
 //! The config-distribution protocol (`proto/config.proto`) and the encoding of
 //! a snapshot inside it.
 
-use crate::{ApiError, GatewayConfig};
+use crate::{ApiError, GatewayConfig, SidecarConfig};
+use serde::Serialize;
 
 #[allow(clippy::all, missing_docs)]
 mod pb {
@@ -27,8 +28,13 @@ pub fn gateway_node(namespace: &str, name: &str) -> String {
     format!("gateway/{namespace}/{name}")
 }
 
-/// Encodes a snapshot for a `ConfigResponse`.
-pub fn encode(config: &GatewayConfig) -> Vec<u8> {
+/// The node name a sidecar subscribes with.
+pub fn sidecar_node(namespace: &str, workload: &str) -> String {
+    format!("sidecar/{namespace}/{workload}")
+}
+
+/// Encodes a snapshot (gateway or sidecar) for a `ConfigResponse`.
+pub fn encode(config: &impl Serialize) -> Vec<u8> {
     serde_json::to_vec(config).expect("the IR always serializes")
 }
 
@@ -36,5 +42,12 @@ pub fn encode(config: &GatewayConfig) -> Vec<u8> {
 pub fn decode(bytes: &[u8]) -> Result<GatewayConfig, ApiError> {
     let config: GatewayConfig = serde_json::from_slice(bytes)?;
     config.validate()?;
+    Ok(config)
+}
+
+/// Decodes and validates a sidecar's snapshot from a `ConfigResponse`.
+pub fn decode_sidecar(bytes: &[u8]) -> Result<SidecarConfig, ApiError> {
+    let config: SidecarConfig = serde_json::from_slice(bytes)?;
+    config.outbound.validate()?;
     Ok(config)
 }

@@ -1,8 +1,9 @@
 //! `weft up`'s mesh: the CA (root kept in a state folder, signing service on
-//! loopback) and one sidecar per Workload, in this process. Each sidecar gets
-//! a one-time join token for its Workload's identity, fetches and rotates its
-//! certificate through the signing service, serves its inbound ports, and
-//! proxies its workload's outbound calls (HTTP_PROXY).
+//! loopback) and one sidecar per meshed Workload, in this process. Each
+//! sidecar gets a one-time join token for its Workload's identity, fetches
+//! and rotates its certificate through the signing service, subscribes to
+//! the config server like a `weft sidecar` process, and serves its admin
+//! port on the Workload's address.
 
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -10,35 +11,43 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
-use weft_api::{GatewayConfig, SidecarConfig};
+use weft_api::SidecarConfig;
 use weft_ca::service::SigningService;
-use weft_ca::workload::{manage, GrpcCa};
+use weft_ca::workload::GrpcCa;
 use weft_ca::{Authority, JoinTokens, SpiffeId};
 use weft_controller::resources::ObjKey;
-use weft_gateway::telemetry::Reporter;
-use weft_gateway::Gateway;
-use weft_sidecar::{inbound, outbound};
+use weft_sidecar::{Identity, Sidecar};
 
-struct Sidecar {
-    config: SidecarConfig,
-    outbound_config: watch::Sender<GatewayConfig>,
-    gateways: [Arc<Gateway>; 2],
+/// The sidecar admin port on a Workload's address (Istio's merged-metrics port).
+pub const ADMIN_PORT: u16 = 15020;
+
+struct Running {
+    identity: String,
+    sidecar: Arc<Sidecar>,
+    proxy: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 pub struct Mesh {
     ca: String,
+    controller: String,
     tokens: Arc<JoinTokens>,
     ttl: Duration,
-    sidecars: BTreeMap<ObjKey, Sidecar>,
+    sidecars: BTreeMap<ObjKey, Running>,
 }
 
 impl Mesh {
-    /// Loads or creates the CA in `state` and serves its signing service.
-    pub async fn start(state: &Path, trust_domain: &str, ttl: Duration) -> anyhow::Result<Mesh> {
+    /// Loads or creates the CA in `state` and serves its signing service;
+    /// sidecars will take their config from `controller`.
+    pub async fn start(
+        state: &Path,
+        trust_domain: &str,
+        ttl: Duration,
+        controller: String,
+    ) -> anyhow::Result<Mesh> {
         let authority = Authority::load_or_create(&state.join("ca"), trust_domain, ttl)
             .with_context(|| format!("the CA state in {}", state.display()))?;
         let tokens = Arc::new(JoinTokens::default());
@@ -56,95 +65,104 @@ impl Mesh {
         });
         Ok(Mesh {
             ca: format!("http://{addr}"),
+            controller,
             tokens,
             ttl,
             sidecars: BTreeMap::new(),
         })
     }
 
-    /// Starts, updates and stops sidecars to match `wanted`. A changed
-    /// outbound config is applied in place; a changed identity or inbound
-    /// side restarts the sidecar.
+    /// Starts and stops sidecars to match `wanted`; a Workload whose
+    /// identity changed gets a new sidecar. Everything else a sidecar takes
+    /// from its config stream.
     pub async fn reconcile(&mut self, wanted: &BTreeMap<ObjKey, SidecarConfig>) {
-        let keys: Vec<ObjKey> = self.sidecars.keys().cloned().collect();
-        for key in keys {
-            let same_identity = wanted.get(&key).is_some_and(|w| {
-                let c = &self.sidecars[&key].config;
-                (&w.identity, &w.inbound, w.mode) == (&c.identity, &c.inbound, c.mode)
-            });
-            if !same_identity {
-                if let Some(s) = self.sidecars.remove(&key) {
-                    stop(s).await;
-                }
+        let stale: Vec<ObjKey> = self
+            .sidecars
+            .iter()
+            .filter(|(k, r)| wanted.get(*k).is_none_or(|w| w.identity != r.identity))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in stale {
+            if let Some(r) = self.sidecars.remove(&key) {
+                stop(r).await;
             }
         }
         for (key, config) in wanted {
-            match self.sidecars.get_mut(key) {
-                Some(s) => {
-                    if s.config.outbound != config.outbound {
-                        s.outbound_config.send_replace(config.outbound.clone());
-                        s.config = config.clone();
-                    }
+            if self.sidecars.contains_key(key) {
+                continue;
+            }
+            match self.start_sidecar(key, config).await {
+                Ok(r) => {
+                    self.sidecars.insert(key.clone(), r);
                 }
-                None => match self.start_sidecar(config) {
-                    Ok(s) => {
-                        self.sidecars.insert(key.clone(), s);
-                    }
-                    Err(e) => tracing::error!(workload = %key, "no sidecar: {e}"),
-                },
+                Err(e) => tracing::error!(workload = %key, "no sidecar: {e:#}"),
             }
         }
     }
 
-    fn start_sidecar(&self, config: &SidecarConfig) -> anyhow::Result<Sidecar> {
+    async fn start_sidecar(&self, key: &ObjKey, config: &SidecarConfig) -> anyhow::Result<Running> {
         let id = SpiffeId::parse(&config.identity)?;
-        let token = self.tokens.issue(id.clone());
-        let (svid_tx, svid_rx) = watch::channel(None);
-        let ca = Arc::new(GrpcCa {
-            endpoint: self.ca.clone(),
-        });
-        let identity = tokio::spawn(manage(ca, token, self.ttl, svid_tx));
-        let reporter = Reporter {
-            reporter: "destination",
-            workload: config.workload.clone(),
-            namespace: config.namespace.clone(),
-            principal: config.identity.clone(),
+        let identity = Identity {
+            token: self.tokens.issue(id.clone()),
+            id,
+            ca: Arc::new(GrpcCa {
+                endpoint: self.ca.clone(),
+            }),
+            ttl: self.ttl,
         };
-        let inbound_gw = Gateway::with_reporter(reporter);
-        let spec = inbound::Spec {
-            ports: config.inbound.clone(),
-            mode: config.mode,
-        };
-        let inbound_task = tokio::spawn(inbound::run(inbound_gw.clone(), spec, svid_rx.clone()));
-        let outbound_gw = Gateway::new();
-        let (outbound_config, configs) = watch::channel(config.outbound.clone());
-        let outbound_task = tokio::spawn(outbound::run(outbound_gw.clone(), configs, svid_rx));
-        Ok(Sidecar {
-            config: config.clone(),
-            outbound_config,
-            gateways: [inbound_gw, outbound_gw],
-            tasks: vec![identity, inbound_task, outbound_task],
+        let sidecar = Sidecar::start(&config.workload, identity);
+        let node = weft_api::wire::sidecar_node(&key.namespace, &key.name);
+        let client = tokio::spawn(weft_gateway::client::run(
+            sidecar.clone(),
+            self.controller.clone(),
+            node,
+        ));
+        let proxy = config
+            .outbound
+            .ports
+            .first()
+            .and_then(|p| Some(SocketAddr::new(*p.addresses.first()?, p.port)));
+        let mut tasks = vec![client];
+        let mut admin = None;
+        if let Some(proxy) = proxy {
+            let addr = SocketAddr::new(proxy.ip(), ADMIN_PORT);
+            match weft_sidecar::admin::serve(sidecar.clone(), addr).await {
+                Ok((bound, task)) => {
+                    admin = Some(bound);
+                    tasks.push(task);
+                }
+                Err(e) => tracing::error!(workload = %key, "sidecar admin on {addr}: {e}"),
+            }
+        }
+        Ok(Running {
+            identity: config.identity.clone(),
+            sidecar,
+            proxy,
+            admin,
+            tasks,
         })
     }
 
     /// The HTTP proxy a Workload's process should use: its sidecar's outbound port.
     pub fn proxy_of(&self, key: &ObjKey) -> Option<SocketAddr> {
-        let port = self.sidecars.get(key)?.config.outbound.ports.first()?;
-        Some(SocketAddr::new(*port.addresses.first()?, port.port))
+        self.sidecars.get(key)?.proxy
+    }
+
+    /// The admin endpoint of a Workload's sidecar.
+    pub fn admin_of(&self, key: &ObjKey) -> Option<SocketAddr> {
+        self.sidecars.get(key)?.admin
     }
 
     pub async fn stop_all(&mut self) {
-        for (_, s) in std::mem::take(&mut self.sidecars) {
-            stop(s).await;
+        for (_, r) in std::mem::take(&mut self.sidecars) {
+            stop(r).await;
         }
     }
 }
 
-async fn stop(s: Sidecar) {
-    for t in &s.tasks {
+async fn stop(r: Running) {
+    for t in &r.tasks {
         t.abort();
     }
-    for g in &s.gateways {
-        g.shutdown().await;
-    }
+    r.sidecar.stop().await;
 }

@@ -89,8 +89,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let control = tokio::spawn(controller.run(reports_rx, stop_rx));
 
     let trust_domain = weft_controller::translate::Options::default().trust_domain;
-    let mut mesh = Mesh::start(&state_dir, &trust_domain, cert_ttl).await?;
     let controller_url = format!("http://{grpc_addr}");
+    let mut mesh = Mesh::start(&state_dir, &trust_domain, cert_ttl, controller_url.clone()).await?;
     let mut gateways: BTreeMap<ObjKey, RunningGateway> = BTreeMap::new();
     let mut workloads = Supervisor::default();
     let mut state_rx = state.clone();
@@ -102,7 +102,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         reconcile_gateways(&mut gateways, &published, &controller_url).await?;
         mesh.reconcile(&published.sidecars).await;
         workloads.reconcile(&with_proxy(&published, &mesh)).await;
-        let table = table(&dir, admin, &gateways, &published);
+        let table = table(&dir, admin, &gateways, &published, &mesh);
         if table != last_table {
             println!("{table}");
             last_table = table;
@@ -191,6 +191,7 @@ fn table(
     admin: SocketAddr,
     gateways: &BTreeMap<ObjKey, RunningGateway>,
     published: &Published,
+    mesh: &Mesh,
 ) -> String {
     let mut out = format!(
         "weft up {}\n  controller  http://{admin}/status\n",
@@ -234,8 +235,12 @@ fn table(
                     .ports
                     .first()
                     .map(|p| format!("{}:{}", p.addresses[0], p.port));
+                let admin = mesh
+                    .admin_of(key)
+                    .map(|a| format!(" admin http://{a}"))
+                    .unwrap_or_default();
                 format!(
-                    "  sidecar in {} out {}",
+                    "  sidecar in {} out {}{admin}",
                     inbound.join(","),
                     out.unwrap_or_default()
                 )

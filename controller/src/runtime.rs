@@ -88,7 +88,7 @@ impl Controller {
                 let served = match previous.gateways.get(&key) {
                     Some(old) if old.encoded == encoded => old.clone(),
                     _ => Served {
-                        version: content_version(&encoded),
+                        version: version_of(&encoded, &[]),
                         config,
                         encoded,
                     },
@@ -158,23 +158,63 @@ impl Controller {
     }
 }
 
-fn content_version(bytes: &[u8]) -> String {
+/// A proxy, from the node name it subscribes with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Node {
+    /// `gateway/<namespace>/<name>`
+    Gateway(ObjKey),
+    /// `sidecar/<namespace>/<workload>`
+    Sidecar(ObjKey),
+}
+
+impl Node {
+    pub fn parse(node: &str) -> Option<Node> {
+        let mut parts = node.splitn(3, '/');
+        let (role, ns, name) = (parts.next()?, parts.next()?, parts.next()?);
+        if ns.is_empty() || name.is_empty() {
+            return None;
+        }
+        let key = |kind| ObjKey {
+            kind,
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
+        match role {
+            "gateway" => Some(Node::Gateway(key(Kind::Gateway))),
+            "sidecar" => Some(Node::Sidecar(key(Kind::Workload))),
+            _ => None,
+        }
+    }
+}
+
+/// A content version for `bytes` (with whatever else went into them).
+pub fn version_of(bytes: &[u8], extra: &[String]) -> String {
     let mut h = DefaultHasher::new();
     bytes.hash(&mut h);
+    extra.hash(&mut h);
     format!("{:016x}", h.finish())
 }
 
-/// The key of a Gateway from a node name (`gateway/<namespace>/<name>`).
-pub fn gateway_key(node: &str) -> Option<ObjKey> {
-    let mut parts = node.splitn(3, '/');
-    match (parts.next(), parts.next(), parts.next()) {
-        (Some("gateway"), Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
-            Some(ObjKey {
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_node_names() {
+        let gw = Node::parse("gateway/default/edge").unwrap();
+        assert_eq!(
+            gw,
+            Node::Gateway(ObjKey {
                 kind: Kind::Gateway,
-                namespace: ns.to_string(),
-                name: name.to_string(),
+                namespace: "default".into(),
+                name: "edge".into()
             })
-        }
-        _ => None,
+        );
+        assert!(
+            matches!(Node::parse("sidecar/shop/cart"), Some(Node::Sidecar(k)) if k.kind == Kind::Workload)
+        );
+        assert_eq!(Node::parse("sidecar/shop"), None);
+        assert_eq!(Node::parse("other/a/b"), None);
+        assert_eq!(Node::parse("gateway//b"), None);
     }
 }

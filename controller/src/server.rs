@@ -1,8 +1,16 @@
-//! The config server (gRPC): each gateway subscribes under its node name and
-//! receives its Gateway's config whenever it changes; its ACKs and NACKs are
-//! logged and its bind reports fed back into the Gateway's status.
+//! The config server (gRPC). Each proxy subscribes under its node name:
+//!
+//! - a gateway (`gateway/<ns>/<name>`) receives its Gateway's config whenever
+//!   it changes, and its bind reports feed the Gateway's status;
+//! - a sidecar (`sidecar/<ns>/<workload>`) receives its Workload's sidecar
+//!   config with the outbound side scoped to the hosts it has asked for, and
+//!   a new snapshot whenever the config or its interest changes.
+//!
+//! ACKs and NACKs are logged; a NACKed version is not sent again until the
+//! config changes.
 
-use crate::runtime::{gateway_key, BindReport, Published};
+use crate::runtime::{version_of, BindReport, Node, Published};
+use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,6 +40,46 @@ impl ConfigService {
     }
 }
 
+/// What one proxy should run now: its version and encoded snapshot, and
+/// for a sidecar the hosts it answers. `None` while there is nothing for it.
+fn snapshot_for(
+    node: &Node,
+    published: &Published,
+    hosts: &BTreeSet<String>,
+) -> Option<ConfigResponse> {
+    match node {
+        Node::Gateway(key) => Some(match published.gateways.get(key) {
+            Some(served) => ConfigResponse {
+                version: served.version.clone(),
+                snapshot: served.encoded.clone(),
+                ..Default::default()
+            },
+            // A Gateway that is gone (or not ours) gets an empty config.
+            None => ConfigResponse {
+                version: "empty".to_string(),
+                snapshot: wire::encode(&GatewayConfig {
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        }),
+        Node::Sidecar(key) => {
+            let mut config = published.sidecars.get(key)?.clone();
+            config.outbound = config.outbound.scoped_to_hosts(hosts);
+            let snapshot = wire::encode(&config);
+            let hosts: Vec<String> = hosts.iter().cloned().collect();
+            Some(ConfigResponse {
+                version: version_of(&snapshot, &hosts),
+                snapshot,
+                hosts,
+                ..Default::default()
+            })
+        }
+    }
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<ConfigResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -47,55 +95,46 @@ impl ConfigDiscovery for ConfigService {
             .message()
             .await?
             .ok_or_else(|| Status::invalid_argument("no request"))?;
-        let key = gateway_key(&hello.node)
+        let node = Node::parse(&hello.node)
             .ok_or_else(|| Status::invalid_argument(format!("unknown node {:?}", hello.node)))?;
         tracing::info!(node = %hello.node, "proxy subscribed");
         let (tx, rx) = mpsc::channel(4);
         let (mut state, reports, nonces) =
             (self.state.clone(), self.reports.clone(), self.nonce.clone());
         tokio::spawn(async move {
-            // What was last sent (or what the proxy already runs): a NACKed version
-            // is not sent again until the config changes.
+            let name = hello.node.clone();
+            let mut hosts: BTreeSet<String> = hello.hosts.into_iter().collect();
+            // What was last sent (or what the proxy already runs).
             let mut sent = hello.version;
             loop {
                 let published = state.borrow_and_update().clone();
-                let (version, snapshot) = match published.gateways.get(&key) {
-                    Some(served) => (served.version.clone(), served.encoded.clone()),
-                    // A Gateway that is gone (or not ours) gets an empty config.
-                    None => {
-                        let empty = GatewayConfig {
-                            namespace: key.namespace.clone(),
-                            name: key.name.clone(),
-                            ..Default::default()
-                        };
-                        ("empty".to_string(), wire::encode(&empty))
+                if let Some(mut resp) = snapshot_for(&node, &published, &hosts) {
+                    if resp.version != sent {
+                        resp.nonce = nonces.fetch_add(1, Ordering::Relaxed).to_string();
+                        sent = resp.version.clone();
+                        if tx.send(Ok(resp)).await.is_err() {
+                            break;
+                        }
                     }
-                };
-                if version != sent {
-                    let nonce = nonces.fetch_add(1, Ordering::Relaxed).to_string();
-                    let resp = ConfigResponse {
-                        version: version.clone(),
-                        nonce,
-                        snapshot,
-                    };
-                    if tx.send(Ok(resp)).await.is_err() {
-                        break;
-                    }
-                    sent = version;
                 }
                 tokio::select! {
                     changed = state.changed() => if changed.is_err() { break },
                     msg = inbound.message() => match msg {
                         Ok(Some(m)) => {
-                            if m.error.is_empty() {
-                                tracing::debug!(node = %m.node, version = %m.version, "ACK");
+                            if m.response_nonce.is_empty() {
+                                tracing::debug!(node = %name, hosts = ?m.hosts, "interest");
+                            } else if m.error.is_empty() {
+                                tracing::debug!(node = %name, version = %m.version, "ACK");
                             } else {
-                                tracing::warn!(node = %m.node, version = %m.version, "NACK: {}", m.error);
+                                tracing::warn!(node = %name, version = %m.version, "NACK: {}", m.error);
                             }
-                            let _ = reports.send((key.clone(), m.bind_errors)).await;
+                            hosts = m.hosts.into_iter().collect();
+                            if let Node::Gateway(key) = &node {
+                                let _ = reports.send((key.clone(), m.bind_errors)).await;
+                            }
                         }
                         _ => {
-                            tracing::info!(gateway = %key, "proxy disconnected");
+                            tracing::info!(node = %name, "proxy disconnected");
                             break;
                         }
                     },

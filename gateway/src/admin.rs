@@ -58,19 +58,24 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
 }
 
 async fn config_dump(State(gw): State<Arc<Gateway>>) -> impl IntoResponse {
+    Json(dump(&gw).await)
+}
+
+/// The running snapshot, what is bound, and the last refusal, keys left out.
+pub async fn dump(gw: &Gateway) -> serde_json::Value {
     let Some(s) = gw.current() else {
-        return Json(json!({"version": null, "config": null}));
+        return json!({"version": null, "config": null});
     };
     let mut config = serde_json::to_value(&s.config).unwrap_or_default();
     redact_keys(&mut config);
     let bound: Vec<String> = gw.bound().await.iter().map(ToString::to_string).collect();
-    Json(json!({
+    json!({
         "version": s.version,
         "bound": bound,
         "bindErrors": gw.bind_errors().await,
         "lastRejected": gw.last_rejected().map(|(version, error)| json!({"version": version, "error": error})),
         "config": config,
-    }))
+    })
 }
 
 fn redact_keys(v: &mut serde_json::Value) {

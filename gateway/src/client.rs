@@ -1,7 +1,12 @@
 //! The config client: subscribes to the controller, applies each snapshot it
-//! sends, and answers ACK or NACK. When the controller goes away the gateway
+//! sends, and answers ACK or NACK. When the controller goes away the proxy
 //! keeps serving its last good snapshot and reconnects with backoff.
+//!
+//! It drives any `ConfigTarget`: a gateway, or a sidecar (whose snapshot
+//! holds both its sides). A target with an `Interest` also sends the hosts
+//! its proxy asks for, and learns which hosts each snapshot answers.
 
+use crate::discovery::Interest;
 use crate::Gateway;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +17,63 @@ use weft_api::wire::{self, ConfigDiscoveryClient, ConfigRequest};
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// What a config stream configures.
+#[async_trait::async_trait]
+pub trait ConfigTarget: Send + Sync {
+    /// The version running now; empty before the first snapshot.
+    fn running_version(&self) -> String;
+    /// Decodes, validates and applies a snapshot. `Err` refuses it (the
+    /// running one stays, the refusal is recorded); `Ok` carries the
+    /// addresses that could not be bound.
+    async fn apply_snapshot(&self, version: String, snapshot: &[u8])
+        -> Result<Vec<String>, String>;
+    async fn bind_errors(&self) -> Vec<String>;
+    /// The hosts asked for on demand, when this target has them.
+    fn interest(&self) -> Option<Arc<Interest>> {
+        None
+    }
+}
+
+#[async_trait::async_trait]
+impl ConfigTarget for Gateway {
+    fn running_version(&self) -> String {
+        self.current()
+            .map(|s| s.version.clone())
+            .unwrap_or_default()
+    }
+
+    async fn apply_snapshot(
+        &self,
+        version: String,
+        snapshot: &[u8],
+    ) -> Result<Vec<String>, String> {
+        let result = match wire::decode(snapshot) {
+            Ok(config) => self
+                .apply(version.clone(), config)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &result {
+            self.reject(version, e.clone());
+        }
+        result
+    }
+
+    async fn bind_errors(&self) -> Vec<String> {
+        Gateway::bind_errors(self).await
+    }
+
+    fn interest(&self) -> Option<Arc<Interest>> {
+        self.interest.clone()
+    }
+}
+
 /// Runs until the task is dropped. `controller` is `http://host:port`.
-pub async fn run(gateway: Arc<Gateway>, controller: String, node: String) {
+pub async fn run(target: Arc<dyn ConfigTarget>, controller: String, node: String) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        match session(&gateway, &controller, &node, &mut backoff).await {
+        match session(target.as_ref(), &controller, &node, &mut backoff).await {
             Ok(()) => tracing::warn!(%controller, "config stream ended; reconnecting"),
             Err(e) => tracing::warn!(%controller, "config stream failed: {e}; reconnecting"),
         }
@@ -26,20 +83,19 @@ pub async fn run(gateway: Arc<Gateway>, controller: String, node: String) {
 }
 
 async fn session(
-    gateway: &Gateway,
+    target: &dyn ConfigTarget,
     controller: &str,
     node: &str,
     backoff: &mut Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut client = ConfigDiscoveryClient::connect(controller.to_string()).await?;
+    let interest = target.interest();
+    let hosts = || interest.as_ref().map(|i| i.hosts()).unwrap_or_default();
     let (tx, rx) = mpsc::channel(4);
-    let version = gateway
-        .current()
-        .map(|s| s.version.clone())
-        .unwrap_or_default();
     tx.send(ConfigRequest {
         node: node.to_string(),
-        version,
+        version: target.running_version(),
+        hosts: hosts(),
         ..Default::default()
     })
     .await?;
@@ -48,44 +104,53 @@ async fn session(
         .await?
         .into_inner();
     *backoff = MIN_BACKOFF;
-    while let Some(resp) = responses.message().await? {
-        let result = match wire::decode(&resp.snapshot) {
-            Ok(config) => gateway
-                .apply(resp.version.clone(), config)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
+    loop {
+        let asked = async {
+            match &interest {
+                Some(i) => i.asked().await,
+                None => std::future::pending().await,
+            }
         };
-        if let Err(e) = &result {
-            gateway.reject(resp.version.clone(), e.clone());
-        }
-        let current = gateway
-            .current()
-            .map(|s| s.version.clone())
-            .unwrap_or_default();
-        let reply = match result {
+        let resp = tokio::select! {
+            resp = responses.message() => match resp? {
+                Some(resp) => resp,
+                None => return Ok(()),
+            },
+            () = asked => {
+                tx.send(ConfigRequest {
+                    node: node.to_string(),
+                    version: target.running_version(),
+                    hosts: hosts(),
+                    ..Default::default()
+                })
+                .await?;
+                continue;
+            }
+        };
+        let result = target
+            .apply_snapshot(resp.version.clone(), &resp.snapshot)
+            .await;
+        let mut reply = ConfigRequest {
+            node: node.to_string(),
+            version: target.running_version(),
+            response_nonce: resp.nonce,
+            hosts: hosts(),
+            ..Default::default()
+        };
+        match result {
             Ok(bind_errors) => {
                 tracing::info!(version = %resp.version, "applied config");
-                ConfigRequest {
-                    node: node.to_string(),
-                    version: current,
-                    response_nonce: resp.nonce,
-                    error: String::new(),
-                    bind_errors,
+                if let Some(i) = &interest {
+                    i.answered(resp.hosts);
                 }
+                reply.bind_errors = bind_errors;
             }
             Err(error) => {
                 tracing::error!(version = %resp.version, "refused config: {error}");
-                ConfigRequest {
-                    node: node.to_string(),
-                    version: current,
-                    response_nonce: resp.nonce,
-                    error,
-                    bind_errors: gateway.bind_errors().await,
-                }
+                reply.error = error;
+                reply.bind_errors = target.bind_errors().await;
             }
-        };
+        }
         tx.send(reply).await?;
     }
-    Ok(())
 }

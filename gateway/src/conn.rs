@@ -1,8 +1,10 @@
 //! `ConnStream`: a downstream connection as Pingora sees it, carrying what
 //! the accept loop learned (the port, the SNI name) to the request phases.
 //! The facts ride in the connection's proxy digest, so reading them on the
-//! request path takes neither a lock nor an allocation.
+//! request path takes neither a lock nor an allocation. Bytes read and
+//! written are counted on the way (`istio_tcp_*_bytes_total`).
 
+use crate::telemetry::ByteCounters;
 use async_trait::async_trait;
 use pingora::http::ResponseHeader;
 use pingora::protocols::raw_connect::ProxyDigest;
@@ -41,10 +43,11 @@ impl ConnInfo {
 pub struct ConnStream {
     inner: Stream,
     info: Arc<ProxyDigest>,
+    bytes: Option<ByteCounters>,
 }
 
 impl ConnStream {
-    pub fn new(inner: Stream, info: ConnInfo) -> Self {
+    pub fn new(inner: Stream, info: ConnInfo, bytes: Option<ByteCounters>) -> Self {
         let response = ResponseHeader::build(200, Some(0)).expect("a 200 header builds");
         let digest = ProxyDigest {
             response: Box::new(response),
@@ -53,6 +56,15 @@ impl ConnStream {
         ConnStream {
             inner,
             info: Arc::new(digest),
+            bytes,
+        }
+    }
+}
+
+impl ConnStream {
+    fn count_sent(&self, poll: &Poll<std::io::Result<usize>>) {
+        if let (Poll::Ready(Ok(n)), Some(b)) = (poll, &self.bytes) {
+            b.sent.inc_by(*n as u64);
         }
     }
 }
@@ -71,7 +83,12 @@ impl AsyncRead for ConnStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(b)) = (&poll, &self.bytes) {
+            b.received.inc_by((buf.filled().len() - before) as u64);
+        }
+        poll
     }
 }
 
@@ -81,7 +98,9 @@ impl AsyncWrite for ConnStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.count_sent(&poll);
+        poll
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
@@ -94,7 +113,9 @@ impl AsyncWrite for ConnStream {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.count_sent(&poll);
+        poll
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()

@@ -2,8 +2,9 @@
 //! small phases (`proxy`), the snapshot it reads (`snapshot`, compiled from
 //! the IR and swapped whole), matching and filters, endpoint balancing,
 //! downstream TLS chosen by SNI, the accept loops that follow the snapshot's
-//! ports, the config client that subscribes to the controller, and the admin
-//! endpoint (`/ready`, `/config_dump`).
+//! ports, the config client that subscribes to the controller (`client`,
+//! for any `ConfigTarget`), on-demand discovery of hosts (`discovery`), and
+//! the admin endpoint (`/ready`, `/config_dump`, `/metrics`).
 //!
 //! It knows nothing of Kubernetes: its only input is `weft_api::GatewayConfig`.
 
@@ -12,6 +13,7 @@ pub mod admin;
 mod balancer;
 pub mod client;
 mod conn;
+pub mod discovery;
 mod error;
 mod filters;
 mod hosts;
@@ -20,11 +22,13 @@ mod matcher;
 mod mirror;
 mod proxy;
 mod rescue;
+mod routing;
 mod snapshot;
 pub mod telemetry;
 mod tls;
 mod upstream_tls;
 
+pub use async_trait::async_trait;
 pub use error::GatewayError;
 pub use snapshot::Snapshot;
 pub use tls::{spiffe_id, SpiffeServerVerifier};
@@ -45,17 +49,22 @@ pub struct Gateway {
     bind_errors: Mutex<Vec<String>>,
     /// The last snapshot refused: its version and why.
     rejected: std::sync::Mutex<Option<(String, String)>>,
+    interest: Option<Arc<discovery::Interest>>,
 }
 
 impl Gateway {
     pub fn new() -> Arc<Self> {
-        Gateway::with_reporter(telemetry::Reporter::default())
+        Gateway::build(telemetry::Metrics::new(Default::default()), None)
     }
 
-    /// A gateway whose metrics report as `reporter`.
-    pub fn with_reporter(reporter: telemetry::Reporter) -> Arc<Self> {
+    /// A gateway recording into `metrics`; with `interest`, a host its
+    /// snapshot lacks is asked for on demand before the request is answered.
+    pub fn build(
+        metrics: telemetry::Metrics,
+        interest: Option<Arc<discovery::Interest>>,
+    ) -> Arc<Self> {
         let snapshot = Arc::new(ArcSwapOption::empty());
-        let metrics = Arc::new(telemetry::Metrics::new(reporter));
+        let metrics = Arc::new(metrics);
         let conf = Arc::new(ServerConf::default());
         let mut proxy = pingora::proxy::http_proxy(
             &conf,
@@ -63,6 +72,7 @@ impl Gateway {
                 snapshot: snapshot.clone(),
                 metrics: metrics.clone(),
                 access_log: access_log::AccessLog::start(),
+                interest: interest.clone(),
             },
         );
         let mut options = HttpServerOptions::default();
@@ -78,6 +88,7 @@ impl Gateway {
             snapshot,
             bind_errors: Mutex::new(Vec::new()),
             rejected: std::sync::Mutex::new(None),
+            interest,
         })
     }
 

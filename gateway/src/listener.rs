@@ -218,8 +218,11 @@ async fn accept_loop(
         let (serving, stop) = (serving.clone(), stop.clone());
         tokio::spawn(async move {
             let tls = serving.tls.clone();
-            if let Some((stream, mtls)) = handshake(tcp, port, tls, serving.plaintext_too).await {
+            if let Some((inner, info)) = handshake(tcp, port, tls, serving.plaintext_too).await {
+                let mtls = info.peer_identity.is_some();
                 serving.metrics.connection_opened(mtls);
+                let bytes = serving.metrics.byte_counters(mtls);
+                let stream: Stream = Box::new(ConnStream::new(inner, info, Some(bytes)));
                 let mut next = Some(stream);
                 while let Some(stream) = next.take() {
                     next = serving.proxy.process_new(stream, &stop).await;
@@ -232,13 +235,13 @@ async fn accept_loop(
 
 /// Turns an accepted socket into the stream Pingora serves: TLS terminated
 /// where the port has TLS (PERMISSIVE ports also take plaintext, told apart
-/// by the first byte), with what was learned on the way in `ConnInfo`.
+/// by the first byte), and what was learned on the way.
 async fn handshake(
     tcp: TcpStream,
     port: u16,
     tls: Option<Arc<Acceptor>>,
     plaintext_too: bool,
-) -> Option<(Stream, bool)> {
+) -> Option<(Stream, ConnInfo)> {
     let tls = match tls {
         Some(acceptor) if plaintext_too => {
             let mut first = [0u8; 1];
@@ -256,7 +259,7 @@ async fn handshake(
             sni: None,
             peer_identity: None,
         };
-        return Some((Box::new(ConnStream::new(Box::new(l4), info)), false));
+        return Some((Box::new(l4), info));
     };
     let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.tls_handshake(l4)).await {
         Ok(Ok(tls)) => tls,
@@ -278,6 +281,5 @@ async fn handshake(
             .and_then(|s| s.peer_certificate_der())
             .and_then(crate::tls::spiffe_id),
     };
-    let mtls = info.peer_identity.is_some();
-    Some((Box::new(ConnStream::new(Box::new(tls), info)), mtls))
+    Some((Box::new(tls), info))
 }

@@ -16,7 +16,7 @@
 use crate::balancer::ClusterState;
 use crate::conn::ConnInfo;
 use crate::filters;
-use crate::hosts::normalize;
+use crate::routing::{self, Decision};
 use crate::snapshot::{CompiledRoute, Snapshot};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -25,10 +25,12 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::Duration;
-use weft_api::{AppProtocol, HttpFilter, Protocol};
+use weft_api::{AppProtocol, HttpFilter};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECT_TRIES: u32 = 3;
+/// How long a request for an unknown host waits for the controller's answer.
+const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 /// Carries the client's SPIFFE ID to the backend, as Envoy does.
 const XFCC: &str = "x-forwarded-client-cert";
 
@@ -36,6 +38,8 @@ pub struct WeftProxy {
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
     pub access_log: crate::access_log::AccessLog,
+    /// Hosts asked for on demand (a sidecar's outbound side).
+    pub interest: Option<Arc<crate::discovery::Interest>>,
 }
 
 pub struct RequestCtx {
@@ -50,6 +54,8 @@ pub struct RequestCtx {
     endpoint: Option<usize>,
     failed_endpoint: Option<usize>,
     connect_tries: u32,
+    /// A host outside the config, sent on as plain HTTP (`host:port`).
+    passthrough: Option<String>,
 }
 
 impl RequestCtx {
@@ -62,15 +68,6 @@ impl RequestCtx {
             .flat_map(|b| &b.filters);
         rule.chain(backend)
     }
-}
-
-/// A request's host: the `Host` header, else the URI's authority (HTTP/2).
-fn request_host(req: &RequestHeader) -> &str {
-    req.headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
 }
 
 async fn respond(session: &mut Session, status: u16, location: Option<String>) -> Result<bool> {
@@ -98,14 +95,14 @@ impl ProxyHttp for WeftProxy {
             endpoint: None,
             failed_endpoint: None,
             connect_tries: 0,
+            passthrough: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let Some(snapshot) = self.snapshot.load_full() else {
+        let Some(mut snapshot) = self.snapshot.load_full() else {
             return respond(session, 503, None).await;
         };
-        ctx.access_log = snapshot.config.access_log;
         let conn = ConnInfo::of(session.digest());
         let port = conn.map(|c| c.port).or_else(|| {
             session
@@ -113,64 +110,42 @@ impl ProxyHttp for WeftProxy {
                 .and_then(|a| a.as_inet())
                 .map(|a| a.port())
         });
-        let Some(table) = port.and_then(|p| snapshot.ports.get(&p)) else {
-            return respond(session, 404, None).await;
-        };
         let req = session.req_header();
-        let host = if table.host_with_port {
-            std::borrow::Cow::Owned(crate::hosts::with_port(request_host(req)))
-        } else {
-            normalize(request_host(req))
-        };
-        let Some(li) = table.listener(&host) else {
-            return respond(session, 404, None).await;
-        };
-        if table.protocol == Protocol::Https {
-            let sni = conn.and_then(|c| c.sni.as_deref()).unwrap_or("");
-            if !sni.is_empty() && table.listener(sni) != Some(li) {
-                return respond(session, 421, None).await;
+        let mut decision = routing::decide(&snapshot, conn, port, req);
+        if let (Decision::UnknownHost { host, .. }, Some(interest)) = (&decision, &self.interest) {
+            if interest.discover(host, DISCOVERY_WAIT).await {
+                if let Some(newer) = self.snapshot.load_full() {
+                    snapshot = newer;
+                    decision = routing::decide(&snapshot, conn, port, req);
+                }
             }
         }
-        let listener = &table.listeners[li];
-        let path = req.uri.path();
-        let query = req.uri.query();
-        let Some(route) = listener.route(&host, &req.method, path, query, &req.headers) else {
-            return respond(session, 404, None).await;
-        };
-        for f in &route.filters {
-            if let HttpFilter::Redirect(r) = f {
-                let scheme = if table.protocol == Protocol::Https {
-                    "https"
-                } else {
-                    "http"
-                };
-                let parts = filters::RequestParts {
-                    scheme,
-                    host: &host,
-                    listener_port: port.unwrap_or_default(),
-                    path,
-                    query,
-                    prefix: route.prefix(),
-                };
-                let location = filters::location(r, &parts);
-                return respond(session, r.status, Some(location)).await;
+        ctx.access_log = snapshot.config.access_log;
+        let (host, route, backend, cluster) = match decision {
+            Decision::Forward {
+                host,
+                route,
+                backend,
+                cluster,
+            } => (host, route, backend, cluster),
+            Decision::UnknownHost {
+                host,
+                passthrough: true,
+            } => {
+                ctx.passthrough = Some(host);
+                return Ok(false);
             }
-        }
-        for (cluster, percent) in &route.mirrors {
+            Decision::UnknownHost { .. } => return respond(session, 404, None).await,
+            Decision::Respond(status, location) => return respond(session, status, location).await,
+        };
+        for (mirror, percent) in &route.mirrors {
             if *percent >= 100.0 || rand::random::<f64>() * 100.0 < *percent {
-                crate::mirror::send(cluster, req, &host);
+                crate::mirror::send(mirror, req, &host);
             }
         }
-        let Some(backend) = route.pick_backend() else {
-            return respond(session, 500, None).await;
-        };
-        let cluster = match &route.backends[backend].target {
-            Ok(cluster) => cluster.clone(),
-            Err(status) => return respond(session, *status, None).await,
-        };
         ctx.backend = backend;
         ctx.cluster = Some(cluster);
-        ctx.route = Some(route.clone());
+        ctx.route = Some(route);
         Ok(false)
     }
 
@@ -179,6 +154,9 @@ impl ProxyHttp for WeftProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        if let Some(host) = &ctx.passthrough {
+            return passthrough_peer(host).await;
+        }
         let cluster = ctx
             .cluster
             .as_ref()
@@ -337,10 +315,16 @@ impl ProxyHttp for WeftProxy {
         }
         self.metrics.record(&crate::telemetry::RequestRecord {
             source_principal: peer,
-            destination_service: ctx
+            destination_service: match (&ctx.cluster, &ctx.passthrough) {
+                (Some(c), _) => c.service.as_str(),
+                (None, Some(host)) => host.as_str(),
+                (None, None) => "unknown",
+            },
+            destination_principal: ctx
                 .cluster
                 .as_ref()
-                .map_or("unknown", |c| c.service.as_str()),
+                .and_then(|c| c.tls.as_ref())
+                .and_then(|t| t.principal.as_deref()),
             protocol: if grpc { "grpc" } else { "http" },
             status,
             mutual_tls: peer.is_some(),
@@ -379,4 +363,17 @@ fn access_line(session: &Session, ctx: &RequestCtx, status: u16, peer: Option<&s
         "traceparent": ctx.traceparent,
     })
     .to_string()
+}
+
+/// The peer for a host outside the config: its name resolved now (off the
+/// runtime's threads), plain HTTP.
+async fn passthrough_peer(host: &str) -> Result<Box<HttpPeer>> {
+    let addr = tokio::net::lookup_host(host)
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| Error::explain(HTTPStatus(502), format!("cannot resolve {host}")))?;
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+    Ok(Box::new(peer))
 }

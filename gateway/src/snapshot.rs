@@ -27,6 +27,8 @@ pub struct PortTable {
     pub protocol: Protocol,
     /// Hosts are matched with their port (an HTTP proxy port).
     pub host_with_port: bool,
+    /// Unknown hosts go to the host they name (`weft_api::Port::passthrough`).
+    pub passthrough: bool,
     pub listeners: Vec<ListenerTable>,
     hosts: HostTable,
 }
@@ -106,6 +108,7 @@ impl Snapshot {
                 PortTable {
                     protocol: port.protocol,
                     host_with_port: port.host_with_port,
+                    passthrough: port.passthrough,
                     listeners,
                     hosts,
                 },
@@ -164,6 +167,11 @@ impl PortTable {
 }
 
 impl ListenerTable {
+    /// Whether a virtual host of this listener serves `host`.
+    pub fn serves(&self, host: &str) -> bool {
+        self.hosts.find(host).is_some()
+    }
+
     /// The first route of the best virtual host that matches the request.
     pub fn route(
         &self,
@@ -251,6 +259,7 @@ mod tests {
                 protocol: Protocol::Http,
                 client_auth: None,
                 host_with_port: false,
+                passthrough: false,
                 listeners: vec![
                     listener(
                         "wild",

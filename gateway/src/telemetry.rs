@@ -1,11 +1,12 @@
 //! Request metrics with Istio's names and labels, so existing dashboards
 //! work: `istio_requests_total`, `istio_request_duration_milliseconds`,
 //! `istio_request_bytes`, `istio_response_bytes`, and the TCP connection
-//! counters. Recorded after the response (the logging phase), served as
-//! Prometheus text on the admin port's `/metrics`.
+//! and byte counters. Requests are recorded after the response (the logging
+//! phase), bytes as they cross the socket; all served as Prometheus text on
+//! the admin port's `/metrics`.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 const LABELS: [&str; 11] = [
@@ -52,6 +53,8 @@ impl Default for Reporter {
 pub struct RequestRecord<'a> {
     pub source_principal: Option<&'a str>,
     pub destination_service: &'a str,
+    /// The identity the upstream proved (mutual TLS to a meshed service).
+    pub destination_principal: Option<&'a str>,
     pub protocol: &'static str,
     pub status: u16,
     pub mutual_tls: bool,
@@ -60,6 +63,10 @@ pub struct RequestRecord<'a> {
     pub response_bytes: usize,
 }
 
+/// The metric families of one proxy, reported as one `Reporter`. Clones
+/// made by `with_reporter` share the families, so one `/metrics` serves
+/// both sides of a sidecar.
+#[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     reporter: Reporter,
@@ -69,6 +76,15 @@ pub struct Metrics {
     response_bytes: HistogramVec,
     tcp_opened: IntCounterVec,
     tcp_closed: IntCounterVec,
+    tcp_sent: IntCounterVec,
+    tcp_received: IntCounterVec,
+}
+
+/// Byte counters of one connection, bumped as bytes cross its socket.
+#[derive(Clone)]
+pub struct ByteCounters {
+    pub sent: IntCounter,
+    pub received: IntCounter,
 }
 
 fn bytes_buckets() -> Vec<f64> {
@@ -112,7 +128,26 @@ impl Metrics {
             &TCP_LABELS,
         )
         .expect("valid metric");
-        for m in [&requests, &tcp_opened, &tcp_closed] {
+        let tcp_sent = IntCounterVec::new(
+            Opts::new("istio_tcp_sent_bytes_total", "Bytes sent to downstreams"),
+            &TCP_LABELS,
+        )
+        .expect("valid metric");
+        let tcp_received = IntCounterVec::new(
+            Opts::new(
+                "istio_tcp_received_bytes_total",
+                "Bytes received from downstreams",
+            ),
+            &TCP_LABELS,
+        )
+        .expect("valid metric");
+        for m in [
+            &requests,
+            &tcp_opened,
+            &tcp_closed,
+            &tcp_sent,
+            &tcp_received,
+        ] {
             registry
                 .register(Box::new(m.clone()))
                 .expect("unique metric");
@@ -131,6 +166,16 @@ impl Metrics {
             response_bytes,
             tcp_opened,
             tcp_closed,
+            tcp_sent,
+            tcp_received,
+        }
+    }
+
+    /// The same families, reported as `reporter`.
+    pub fn with_reporter(&self, reporter: Reporter) -> Metrics {
+        Metrics {
+            reporter,
+            ..self.clone()
         }
     }
 
@@ -144,26 +189,33 @@ impl Metrics {
             }
         };
         let security = if r.mutual_tls { "mutual_tls" } else { "none" };
+        let me = &self.reporter;
+        let (source, destination) = (me.reporter == "source", me.reporter == "destination");
+        let source_principal = r.source_principal.unwrap_or("unknown");
         let labels = [
-            self.reporter.reporter,
-            "unknown",
-            "unknown",
-            r.source_principal.unwrap_or("unknown"),
-            if self.reporter.reporter == "destination" {
-                &self.reporter.workload
+            me.reporter,
+            if source { &me.workload } else { "unknown" },
+            if source {
+                &me.namespace
             } else {
-                "unknown"
+                namespace_of(source_principal)
             },
-            if self.reporter.reporter == "destination" {
-                &self.reporter.namespace
+            if source {
+                &me.principal
+            } else {
+                source_principal
+            },
+            if destination { &me.workload } else { "unknown" },
+            if destination {
+                &me.namespace
             } else {
                 "unknown"
             },
             r.destination_service,
-            if self.reporter.reporter == "destination" {
-                &self.reporter.principal
+            if destination {
+                &me.principal
             } else {
-                "unknown"
+                r.destination_principal.unwrap_or("unknown")
             },
             r.protocol,
             status,
@@ -193,6 +245,15 @@ impl Metrics {
             .inc();
     }
 
+    /// The byte counters for a new connection.
+    pub fn byte_counters(&self, mutual_tls: bool) -> ByteCounters {
+        let labels = self.tcp_labels(mutual_tls);
+        ByteCounters {
+            sent: self.tcp_sent.with_label_values(&labels),
+            received: self.tcp_received.with_label_values(&labels),
+        }
+    }
+
     fn tcp_labels(&self, mutual_tls: bool) -> [&str; 3] {
         [
             self.reporter.reporter,
@@ -207,6 +268,15 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The namespace of a SPIFFE ID (`spiffe://td/ns/<ns>/sa/<sa>`), else `unknown`.
+fn namespace_of(principal: &str) -> &str {
+    principal
+        .split_once("/ns/")
+        .and_then(|(_, rest)| rest.split('/').next())
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or("unknown")
 }
 
 /// Common status codes as label values without allocating.
@@ -290,6 +360,7 @@ mod tests {
         let r = RequestRecord {
             source_principal: None,
             destination_service: "echo.default.svc.cluster.local",
+            destination_principal: None,
             protocol: "http",
             status: 200,
             mutual_tls: false,
@@ -302,5 +373,38 @@ mod tests {
         let text = m.text();
         assert!(text.contains("istio_requests_total{connection_security_policy=\"none\",destination_principal=\"unknown\",destination_service=\"echo.default.svc.cluster.local\",destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",reporter=\"source\",request_protocol=\"http\",response_code=\"200\",source_principal=\"unknown\",source_workload=\"unknown\",source_workload_namespace=\"unknown\"} 2"), "{text}");
         assert!(text.contains("istio_request_duration_milliseconds_count"));
+    }
+
+    #[test]
+    fn sides_share_families_and_label_as_their_reporter() {
+        let outbound = Metrics::new(Reporter {
+            reporter: "source",
+            workload: "productpage".into(),
+            namespace: "shop".into(),
+            principal: "spiffe://cluster.local/ns/shop/sa/productpage".into(),
+        });
+        let inbound = outbound.with_reporter(Reporter {
+            reporter: "destination",
+            workload: "productpage".into(),
+            namespace: "shop".into(),
+            principal: "spiffe://cluster.local/ns/shop/sa/productpage".into(),
+        });
+        let r = RequestRecord {
+            source_principal: Some("spiffe://cluster.local/ns/edge/sa/gw"),
+            destination_service: "productpage.shop.svc.cluster.local",
+            destination_principal: None,
+            protocol: "http",
+            status: 503,
+            mutual_tls: true,
+            duration_ms: 1.0,
+            request_bytes: 0,
+            response_bytes: 0,
+        };
+        inbound.record(&r);
+        let bytes = outbound.byte_counters(false);
+        bytes.sent.inc_by(7);
+        let text = outbound.text();
+        assert!(text.contains("reporter=\"destination\",request_protocol=\"http\",response_code=\"503\",source_principal=\"spiffe://cluster.local/ns/edge/sa/gw\",source_workload=\"unknown\",source_workload_namespace=\"edge\"} 1"), "{text}");
+        assert!(text.contains("istio_tcp_sent_bytes_total{connection_security_policy=\"none\",destination_workload=\"productpage\",reporter=\"source\"} 7"), "{text}");
     }
 }

@@ -20,6 +20,8 @@ pub struct MeshConnector {
     sni: rustls::pki_types::ServerName<'static>,
     /// Keeps pools apart when identity or trust changes.
     pub group_key: u64,
+    /// The identity the upstream must prove, when exactly one is expected.
+    pub principal: Option<String>,
 }
 
 impl MeshConnector {
@@ -58,6 +60,10 @@ impl MeshConnector {
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             sni,
             group_key: h.finish(),
+            principal: match tls.identities.as_slice() {
+                [one] => Some(one.clone()),
+                _ => None,
+            },
         })
     }
 }

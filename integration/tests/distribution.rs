@@ -26,6 +26,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
             protocol: Protocol::Http,
             client_auth: None,
             host_with_port: false,
+            passthrough: false,
             listeners: vec![Listener::any_host(
                 "http",
                 None,

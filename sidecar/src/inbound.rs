@@ -4,14 +4,11 @@
 //! manager becomes a new snapshot, swapped in with no dropped connection.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use tokio::sync::watch;
 use weft_api::*;
 use weft_ca::workload::Svid;
-use weft_gateway::Gateway;
 
 /// What the inbound side serves.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Spec {
     pub ports: Vec<InboundPort>,
     pub mode: MtlsMode,
@@ -38,6 +35,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
                 allow_plaintext: spec.mode == MtlsMode::Permissive,
             }),
             host_with_port: false,
+            passthrough: false,
             listeners: vec![Listener::any_host(
                 format!("inbound-{}", p.app.port()),
                 Some(cert.clone()),
@@ -52,10 +50,4 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         clusters,
         access_log: false,
     }
-}
-
-/// Serves `spec` on `gateway`, following the certificates `svids` brings.
-/// Returns when the identity manager goes away.
-pub async fn run(gateway: Arc<Gateway>, spec: Spec, svids: watch::Receiver<Option<Arc<Svid>>>) {
-    crate::follow(gateway, svids, "inbound", move |svid| config(&spec, svid)).await
 }

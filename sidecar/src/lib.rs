@@ -7,40 +7,15 @@
 //!   caller's identity passed to the application on its local port;
 //! - `outbound`: the workload's calls (HTTP_PROXY) routed by the mesh config
 //!   and carried over mutual TLS to the destination's sidecar, whose SPIFFE
-//!   ID is checked against the one expected for the service.
+//!   ID is checked against the one expected for the service; hosts are
+//!   discovered on demand and those outside the mesh pass through;
+//! - `proxy`: one workload's sidecar — its identity manager, both sides,
+//!   and the config it takes from the controller (`weft_gateway::client`);
+//! - `admin`: its admin port (`/ready`, `/config_dump`, `/metrics`).
 
+pub mod admin;
 pub mod inbound;
 pub mod outbound;
+pub mod proxy;
 
-use std::sync::Arc;
-use tokio::sync::watch;
-use weft_ca::workload::Svid;
-use weft_gateway::Gateway;
-
-/// Applies `build(svid)` to `gateway` for each certificate `svids` brings,
-/// until the identity manager goes away.
-async fn follow(
-    gateway: Arc<Gateway>,
-    mut svids: watch::Receiver<Option<Arc<Svid>>>,
-    side: &str,
-    build: impl Fn(&Svid) -> weft_api::GatewayConfig,
-) {
-    let mut generation = 0u64;
-    loop {
-        let svid = svids.borrow_and_update().clone();
-        if let Some(svid) = svid {
-            generation += 1;
-            match gateway
-                .apply(format!("{side}-{generation}"), build(&svid))
-                .await
-            {
-                Ok(errors) if errors.is_empty() => tracing::info!(id = %svid.id, "{side} serving"),
-                Ok(errors) => tracing::error!("{side} cannot listen: {}", errors.join("; ")),
-                Err(e) => tracing::error!("{side} config refused: {e}"),
-            }
-        }
-        if svids.changed().await.is_err() {
-            return;
-        }
-    }
-}
+pub use proxy::{Identity, Sidecar};

@@ -3,11 +3,8 @@
 //! what only the sidecar holds — its certificate and the trust bundle — for
 //! mutual TLS to the destinations' sidecars.
 
-use std::sync::Arc;
-use tokio::sync::watch;
 use weft_api::{GatewayConfig, TlsCertificate};
 use weft_ca::workload::Svid;
-use weft_gateway::Gateway;
 
 /// `outbound` with every meshed cluster presenting `svid` and trusting its bundle.
 pub fn config(outbound: &GatewayConfig, svid: &Svid) -> GatewayConfig {
@@ -22,36 +19,4 @@ pub fn config(outbound: &GatewayConfig, svid: &Svid) -> GatewayConfig {
         }
     }
     config
-}
-
-/// Serves the outbound config `configs` holds on `gateway`, applying it
-/// again on each new config and each new certificate, until either source
-/// goes away.
-pub async fn run(
-    gateway: Arc<Gateway>,
-    mut configs: watch::Receiver<GatewayConfig>,
-    mut svids: watch::Receiver<Option<Arc<Svid>>>,
-) {
-    let mut generation = 0u64;
-    loop {
-        let outbound = configs.borrow_and_update().clone();
-        let svid = svids.borrow_and_update().clone();
-        if let Some(svid) = svid {
-            generation += 1;
-            match gateway
-                .apply(format!("outbound-{generation}"), config(&outbound, &svid))
-                .await
-            {
-                Ok(errors) if errors.is_empty() => {
-                    tracing::debug!(id = %svid.id, "outbound serving")
-                }
-                Ok(errors) => tracing::error!("outbound cannot listen: {}", errors.join("; ")),
-                Err(e) => tracing::error!("outbound config refused: {e}"),
-            }
-        }
-        tokio::select! {
-            changed = configs.changed() => if changed.is_err() { return },
-            changed = svids.changed() => if changed.is_err() { return },
-        }
-    }
 }

@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::watch;
 use weft_ca::workload::Svid;
 
 mod support;
@@ -98,7 +97,7 @@ async fn start(
     port: u16,
     mode: MtlsMode,
     server: Svid,
-) -> (watch::Sender<Option<Arc<Svid>>>, SocketAddr) {
+) -> ((Arc<weft_gateway::Gateway>, Spec), SocketAddr) {
     let listen: SocketAddr = format!("{ip}:{port}").parse().unwrap();
     let spec = Spec {
         ports: vec![InboundPort {
@@ -107,15 +106,17 @@ async fn start(
         }],
         mode,
     };
-    let (tx, rx) = watch::channel(Some(Arc::new(server)));
-    tokio::spawn(inbound::run(weft_gateway::Gateway::new(), spec, rx));
+    let gw = weft_gateway::Gateway::new();
+    gw.apply("1".into(), inbound::config(&spec, &server))
+        .await
+        .unwrap();
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(listen).await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    (tx, listen)
+    ((gw, spec), listen)
 }
 
 const BACKEND: &str = "spiffe://cluster.local/ns/shop/sa/backend";
@@ -171,7 +172,10 @@ async fn strict_inbound_takes_only_mesh_clients_and_tells_the_app_who_called() {
     // A new certificate is served with no restart.
     let renewed = svid(&ca, "shop", "backend");
     let renewed_leaf = ders(&renewed.chain[0]).remove(0);
-    tx.send(Some(Arc::new(renewed))).unwrap();
+    let (gw, spec) = tx;
+    gw.apply("2".into(), inbound::config(&spec, &renewed))
+        .await
+        .unwrap();
     let mut served = None;
     for _ in 0..100 {
         let verifier = Arc::new(SpiffeServerVerifier::new(&ca.trust_bundle(), vec![]).unwrap());

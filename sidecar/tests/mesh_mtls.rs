@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use weft_api::*;
 use weft_ca::workload::Svid;
 
@@ -48,6 +46,7 @@ fn gateway_config(
             protocol: Protocol::Http,
             client_auth: None,
             host_with_port: false,
+            passthrough: false,
             listeners: vec![Listener::any_host(
                 "http",
                 None,
@@ -90,8 +89,14 @@ async fn gateway_to_sidecar_over_mutual_tls() {
         }],
         mode: MtlsMode::Strict,
     };
-    let (_tx, rx) = watch::channel(Some(Arc::new(svid(&ca, "shop", "backend"))));
-    tokio::spawn(inbound::run(weft_gateway::Gateway::new(), spec, rx));
+    let inbound_gw = weft_gateway::Gateway::new();
+    inbound_gw
+        .apply(
+            "1".into(),
+            inbound::config(&spec, &svid(&ca, "shop", "backend")),
+        )
+        .await
+        .unwrap();
 
     let gateway_id = svid(&ca, "infra", "gateway");
     let gateway = weft_gateway::Gateway::new();

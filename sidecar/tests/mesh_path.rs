@@ -6,9 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use weft_ca::Authority;
 use weft_controller::provider::folder::parse_text;
 use weft_controller::resources::{Kind, ObjKey};
@@ -103,20 +101,20 @@ async fn an_application_calls_a_service_through_both_sidecars() {
     for (name, pod) in [("backend-v1", "v1"), ("backend-v2", "v2")] {
         let sidecar = &t.sidecars[&key(name)];
         app(sidecar.inbound[0].app, pod).await;
-        let (tx, rx) = watch::channel(Some(Arc::new(svid(&ca, "shop", "backend"))));
         let spec = inbound::Spec {
             ports: sidecar.inbound.clone(),
             mode: sidecar.mode,
         };
-        tokio::spawn(inbound::run(weft_gateway::Gateway::new(), spec, rx));
-        keep.push(tx);
+        let gw = weft_gateway::Gateway::new();
+        let config = inbound::config(&spec, &svid(&ca, "shop", "backend"));
+        gw.apply("1".into(), config).await.unwrap();
+        keep.push(gw);
     }
     let frontend = &t.sidecars[&key("frontend")];
-    let (tx, rx) = watch::channel(Some(Arc::new(svid(&ca, "shop", "frontend"))));
-    let (config_tx, config_rx) = watch::channel(frontend.outbound.clone());
-    tokio::spawn(outbound::run(weft_gateway::Gateway::new(), config_rx, rx));
-    keep.push(tx);
-    let _config_tx = config_tx;
+    let gw = weft_gateway::Gateway::new();
+    let config = outbound::config(&frontend.outbound, &svid(&ca, "shop", "frontend"));
+    gw.apply("1".into(), config).await.unwrap();
+    keep.push(gw);
 
     let proxy = format!(
         "http://{}:{}",

@@ -89,6 +89,7 @@ pub fn sidecars(
                 protocol: Protocol::Http,
                 client_auth: None,
                 host_with_port: true,
+                passthrough: true,
                 listeners: vec![Listener {
                     name: "outbound".into(),
                     hostname: None,

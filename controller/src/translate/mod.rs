@@ -130,6 +130,7 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
                 listeners: vec![listener],
                 client_auth: None,
                 host_with_port: false,
+                passthrough: false,
             }),
         }
     }

@@ -1,0 +1,105 @@
+//! Routing a request over one snapshot, with no I/O: port → listener (by
+//! Host; by SNI for TLS, with 421 when the two disagree) → virtual host →
+//! first matching route → weighted backend. What needs no backend is
+//! answered here: 404 for no route, redirects, 500 for a rule whose
+//! backends are all invalid. A host no virtual host serves is reported as
+//! such, so the proxy can discover it or pass it through.
+
+use crate::balancer::ClusterState;
+use crate::conn::ConnInfo;
+use crate::filters;
+use crate::hosts::normalize;
+use crate::snapshot::{CompiledRoute, Snapshot};
+use pingora::http::RequestHeader;
+use std::borrow::Cow;
+use std::sync::Arc;
+use weft_api::{HttpFilter, Protocol};
+
+pub enum Decision<'a> {
+    /// Answer with this status (and redirect location) without a backend.
+    Respond(u16, Option<String>),
+    /// No virtual host serves `host` (as the port names hosts); `passthrough`
+    /// when the port sends such requests on to the host itself.
+    UnknownHost { host: String, passthrough: bool },
+    Forward {
+        host: Cow<'a, str>,
+        route: Arc<CompiledRoute>,
+        backend: usize,
+        cluster: Arc<ClusterState>,
+    },
+}
+
+/// A request's host: the `Host` header, else the URI's authority (HTTP/2).
+pub fn request_host(req: &RequestHeader) -> &str {
+    req.headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// Where `req`, arrived on `port` over `conn`, goes under `snapshot`.
+pub fn decide<'a>(
+    snapshot: &Snapshot,
+    conn: Option<&ConnInfo>,
+    port: Option<u16>,
+    req: &'a RequestHeader,
+) -> Decision<'a> {
+    let Some(table) = port.and_then(|p| snapshot.ports.get(&p)) else {
+        return Decision::Respond(404, None);
+    };
+    let host = if table.host_with_port {
+        Cow::Owned(crate::hosts::with_port(request_host(req)))
+    } else {
+        normalize(request_host(req))
+    };
+    let Some(li) = table.listener(&host) else {
+        return Decision::Respond(404, None);
+    };
+    if table.protocol == Protocol::Https {
+        let sni = conn.and_then(|c| c.sni.as_deref()).unwrap_or("");
+        if !sni.is_empty() && table.listener(sni) != Some(li) {
+            return Decision::Respond(421, None);
+        }
+    }
+    let listener = &table.listeners[li];
+    if !listener.serves(&host) {
+        return Decision::UnknownHost {
+            host: host.into_owned(),
+            passthrough: table.passthrough,
+        };
+    }
+    let path = req.uri.path();
+    let query = req.uri.query();
+    let Some(route) = listener.route(&host, &req.method, path, query, &req.headers) else {
+        return Decision::Respond(404, None);
+    };
+    for f in &route.filters {
+        if let HttpFilter::Redirect(r) = f {
+            let parts = filters::RequestParts {
+                scheme: match table.protocol {
+                    Protocol::Https => "https",
+                    Protocol::Http => "http",
+                },
+                host: &host,
+                listener_port: port.unwrap_or_default(),
+                path,
+                query,
+                prefix: route.prefix(),
+            };
+            return Decision::Respond(r.status, Some(filters::location(r, &parts)));
+        }
+    }
+    let Some(backend) = route.pick_backend() else {
+        return Decision::Respond(500, None);
+    };
+    match &route.backends[backend].target {
+        Ok(cluster) => Decision::Forward {
+            host,
+            cluster: cluster.clone(),
+            route: route.clone(),
+            backend,
+        },
+        Err(status) => Decision::Respond(*status, None),
+    }
+}
