@@ -1,0 +1,254 @@
+//! What each sidecar of a `weft up` mesh shows and holds: its admin port's
+//! metrics count exactly the calls made (inbound as reporter destination,
+//! outbound as source, over mutual TLS); its config holds only the services
+//! its workload has called; a call to a destination outside the mesh passes
+//! through as plain HTTP.
+
+mod support;
+use std::time::Duration;
+use support::*;
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: tele, labels: {weft.dev/mesh: enabled}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: client, namespace: tele, labels: {app: client}}
+spec:
+  serviceAccountName: client
+  address: 127.0.13.2
+  command: [weft, echo, --listen, "127.0.13.2:9080",
+            --call, "http://server:9080/work",
+            --call, "http://127.0.13.9:9090/outside"]
+  ports: [{name: http, containerPort: 9080}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: server, namespace: tele, labels: {app: server}}
+spec:
+  serviceAccountName: server
+  address: 127.0.13.3
+  command: [weft, echo, --listen, "127.0.13.3:9080"]
+  ports: [{name: http, containerPort: 9080}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: unused, namespace: tele, labels: {app: unused}}
+spec:
+  serviceAccountName: unused
+  address: 127.0.13.4
+  command: [weft, echo, --listen, "127.0.13.4:9080"]
+  ports: [{name: http, containerPort: 9080}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: outside, namespace: default}
+spec:
+  address: 127.0.13.9
+  command: [weft, echo, --listen, "127.0.13.9:9090"]
+  ports: [{name: http, containerPort: 9090}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: client, namespace: tele}
+spec: {selector: {app: client}, ports: [{name: http, port: 9080, targetPort: http}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server, namespace: tele}
+spec: {selector: {app: server}, ports: [{name: http, port: 9080, targetPort: http}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: unused, namespace: tele}
+spec: {selector: {app: unused}, ports: [{name: http, port: 9080, targetPort: http}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weft}
+spec: {controllerName: weft.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: tele}
+spec:
+  gatewayClassName: weft
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: client, namespace: tele}
+spec:
+  parentRefs: [{name: edge}]
+  rules: [{backendRefs: [{name: client, port: 9080}]}]
+"#;
+
+/// The value of the one sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    let matching: Vec<u64> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        matching.len() <= 1,
+        "{name} {labels:?} is ambiguous:\n{text}"
+    );
+    matching.first().copied().unwrap_or(0)
+}
+
+async fn text(c: &reqwest::Client, url: &str) -> String {
+    c.get(url).send().await.unwrap().text().await.unwrap()
+}
+
+async fn json(c: &reqwest::Client, url: &str) -> serde_json::Value {
+    c.get(url).send().await.unwrap().json().await.unwrap()
+}
+
+fn vhosts(side: &serde_json::Value) -> Vec<String> {
+    side["config"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["listeners"].as_array().unwrap())
+        .flat_map(|l| l["virtual_hosts"].as_array().unwrap())
+        .map(|v| v["hostname"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn sidecars_count_calls_hold_what_they_call_and_pass_the_rest_through() {
+    let ip = "127.0.13.1";
+    let weft = Weft::up(ip, &[("mesh.yaml", MESH)]);
+    let c = client(&[]);
+    let page = || async {
+        let (status, body) = get(&c, &format!("http://{ip}:8080/"), "tele").await;
+        (status == 200
+            && body["calls"]
+                .as_array()
+                .is_some_and(|calls| calls.iter().all(|c| c["status"] == 200)))
+        .then_some(body)
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the page and its calls succeed",
+        || async { page().await.is_some() },
+    )
+    .await;
+
+    let body = page().await.unwrap();
+    assert_eq!(body["calls"][0]["body"]["pod"], "server");
+    assert_eq!(
+        body["calls"][1]["body"]["pod"], "outside",
+        "a destination outside the mesh is reached as plain HTTP"
+    );
+    assert_eq!(
+        body["calls"][1]["body"]["headers"]["X-Forwarded-Client-Cert"],
+        serde_json::Value::Null
+    );
+
+    // Counters move by exactly the calls made.
+    let admin = reqwest::Client::builder().no_proxy().build().unwrap();
+    let server_metrics = "http://127.0.13.3:15020/metrics";
+    let client_metrics = "http://127.0.13.2:15020/metrics";
+    let inbound = [
+        ("reporter", "destination"),
+        ("destination_workload", "server"),
+        ("destination_workload_namespace", "tele"),
+        (
+            "destination_principal",
+            "spiffe://cluster.local/ns/tele/sa/server",
+        ),
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/tele/sa/client",
+        ),
+        ("source_workload_namespace", "tele"),
+        ("connection_security_policy", "mutual_tls"),
+        ("response_code", "200"),
+    ];
+    let outbound = [
+        ("reporter", "source"),
+        ("source_workload", "client"),
+        (
+            "source_principal",
+            "spiffe://cluster.local/ns/tele/sa/client",
+        ),
+        ("destination_service", "server.tele.svc.cluster.local"),
+        (
+            "destination_principal",
+            "spiffe://cluster.local/ns/tele/sa/server",
+        ),
+        ("response_code", "200"),
+    ];
+    let count = "istio_requests_total";
+    let before = (
+        sample(&text(&admin, server_metrics).await, count, &inbound),
+        sample(&text(&admin, client_metrics).await, count, &outbound),
+    );
+    const PAGES: u64 = 25;
+    for _ in 0..PAGES {
+        page().await.expect("every page and call succeeds");
+    }
+    let server_text = text(&admin, server_metrics).await;
+    let client_text = text(&admin, client_metrics).await;
+    assert_eq!(
+        sample(&server_text, count, &inbound) - before.0,
+        PAGES,
+        "{server_text}"
+    );
+    assert_eq!(
+        sample(&client_text, count, &outbound) - before.1,
+        PAGES,
+        "{client_text}"
+    );
+    assert!(
+        sample(
+            &server_text,
+            "istio_request_duration_milliseconds_count",
+            &inbound
+        ) >= PAGES
+    );
+    let received = [
+        ("reporter", "destination"),
+        ("connection_security_policy", "mutual_tls"),
+    ];
+    assert!(sample(&server_text, "istio_tcp_received_bytes_total", &received) > 0);
+    assert!(
+        sample(
+            &server_text,
+            "istio_tcp_connections_opened_total",
+            &received
+        ) > 0
+    );
+
+    // The client's sidecar holds the one service name it called; the
+    // server's, which calls nothing, holds none.
+    let dump = json(&admin, "http://127.0.13.2:15020/config_dump").await;
+    assert_eq!(dump["identity"], "spiffe://cluster.local/ns/tele/sa/client");
+    assert_eq!(vhosts(&dump["outbound"]), ["server:9080"], "{dump:#}");
+    let clusters: Vec<&String> = dump["outbound"]["config"]["clusters"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(clusters, ["tele/server:9080"], "{dump:#}");
+    let dump = json(&admin, "http://127.0.13.3:15020/config_dump").await;
+    assert_eq!(vhosts(&dump["outbound"]), Vec::<String>::new());
+    assert_eq!(vhosts(&dump["inbound"]), ["*"]);
+    let ready = admin
+        .get("http://127.0.13.3:15020/ready")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+
+    weft.sigterm();
+}
