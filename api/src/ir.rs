@@ -130,6 +130,23 @@ pub struct Route {
     pub backends: Vec<WeightedBackend>,
     #[serde(default, skip_serializing_if = "Timeouts::is_empty")]
     pub timeouts: Timeouts,
+    /// HTTPRoute `retry`; without it the proxy's default policy applies
+    /// (idempotent requests retried on reset and 503, twice at most).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// When and how often a request is tried again on another endpoint. Every
+/// retry is also bounded by the cluster's retry budget.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    /// Retries after the first try.
+    pub attempts: u32,
+    /// The least wait before a retry; later retries wait longer.
+    pub backoff_ms: u64,
+    /// Response codes that are retried, whatever the method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub codes: Vec<u16>,
 }
 
 impl Route {
@@ -150,6 +167,7 @@ impl Route {
                 filters: vec![],
             }],
             timeouts: Timeouts::default(),
+            retry: None,
         }
     }
 }

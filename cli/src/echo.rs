@@ -4,7 +4,8 @@
 //! `X-Echo-Set-Header: Name: value, Other: value` sets response headers.
 //! With `--call URL` (repeatable) it also calls those URLs for each request,
 //! through `HTTP_PROXY` when set, and adds their answers under `calls`: a
-//! small service graph for mesh demos.
+//! small service graph for mesh demos. `--status` makes every answer fail
+//! with that code (the body stays the same).
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -13,13 +14,18 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-pub async fn run(listen: SocketAddr, calls: Vec<String>) -> anyhow::Result<()> {
+pub async fn run(listen: SocketAddr, calls: Vec<String>, status: u16) -> anyhow::Result<()> {
+    let status = axum::http::StatusCode::from_u16(status)?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("echo listening on {}", listener.local_addr()?);
     let calls = std::sync::Arc::new(calls);
     let app = axum::Router::new().fallback(move |req: Request| {
         let calls = calls.clone();
-        async move { echo(req, &calls).await }
+        async move {
+            let mut resp = echo(req, &calls).await;
+            *resp.status_mut() = status;
+            resp
+        }
     });
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::up::stopped())

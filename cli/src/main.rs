@@ -55,6 +55,9 @@ enum Command {
         /// A URL to call for every request (through HTTP_PROXY when set).
         #[arg(long = "call")]
         calls: Vec<String>,
+        /// The status of every answer (a failing backend, for tests and demos).
+        #[arg(long, default_value_t = 200)]
+        status: u16,
     },
     /// Translate a folder offline and print every status; fails if any
     /// resource is not accepted.
@@ -112,7 +115,11 @@ fn main() -> anyhow::Result<()> {
                 gateway,
                 admin,
             } => run_gateway(controller, gateway, admin).await,
-            Command::Echo { listen, calls } => echo::run(listen, calls).await,
+            Command::Echo {
+                listen,
+                calls,
+                status,
+            } => echo::run(listen, calls, status).await,
             Command::Analyze { dir } => analyze::run(&dir),
             Command::Status { admin } => analyze::status(admin).await,
         }

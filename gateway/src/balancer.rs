@@ -18,6 +18,8 @@ pub struct ClusterState {
     pub tls: Option<Arc<crate::upstream_tls::MeshConnector>>,
     next: AtomicUsize,
     active: Vec<AtomicUsize>,
+    /// Requests and retries in flight, for the retry budget.
+    pub budget: crate::retry::Budget,
 }
 
 impl ClusterState {
@@ -37,6 +39,7 @@ impl ClusterState {
             lb: c.lb,
             next: AtomicUsize::new(0),
             active: c.endpoints.iter().map(|_| AtomicUsize::new(0)).collect(),
+            budget: Default::default(),
         })
     }
 

@@ -22,6 +22,7 @@ mod matcher;
 mod mirror;
 mod proxy;
 mod rescue;
+mod retry;
 mod routing;
 mod snapshot;
 pub mod telemetry;

@@ -16,13 +16,14 @@
 use crate::balancer::ClusterState;
 use crate::conn::ConnInfo;
 use crate::filters;
+use crate::retry::{Failure, Request, RetryState};
 use crate::routing::{self, Decision};
 use crate::snapshot::{CompiledRoute, Snapshot};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
-use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::sync::Arc;
 use std::time::Duration;
 use weft_api::{AppProtocol, HttpFilter};
@@ -54,6 +55,7 @@ pub struct RequestCtx {
     endpoint: Option<usize>,
     failed_endpoint: Option<usize>,
     connect_tries: u32,
+    retry: RetryState,
     /// A host outside the config, sent on as plain HTTP (`host:port`).
     passthrough: Option<String>,
 }
@@ -95,6 +97,7 @@ impl ProxyHttp for WeftProxy {
             endpoint: None,
             failed_endpoint: None,
             connect_tries: 0,
+            retry: RetryState::default(),
             passthrough: None,
         }
     }
@@ -143,6 +146,13 @@ impl ProxyHttp for WeftProxy {
                 crate::mirror::send(mirror, req, &host);
             }
         }
+        cluster.budget.start();
+        ctx.retry.deadline = route
+            .timeouts
+            .request_ms
+            .map(|ms| ctx.started + Duration::from_millis(ms));
+        // Keep the body for a retry (Pingora buffers a bounded amount).
+        session.enable_retry_buffering();
         ctx.backend = backend;
         ctx.cluster = Some(cluster);
         ctx.route = Some(route);
@@ -164,6 +174,12 @@ impl ProxyHttp for WeftProxy {
         if let Some(previous) = ctx.endpoint.take() {
             cluster.finish(previous);
         }
+        if let Some(wait) = ctx.retry.wait.take() {
+            tokio::time::sleep(wait).await;
+        }
+        if ctx.retry.remaining() == Some(Duration::ZERO) {
+            return Err(Error::explain(HTTPStatus(504), "request timeout"));
+        }
         let Some(i) = cluster.pick(ctx.failed_endpoint) else {
             return Err(Error::explain(
                 HTTPStatus(503),
@@ -181,12 +197,19 @@ impl ProxyHttp for WeftProxy {
         if cluster.protocol == AppProtocol::H2c {
             peer.options.set_http_version(2, 2);
         }
-        if let Some(t) = ctx.route.as_ref().map(|r| &r.timeouts) {
-            let ms = match (t.request_ms, t.backend_request_ms) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            peer.options.read_timeout = ms.map(Duration::from_millis);
+        // The per-try timeout, cut to what is left of the request's.
+        let per_try = ctx
+            .route
+            .as_ref()
+            .and_then(|r| r.timeouts.backend_request_ms)
+            .map(Duration::from_millis);
+        let timeout = match (per_try, ctx.retry.remaining()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        peer.options.read_timeout = timeout;
+        if let Some(t) = timeout {
+            peer.options.connection_timeout = Some(t.min(CONNECT_TIMEOUT));
         }
         Ok(Box::new(peer))
     }
@@ -250,6 +273,59 @@ impl ProxyHttp for WeftProxy {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = resp.status.as_u16();
+        if status >= 400 && self.may_retry(session, ctx, Failure::Status(status)) {
+            ctx.retry.on_status = true;
+            let mut e = Error::explain(HTTPStatus(status), "retrying on status");
+            e.set_retry(true);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        if std::mem::take(&mut ctx.retry.on_status) {
+            return e;
+        }
+        // A pooled connection the upstream had closed: tried again on a new
+        // one, as Pingora does, without counting as a retry.
+        let replayable = !session.as_ref().retry_buffer_truncated();
+        e.retry.decide_reuse(client_reused);
+        let stale = e.retry() && replayable && session.req_header().method.is_idempotent();
+        let failure = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+            _ => Failure::Reset,
+        };
+        let retry = stale || self.may_retry(session, ctx, failure);
+        e.set_retry(retry);
+        e
+    }
+
+    /// Retries are logged at debug by `may_retry`, not as warnings.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        context: ProxyWarnLogContext,
+    ) -> bool {
+        matches!(context, ProxyWarnLogContext::UpstreamRetry)
+    }
+
     async fn response_filter(
         &self,
         _s: &mut Session,
@@ -299,8 +375,14 @@ impl ProxyHttp for WeftProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let (Some(cluster), Some(i)) = (&ctx.cluster, ctx.endpoint.take()) {
-            cluster.finish(i);
+        if let Some(cluster) = &ctx.cluster {
+            if let Some(i) = ctx.endpoint.take() {
+                cluster.finish(i);
+            }
+            cluster.budget.end();
+            if ctx.retry.in_budget {
+                cluster.budget.release();
+            }
         }
         let grpc = session
             .req_header()
@@ -332,6 +414,27 @@ impl ProxyHttp for WeftProxy {
             request_bytes: session.body_bytes_read(),
             response_bytes: session.body_bytes_sent(),
         });
+    }
+}
+
+impl WeftProxy {
+    /// Whether the failed try is tried again (on another endpoint).
+    fn may_retry(&self, session: &Session, ctx: &mut RequestCtx, failure: Failure) -> bool {
+        let Some(cluster) = ctx.cluster.clone() else {
+            return false;
+        };
+        let req = Request {
+            idempotent: session.req_header().method.is_idempotent(),
+            replayable: !session.as_ref().retry_buffer_truncated()
+                && session.response_written().is_none(),
+        };
+        let policy = ctx.route.as_ref().and_then(|r| r.retry.as_ref());
+        let allowed = ctx.retry.allow(policy, failure, &req, &cluster.budget);
+        if allowed {
+            tracing::debug!(?failure, cluster = %cluster.name, "retrying");
+            ctx.failed_endpoint = ctx.endpoint;
+        }
+        allowed
     }
 }
 

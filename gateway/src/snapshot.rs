@@ -9,7 +9,7 @@ use crate::GatewayError;
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
-use weft_api::{BackendTarget, GatewayConfig, HttpFilter, Protocol, Route, Timeouts};
+use weft_api::{BackendTarget, GatewayConfig, HttpFilter, Protocol, Retry, Route, Timeouts};
 
 pub struct Snapshot {
     pub version: String,
@@ -47,6 +47,7 @@ pub struct CompiledRoute {
     pub backends: Vec<CompiledBackend>,
     total_weight: u32,
     pub timeouts: Timeouts,
+    pub retry: Option<Retry>,
     /// RequestMirror filters: the cluster and the share (0-100) mirrored.
     pub mirrors: Vec<(Arc<ClusterState>, f64)>,
 }
@@ -156,6 +157,7 @@ fn compile_route(
         total_weight: backends.iter().map(|b| b.weight).sum(),
         backends,
         timeouts: r.timeouts.clone(),
+        retry: r.retry.clone(),
     })
 }
 

@@ -9,19 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::*;
 
-/// The pid of the process whose command line contains `needle`.
-fn pid_of(needle: &str) -> Option<i32> {
-    std::fs::read_dir("/proc")
-        .ok()?
-        .filter_map(Result::ok)
-        .find_map(|e| {
-            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (cmdline.contains(needle) && cmdline.contains("echo")).then_some(pid)
-        })
-}
-
 #[tokio::test]
 async fn sigterm_stops_everything_and_dead_workloads_come_back() {
     let ip = "127.0.41.1";

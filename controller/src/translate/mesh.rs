@@ -3,7 +3,7 @@
 //! a Service) that shape that traffic, and the status of those routes.
 
 use super::backend::{self, BackendRef, Caller, INBOUND_BASE_PORT};
-use super::conditions::Verdict;
+use super::conditions::{Condition, Verdict};
 use super::rules::{self, Rule, SortKey};
 use crate::resources::{Kind, ObjKey, Object};
 use crate::store::Store;
@@ -196,13 +196,23 @@ fn mesh_routes(
             if let Some(port) = parent.port {
                 parent_ref["port"] = json!(port);
             }
+            let mut conditions = vec![
+                accepted.condition("Accepted", "Accepted", g),
+                resolved.condition("ResolvedRefs", "References resolved", g),
+            ];
+            if let (Some(message), false) = (&problems.unsupported, converted.is_empty()) {
+                conditions.push(Condition::new(
+                    "PartiallyInvalid",
+                    true,
+                    "UnsupportedValue",
+                    format!("Dropped Rule: {message}"),
+                    g,
+                ));
+            }
             parents.push(json!({
                 "parentRef": parent_ref,
                 "controllerName": CONTROLLER_NAME,
-                "conditions": [
-                    accepted.condition("Accepted", "Accepted", g),
-                    resolved.condition("ResolvedRefs", "References resolved", g),
-                ],
+                "conditions": conditions,
             }));
             if accepted.is_ok() {
                 out.push(MeshRoute {
@@ -275,6 +285,7 @@ fn virtual_hosts(
                                 filters: rule.filters.clone(),
                                 backends: rule.backends.clone(),
                                 timeouts: rule.timeouts.clone(),
+                                retry: rule.retry.clone(),
                             },
                         ));
                     }

@@ -8,7 +8,7 @@ use super::rules::{self, Rule};
 use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
-use gateway_api::httproutes::{HttpRoute, HttpRouteParentRefs};
+use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use weft_api::{Cluster, Route};
@@ -164,6 +164,7 @@ fn program(listener: &mut ListenerCtx, key: &ObjKey, route: &HttpRoute, rules: &
                         filters: rule.filters.clone(),
                         backends: rule.backends.clone(),
                         timeouts: rule.timeouts.clone(),
+                        retry: rule.retry.clone(),
                     },
                 ));
             }

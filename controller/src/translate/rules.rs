@@ -3,7 +3,7 @@
 
 use super::backend::{self, BackendRef, Unresolved};
 use crate::store::Store;
-use gateway_api::httproutes::{
+use gateway_api::experimental::httproutes::{
     HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType as FilterType,
     HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HeaderType,
     HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType as QueryType,
@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use weft_api::{
     BackendTarget, Cluster, HeaderModifier, HttpFilter, HttpMatch, KeyMatch, Mirror, PathMatch,
-    PathModifier, Redirect, Rewrite, StringMatch, Timeouts, WeightedBackend,
+    PathModifier, Redirect, Retry, Rewrite, StringMatch, Timeouts, WeightedBackend,
 };
 
 /// Orders routes within a virtual host, most specific first: exact paths,
@@ -40,6 +40,7 @@ pub struct Rule {
     pub filters: Vec<HttpFilter>,
     pub backends: Vec<WeightedBackend>,
     pub timeouts: Timeouts,
+    pub retry: Option<Retry>,
 }
 
 /// What went wrong while converting, for the route's conditions.
@@ -65,7 +66,7 @@ pub fn convert_route(
     store: &Store,
     caller: backend::Caller<'_>,
     key: &crate::resources::ObjKey,
-    route: &gateway_api::httproutes::HttpRoute,
+    route: &gateway_api::experimental::httproutes::HttpRoute,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> (Vec<(usize, Rule)>, Problems) {
     let created = route
@@ -170,7 +171,7 @@ pub fn convert(
             });
         }
     }
-    let timeouts = match timeouts(rule) {
+    let (timeouts, retry) = match timeouts(rule).and_then(|t| Ok((t, retry(rule)?))) {
         Ok(t) => t,
         Err(e) => {
             problems.unsupported.get_or_insert(e);
@@ -182,6 +183,7 @@ pub fn convert(
         filters: rule_filters,
         backends,
         timeouts,
+        retry,
     })
 }
 
@@ -403,7 +405,7 @@ fn filters(
                     }
                 }
             }
-            FilterType::ExtensionRef | FilterType::Cors => {
+            FilterType::ExtensionRef | FilterType::Cors | FilterType::ExternalAuth => {
                 return Err(format!("filter {} is not supported", enum_str(&f.r#type)));
             }
         };
@@ -439,19 +441,49 @@ fn path_modifier(
     }
 }
 
+/// A Gateway API duration in milliseconds; `None` for zero (no limit).
+fn millis(s: &Option<String>, what: &str) -> Result<Option<u64>, String> {
+    let Some(s) = s else { return Ok(None) };
+    let d: gateway_api::Duration = s.parse().map_err(|e| format!("{what} {s:?}: {e}"))?;
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    Ok((ms > 0).then_some(ms))
+}
+
+/// Retries when none are set: as Envoy's default backoff.
+const DEFAULT_ATTEMPTS: u32 = 2;
+const DEFAULT_BACKOFF_MS: u64 = 25;
+
+fn retry(rule: &HttpRouteRules) -> Result<Option<Retry>, String> {
+    let Some(r) = &rule.retry else {
+        return Ok(None);
+    };
+    let attempts = match r.attempts {
+        None => DEFAULT_ATTEMPTS,
+        Some(n) => u32::try_from(n).map_err(|_| format!("retry attempts {n} is negative"))?,
+    };
+    let codes = r
+        .codes
+        .iter()
+        .flatten()
+        .map(|c| match u16::try_from(*c) {
+            Ok(c) if (400..600).contains(&c) => Ok(c),
+            _ => Err(format!("retry code {c} is not an HTTP error status")),
+        })
+        .collect::<Result<Vec<u16>, String>>()?;
+    Ok(Some(Retry {
+        attempts,
+        backoff_ms: millis(&r.backoff, "retry backoff")?.unwrap_or(DEFAULT_BACKOFF_MS),
+        codes,
+    }))
+}
+
 fn timeouts(rule: &HttpRouteRules) -> Result<Timeouts, String> {
     let Some(t) = &rule.timeouts else {
         return Ok(Timeouts::default());
     };
-    let parse = |s: &Option<String>| -> Result<Option<u64>, String> {
-        let Some(s) = s else { return Ok(None) };
-        let d: gateway_api::Duration = s.parse().map_err(|e| format!("timeout {s:?}: {e}"))?;
-        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        Ok((ms > 0).then_some(ms))
-    };
     let out = Timeouts {
-        request_ms: parse(&t.request)?,
-        backend_request_ms: parse(&t.backend_request)?,
+        request_ms: millis(&t.request, "timeout")?,
+        backend_request_ms: millis(&t.backend_request, "timeout")?,
     };
     if let (Some(req), Some(be)) = (out.request_ms, out.backend_request_ms) {
         if be > req {
