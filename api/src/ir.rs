@@ -18,6 +18,10 @@ pub struct GatewayConfig {
     /// One JSON line per request on the proxy's standard output.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub access_log: bool,
+    /// The SPIFFE ID the proxy presents to meshed backends (clusters with
+    /// `UpstreamTls`); its certificate comes from the CA, not the config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// A listening port: the unit the gateway binds, holding every Gateway

@@ -158,6 +158,7 @@ mod tests {
             }],
             clusters,
             access_log: false,
+            identity: None,
         }
     }
 

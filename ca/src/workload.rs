@@ -49,6 +49,9 @@ impl Svid {
     }
 }
 
+/// The certificates an identity manager keeps fresh: `None` until the first.
+pub type Svids = watch::Receiver<Option<Arc<Svid>>>;
+
 /// How the manager reaches the CA; the gRPC client in production.
 #[tonic::async_trait]
 pub trait CaClient: Send + Sync {

@@ -3,7 +3,7 @@
 //! sidecar gets a one-time join token for its Workload's identity, fetches
 //! and rotates its certificate through the signing service, subscribes to
 //! the config server like a `weft sidecar` process, and serves its admin
-//! port on the Workload's address.
+//! port on the Workload's address. Gateways get their identities here too.
 
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -11,11 +11,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use weft_api::SidecarConfig;
 use weft_ca::service::SigningService;
-use weft_ca::workload::GrpcCa;
+use weft_ca::workload::{manage, GrpcCa, Svids};
 use weft_ca::{Authority, JoinTokens, SpiffeId};
 use weft_controller::resources::ObjKey;
 use weft_sidecar::{Identity, Sidecar};
@@ -141,6 +142,21 @@ impl Mesh {
             admin,
             tasks,
         })
+    }
+
+    /// An identity manager for `id` (a gateway's): a one-time token, the
+    /// certificates it keeps fresh, and its task.
+    pub fn identity(
+        &self,
+        id: &str,
+    ) -> anyhow::Result<(Svids, JoinHandle<()>)> {
+        let id = SpiffeId::parse(id)?;
+        let (tx, rx) = watch::channel(None);
+        let ca = Arc::new(GrpcCa {
+            endpoint: self.ca.clone(),
+        });
+        let task = tokio::spawn(manage(ca, self.tokens.issue(id), self.ttl, tx));
+        Ok((rx, task))
     }
 
     /// The HTTP proxy a Workload's process should use: its sidecar's outbound port.

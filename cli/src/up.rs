@@ -17,6 +17,8 @@ use weft_controller::runtime::{Controller, Published};
 use weft_controller::server::ConfigService;
 use weft_controller::translate::Options;
 use weft_controller::workload::{EnvVar, Workload};
+use weft_gateway::client::ConfigTarget;
+use weft_gateway::identity::Identified;
 use weft_gateway::Gateway;
 
 /// Time given to in-flight requests once a stop is asked for.
@@ -35,6 +37,8 @@ pub async fn stopped() {
 struct RunningGateway {
     gateway: Arc<Gateway>,
     client: JoinHandle<()>,
+    /// The identity manager of the gateway's certificate.
+    identity: Option<JoinHandle<()>>,
     admin_task: JoinHandle<()>,
     admin: SocketAddr,
 }
@@ -99,7 +103,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     tokio::pin!(stop);
     loop {
         let published = state_rx.borrow_and_update().clone();
-        reconcile_gateways(&mut gateways, &published, &controller_url).await?;
+        reconcile_gateways(&mut gateways, &published, &controller_url, &mesh).await?;
         mesh.reconcile(&published.sidecars).await;
         workloads.reconcile(&with_proxy(&published, &mesh)).await;
         let table = table(&dir, admin, &gateways, &published, &mesh);
@@ -114,8 +118,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     }
     eprintln!("weft up: stopping");
     for g in gateways.values() {
-        g.client.abort();
-        g.gateway.shutdown().await;
+        stop_gateway(g).await;
     }
     // Listeners are closed; let in-flight requests finish.
     tokio::time::sleep(DRAIN).await;
@@ -143,10 +146,20 @@ fn with_proxy(published: &Published, mesh: &Mesh) -> BTreeMap<ObjKey, Workload> 
     out
 }
 
+async fn stop_gateway(g: &RunningGateway) {
+    g.client.abort();
+    g.admin_task.abort();
+    if let Some(t) = &g.identity {
+        t.abort();
+    }
+    g.gateway.shutdown().await;
+}
+
 async fn reconcile_gateways(
     gateways: &mut BTreeMap<ObjKey, RunningGateway>,
     published: &Published,
     controller_url: &str,
+    mesh: &Mesh,
 ) -> anyhow::Result<()> {
     let gone: Vec<ObjKey> = gateways
         .keys()
@@ -155,12 +168,10 @@ async fn reconcile_gateways(
         .collect();
     for key in gone {
         if let Some(g) = gateways.remove(&key) {
-            g.client.abort();
-            g.admin_task.abort();
-            g.gateway.shutdown().await;
+            stop_gateway(&g).await;
         }
     }
-    for key in published.gateways.keys() {
+    for (key, served) in &published.gateways {
         if gateways.contains_key(key) {
             continue;
         }
@@ -168,8 +179,16 @@ async fn reconcile_gateways(
         let (admin, admin_task) =
             weft_gateway::admin::serve(gateway.clone(), "127.0.0.1:0".parse()?).await?;
         let node = weft_api::wire::gateway_node(&key.namespace, &key.name);
+        // With an identity, calls to meshed workloads go over mutual TLS.
+        let (target, identity): (Arc<dyn ConfigTarget>, _) = match &served.config.identity {
+            Some(id) => {
+                let (svids, task) = mesh.identity(id)?;
+                (Identified::start(gateway.clone(), svids), Some(task))
+            }
+            None => (gateway.clone(), None),
+        };
         let client = tokio::spawn(weft_gateway::client::run(
-            gateway.clone(),
+            target,
             controller_url.to_string(),
             node,
         ));
@@ -178,6 +197,7 @@ async fn reconcile_gateways(
             RunningGateway {
                 gateway,
                 client,
+                identity,
                 admin_task,
                 admin,
             },

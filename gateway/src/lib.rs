@@ -17,6 +17,7 @@ pub mod discovery;
 mod error;
 mod filters;
 mod hosts;
+pub mod identity;
 mod listener;
 mod matcher;
 mod mirror;
@@ -50,7 +51,7 @@ pub struct Gateway {
     bind_errors: Mutex<Vec<String>>,
     /// The last snapshot refused: its version and why.
     rejected: std::sync::Mutex<Option<(String, String)>>,
-    interest: Option<Arc<discovery::Interest>>,
+    pub(crate) interest: Option<Arc<discovery::Interest>>,
 }
 
 impl Gateway {

@@ -281,6 +281,7 @@ mod tests {
             ]
             .into(),
             access_log: false,
+            identity: None,
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];

@@ -42,6 +42,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
         }],
         clusters,
         access_log: false,
+        identity: None,
     }
 }
 

@@ -33,6 +33,11 @@ async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
 
     let body = page().await.unwrap();
     assert_eq!(body["pod"], "productpage");
+    assert_eq!(
+        body["headers"]["X-Forwarded-Client-Cert"],
+        serde_json::json!(["URI=spiffe://cluster.local/ns/bookinfo/sa/bookinfo"]),
+        "the gateway reaches productpage through its sidecar, with an identity of its own"
+    );
     let details = &body["calls"][0]["body"];
     assert_eq!(details["pod"], "details");
     assert_eq!(

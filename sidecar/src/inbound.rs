@@ -49,5 +49,6 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         ports,
         clusters,
         access_log: false,
+        identity: None,
     }
 }

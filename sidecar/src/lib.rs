@@ -5,17 +5,18 @@
 //!   (rotated with no restart), client certificates required to chain to the
 //!   trust bundle (STRICT) or plaintext also accepted (PERMISSIVE), the
 //!   caller's identity passed to the application on its local port;
-//! - `outbound`: the workload's calls (HTTP_PROXY) routed by the mesh config
-//!   and carried over mutual TLS to the destination's sidecar, whose SPIFFE
-//!   ID is checked against the one expected for the service; hosts are
-//!   discovered on demand and those outside the mesh pass through;
+//! - the outbound side: the workload's calls (HTTP_PROXY) routed by the
+//!   controller's config (services, GAMMA routes, clusters with the
+//!   identities expected of them), completed with the sidecar's certificate
+//!   (`weft_gateway::identity`) and carried over mutual TLS to the
+//!   destination's sidecar; hosts are discovered on demand and those
+//!   outside the mesh pass through;
 //! - `proxy`: one workload's sidecar — its identity manager, both sides,
 //!   and the config it takes from the controller (`weft_gateway::client`);
 //! - `admin`: its admin port (`/ready`, `/config_dump`, `/metrics`).
 
 pub mod admin;
 pub mod inbound;
-pub mod outbound;
 pub mod proxy;
 
 pub use proxy::{Identity, Sidecar};

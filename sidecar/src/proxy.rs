@@ -4,7 +4,7 @@
 //! workload's `SidecarConfig`. The outbound side's config holds only the
 //! hosts the workload has called (`weft_gateway::discovery`).
 
-use crate::{inbound, outbound};
+use crate::inbound;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -14,6 +14,7 @@ use weft_ca::workload::{manage, CaClient, Svid};
 use weft_ca::SpiffeId;
 use weft_gateway::client::ConfigTarget;
 use weft_gateway::discovery::Interest;
+use weft_gateway::identity::with_identity;
 use weft_gateway::telemetry::{Metrics, Reporter};
 use weft_gateway::{Gateway, Snapshot};
 
@@ -127,7 +128,7 @@ impl Sidecar {
         }
         match self
             .outbound
-            .apply(version, outbound::config(&config.outbound, &svid))
+            .apply(version, with_identity(&config.outbound, &svid))
             .await
         {
             Ok(e) => errors.extend(e),
@@ -152,12 +153,9 @@ impl Sidecar {
         let Some(svid) = self.svid() else {
             return Ok(());
         };
-        Snapshot::build(
-            version.to_string(),
-            outbound::config(&config.outbound, &svid),
-        )
-        .map(drop)
-        .map_err(|e| e.to_string())
+        Snapshot::build(version.to_string(), with_identity(&config.outbound, &svid))
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -59,6 +59,7 @@ fn gateway_config(
         }],
         clusters: BTreeMap::from([("shop/backend:80".to_string(), cluster)]),
         access_log: false,
+        identity: None,
     }
 }
 

@@ -12,7 +12,7 @@ use weft_controller::provider::folder::parse_text;
 use weft_controller::resources::{Kind, ObjKey};
 use weft_controller::store::Store;
 use weft_controller::translate::{translate, Options};
-use weft_sidecar::{inbound, outbound};
+use weft_sidecar::inbound;
 
 mod support;
 use support::svid;
@@ -112,7 +112,8 @@ async fn an_application_calls_a_service_through_both_sidecars() {
     }
     let frontend = &t.sidecars[&key("frontend")];
     let gw = weft_gateway::Gateway::new();
-    let config = outbound::config(&frontend.outbound, &svid(&ca, "shop", "frontend"));
+    let config =
+        weft_gateway::identity::with_identity(&frontend.outbound, &svid(&ca, "shop", "frontend"));
     gw.apply("1".into(), config).await.unwrap();
     keep.push(gw);
 

@@ -23,12 +23,21 @@ pub struct BackendRef<'a> {
 /// Why a reference does not resolve: a route `ResolvedRefs` reason and message.
 pub type Unresolved = (&'static str, String);
 
-/// Who calls the backend: a gateway reaches applications directly; a
-/// sidecar reaches the sidecars of meshed workloads over mutual TLS.
+/// Who calls the backend. Both reach meshed workloads through their
+/// sidecars over mutual TLS (the gateway with an identity of its own), and
+/// other backends directly.
 #[derive(Clone, Copy)]
 pub enum Caller<'a> {
-    Gateway,
+    Gateway { trust_domain: &'a str },
     Sidecar { trust_domain: &'a str },
+}
+
+impl Caller<'_> {
+    fn trust_domain(&self) -> &str {
+        match self {
+            Caller::Gateway { trust_domain } | Caller::Sidecar { trust_domain } => trust_domain,
+        }
+    }
 }
 
 /// Where a workload's sidecar takes inbound connections for its `i`-th port.
@@ -103,18 +112,16 @@ pub fn resolve(
             lb: lb_policy(svc),
             tls: None,
         };
-        if let Caller::Sidecar { trust_domain } = caller {
-            let (endpoints, identities) =
-                mesh_endpoints(store, ns, svc, service_port, trust_domain);
-            if !endpoints.is_empty() {
-                cluster.endpoints = endpoints;
-                cluster.tls = Some(UpstreamTls {
-                    sni: format!("{}.{ns}.svc.cluster.local", r.name),
-                    roots_pem: vec![],
-                    identities,
-                    client_cert: None,
-                });
-            }
+        let (endpoints, identities) =
+            mesh_endpoints(store, ns, svc, service_port, caller.trust_domain());
+        if !endpoints.is_empty() {
+            cluster.endpoints = endpoints;
+            cluster.tls = Some(UpstreamTls {
+                sni: format!("{}.{ns}.svc.cluster.local", r.name),
+                roots_pem: vec![],
+                identities,
+                client_cert: None,
+            });
         }
         clusters.insert(name.clone(), cluster);
     }

@@ -70,6 +70,7 @@ pub fn sidecars(
                 app: SocketAddr::new(w.address(), p.container_port),
             })
             .collect();
+        let identity = backend::workload_identity(trust_domain, &key.namespace, w);
         let virtual_hosts = virtual_hosts(store, caller, &key.namespace, &routes, &mut clusters);
         let used: BTreeSet<String> = virtual_hosts
             .iter()
@@ -102,11 +103,12 @@ pub fn sidecars(
                 .filter_map(|c| clusters.get(&c).map(|v| (c, v.clone())))
                 .collect(),
             access_log: false,
+            identity: Some(identity.clone()),
         };
         let config = SidecarConfig {
             namespace: key.namespace.clone(),
             workload: key.name.clone(),
-            identity: backend::workload_identity(trust_domain, &key.namespace, w),
+            identity,
             mode: mode(store, &key.namespace, w),
             inbound,
             outbound,

@@ -57,7 +57,8 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     let classes = gateway::classes(store, &mut statuses);
     let mut gateways = gateway::gateways(store, &classes, opts);
     let mut clusters = BTreeMap::new();
-    route::routes(store, &mut gateways, &mut clusters, &mut statuses);
+    let td = &opts.trust_domain;
+    route::routes(store, &mut gateways, &mut clusters, &mut statuses, td);
     let sidecars = mesh::sidecars(store, &opts.trust_domain, &mut statuses);
     let mut out = BTreeMap::new();
     for gw in &gateways {
@@ -67,7 +68,9 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
             .unwrap_or_default();
         statuses.insert(gw.key.clone(), gateway::status(gw, errors));
         if gw.address_problem.is_none() {
-            out.insert(gw.key.clone(), ir(gw, &clusters));
+            let mut config = ir(gw, &clusters);
+            config.identity = Some(gateway_identity(td, &gw.key));
+            out.insert(gw.key.clone(), config);
         }
     }
     Translation {
@@ -75,6 +78,15 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         sidecars,
         statuses,
     }
+}
+
+/// A Gateway's SPIFFE ID: the service account named after it, in its
+/// namespace. It presents it to meshed backends.
+pub fn gateway_identity(trust_domain: &str, gateway: &ObjKey) -> String {
+    format!(
+        "spiffe://{trust_domain}/ns/{}/sa/{}",
+        gateway.namespace, gateway.name
+    )
 }
 
 /// The IR of one Gateway: its programmed listeners grouped by port, and the
@@ -143,5 +155,6 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
             .filter_map(|c| clusters.get(&c).map(|v| (c, v.clone())))
             .collect(),
         access_log: gw.access_log,
+        identity: None,
     }
 }

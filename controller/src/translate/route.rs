@@ -18,13 +18,14 @@ pub fn routes(
     gateways: &mut [GatewayCtx],
     clusters: &mut BTreeMap<String, Cluster>,
     statuses: &mut BTreeMap<ObjKey, Value>,
+    trust_domain: &str,
 ) {
+    let caller = super::backend::Caller::Gateway { trust_domain };
     for (key, entry) in store.of_kind(Kind::HttpRoute) {
         let Object::HttpRoute(route) = &entry.object else {
             continue;
         };
-        let (converted, problems) =
-            rules::convert_route(store, super::backend::Caller::Gateway, key, route, clusters);
+        let (converted, problems) = rules::convert_route(store, caller, key, route, clusters);
         let mut parents = Vec::new();
         for parent in route.spec.parent_refs.iter().flatten() {
             let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);

@@ -1,0 +1,138 @@
+//! A proxy with a workload identity: the certificate the identity manager
+//! keeps fresh (`weft_ca::workload`) is put into every cluster that
+//! originates mutual TLS, with the trust bundle that came with it, and the
+//! config is applied again with each new certificate. Gateways run this way
+//! under `weft up`, so their calls to meshed workloads go through the
+//! workloads' sidecars; a sidecar's outbound side fills its clusters the
+//! same way.
+
+use crate::client::ConfigTarget;
+use crate::discovery::Interest;
+use crate::{Gateway, GatewayError};
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+use weft_api::{GatewayConfig, TlsCertificate};
+use weft_ca::workload::Svid;
+
+/// `config` with every cluster that originates TLS presenting `svid` and
+/// trusting its bundle.
+pub fn with_identity(config: &GatewayConfig, svid: &Svid) -> GatewayConfig {
+    let mut config = config.clone();
+    for cluster in config.clusters.values_mut() {
+        if let Some(tls) = cluster.tls.as_mut() {
+            tls.roots_pem = svid.bundle.clone();
+            tls.client_cert = Some(TlsCertificate {
+                cert_chain_pem: svid.chain.concat(),
+                key_pem: svid.key_pem.clone(),
+            });
+        }
+    }
+    config
+}
+
+/// Whether `config` can only serve once a certificate is in.
+fn needs_identity(config: &GatewayConfig) -> bool {
+    config.clusters.values().any(|c| c.tls.is_some())
+}
+
+/// A gateway and the certificates of its identity.
+pub struct Identified {
+    pub gateway: Arc<Gateway>,
+    svids: watch::Receiver<Option<Arc<Svid>>>,
+    /// The config the controller sent last and this proxy accepted.
+    running: Mutex<Option<(String, GatewayConfig)>>,
+    /// Held while applying, so new configs and new certificates take turns.
+    applying: tokio::sync::Mutex<()>,
+}
+
+impl Identified {
+    /// Serves configs on `gateway` with the certificates `svids` brings;
+    /// each new certificate is swapped in until `svids` closes.
+    pub fn start(gateway: Arc<Gateway>, svids: watch::Receiver<Option<Arc<Svid>>>) -> Arc<Self> {
+        let this = Arc::new(Identified {
+            gateway,
+            svids: svids.clone(),
+            running: Mutex::new(None),
+            applying: tokio::sync::Mutex::new(()),
+        });
+        let weak = Arc::downgrade(&this);
+        let mut svids = svids;
+        tokio::spawn(async move {
+            while svids.changed().await.is_ok() {
+                let Some(this) = weak.upgrade() else { return };
+                let running = lock(&this.running).clone();
+                if let Some((version, config)) = running {
+                    if let Err(e) = this.apply(version, config).await {
+                        tracing::error!("config refused with the new certificate: {e}");
+                    }
+                }
+            }
+        });
+        this
+    }
+
+    /// Applies `config` with the current certificate; before the first
+    /// one, a config that needs it is kept and applied when it comes.
+    pub async fn apply(
+        &self,
+        version: String,
+        config: GatewayConfig,
+    ) -> Result<Vec<String>, GatewayError> {
+        let _turn = self.applying.lock().await;
+        let svid = self.svids.borrow().clone();
+        let errors = match svid {
+            Some(svid) => {
+                self.gateway
+                    .apply(version.clone(), with_identity(&config, &svid))
+                    .await?
+            }
+            None if needs_identity(&config) => {
+                tracing::info!("config waits for the proxy's first certificate");
+                vec![]
+            }
+            None => self.gateway.apply(version.clone(), config.clone()).await?,
+        };
+        *lock(&self.running) = Some((version, config));
+        Ok(errors)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[async_trait::async_trait]
+impl ConfigTarget for Identified {
+    fn running_version(&self) -> String {
+        lock(&self.running)
+            .as_ref()
+            .map(|(v, _)| v.clone())
+            .unwrap_or_default()
+    }
+
+    async fn apply_snapshot(
+        &self,
+        version: String,
+        snapshot: &[u8],
+    ) -> Result<Vec<String>, String> {
+        let result = match weft_api::wire::decode(snapshot) {
+            Ok(config) => self
+                .apply(version.clone(), config)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = &result {
+            self.gateway.reject(version, e.clone());
+        }
+        result
+    }
+
+    async fn bind_errors(&self) -> Vec<String> {
+        self.gateway.bind_errors().await
+    }
+
+    fn interest(&self) -> Option<Arc<Interest>> {
+        self.gateway.interest.clone()
+    }
+}
