@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Installs what building weft needs and this machine lacks: cmake (Pingora),
-# protoc (the config protocol), a C compiler, and a Rust toolchain check.
+# protoc (the config protocol), a C compiler, and a Rust toolchain check;
+# and what the tests use: curl, and iptables, iproute2 and openssl for the
+# transparent-capture test in a network namespace.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 command -v cc >/dev/null || need+=(build-essential)
 command -v curl >/dev/null || need+=(curl)
+command -v iptables >/dev/null || need+=(iptables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   sudo=""

@@ -48,6 +48,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:15001")]
         admin: SocketAddr,
     },
+    /// Sidecar tools.
+    Sidecar {
+        #[command(subcommand)]
+        command: SidecarCommand,
+    },
     /// A small HTTP echo server for demos and tests.
     Echo {
         #[arg(long, env = "ECHO_LISTEN", default_value = "127.0.0.1:3000")]
@@ -67,6 +72,38 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: SocketAddr,
     },
+}
+
+#[derive(Subcommand)]
+enum SidecarCommand {
+    /// Print (or apply, in this network namespace) the iptables rules that
+    /// send a workload's traffic through its sidecar without HTTP_PROXY.
+    Iptables {
+        /// The sidecar's outbound listener.
+        #[arg(long, default_value = "127.0.0.1:15001")]
+        outbound: SocketAddr,
+        /// An application port and the inbound listener that takes its
+        /// connections, as PORT=ADDRESS:PORT; repeatable.
+        #[arg(long = "inbound", value_parser = parse_inbound)]
+        inbound: Vec<(u16, SocketAddr)>,
+        /// The user the proxy runs as; its own connections pass untouched.
+        #[arg(long, default_value_t = 1337)]
+        proxy_uid: u32,
+        /// Run the rules with `iptables` instead of printing them.
+        #[arg(long)]
+        apply: bool,
+    },
+}
+
+fn parse_inbound(s: &str) -> Result<(u16, SocketAddr), String> {
+    let (port, listener) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not PORT=ADDRESS:PORT"))?;
+    let port = port.parse().map_err(|e| format!("port {port:?}: {e}"))?;
+    let listener = listener
+        .parse()
+        .map_err(|e| format!("listener {listener:?}: {e}"))?;
+    Ok((port, listener))
 }
 
 /// `$XDG_STATE_HOME/weft`, else `~/.local/state/weft`, else a temp folder.
@@ -120,10 +157,45 @@ fn main() -> anyhow::Result<()> {
                 calls,
                 status,
             } => echo::run(listen, calls, status).await,
+            Command::Sidecar {
+                command:
+                    SidecarCommand::Iptables {
+                        outbound,
+                        inbound,
+                        proxy_uid,
+                        apply,
+                    },
+            } => {
+                let capture = weft_sidecar::capture::Capture {
+                    outbound,
+                    inbound,
+                    proxy_uid,
+                };
+                if apply {
+                    apply_iptables(&capture)
+                } else {
+                    print!("{}", weft_sidecar::capture::script(&capture));
+                    Ok(())
+                }
+            }
             Command::Analyze { dir } => analyze::run(&dir),
             Command::Status { admin } => analyze::status(admin).await,
         }
     })
+}
+
+/// Runs each capture rule with `iptables`; stops at the first that fails.
+fn apply_iptables(capture: &weft_sidecar::capture::Capture) -> anyhow::Result<()> {
+    for rule in weft_sidecar::capture::rules(capture) {
+        let status = std::process::Command::new("iptables")
+            .args(&rule)
+            .status()
+            .map_err(|e| anyhow::anyhow!("cannot run iptables: {e}"))?;
+        if !status.success() {
+            anyhow::bail!("iptables {} failed: {status}", rule.join(" "));
+        }
+    }
+    Ok(())
 }
 
 async fn run_gateway(controller: String, gateway: String, admin: SocketAddr) -> anyhow::Result<()> {

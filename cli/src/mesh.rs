@@ -146,10 +146,7 @@ impl Mesh {
 
     /// An identity manager for `id` (a gateway's): a one-time token, the
     /// certificates it keeps fresh, and its task.
-    pub fn identity(
-        &self,
-        id: &str,
-    ) -> anyhow::Result<(Svids, JoinHandle<()>)> {
+    pub fn identity(&self, id: &str) -> anyhow::Result<(Svids, JoinHandle<()>)> {
         let id = SpiffeId::parse(id)?;
         let (tx, rx) = watch::channel(None);
         let ca = Arc::new(GrpcCa {

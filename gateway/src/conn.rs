@@ -26,6 +26,24 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// The client's SPIFFE ID, when it presented a certificate (mutual TLS).
     pub peer_identity: Option<String>,
+    /// Where the client meant to connect, when iptables redirected it here
+    /// (`SO_ORIGINAL_DST`): transparent capture.
+    pub original_dst: Option<std::net::SocketAddr>,
+}
+
+/// The destination a redirected connection was bound for; `None` when it
+/// was not redirected (or the kernel does not say).
+pub fn original_dst(tcp: &tokio::net::TcpStream) -> Option<std::net::SocketAddr> {
+    let local = tcp.local_addr().ok()?;
+    let sock = socket2::SockRef::from(tcp);
+    let original = match local {
+        std::net::SocketAddr::V4(_) => sock.original_dst_v4(),
+        std::net::SocketAddr::V6(_) => sock.original_dst_v6(),
+    };
+    original
+        .ok()
+        .and_then(|a| a.as_socket())
+        .filter(|a| *a != local)
 }
 
 impl ConnInfo {

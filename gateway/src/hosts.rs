@@ -72,8 +72,8 @@ pub fn normalize(host: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The host of a request as an HTTP proxy port names it: lowercased, with
-/// its port (80 when none is given).
-pub fn with_port(host: &str) -> String {
+/// its port (`default_port` when none is given, else 80).
+pub fn with_port(host: &str, default_port: Option<u16>) -> String {
     let host = host.to_ascii_lowercase();
     let has_port = match host.rfind(']') {
         Some(end) => host[end..].contains(':'),
@@ -82,7 +82,8 @@ pub fn with_port(host: &str) -> String {
     if has_port {
         host
     } else {
-        format!("{}:80", host.strip_suffix('.').unwrap_or(&host))
+        let port = default_port.unwrap_or(80);
+        format!("{}:{port}", host.strip_suffix('.').unwrap_or(&host))
     }
 }
 
@@ -109,9 +110,10 @@ mod tests {
 
     #[test]
     fn proxy_hosts_keep_their_port() {
-        assert_eq!(with_port("Backend.shop"), "backend.shop:80");
-        assert_eq!(with_port("backend:8080"), "backend:8080");
-        assert_eq!(with_port("[::1]"), "[::1]:80");
+        assert_eq!(with_port("Backend.shop", None), "backend.shop:80");
+        assert_eq!(with_port("backend:8080", Some(9080)), "backend:8080");
+        assert_eq!(with_port("backend", Some(9080)), "backend:9080");
+        assert_eq!(with_port("[::1]", None), "[::1]:80");
     }
 
     #[test]

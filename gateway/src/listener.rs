@@ -252,12 +252,14 @@ async fn handshake(
         }
         other => other,
     };
+    let original_dst = crate::conn::original_dst(&tcp);
     let l4: L4Stream = tcp.into();
     let Some(acceptor) = tls else {
         let info = ConnInfo {
             port,
             sni: None,
             peer_identity: None,
+            original_dst,
         };
         return Some((Box::new(l4), info));
     };
@@ -280,6 +282,7 @@ async fn handshake(
         peer_identity: ssl
             .and_then(|s| s.peer_certificate_der())
             .and_then(crate::tls::spiffe_id),
+        original_dst,
     };
     Some((Box::new(tls), info))
 }

@@ -56,8 +56,9 @@ pub struct RequestCtx {
     failed_endpoint: Option<usize>,
     connect_tries: u32,
     retry: RetryState,
-    /// A host outside the config, sent on as plain HTTP (`host:port`).
-    passthrough: Option<String>,
+    /// A host outside the config, sent on as plain HTTP: `host:port`, and
+    /// where a captured connection was bound.
+    passthrough: Option<(String, Option<std::net::SocketAddr>)>,
 }
 
 impl RequestCtx {
@@ -135,7 +136,7 @@ impl ProxyHttp for WeftProxy {
                 host,
                 passthrough: true,
             } => {
-                ctx.passthrough = Some(host);
+                ctx.passthrough = Some((host, conn.and_then(|c| c.original_dst)));
                 return Ok(false);
             }
             Decision::UnknownHost { .. } => return respond(session, 404, None).await,
@@ -164,8 +165,8 @@ impl ProxyHttp for WeftProxy {
         _session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        if let Some(host) = &ctx.passthrough {
-            return passthrough_peer(host).await;
+        if let Some((host, original_dst)) = &ctx.passthrough {
+            return passthrough_peer(host, *original_dst).await;
         }
         let cluster = ctx
             .cluster
@@ -399,7 +400,7 @@ impl ProxyHttp for WeftProxy {
             source_principal: peer,
             destination_service: match (&ctx.cluster, &ctx.passthrough) {
                 (Some(c), _) => c.service.as_str(),
-                (None, Some(host)) => host.as_str(),
+                (None, Some((host, _))) => host.as_str(),
                 (None, None) => "unknown",
             },
             destination_principal: ctx
@@ -468,14 +469,21 @@ fn access_line(session: &Session, ctx: &RequestCtx, status: u16, peer: Option<&s
     .to_string()
 }
 
-/// The peer for a host outside the config: its name resolved now (off the
-/// runtime's threads), plain HTTP.
-async fn passthrough_peer(host: &str) -> Result<Box<HttpPeer>> {
-    let addr = tokio::net::lookup_host(host)
-        .await
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .ok_or_else(|| Error::explain(HTTPStatus(502), format!("cannot resolve {host}")))?;
+/// The peer for a host outside the config, plain HTTP: where a captured
+/// connection was bound, else the host's name resolved now (off the
+/// runtime's threads).
+async fn passthrough_peer(
+    host: &str,
+    original_dst: Option<std::net::SocketAddr>,
+) -> Result<Box<HttpPeer>> {
+    let addr = match original_dst {
+        Some(addr) => addr,
+        None => tokio::net::lookup_host(host)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| Error::explain(HTTPStatus(502), format!("cannot resolve {host}")))?,
+    };
     let mut peer = HttpPeer::new(addr, false, String::new());
     peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
     Ok(Box::new(peer))

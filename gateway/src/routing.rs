@@ -19,7 +19,8 @@ pub enum Decision<'a> {
     /// Answer with this status (and redirect location) without a backend.
     Respond(u16, Option<String>),
     /// No virtual host serves `host` (as the port names hosts); `passthrough`
-    /// when the port sends such requests on to the host itself.
+    /// when the port sends such requests on to the host itself (to where a
+    /// captured connection was bound, else to the host's name resolved).
     UnknownHost { host: String, passthrough: bool },
     Forward {
         host: Cow<'a, str>,
@@ -49,7 +50,9 @@ pub fn decide<'a>(
         return Decision::Respond(404, None);
     };
     let host = if table.host_with_port {
-        Cow::Owned(crate::hosts::with_port(request_host(req)))
+        // A captured connection's Host may leave out the port it was for.
+        let port = conn.and_then(|c| c.original_dst).map(|a| a.port());
+        Cow::Owned(crate::hosts::with_port(request_host(req), port))
     } else {
         normalize(request_host(req))
     };

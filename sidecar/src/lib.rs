@@ -13,9 +13,11 @@
 //!   outside the mesh pass through;
 //! - `proxy`: one workload's sidecar — its identity manager, both sides,
 //!   and the config it takes from the controller (`weft_gateway::client`);
-//! - `admin`: its admin port (`/ready`, `/config_dump`, `/metrics`).
+//! - `admin`: its admin port (`/ready`, `/config_dump`, `/metrics`);
+//! - `capture`: the iptables rules of transparent capture.
 
 pub mod admin;
+pub mod capture;
 pub mod inbound;
 pub mod proxy;
 

@@ -105,8 +105,21 @@ impl Weft {
     /// defaulting to `ip`, with a CA state of its own. Returns once the
     /// first table is printed.
     pub fn start(dir: &std::path::Path, ip: &str) -> Weft {
+        Weft::start_in(None, dir, ip)
+    }
+
+    /// As `start`, inside the network namespace `netns` when given.
+    pub fn start_in(netns: Option<&str>, dir: &std::path::Path, ip: &str) -> Weft {
         let state = tempfile::tempdir().unwrap();
-        let mut child = Command::new(WEFT)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, WEFT]);
+                c
+            }
+            None => Command::new(WEFT),
+        };
+        let mut child = command
             .arg("up")
             .arg(dir)
             .args(["--admin", "127.0.0.1:0", "--default-address", ip])

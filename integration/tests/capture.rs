@@ -1,0 +1,251 @@
+//! Transparent capture, in a network namespace this test makes (it needs
+//! root and iptables, and says so and passes when it has neither): with the
+//! rules `weft sidecar iptables` applies, a process that knows nothing of
+//! the mesh (curl, as another user, no HTTP_PROXY) is routed by its
+//! sidecar — to a mesh service over mutual TLS, with the port taken from
+//! the connection's original destination when the Host lacks it, and to a
+//! destination outside the mesh as it was bound — and a plaintext client
+//! arriving from outside the namespace is taken by the inbound listener.
+
+mod support;
+use std::process::{Command, Output};
+use std::time::Duration;
+use support::*;
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: cap, labels: {weft.dev/mesh: enabled}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: client, namespace: cap, labels: {app: client}}
+spec:
+  serviceAccountName: client
+  address: 127.0.0.1
+  command: [weft, echo, --listen, "127.0.0.1:9080"]
+  ports: [{name: http, containerPort: 9080}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: server, namespace: cap, labels: {app: server}}
+spec:
+  serviceAccountName: server
+  address: 127.0.60.3
+  command: [weft, echo, --listen, "127.0.60.3:9080"]
+  ports: [{name: http, containerPort: 9080}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: outside, namespace: default}
+spec:
+  address: 127.0.60.9
+  command: [weft, echo, --listen, "127.0.60.9:9090"]
+  ports: [{name: http, containerPort: 9090}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server, namespace: cap}
+spec: {selector: {app: server}, ports: [{name: http, port: 9080, targetPort: http}]}
+"#;
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"))
+}
+
+fn must(program: &str, args: &[&str]) {
+    let out = run(program, args);
+    assert!(
+        out.status.success(),
+        "{program} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A network namespace with a veth pair to this one, removed on drop.
+struct Netns {
+    name: String,
+    outer: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let id = std::process::id() % 100_000;
+        let (name, outer, inner) = (
+            format!("weft-cap-{id}"),
+            format!("wcap{id}a"),
+            format!("wcap{id}b"),
+        );
+        let _ = run("ip", &["netns", "del", &name]);
+        must("ip", &["netns", "add", &name]);
+        let ns = Netns { name, outer };
+        let n = ns.name.as_str();
+        must("ip", &["-n", n, "link", "set", "lo", "up"]);
+        must(
+            "ip",
+            &[
+                "link", "add", &ns.outer, "type", "veth", "peer", "name", &inner,
+            ],
+        );
+        must("ip", &["link", "set", &inner, "netns", n]);
+        must("ip", &["addr", "add", "10.251.0.1/30", "dev", &ns.outer]);
+        must("ip", &["link", "set", &ns.outer, "up"]);
+        must(
+            "ip",
+            &["-n", n, "addr", "add", "10.251.0.2/30", "dev", &inner],
+        );
+        must("ip", &["-n", n, "link", "set", &inner, "up"]);
+        // Inbound connections are sent on to listeners on loopback addresses.
+        for iface in ["all", inner.as_str()] {
+            let key = format!("net.ipv4.conf.{iface}.route_localnet=1");
+            must("ip", &["netns", "exec", n, "sysctl", "-qw", &key]);
+        }
+        ns
+    }
+
+    /// Runs `args` in the namespace, as `user` (a uid) when given.
+    fn exec(&self, user: Option<&str>, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", &self.name];
+        let reuid;
+        if let Some(uid) = user {
+            reuid = format!("--reuid={uid}");
+            full.extend(["setpriv", &reuid, "--regid=65534", "--clear-groups"]);
+        }
+        full.extend(args);
+        run("ip", &full)
+    }
+
+    /// `curl` in the namespace as an unprivileged user: (status, body).
+    fn curl(&self, args: &[&str]) -> Option<(u16, serde_json::Value)> {
+        let mut full = vec!["curl", "-s", "-m", "5", "-w", "\n%{http_code}"];
+        full.extend(args);
+        let out = self.exec(Some("65534"), &full);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n')?;
+        let code: u16 = code.trim().parse().ok()?;
+        (code != 0).then(|| (code, serde_json::from_str(body).unwrap_or_default()))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run("ip", &["netns", "del", &self.name]);
+        let _ = run("ip", &["link", "del", &self.outer]);
+    }
+}
+
+fn available() -> bool {
+    // SAFETY: geteuid(2) has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let tools = ["ip", "iptables", "setpriv", "curl", "openssl"]
+        .iter()
+        .all(|t| {
+            run("sh", &["-c", &format!("command -v {t}")])
+                .status
+                .success()
+        });
+    root && tools
+}
+
+#[tokio::test]
+async fn iptables_capture_sends_plain_calls_through_the_sidecars() {
+    if !available() {
+        eprintln!(
+            "SKIPPED: transparent capture needs root and ip, iptables, setpriv, curl and openssl"
+        );
+        return;
+    }
+    let ns = Netns::new();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    let weft = Weft::start_in(Some(&ns.name), dir.path(), "127.0.0.1");
+    eventually(
+        Duration::from_secs(30),
+        "both sidecars are ready",
+        || async {
+            ["127.0.0.1", "127.0.60.3"].iter().all(|ip| {
+                let url = format!("http://{ip}:15020/ready");
+                let out = ns.exec(None, &["curl", "-sf", "-m", "2", &url]);
+                out.status.success()
+            })
+        },
+    )
+    .await;
+
+    let mesh_call = [
+        "--resolve",
+        "server.cap:9080:127.0.60.77",
+        "http://server.cap:9080/hello",
+    ];
+    assert_eq!(
+        ns.curl(&mesh_call),
+        None,
+        "nothing listens at 127.0.60.77 before capture"
+    );
+    let apply = [
+        WEFT,
+        "sidecar",
+        "iptables",
+        "--apply",
+        "--outbound",
+        "127.0.0.1:15001",
+        "--inbound",
+        "9080=127.0.60.3:15006",
+        "--proxy-uid",
+        "0",
+    ];
+    let out = ns.exec(None, &apply);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A mesh service by name: through both sidecars, over mutual TLS.
+    let (status, body) = ns.curl(&mesh_call).expect("captured");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pod"], "server");
+    assert_eq!(body["path"], "/hello");
+    assert_eq!(
+        body["headers"]["X-Forwarded-Client-Cert"],
+        serde_json::json!(["URI=spiffe://cluster.local/ns/cap/sa/client"])
+    );
+    // A Host without its port: the port the connection was bound for.
+    let (status, body) = ns
+        .curl(&["-H", "Host: server.cap", "http://127.0.60.77:9080/"])
+        .expect("captured");
+    assert_eq!((status, body["pod"].as_str()), (200, Some("server")));
+    // Outside the mesh, under a name nothing resolves: where it was bound.
+    let (status, body) = ns
+        .curl(&[
+            "--resolve",
+            "outside.test:9090:127.0.60.9",
+            "http://outside.test:9090/",
+        ])
+        .expect("passed through");
+    assert_eq!((status, body["pod"].as_str()), (200, Some("outside")));
+
+    // From outside the namespace, the app port is the inbound listener:
+    // it speaks TLS with the server's SPIFFE certificate and refuses plaintext.
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    assert!(plain.get("http://10.251.0.2:9080/").send().await.is_err());
+    let cert = run(
+        "sh",
+        &["-c", "openssl s_client -connect 10.251.0.2:9080 </dev/null 2>/dev/null | openssl x509 -noout -ext subjectAltName"],
+    );
+    let sans = String::from_utf8_lossy(&cert.stdout);
+    assert!(
+        sans.contains("URI:spiffe://cluster.local/ns/cap/sa/server"),
+        "{sans}"
+    );
+
+    weft.sigterm();
+}
