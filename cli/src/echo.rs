@@ -54,9 +54,13 @@ async fn echo(req: Request, calls: &[String]) -> Response<Body> {
         axum::http::Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
+    let traceparent = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok());
     let mut answers = Vec::new();
     for url in calls {
-        answers.push(match crate::fetch::get(url).await {
+        answers.push(match crate::fetch::get(url, traceparent).await {
             Ok((status, body)) => {
                 let body = serde_json::from_str(&body).unwrap_or(serde_json::Value::String(body));
                 json!({"url": url, "status": status, "body": body})

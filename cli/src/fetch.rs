@@ -1,10 +1,12 @@
 //! A minimal HTTP/1.1 GET for `weft echo --call`: through the proxy named by
-//! `HTTP_PROXY` (as a meshed workload's calls go) or straight to the host.
+//! `HTTP_PROXY` (as a meshed workload's calls go) or straight to the host,
+//! carrying the caller's `traceparent` on, as a traced application does.
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// GETs `url` (`http://host[:port]/path`); (status, body).
-pub async fn get(url: &str) -> anyhow::Result<(u16, String)> {
+/// GETs `url` (`http://host[:port]/path`), with `traceparent` when given;
+/// (status, body).
+pub async fn get(url: &str, traceparent: Option<&str>) -> anyhow::Result<(u16, String)> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow::anyhow!("only http:// URLs: {url}"))?;
@@ -35,8 +37,12 @@ pub async fn get(url: &str) -> anyhow::Result<(u16, String)> {
         tokio::net::TcpStream::connect(&connect_to),
     )
     .await??;
+    let trace = traceparent
+        .filter(|t| t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map(|t| format!("traceparent: {t}\r\n"))
+        .unwrap_or_default();
     let request =
-        format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\n{trace}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(

@@ -19,6 +19,7 @@ use weft_controller::translate::Options;
 use weft_controller::workload::{EnvVar, Workload};
 use weft_gateway::client::ConfigTarget;
 use weft_gateway::identity::Identified;
+use weft_gateway::telemetry::{Metrics, Reporter};
 use weft_gateway::Gateway;
 
 /// Time given to in-flight requests once a stop is asked for.
@@ -175,7 +176,13 @@ async fn reconcile_gateways(
         if gateways.contains_key(key) {
             continue;
         }
-        let gateway = Gateway::new();
+        let reporter = Reporter {
+            reporter: "source",
+            workload: key.name.clone(),
+            namespace: key.namespace.clone(),
+            principal: served.config.identity.clone().unwrap_or("unknown".into()),
+        };
+        let gateway = Gateway::build(Metrics::new(reporter), None);
         let (admin, admin_task) =
             weft_gateway::admin::serve(gateway.clone(), "127.0.0.1:0".parse()?).await?;
         let node = weft_api::wire::gateway_node(&key.namespace, &key.name);

@@ -28,6 +28,7 @@ mod routing;
 mod snapshot;
 pub mod telemetry;
 mod tls;
+pub mod trace;
 mod upstream_tls;
 
 pub use async_trait::async_trait;
@@ -66,6 +67,8 @@ impl Gateway {
         interest: Option<Arc<discovery::Interest>>,
     ) -> Arc<Self> {
         let snapshot = Arc::new(ArcSwapOption::empty());
+        let me = metrics.reporter();
+        let spans = trace::Exporter::from_env(&format!("{}.{}", me.workload, me.namespace));
         let metrics = Arc::new(metrics);
         let conf = Arc::new(ServerConf::default());
         let mut proxy = pingora::proxy::http_proxy(
@@ -75,6 +78,7 @@ impl Gateway {
                 metrics: metrics.clone(),
                 access_log: access_log::AccessLog::start(),
                 interest: interest.clone(),
+                spans,
             },
         );
         let mut options = HttpServerOptions::default();

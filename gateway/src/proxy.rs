@@ -19,6 +19,7 @@ use crate::filters;
 use crate::retry::{Failure, Request, RetryState};
 use crate::routing::{self, Decision};
 use crate::snapshot::{CompiledRoute, Snapshot};
+use crate::trace::TraceContext;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -41,14 +42,24 @@ pub struct WeftProxy {
     pub access_log: crate::access_log::AccessLog,
     /// Hosts asked for on demand (a sidecar's outbound side).
     pub interest: Option<Arc<crate::discovery::Interest>>,
+    /// Where spans go, when a collector is configured.
+    pub spans: Option<crate::trace::Exporter>,
+}
+
+fn incoming_traceparent(session: &Session) -> Option<&str> {
+    session
+        .req_header()
+        .headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
 }
 
 pub struct RequestCtx {
     started: std::time::Instant,
     /// Whether the snapshot the request loaded asks for access logs.
     access_log: bool,
-    /// The traceparent sent upstream.
-    traceparent: Option<String>,
+    /// This hop of the request's trace (its span ID went upstream).
+    trace: Option<TraceContext>,
     route: Option<Arc<CompiledRoute>>,
     backend: usize,
     cluster: Option<Arc<ClusterState>>,
@@ -91,7 +102,7 @@ impl ProxyHttp for WeftProxy {
         RequestCtx {
             started: std::time::Instant::now(),
             access_log: false,
-            traceparent: None,
+            trace: None,
             route: None,
             backend: 0,
             cluster: None,
@@ -226,14 +237,10 @@ impl ProxyHttp for WeftProxy {
         if let Some(id) = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()) {
             upstream.insert_header(XFCC, format!("URI={id}"))?;
         }
-        let incoming = session
-            .req_header()
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok());
-        let traceparent = crate::telemetry::next_traceparent(incoming);
-        upstream.insert_header("traceparent", &traceparent)?;
-        ctx.traceparent = Some(traceparent);
+        let trace = ctx
+            .trace
+            .get_or_insert_with(|| TraceContext::next(incoming_traceparent(session)));
+        upstream.insert_header("traceparent", trace.header())?;
         if upstream.headers.get(http::header::HOST).is_none() {
             if let Some(authority) = session.req_header().uri.authority().map(|a| a.to_string()) {
                 upstream.insert_header(http::header::HOST, authority)?;
@@ -396,7 +403,7 @@ impl ProxyHttp for WeftProxy {
             self.access_log
                 .write(access_line(session, ctx, status, peer));
         }
-        self.metrics.record(&crate::telemetry::RequestRecord {
+        let record = crate::telemetry::RequestRecord {
             source_principal: peer,
             destination_service: match (&ctx.cluster, &ctx.passthrough) {
                 (Some(c), _) => c.service.as_str(),
@@ -414,7 +421,22 @@ impl ProxyHttp for WeftProxy {
             duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
             request_bytes: session.body_bytes_read(),
             response_bytes: session.body_bytes_sent(),
-        });
+        };
+        self.metrics.record(&record);
+        if let Some(spans) = &self.spans {
+            let trace = ctx
+                .trace
+                .take()
+                .unwrap_or_else(|| TraceContext::next(incoming_traceparent(session)));
+            spans.record(span_of(
+                session,
+                ctx,
+                trace,
+                &record,
+                peer,
+                self.metrics.reporter(),
+            ));
+        }
     }
 }
 
@@ -436,6 +458,43 @@ impl WeftProxy {
             ctx.failed_endpoint = ctx.endpoint;
         }
         allowed
+    }
+}
+
+/// The span of a finished request.
+fn span_of(
+    session: &Session,
+    ctx: &RequestCtx,
+    trace: TraceContext,
+    record: &crate::telemetry::RequestRecord<'_>,
+    peer: Option<&str>,
+    reporter: &crate::telemetry::Reporter,
+) -> crate::trace::Finished {
+    let req = session.req_header();
+    let mut attributes = vec![
+        ("http.request.method", req.method.to_string()),
+        ("url.path", req.uri.path().to_string()),
+        ("server.address", routing::request_host(req).to_string()),
+        (
+            "weft.destination_service",
+            record.destination_service.to_string(),
+        ),
+    ];
+    if let Some(route) = &ctx.route {
+        attributes.push(("weft.route", route.name.clone()));
+    }
+    if let Some(peer) = peer {
+        attributes.push(("weft.peer_principal", peer.to_string()));
+    }
+    let end = std::time::SystemTime::now();
+    crate::trace::Finished {
+        trace,
+        name: format!("{} {}", req.method, record.destination_service),
+        server: reporter.reporter == "destination",
+        start: end - ctx.started.elapsed(),
+        end,
+        status: record.status,
+        attributes,
     }
 }
 
@@ -464,7 +523,7 @@ fn access_line(session: &Session, ctx: &RequestCtx, status: u16, peer: Option<&s
         "upstream_host": upstream,
         "user_agent": header("user-agent"),
         "downstream_peer_principal": peer,
-        "traceparent": ctx.traceparent,
+        "traceparent": ctx.trace.as_ref().map(TraceContext::header),
     })
     .to_string()
 }

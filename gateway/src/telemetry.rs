@@ -171,6 +171,11 @@ impl Metrics {
         }
     }
 
+    /// Who these metrics report as.
+    pub fn reporter(&self) -> &Reporter {
+        &self.reporter
+    }
+
     /// The same families, reported as `reporter`.
     pub fn with_reporter(&self, reporter: Reporter) -> Metrics {
         Metrics {
@@ -302,57 +307,9 @@ fn status_label(code: u16) -> Option<&'static str> {
     CODES.iter().find(|(c, _)| *c == code).map(|(_, s)| *s)
 }
 
-/// The `traceparent` for the next hop (W3C Trace Context): the incoming
-/// trace continued with a new span ID, or a new trace.
-pub fn next_traceparent(incoming: Option<&str>) -> String {
-    let span: u64 = rand::random::<u64>() | 1;
-    if let Some((trace, flags)) = incoming.and_then(parse_traceparent) {
-        return format!("00-{trace}-{span:016x}-{flags}");
-    }
-    let trace: u128 = rand::random::<u128>() | 1;
-    format!("00-{trace:032x}-{span:016x}-01")
-}
-
-/// (trace ID, flags) of a valid version-00 `traceparent`.
-fn parse_traceparent(v: &str) -> Option<(&str, &str)> {
-    let mut parts = v.trim().split('-');
-    let (version, trace, parent, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| {
-        s.len() == n
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    };
-    let zero = |s: &str| s.bytes().all(|b| b == b'0');
-    (version == "00"
-        && hex(trace, 32)
-        && hex(parent, 16)
-        && hex(flags, 2)
-        && !zero(trace)
-        && !zero(parent))
-    .then_some((trace, flags))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn traceparent_continues_or_starts_a_trace() {
-        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let next = next_traceparent(Some(incoming));
-        assert!(
-            next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
-            "{next}"
-        );
-        assert!(next.ends_with("-01"));
-        assert_ne!(next, incoming);
-        let fresh = next_traceparent(Some("garbage"));
-        assert!(parse_traceparent(&fresh).is_some(), "{fresh}");
-        assert!(
-            parse_traceparent("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none()
-        );
-    }
 
     #[test]
     fn counts_requests_with_istio_labels() {

@@ -105,11 +105,17 @@ impl Weft {
     /// defaulting to `ip`, with a CA state of its own. Returns once the
     /// first table is printed.
     pub fn start(dir: &std::path::Path, ip: &str) -> Weft {
-        Weft::start_in(None, dir, ip)
+        Weft::start_in(None, dir, ip, &[])
     }
 
-    /// As `start`, inside the network namespace `netns` when given.
-    pub fn start_in(netns: Option<&str>, dir: &std::path::Path, ip: &str) -> Weft {
+    /// As `start`, inside the network namespace `netns` when given, with
+    /// `env` added to its environment.
+    pub fn start_in(
+        netns: Option<&str>,
+        dir: &std::path::Path,
+        ip: &str,
+        env: &[(&str, &str)],
+    ) -> Weft {
         let state = tempfile::tempdir().unwrap();
         let mut command = match netns {
             Some(ns) => {
@@ -120,6 +126,7 @@ impl Weft {
             None => Command::new(WEFT),
         };
         let mut child = command
+            .envs(env.iter().copied())
             .arg("up")
             .arg(dir)
             .args(["--admin", "127.0.0.1:0", "--default-address", ip])
