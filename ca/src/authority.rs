@@ -89,19 +89,54 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), CaError> {
     std::io::Write::write_all(&mut f, text.as_bytes()).map_err(err)
 }
 
+/// Holds `dir/.lock` exclusively while the state is read or created.
+fn lock(dir: &Path) -> Result<std::fs::File, CaError> {
+    let err = |cause| CaError::State {
+        path: dir.to_path_buf(),
+        cause,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))
+        .map_err(err)?;
+    file.lock().map_err(err)?;
+    Ok(file)
+}
+
+/// Whether the first certificate of `cert_pem` carries a valid signature
+/// of the first certificate of `issuer_pem`.
+fn issued_by(cert_pem: &str, issuer_pem: &str) -> bool {
+    let der = |pem: &str| {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .ok()
+            .map(|(_, pem)| pem.contents)
+    };
+    let (Some(cert), Some(issuer)) = (der(cert_pem), der(issuer_pem)) else {
+        return false;
+    };
+    let (Ok((_, cert)), Ok((_, issuer))) = (
+        x509_parser::parse_x509_certificate(&cert),
+        x509_parser::parse_x509_certificate(&issuer),
+    ) else {
+        return false;
+    };
+    cert.verify_signature(Some(issuer.public_key())).is_ok()
+}
+
 impl Authority {
     /// Loads the root (`root.pem`, `root.key`) and intermediate
     /// (`intermediate.pem`, `intermediate.key`) from `dir`, creating whatever
     /// is missing. `max_ttl` is the lifetime of workload certificates.
+    /// Processes sharing `dir` take turns (a lock file), so only one creates.
     pub fn load_or_create(
         dir: &Path,
         trust_domain: &str,
         max_ttl: Duration,
     ) -> Result<Self, CaError> {
-        std::fs::create_dir_all(dir).map_err(|cause| CaError::State {
-            path: dir.to_path_buf(),
-            cause,
-        })?;
+        let _lock = lock(dir)?;
         let (root_pem, root_key) =
             match (read(&dir.join("root.pem"))?, read(&dir.join("root.key"))?) {
                 (Some(cert), Some(key)) => (cert, key),
@@ -116,13 +151,59 @@ impl Authority {
                     (cert.pem(), key.serialize_pem())
                 }
             };
-        let (inter_pem, inter_key) = match (
+        Authority::from_root(dir, trust_domain, max_ttl, root_pem, &root_key)
+    }
+
+    /// The CA of a root the user provides (a Secret): its intermediate is
+    /// kept in `dir`, made anew when missing or issued by another root.
+    pub fn with_root(
+        dir: &Path,
+        trust_domain: &str,
+        max_ttl: Duration,
+        root_pem: String,
+        root_key: &str,
+    ) -> Result<Self, CaError> {
+        let _lock = lock(dir)?;
+        Authority::from_root(dir, trust_domain, max_ttl, root_pem, root_key)
+    }
+
+    /// The CA of a signing certificate the user provides, issued by
+    /// `root_pem` (Istio's plugged-in `ca-cert.pem`, `ca-key.pem`,
+    /// `root-cert.pem`).
+    pub fn plugged(
+        trust_domain: &str,
+        max_ttl: Duration,
+        root_pem: String,
+        ca_pem: String,
+        ca_key: &str,
+    ) -> Result<Self, CaError> {
+        if !issued_by(&ca_pem, &root_pem) {
+            return Err(CaError::BadState(
+                "the signing certificate is not issued by the root".into(),
+            ));
+        }
+        Authority::new(trust_domain, root_pem, ca_pem, ca_key, max_ttl)
+    }
+
+    /// The intermediate in `dir` if `root` issued it, else a new one.
+    fn from_root(
+        dir: &Path,
+        trust_domain: &str,
+        max_ttl: Duration,
+        root_pem: String,
+        root_key: &str,
+    ) -> Result<Self, CaError> {
+        let existing = match (
             read(&dir.join("intermediate.pem"))?,
             read(&dir.join("intermediate.key"))?,
         ) {
-            (Some(cert), Some(key)) => (cert, key),
-            _ => {
-                let root = Issuer::from_ca_cert_pem(&root_pem, KeyPair::from_pem(&root_key)?)?;
+            (Some(cert), Some(key)) if issued_by(&cert, &root_pem) => Some((cert, key)),
+            _ => None,
+        };
+        let (inter_pem, inter_key) = match existing {
+            Some(pair) => pair,
+            None => {
+                let root = Issuer::from_ca_cert_pem(&root_pem, KeyPair::from_pem(root_key)?)?;
                 let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
                 let params = ca_params(
                     format!("weft intermediate CA {trust_domain}"),

@@ -41,16 +41,17 @@ pub struct Mesh {
 }
 
 impl Mesh {
-    /// Loads or creates the CA in `state` and serves its signing service;
-    /// sidecars will take their config from `controller`.
+    /// Loads or creates the CA in `state` (or takes the one the user plugs
+    /// in with `ca_secret`) and serves its signing service; sidecars will
+    /// take their config from `controller`.
     pub async fn start(
         state: &Path,
         trust_domain: &str,
         ttl: Duration,
         controller: String,
+        ca_secret: Option<&BTreeMap<String, String>>,
     ) -> anyhow::Result<Mesh> {
-        let authority = Authority::load_or_create(&state.join("ca"), trust_domain, ttl)
-            .with_context(|| format!("the CA state in {}", state.display()))?;
+        let authority = authority(state, trust_domain, ttl, ca_secret)?;
         let tokens = Arc::new(JoinTokens::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -171,6 +172,39 @@ impl Mesh {
             stop(r).await;
         }
     }
+}
+
+/// The CA: plugged in by the Secret when there is one, else kept in `state`.
+fn authority(
+    state: &Path,
+    trust_domain: &str,
+    ttl: Duration,
+    secret: Option<&BTreeMap<String, String>>,
+) -> anyhow::Result<Authority> {
+    let dir = state.join("ca");
+    let (ns, name) = weft_controller::runtime::CA_SECRET;
+    let Some(fields) = secret else {
+        return Authority::load_or_create(&dir, trust_domain, ttl)
+            .with_context(|| format!("the CA state in {}", dir.display()));
+    };
+    let field = |k: &str| fields.get(k).cloned();
+    let authority = match (
+        field("root-cert.pem"),
+        field("ca-cert.pem"),
+        field("ca-key.pem"),
+        field("root-key.pem"),
+    ) {
+        (Some(root), Some(ca), Some(key), _) => {
+            Authority::plugged(trust_domain, ttl, root, ca, &key)
+        }
+        (Some(root), _, _, Some(key)) => Authority::with_root(&dir, trust_domain, ttl, root, &key),
+        _ => anyhow::bail!(
+            "Secret {ns}/{name} needs root-cert.pem with root-key.pem, or ca-cert.pem, ca-key.pem and root-cert.pem"
+        ),
+    };
+    let authority = authority.with_context(|| format!("the CA of Secret {ns}/{name}"))?;
+    tracing::info!("the CA is the one of Secret {ns}/{name}");
+    Ok(authority)
 }
 
 async fn stop(r: Running) {

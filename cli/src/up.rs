@@ -95,15 +95,28 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
 
     let trust_domain = weft_controller::translate::Options::default().trust_domain;
     let controller_url = format!("http://{grpc_addr}");
-    let mut mesh = Mesh::start(&state_dir, &trust_domain, cert_ttl, controller_url.clone()).await?;
+    let ca_secret = state.borrow().ca_secret.clone();
+    let mut mesh = Mesh::start(
+        &state_dir,
+        &trust_domain,
+        cert_ttl,
+        controller_url.clone(),
+        ca_secret.as_ref(),
+    )
+    .await?;
     let mut gateways: BTreeMap<ObjKey, RunningGateway> = BTreeMap::new();
     let mut workloads = Supervisor::default();
     let mut state_rx = state.clone();
     let mut last_table = String::new();
+    let mut ca_secret_warned = false;
     let stop = stopped();
     tokio::pin!(stop);
     loop {
         let published = state_rx.borrow_and_update().clone();
+        if published.ca_secret != ca_secret && !ca_secret_warned {
+            tracing::warn!("the CA Secret changed; restart weft up to use it");
+            ca_secret_warned = true;
+        }
         reconcile_gateways(&mut gateways, &published, &controller_url, &mesh).await?;
         mesh.reconcile(&published.sidecars).await;
         workloads.reconcile(&with_proxy(&published, &mesh)).await;

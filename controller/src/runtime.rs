@@ -37,6 +37,25 @@ pub struct Published {
     pub workloads: BTreeMap<ObjKey, crate::workload::Workload>,
     /// The sidecar config of each Workload.
     pub sidecars: BTreeMap<ObjKey, weft_api::SidecarConfig>,
+    /// The CA the user plugs in: the fields of the Secret `CA_SECRET`.
+    pub ca_secret: Option<BTreeMap<String, String>>,
+}
+
+/// The Secret (namespace, name) whose keys replace the CA weft would
+/// create: `root-cert.pem` and `root-key.pem`, or Istio's `ca-cert.pem`,
+/// `ca-key.pem` and `root-cert.pem`.
+pub const CA_SECRET: (&str, &str) = ("weft-system", "cacerts");
+
+/// Every field of a Secret as text (`stringData` over `data`).
+fn secret_fields(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = secret
+        .data
+        .iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), String::from_utf8(v.0.clone()).ok()?)))
+        .collect();
+    out.extend(secret.string_data.clone().unwrap_or_default());
+    out
 }
 
 /// A bind report from a gateway: its key and the addresses it could not bind.
@@ -115,6 +134,10 @@ impl Controller {
             items,
             problems: self.store.problems.clone(),
             sidecars: t.sidecars,
+            ca_secret: match self.store.lookup(Kind::Secret, CA_SECRET.0, CA_SECRET.1) {
+                Some(crate::resources::Object::Secret(secret)) => Some(secret_fields(secret)),
+                _ => None,
+            },
             workloads: self
                 .store
                 .of_kind(Kind::Workload)
