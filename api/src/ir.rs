@@ -335,8 +335,9 @@ pub struct UpstreamTls {
 }
 
 /// How the gateway talks to a cluster's endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AppProtocol {
+    #[default]
     Http1,
     /// HTTP/2 with prior knowledge (`kubernetes.io/h2c`).
     H2c,
@@ -385,4 +386,12 @@ pub enum MtlsMode {
 pub struct InboundPort {
     pub listen: SocketAddr,
     pub app: SocketAddr,
+    /// How the sidecar talks to the application on this port (from the
+    /// `appProtocol` of the Service ports that target it).
+    #[serde(default, skip_serializing_if = "is_http1")]
+    pub protocol: AppProtocol,
+}
+
+fn is_http1(p: &AppProtocol) -> bool {
+    *p == AppProtocol::Http1
 }

@@ -287,8 +287,15 @@ impl Authority {
             .filter(|t| !t.is_zero())
             .map_or(self.max_ttl, |t| t.min(self.max_ttl));
         let now = OffsetDateTime::now_utc();
+        let dns = SanType::DnsName(
+            id.dns_name()
+                .try_into()
+                .map_err(|_| CaError::SpiffeId(uri.clone()))?,
+        );
         let p = &mut csr.params;
-        p.subject_alt_names = vec![san];
+        // Exactly one URI SAN, as X.509-SVIDs have; the DNS name beside it
+        // lets connection pools verify the identity as a host name.
+        p.subject_alt_names = vec![san, dns];
         p.distinguished_name = DistinguishedName::new();
         p.is_ca = IsCa::ExplicitNoCa;
         p.key_usages = vec![

@@ -11,6 +11,16 @@ pub struct SpiffeId {
 }
 
 impl SpiffeId {
+    /// The DNS name an SVID also carries, so that ordinary TLS clients can
+    /// check the identity as a host name: `<sa>.<ns>.sa.<trust-domain>`
+    /// (namespaces have no dots, so the name reads back unambiguously).
+    pub fn dns_name(&self) -> String {
+        format!(
+            "{}.{}.sa.{}",
+            self.service_account, self.namespace, self.trust_domain
+        )
+    }
+
     pub fn new(
         trust_domain: &str,
         namespace: &str,

@@ -60,7 +60,11 @@ fn issues_one_spiffe_uri_that_verifies_to_the_root() {
         .collect();
     assert_eq!(
         names,
-        vec!["URI(\"spiffe://cluster.local/ns/shop/sa/frontend\")".to_string()]
+        vec![
+            "URI(\"spiffe://cluster.local/ns/shop/sa/frontend\")".to_string(),
+            "DNSName(\"frontend.shop.sa.cluster.local\")".to_string()
+        ],
+        "exactly one URI SAN, and the identity's DNS name"
     );
     assert!(!cert.is_ca());
     let lifetime = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();

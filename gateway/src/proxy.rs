@@ -31,6 +31,8 @@ use weft_api::{AppProtocol, HttpFilter};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECT_TRIES: u32 = 3;
+/// Pooled upstream connections unused this long are closed.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a request for an unknown host waits for the controller's answer.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 /// Carries the client's SPIFFE ID to the backend, as Envoy does.
@@ -199,13 +201,13 @@ impl ProxyHttp for WeftProxy {
             ));
         };
         ctx.endpoint = Some(i);
-        let mut peer = HttpPeer::new(cluster.endpoints[i], false, String::new());
+        let mut peer = match &cluster.tls {
+            // Mutual TLS with the identity checked (`crate::upstream_tls`).
+            Some(tls) => tls.peer(cluster.endpoints[i]),
+            None => HttpPeer::new(cluster.endpoints[i], false, String::new()),
+        };
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        if let Some(tls) = &cluster.tls {
-            // Our own handshake (mutual TLS, SPIFFE check); Pingora sees a stream.
-            peer.options.custom_l4 = Some(tls.clone());
-            peer.group_key = tls.group_key;
-        }
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
         if cluster.protocol == AppProtocol::H2c {
             peer.options.set_http_version(2, 2);
         }

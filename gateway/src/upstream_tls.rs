@@ -1,13 +1,21 @@
 //! TLS originated to a cluster's endpoints (mutual TLS to mesh sidecars).
-//! The handshake is ours, through Pingora's custom L4 hook, so the server is
-//! checked by SPIFFE ID rather than DNS name; Pingora then speaks HTTP over
-//! the encrypted stream. The rustls config is built once per snapshot.
+//!
+//! When one identity serves the cluster (the usual case), Pingora's own
+//! rustls connector does the handshake: the server must chain to the trust
+//! bundle and carry the identity's DNS name (`SpiffeId::dns_name`, which
+//! weft's SVIDs have beside their URI), and Pingora pools and reuses the
+//! connections. When several identities may answer, the handshake is ours,
+//! through Pingora's custom L4 hook, checking the URI SAN against the set;
+//! Pingora cannot reuse such connections (it matches pooled connections by
+//! socket, and a custom stream has none). Configs are built per snapshot.
 
 use crate::tls::{certified_key, SpiffeServerVerifier};
 use async_trait::async_trait;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use pingora::{Error, ErrorType, OrErr};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
@@ -15,7 +23,16 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use weft_api::{AppProtocol, UpstreamTls};
 
+/// What Pingora's own connector needs to originate mutual TLS.
+struct Native {
+    /// The identity's DNS name, sent as SNI and verified as the host name.
+    sni: String,
+    roots: Arc<pingora::protocols::tls::CaType>,
+    cert_key: Option<Arc<CertKey>>,
+}
+
 pub struct MeshConnector {
+    native: Option<Native>,
     connector: tokio_rustls::TlsConnector,
     sni: rustls::pki_types::ServerName<'static>,
     /// Keeps pools apart when identity or trust changes.
@@ -57,6 +74,7 @@ impl MeshConnector {
         )
             .hash(&mut h);
         Ok(MeshConnector {
+            native: native(tls)?,
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
             sni,
             group_key: h.finish(),
@@ -65,6 +83,71 @@ impl MeshConnector {
                 _ => None,
             },
         })
+    }
+}
+
+/// The native setup when exactly one identity is expected.
+fn native(tls: &UpstreamTls) -> Result<Option<Native>, String> {
+    let [identity] = tls.identities.as_slice() else {
+        return Ok(None);
+    };
+    let Ok(id) = weft_ca::SpiffeId::parse(identity) else {
+        return Ok(None);
+    };
+    let ders = |pem: &str| -> Result<Vec<Vec<u8>>, String> {
+        rustls_pemfile::certs(&mut pem.as_bytes())
+            .map(|c| c.map(|c| c.to_vec()).map_err(|e| e.to_string()))
+            .collect()
+    };
+    let mut roots = Vec::new();
+    for pem in &tls.roots_pem {
+        for der in ders(pem)? {
+            roots.push(WrappedX509::new(der, parse_x509));
+        }
+    }
+    if roots.is_empty() {
+        return Err("no trust bundle".into());
+    }
+    let cert_key = match &tls.client_cert {
+        Some(c) => {
+            let chain = ders(&c.cert_chain_pem)?;
+            let key = rustls_pemfile::private_key(&mut c.key_pem.as_bytes())
+                .map_err(|e| e.to_string())?
+                .ok_or("no private key")?;
+            if chain.is_empty() {
+                return Err("empty client certificate chain".into());
+            }
+            Some(Arc::new(CertKey::new(chain, key.secret_der().to_vec())))
+        }
+        None => None,
+    };
+    Ok(Some(Native {
+        sni: id.dns_name(),
+        roots: Arc::from(roots),
+        cert_key,
+    }))
+}
+
+impl MeshConnector {
+    /// The peer for `addr`: pooled native TLS, or the custom handshake.
+    pub fn peer(self: &Arc<Self>, addr: std::net::SocketAddr) -> HttpPeer {
+        let mut peer = match &self.native {
+            Some(n) => {
+                let mut peer = HttpPeer::new(addr, true, n.sni.clone());
+                peer.options.ca = Some(n.roots.clone());
+                peer.client_cert_key = n.cert_key.clone();
+                peer.options.verify_cert = true;
+                peer.options.verify_hostname = true;
+                peer
+            }
+            None => {
+                let mut peer = HttpPeer::new(addr, false, String::new());
+                peer.options.custom_l4 = Some(self.clone());
+                peer
+            }
+        };
+        peer.group_key = self.group_key;
+        peer
     }
 }
 

@@ -24,7 +24,9 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
     };
     for p in &spec.ports {
         let cluster = format!("inbound|{}", p.app);
-        clusters.insert(cluster.clone(), Cluster::http1(vec![p.app]));
+        let mut app = Cluster::http1(vec![p.app]);
+        app.protocol = p.protocol;
+        clusters.insert(cluster.clone(), app);
         let route = Route::to_cluster(cluster.clone(), HttpMatch::default(), cluster);
         ports.push(Port {
             addresses: vec![p.listen.ip()],

@@ -103,6 +103,7 @@ async fn start(
         ports: vec![InboundPort {
             listen,
             app: app(ip).await,
+            protocol: Default::default(),
         }],
         mode,
     };

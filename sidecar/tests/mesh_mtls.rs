@@ -87,6 +87,7 @@ async fn gateway_to_sidecar_over_mutual_tls() {
         ports: vec![InboundPort {
             listen: sidecar,
             app: app_addr,
+            protocol: Default::default(),
         }],
         mode: MtlsMode::Strict,
     };

@@ -184,30 +184,57 @@ fn mesh_endpoints(
     (endpoints, identities)
 }
 
+/// How a Workload's port speaks, as the Service ports targeting it say
+/// (`appProtocol`); HTTP/1.1 when none says.
+pub fn port_protocol(
+    store: &Store,
+    ns: &str,
+    w: &crate::workload::Workload,
+    port: &crate::workload::WorkloadPort,
+) -> AppProtocol {
+    store
+        .of_kind(Kind::Service)
+        .filter(|(key, _)| key.namespace == ns)
+        .filter_map(|(_, e)| match &e.object {
+            Object::Service(svc) if selects(svc, w) => Some(svc),
+            _ => None,
+        })
+        .flat_map(|svc| svc.spec.iter().flat_map(|s| s.ports.iter().flatten()))
+        .find(|sp| match &sp.target_port {
+            None => sp.port == i32::from(port.container_port),
+            Some(IntOrString::Int(n)) => *n == i32::from(port.container_port),
+            Some(IntOrString::String(n)) => port.name.as_deref() == Some(n),
+        })
+        .map_or(AppProtocol::Http1, app_protocol)
+}
+
+/// Whether a Service's (non-empty) selector picks `w`.
+fn selects(svc: &Service, w: &crate::workload::Workload) -> bool {
+    let Some(selector) = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .filter(|s| !s.is_empty())
+    else {
+        return false;
+    };
+    let labels = w.metadata.labels.as_ref();
+    selector
+        .iter()
+        .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+}
+
 /// The Workloads a Service's selector picks, in its namespace.
 fn selected_workloads<'a>(
     store: &'a Store,
     ns: &'a str,
     svc: &'a Service,
 ) -> impl Iterator<Item = (&'a crate::resources::ObjKey, &'a crate::workload::Workload)> + 'a {
-    let selector = svc
-        .spec
-        .as_ref()
-        .and_then(|s| s.selector.as_ref())
-        .filter(|s| !s.is_empty());
     store
         .of_kind(Kind::Workload)
-        .filter_map(move |(key, entry)| {
-            let Object::Workload(w) = &entry.object else {
-                return None;
-            };
-            let selector = selector?;
-            let labels = w.metadata.labels.as_ref();
-            let selected = key.namespace == ns
-                && selector
-                    .iter()
-                    .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
-            selected.then_some((key, w))
+        .filter_map(move |(key, entry)| match &entry.object {
+            Object::Workload(w) if key.namespace == ns && selects(svc, w) => Some((key, w)),
+            _ => None,
         })
 }
 

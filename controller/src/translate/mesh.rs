@@ -68,6 +68,7 @@ pub fn sidecars(
             .map(|(p, listen)| InboundPort {
                 listen: SocketAddr::new(w.address(), listen),
                 app: SocketAddr::new(w.address(), p.container_port),
+                protocol: backend::port_protocol(store, &key.namespace, w, p),
             })
             .collect();
         let identity = backend::workload_identity(trust_domain, &key.namespace, w);
