@@ -2,7 +2,8 @@
 //! metrics count exactly the calls made (inbound as reporter destination,
 //! outbound as source, over mutual TLS); its config holds only the services
 //! its workload has called; a call to a destination outside the mesh passes
-//! through as plain HTTP.
+//! through as plain HTTP; a Workload annotated for access logs gets one
+//! JSON line per request its sidecar handles.
 
 mod support;
 use std::time::Duration;
@@ -26,7 +27,11 @@ spec:
 ---
 apiVersion: weft.dev/v1alpha1
 kind: Workload
-metadata: {name: server, namespace: tele, labels: {app: server}}
+metadata:
+  name: server
+  namespace: tele
+  labels: {app: server}
+  annotations: {weft.dev/access-log: "true"}
 spec:
   serviceAccountName: server
   address: 127.0.13.3
@@ -250,5 +255,24 @@ async fn sidecars_count_calls_hold_what_they_call_and_pass_the_rest_through() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 
+    // The server's sidecar logs each call it took; the others log nothing.
+    let lines: Vec<serde_json::Value> = weft
+        .stdout
+        .try_iter()
+        .filter_map(|l| serde_json::from_str(&l).ok())
+        .collect();
+    let logged = lines
+        .iter()
+        .filter(|l| {
+            l["downstream_peer_principal"] == "spiffe://cluster.local/ns/tele/sa/client"
+                && l["path"] == "/work"
+                && l["response_code"] == 200
+        })
+        .count() as u64;
+    assert!(logged >= PAGES, "{logged} lines: {lines:#?}");
+    assert!(
+        lines.iter().all(|l| l["path"] == "/work"),
+        "only the server's sidecar logs: {lines:#?}"
+    );
     weft.sigterm();
 }

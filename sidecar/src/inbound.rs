@@ -12,6 +12,8 @@ use weft_ca::workload::Svid;
 pub struct Spec {
     pub ports: Vec<InboundPort>,
     pub mode: MtlsMode,
+    /// One JSON line per request, as the outbound side's config says.
+    pub access_log: bool,
 }
 
 /// The snapshot serving `spec` with `svid`.
@@ -50,7 +52,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         name: format!("inbound/{}", svid.id.service_account),
         ports,
         clusters,
-        access_log: false,
+        access_log: spec.access_log,
         identity: None,
     }
 }

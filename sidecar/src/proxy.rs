@@ -110,6 +110,7 @@ impl Sidecar {
         let spec = inbound::Spec {
             ports: config.inbound.clone(),
             mode: config.mode,
+            access_log: config.outbound.access_log,
         };
         let mut errors = Vec::new();
         let unchanged = served

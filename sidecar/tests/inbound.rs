@@ -106,6 +106,7 @@ async fn start(
             protocol: Default::default(),
         }],
         mode,
+        access_log: false,
     };
     let gw = weft_gateway::Gateway::new();
     gw.apply("1".into(), inbound::config(&spec, &server))

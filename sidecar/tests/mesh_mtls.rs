@@ -90,6 +90,7 @@ async fn gateway_to_sidecar_over_mutual_tls() {
             protocol: Default::default(),
         }],
         mode: MtlsMode::Strict,
+        access_log: false,
     };
     let inbound_gw = weft_gateway::Gateway::new();
     inbound_gw

@@ -103,7 +103,7 @@ pub fn sidecars(
                 .into_iter()
                 .filter_map(|c| clusters.get(&c).map(|v| (c, v.clone())))
                 .collect(),
-            access_log: false,
+            access_log: access_log(store, &key.namespace, w),
             identity: Some(identity.clone()),
         };
         let config = SidecarConfig {
@@ -119,17 +119,30 @@ pub fn sidecars(
     out
 }
 
-fn mode(store: &Store, ns: &str, w: &crate::workload::Workload) -> MtlsMode {
-    let of =
-        |a: Option<&BTreeMap<String, String>>| a.and_then(|a| a.get(MTLS_MODE_ANNOTATION)).cloned();
-    let namespace = match store.lookup(Kind::Namespace, "", ns) {
+/// An annotation of the Workload, else of its Namespace.
+fn annotation(
+    store: &Store,
+    ns: &str,
+    w: &crate::workload::Workload,
+    name: &str,
+) -> Option<String> {
+    let of = |a: Option<&BTreeMap<String, String>>| a.and_then(|a| a.get(name)).cloned();
+    of(w.metadata.annotations.as_ref()).or_else(|| match store.lookup(Kind::Namespace, "", ns) {
         Some(Object::Namespace(n)) => of(n.metadata.annotations.as_ref()),
         _ => None,
-    };
-    match of(w.metadata.annotations.as_ref()).or(namespace).as_deref() {
+    })
+}
+
+fn mode(store: &Store, ns: &str, w: &crate::workload::Workload) -> MtlsMode {
+    match annotation(store, ns, w, MTLS_MODE_ANNOTATION).as_deref() {
         Some("permissive" | "PERMISSIVE") => MtlsMode::Permissive,
         _ => MtlsMode::Strict,
     }
+}
+
+/// `weft.dev/access-log: "true"` on the Workload or its Namespace.
+fn access_log(store: &Store, ns: &str, w: &crate::workload::Workload) -> bool {
+    annotation(store, ns, w, super::gateway::ACCESS_LOG_ANNOTATION).as_deref() == Some("true")
 }
 
 /// The HTTPRoutes whose parents are Services, converted once, with the
