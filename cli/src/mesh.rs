@@ -125,16 +125,30 @@ impl Mesh {
             .first()
             .and_then(|p| Some(SocketAddr::new(*p.addresses.first()?, p.port)));
         let mut tasks = vec![client];
-        let mut admin = None;
-        if let Some(proxy) = proxy {
-            let addr = SocketAddr::new(proxy.ip(), ADMIN_PORT);
-            match weft_sidecar::admin::serve(sidecar.clone(), addr).await {
-                Ok((bound, task)) => {
-                    admin = Some(bound);
-                    tasks.push(task);
+        let admin = proxy.map(|p| SocketAddr::new(p.ip(), ADMIN_PORT));
+        if let Some(addr) = admin {
+            // Tried until it binds: the address may still be held by a
+            // process on its way out.
+            let (sidecar, key) = (sidecar.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut logged = false;
+                loop {
+                    match weft_sidecar::admin::serve(sidecar.clone(), addr).await {
+                        Ok((_, task)) => {
+                            // Stopping this task stops the server too.
+                            let mut task = AbortOnDrop(task);
+                            let _ = (&mut task.0).await;
+                            return;
+                        }
+                        Err(e) if !logged => {
+                            tracing::warn!(workload = %key, "sidecar admin on {addr}: {e}; retrying");
+                            logged = true;
+                        }
+                        Err(_) => {}
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                Err(e) => tracing::error!(workload = %key, "sidecar admin on {addr}: {e}"),
-            }
+            }));
         }
         Ok(Running {
             identity: config.identity.clone(),
@@ -205,6 +219,14 @@ fn authority(
     let authority = authority.with_context(|| format!("the CA of Secret {ns}/{name}"))?;
     tracing::info!("the CA is the one of Secret {ns}/{name}");
     Ok(authority)
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn stop(r: Running) {

@@ -37,6 +37,10 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 /// Carries the client's SPIFFE ID to the backend, as Envoy does.
 const XFCC: &str = "x-forwarded-client-cert";
+/// The service a meshed call was for, told by the calling proxy to the
+/// called one (over mutual TLS only) so both report the same
+/// `destination_service`, as Istio's metadata exchange does.
+const MESH_SERVICE: &str = "x-weft-service";
 
 pub struct WeftProxy {
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
@@ -236,6 +240,10 @@ impl ProxyHttp for WeftProxy {
     ) -> Result<()> {
         // Only weft says who the client is.
         upstream.remove_header(XFCC);
+        upstream.remove_header(MESH_SERVICE);
+        if let Some(c) = ctx.cluster.as_ref().filter(|c| c.tls.is_some()) {
+            upstream.insert_header(MESH_SERVICE, c.service.as_str())?;
+        }
         if let Some(id) = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()) {
             upstream.insert_header(XFCC, format!("URI={id}"))?;
         }
@@ -401,16 +409,26 @@ impl ProxyHttp for WeftProxy {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let peer = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // Only a mesh peer may say which service it called.
+        let told = peer.and_then(|_| {
+            session
+                .req_header()
+                .headers
+                .get(MESH_SERVICE)
+                .and_then(|v| v.to_str().ok())
+                .filter(|s| s.len() <= 253 && s.ends_with(".svc.cluster.local"))
+        });
         if ctx.access_log {
             self.access_log
                 .write(access_line(session, ctx, status, peer));
         }
         let record = crate::telemetry::RequestRecord {
             source_principal: peer,
-            destination_service: match (&ctx.cluster, &ctx.passthrough) {
-                (Some(c), _) => c.service.as_str(),
-                (None, Some((host, _))) => host.as_str(),
-                (None, None) => "unknown",
+            destination_service: match (told, &ctx.cluster, &ctx.passthrough) {
+                (Some(told), Some(_), _) => told,
+                (None, Some(c), _) => c.service.as_str(),
+                (_, None, Some((host, _))) => host.as_str(),
+                (_, None, None) => "unknown",
             },
             destination_principal: ctx
                 .cluster

@@ -18,6 +18,9 @@ use weft_gateway::identity::with_identity;
 use weft_gateway::telemetry::{Metrics, Reporter};
 use weft_gateway::{Gateway, Snapshot};
 
+/// How often addresses that could not be bound are tried again.
+const REBIND_EVERY: Duration = Duration::from_secs(1);
+
 /// How the sidecar gets its certificate.
 pub struct Identity {
     /// Who the workload is; a config for anyone else is refused.
@@ -72,11 +75,25 @@ impl Sidecar {
                 let Some(sidecar) = weak.upgrade() else {
                     return;
                 };
-                sidecar.refresh().await;
+                sidecar.refresh(false).await;
+            }
+        });
+        // An address that could not be bound (still held by a process on
+        // its way out, say) is tried again until it can.
+        let weak = Arc::downgrade(&sidecar);
+        let rebind = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REBIND_EVERY).await;
+                let Some(sidecar) = weak.upgrade() else {
+                    return;
+                };
+                if !sidecar.bind_errors().await.is_empty() {
+                    sidecar.refresh(true).await;
+                }
             }
         });
         let identity = tokio::spawn(manage(ca, token, ttl, svid_tx));
-        *lock(&sidecar.tasks) = vec![identity, follow];
+        *lock(&sidecar.tasks) = vec![identity, follow, rebind];
         sidecar
     }
 
@@ -100,9 +117,9 @@ impl Sidecar {
     }
 
     /// Applies the running config with the current certificate to both
-    /// sides (the inbound side only when its spec or certificate changed).
-    /// Returns the addresses that could not be bound.
-    async fn refresh(&self) -> Vec<String> {
+    /// sides (the inbound side only when its spec or certificate changed,
+    /// or when `force`d). Returns the addresses that could not be bound.
+    async fn refresh(&self, force: bool) -> Vec<String> {
         let mut served = self.inbound_served.lock().await;
         let (Some((version, config)), Some(svid)) = (self.running(), self.svid()) else {
             return vec![];
@@ -113,9 +130,10 @@ impl Sidecar {
             access_log: config.outbound.access_log,
         };
         let mut errors = Vec::new();
-        let unchanged = served
-            .as_ref()
-            .is_some_and(|(s, c)| *s == spec && Arc::ptr_eq(c, &svid));
+        let unchanged = !force
+            && served
+                .as_ref()
+                .is_some_and(|(s, c)| *s == spec && Arc::ptr_eq(c, &svid));
         if !unchanged {
             match self
                 .inbound
@@ -184,7 +202,7 @@ impl ConfigTarget for Sidecar {
             return Err(e);
         }
         *lock(&self.running) = Some((version, config));
-        Ok(self.refresh().await)
+        Ok(self.refresh(false).await)
     }
 
     async fn bind_errors(&self) -> Vec<String> {
