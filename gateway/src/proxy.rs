@@ -41,6 +41,19 @@ const XFCC: &str = "x-forwarded-client-cert";
 /// called one (over mutual TLS only) so both report the same
 /// `destination_service`, as Istio's metadata exchange does.
 const MESH_SERVICE: &str = "x-weft-service";
+/// The workload at each end, told the same way: the caller's on the
+/// request, the callee's on the response.
+const SOURCE_WORKLOAD: &str = "x-weft-source-workload";
+const PEER_WORKLOAD: &str = "x-weft-workload";
+
+/// A header sent by a mesh peer (mutual TLS), as a label value.
+fn told<'a>(headers: &'a http::HeaderMap, name: &str, mesh: bool) -> Option<&'a str> {
+    headers
+        .get(name)
+        .filter(|_| mesh)
+        .and_then(|v| v.to_str().ok())
+        .filter(|s| s.len() <= 253)
+}
 
 pub struct WeftProxy {
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
@@ -73,6 +86,8 @@ pub struct RequestCtx {
     failed_endpoint: Option<usize>,
     connect_tries: u32,
     retry: RetryState,
+    /// The workload that answered, as its sidecar said.
+    destination_workload: Option<String>,
     /// A host outside the config, sent on as plain HTTP: `host:port`, and
     /// where a captured connection was bound.
     passthrough: Option<(String, Option<std::net::SocketAddr>)>,
@@ -116,6 +131,7 @@ impl ProxyHttp for WeftProxy {
             failed_endpoint: None,
             connect_tries: 0,
             retry: RetryState::default(),
+            destination_workload: None,
             passthrough: None,
         }
     }
@@ -241,8 +257,10 @@ impl ProxyHttp for WeftProxy {
         // Only weft says who the client is.
         upstream.remove_header(XFCC);
         upstream.remove_header(MESH_SERVICE);
+        upstream.remove_header(SOURCE_WORKLOAD);
         if let Some(c) = ctx.cluster.as_ref().filter(|c| c.tls.is_some()) {
             upstream.insert_header(MESH_SERVICE, c.service.as_str())?;
+            upstream.insert_header(SOURCE_WORKLOAD, self.metrics.reporter().workload.as_str())?;
         }
         if let Some(id) = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()) {
             upstream.insert_header(XFCC, format!("URI={id}"))?;
@@ -297,6 +315,9 @@ impl ProxyHttp for WeftProxy {
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let mesh = ctx.cluster.as_ref().is_some_and(|c| c.tls.is_some());
+        ctx.destination_workload = told(&resp.headers, PEER_WORKLOAD, mesh).map(str::to_string);
+        resp.remove_header(PEER_WORKLOAD);
         let status = resp.status.as_u16();
         if status >= 400 && self.may_retry(session, ctx, Failure::Status(status)) {
             ctx.retry.on_status = true;
@@ -346,10 +367,14 @@ impl ProxyHttp for WeftProxy {
 
     async fn response_filter(
         &self,
-        _s: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // A mesh caller learns which workload answered.
+        if ConnInfo::of(session.digest()).is_some_and(|c| c.peer_identity.is_some()) {
+            resp.insert_header(PEER_WORKLOAD, self.metrics.reporter().workload.as_str())?;
+        }
         for f in ctx.backend_filters() {
             if let HttpFilter::ResponseHeaders(m) = f {
                 filters::modify_response(m, resp);
@@ -409,22 +434,18 @@ impl ProxyHttp for WeftProxy {
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
         let peer = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        // Only a mesh peer may say which service it called.
-        let told = peer.and_then(|_| {
-            session
-                .req_header()
-                .headers
-                .get(MESH_SERVICE)
-                .and_then(|v| v.to_str().ok())
-                .filter(|s| s.len() <= 253 && s.ends_with(".svc.cluster.local"))
-        });
+        // Only a mesh peer may say which service it called, and who it is.
+        let headers = &session.req_header().headers;
+        let told_service = told(headers, MESH_SERVICE, peer.is_some())
+            .filter(|s| s.ends_with(".svc.cluster.local"));
+        let source_workload = told(headers, SOURCE_WORKLOAD, peer.is_some());
         if ctx.access_log {
             self.access_log
                 .write(access_line(session, ctx, status, peer));
         }
         let record = crate::telemetry::RequestRecord {
             source_principal: peer,
-            destination_service: match (told, &ctx.cluster, &ctx.passthrough) {
+            destination_service: match (told_service, &ctx.cluster, &ctx.passthrough) {
                 (Some(told), Some(_), _) => told,
                 (None, Some(c), _) => c.service.as_str(),
                 (_, None, Some((host, _))) => host.as_str(),
@@ -435,6 +456,8 @@ impl ProxyHttp for WeftProxy {
                 .as_ref()
                 .and_then(|c| c.tls.as_ref())
                 .and_then(|t| t.principal.as_deref()),
+            source_workload,
+            destination_workload: ctx.destination_workload.as_deref(),
             protocol: if grpc { "grpc" } else { "http" },
             status,
             mutual_tls: peer.is_some(),

@@ -55,6 +55,9 @@ pub struct RequestRecord<'a> {
     pub destination_service: &'a str,
     /// The identity the upstream proved (mutual TLS to a meshed service).
     pub destination_principal: Option<&'a str>,
+    /// The workloads at either end, as the peer proxy told them.
+    pub source_workload: Option<&'a str>,
+    pub destination_workload: Option<&'a str>,
     pub protocol: &'static str,
     pub status: u16,
     pub mutual_tls: bool,
@@ -197,9 +200,14 @@ impl Metrics {
         let me = &self.reporter;
         let (source, destination) = (me.reporter == "source", me.reporter == "destination");
         let source_principal = r.source_principal.unwrap_or("unknown");
+        let destination_principal = r.destination_principal.unwrap_or("unknown");
         let labels = [
             me.reporter,
-            if source { &me.workload } else { "unknown" },
+            if source {
+                &me.workload
+            } else {
+                r.source_workload.unwrap_or("unknown")
+            },
             if source {
                 &me.namespace
             } else {
@@ -210,17 +218,21 @@ impl Metrics {
             } else {
                 source_principal
             },
-            if destination { &me.workload } else { "unknown" },
+            if destination {
+                &me.workload
+            } else {
+                r.destination_workload.unwrap_or("unknown")
+            },
             if destination {
                 &me.namespace
             } else {
-                "unknown"
+                namespace_of(destination_principal)
             },
             r.destination_service,
             if destination {
                 &me.principal
             } else {
-                r.destination_principal.unwrap_or("unknown")
+                destination_principal
             },
             r.protocol,
             status,
@@ -318,6 +330,8 @@ mod tests {
             source_principal: None,
             destination_service: "echo.default.svc.cluster.local",
             destination_principal: None,
+            source_workload: None,
+            destination_workload: None,
             protocol: "http",
             status: 200,
             mutual_tls: false,
@@ -350,6 +364,8 @@ mod tests {
             source_principal: Some("spiffe://cluster.local/ns/edge/sa/gw"),
             destination_service: "productpage.shop.svc.cluster.local",
             destination_principal: None,
+            source_workload: None,
+            destination_workload: None,
             protocol: "http",
             status: 503,
             mutual_tls: true,

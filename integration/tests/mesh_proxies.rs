@@ -175,6 +175,7 @@ async fn sidecars_count_calls_hold_what_they_call_and_pass_the_rest_through() {
             "source_principal",
             "spiffe://cluster.local/ns/tele/sa/client",
         ),
+        ("source_workload", "client"),
         ("source_workload_namespace", "tele"),
         ("connection_security_policy", "mutual_tls"),
         ("response_code", "200"),
@@ -191,6 +192,8 @@ async fn sidecars_count_calls_hold_what_they_call_and_pass_the_rest_through() {
             "destination_principal",
             "spiffe://cluster.local/ns/tele/sa/server",
         ),
+        ("destination_workload", "server"),
+        ("destination_workload_namespace", "tele"),
         ("response_code", "200"),
     ];
     let count = "istio_requests_total";
