@@ -60,9 +60,11 @@ impl Identified {
         tokio::spawn(async move {
             while svids.changed().await.is_ok() {
                 let Some(this) = weak.upgrade() else { return };
+                // Under the lock, so a config being applied is seen whole.
+                let _turn = this.applying.lock().await;
                 let running = lock(&this.running).clone();
                 if let Some((version, config)) = running {
-                    if let Err(e) = this.apply(version, config).await {
+                    if let Err(e) = this.apply_now(version, config).await {
                         tracing::error!("config refused with the new certificate: {e}");
                     }
                 }
@@ -79,6 +81,15 @@ impl Identified {
         config: GatewayConfig,
     ) -> Result<Vec<String>, GatewayError> {
         let _turn = self.applying.lock().await;
+        self.apply_now(version, config).await
+    }
+
+    /// `apply`, with the turn already taken.
+    async fn apply_now(
+        &self,
+        version: String,
+        config: GatewayConfig,
+    ) -> Result<Vec<String>, GatewayError> {
         let svid = self.svids.borrow().clone();
         let errors = match svid {
             Some(svid) => {
