@@ -185,8 +185,11 @@ impl ProxyHttp for WeftProxy {
             .timeouts
             .request_ms
             .map(|ms| ctx.started + Duration::from_millis(ms));
-        // Keep the body for a retry (Pingora buffers a bounded amount).
-        session.enable_retry_buffering();
+        // Keep the body for a retry (Pingora buffers a bounded amount); an
+        // upgrade's "body" is the tunnel, never replayed.
+        if !session.is_upgrade_req() {
+            session.enable_retry_buffering();
+        }
         ctx.backend = backend;
         ctx.cluster = Some(cluster);
         ctx.route = Some(route);
