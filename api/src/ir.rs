@@ -360,6 +360,10 @@ pub struct SidecarConfig {
     pub workload: String,
     /// The workload's SPIFFE ID.
     pub identity: String,
+    /// The roots mesh certificates chain to (the inbound side trusts them
+    /// besides those that came with the workload's own certificate).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_bundle: Vec<String>,
     pub mode: MtlsMode,
     /// For each application port: the mutual-TLS address the sidecar takes
     /// inbound connections on, and the application's address.

@@ -34,6 +34,7 @@ struct Running {
 
 pub struct Mesh {
     ca: String,
+    bundle: Vec<String>,
     controller: String,
     tokens: Arc<JoinTokens>,
     ttl: Duration,
@@ -52,6 +53,7 @@ impl Mesh {
         ca_secret: Option<&BTreeMap<String, String>>,
     ) -> anyhow::Result<Mesh> {
         let authority = authority(state, trust_domain, ttl, ca_secret)?;
+        let bundle = authority.trust_bundle();
         let tokens = Arc::new(JoinTokens::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
@@ -67,6 +69,7 @@ impl Mesh {
         });
         Ok(Mesh {
             ca: format!("http://{addr}"),
+            bundle,
             controller,
             tokens,
             ttl,
@@ -157,6 +160,11 @@ impl Mesh {
             admin,
             tasks,
         })
+    }
+
+    /// The roots the CA's certificates chain to.
+    pub fn trust_bundle(&self) -> Vec<String> {
+        self.bundle.clone()
     }
 
     /// An identity manager for `id` (a gateway's): a one-time token, the

@@ -90,9 +90,6 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let router = weft_controller::admin::router(state.clone());
     tokio::spawn(async move { axum::serve(admin_listener, router).await });
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let control = tokio::spawn(controller.run(reports_rx, stop_rx));
-
     let trust_domain = weft_controller::translate::Options::default().trust_domain;
     let controller_url = format!("http://{grpc_addr}");
     let ca_secret = state.borrow().ca_secret.clone();
@@ -104,6 +101,10 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         ca_secret.as_ref(),
     )
     .await?;
+    // Every proxy's config carries the CA's roots.
+    controller.set_trust_bundle(mesh.trust_bundle());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let control = tokio::spawn(controller.run(reports_rx, stop_rx));
     let mut gateways: BTreeMap<ObjKey, RunningGateway> = BTreeMap::new();
     let mut workloads = Supervisor::default();
     let mut state_rx = state.clone();

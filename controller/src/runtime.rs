@@ -89,6 +89,12 @@ impl Controller {
         (c, rx)
     }
 
+    /// The roots to send every proxy (the CA's, once it is up).
+    pub fn set_trust_bundle(&mut self, bundle: Vec<String>) {
+        self.opts.trust_bundle = bundle;
+        self.publish();
+    }
+
     /// Reads the folder and publishes; the first read must succeed.
     pub fn reload(&mut self) -> Result<(), ControllerError> {
         self.store = self.folder.read(&self.dir, &self.store)?;

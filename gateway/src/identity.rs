@@ -15,12 +15,12 @@ use weft_api::{GatewayConfig, TlsCertificate};
 use weft_ca::workload::Svid;
 
 /// `config` with every cluster that originates TLS presenting `svid` and
-/// trusting its bundle.
+/// trusting the bundle the config carries and the one that came with `svid`.
 pub fn with_identity(config: &GatewayConfig, svid: &Svid) -> GatewayConfig {
     let mut config = config.clone();
     for cluster in config.clusters.values_mut() {
         if let Some(tls) = cluster.tls.as_mut() {
-            tls.roots_pem = svid.bundle.clone();
+            tls.roots_pem = union(&tls.roots_pem, &svid.bundle);
             tls.client_cert = Some(TlsCertificate {
                 cert_chain_pem: svid.chain.concat(),
                 key_pem: svid.key_pem.clone(),
@@ -28,6 +28,17 @@ pub fn with_identity(config: &GatewayConfig, svid: &Svid) -> GatewayConfig {
         }
     }
     config
+}
+
+/// The roots of both bundles, each once, in order.
+pub fn union(a: &[String], b: &[String]) -> Vec<String> {
+    let mut out = a.to_vec();
+    for r in b {
+        if !out.contains(r) {
+            out.push(r.clone());
+        }
+    }
+    out
 }
 
 /// Whether `config` can only serve once a certificate is in.
@@ -145,5 +156,16 @@ impl ConfigTarget for Identified {
 
     fn interest(&self) -> Option<Arc<Interest>> {
         self.gateway.interest.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn bundles_join_without_repeats() {
+        let a = vec!["r1".to_string(), "r2".to_string()];
+        let b = vec!["r2".to_string(), "r3".to_string()];
+        assert_eq!(super::union(&a, &b), ["r1", "r2", "r3"]);
+        assert_eq!(super::union(&[], &b), ["r2", "r3"]);
     }
 }

@@ -14,6 +14,8 @@ pub struct Spec {
     pub mode: MtlsMode,
     /// One JSON line per request, as the outbound side's config says.
     pub access_log: bool,
+    /// Roots the config distributes, trusted beside the certificate's own.
+    pub trust_bundle: Vec<String>,
 }
 
 /// The snapshot serving `spec` with `svid`.
@@ -35,7 +37,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
             port: p.listen.port(),
             protocol: Protocol::Https,
             client_auth: Some(ClientAuth {
-                roots_pem: svid.bundle.clone(),
+                roots_pem: weft_gateway::identity::union(&spec.trust_bundle, &svid.bundle),
                 allow_plaintext: spec.mode == MtlsMode::Permissive,
             }),
             host_with_port: false,

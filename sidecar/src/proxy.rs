@@ -128,6 +128,7 @@ impl Sidecar {
             ports: config.inbound.clone(),
             mode: config.mode,
             access_log: config.outbound.access_log,
+            trust_bundle: config.trust_bundle.clone(),
         };
         let mut errors = Vec::new();
         let unchanged = !force

@@ -107,6 +107,7 @@ async fn start(
         }],
         mode,
         access_log: false,
+        trust_bundle: vec![],
     };
     let gw = weft_gateway::Gateway::new();
     gw.apply("1".into(), inbound::config(&spec, &server))

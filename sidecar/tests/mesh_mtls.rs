@@ -91,6 +91,7 @@ async fn gateway_to_sidecar_over_mutual_tls() {
         }],
         mode: MtlsMode::Strict,
         access_log: false,
+        trust_bundle: vec![],
     };
     let inbound_gw = weft_gateway::Gateway::new();
     inbound_gw

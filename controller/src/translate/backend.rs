@@ -28,14 +28,22 @@ pub type Unresolved = (&'static str, String);
 /// other backends directly.
 #[derive(Clone, Copy)]
 pub enum Caller<'a> {
-    Gateway { trust_domain: &'a str },
-    Sidecar { trust_domain: &'a str },
+    Gateway(Trust<'a>),
+    Sidecar(Trust<'a>),
 }
 
-impl Caller<'_> {
-    fn trust_domain(&self) -> &str {
+/// The mesh's trust: its domain, and the roots its certificates chain to
+/// (distributed with the config, so proxies learn a new root from it).
+#[derive(Clone, Copy)]
+pub struct Trust<'a> {
+    pub domain: &'a str,
+    pub bundle: &'a [String],
+}
+
+impl<'a> Caller<'a> {
+    fn trust(&self) -> Trust<'a> {
         match self {
-            Caller::Gateway { trust_domain } | Caller::Sidecar { trust_domain } => trust_domain,
+            Caller::Gateway(t) | Caller::Sidecar(t) => *t,
         }
     }
 }
@@ -113,12 +121,12 @@ pub fn resolve(
             tls: None,
         };
         let (endpoints, identities) =
-            mesh_endpoints(store, ns, svc, service_port, caller.trust_domain());
+            mesh_endpoints(store, ns, svc, service_port, caller.trust().domain);
         if !endpoints.is_empty() {
             cluster.endpoints = endpoints;
             cluster.tls = Some(UpstreamTls {
                 sni: format!("{}.{ns}.svc.cluster.local", r.name),
-                roots_pem: vec![],
+                roots_pem: caller.trust().bundle.to_vec(),
                 identities,
                 client_cert: None,
             });

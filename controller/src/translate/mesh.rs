@@ -46,10 +46,11 @@ struct MeshRoute {
 
 pub fn sidecars(
     store: &Store,
-    trust_domain: &str,
+    trust: backend::Trust<'_>,
     statuses: &mut BTreeMap<ObjKey, Value>,
 ) -> BTreeMap<ObjKey, SidecarConfig> {
-    let caller = Caller::Sidecar { trust_domain };
+    let caller = Caller::Sidecar(trust);
+    let trust_domain = trust.domain;
     let mut clusters = BTreeMap::new();
     let routes = mesh_routes(store, caller, &mut clusters, statuses);
     let mut out = BTreeMap::new();
@@ -110,6 +111,7 @@ pub fn sidecars(
             namespace: key.namespace.clone(),
             workload: key.name.clone(),
             identity,
+            trust_bundle: trust.bundle.to_vec(),
             mode: mode(store, &key.namespace, w),
             inbound,
             outbound,

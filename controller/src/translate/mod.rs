@@ -28,6 +28,8 @@ pub struct Options {
     pub default_address: IpAddr,
     /// The SPIFFE trust domain of workload identities.
     pub trust_domain: String,
+    /// The roots workload certificates chain to, sent to every proxy.
+    pub trust_bundle: Vec<String>,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
         Options {
             default_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             trust_domain: "cluster.local".into(),
+            trust_bundle: Vec::new(),
         }
     }
 }
@@ -58,8 +61,12 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     let mut gateways = gateway::gateways(store, &classes, opts);
     let mut clusters = BTreeMap::new();
     let td = &opts.trust_domain;
-    route::routes(store, &mut gateways, &mut clusters, &mut statuses, td);
-    let sidecars = mesh::sidecars(store, &opts.trust_domain, &mut statuses);
+    let trust = backend::Trust {
+        domain: td,
+        bundle: &opts.trust_bundle,
+    };
+    route::routes(store, &mut gateways, &mut clusters, &mut statuses, trust);
+    let sidecars = mesh::sidecars(store, trust, &mut statuses);
     let mut out = BTreeMap::new();
     for gw in &gateways {
         let errors = bind_errors

@@ -18,9 +18,9 @@ pub fn routes(
     gateways: &mut [GatewayCtx],
     clusters: &mut BTreeMap<String, Cluster>,
     statuses: &mut BTreeMap<ObjKey, Value>,
-    trust_domain: &str,
+    trust: super::backend::Trust<'_>,
 ) {
-    let caller = super::backend::Caller::Gateway { trust_domain };
+    let caller = super::backend::Caller::Gateway(trust);
     for (key, entry) in store.of_kind(Kind::HttpRoute) {
         let Object::HttpRoute(route) = &entry.object else {
             continue;

@@ -1,0 +1,239 @@
+"""weft's benchmarks, side by side with nginx, HAProxy and a direct
+connection, in one run. The proxy under test is pinned to one core and the
+load generator (with the backend) to the other; peers alternate within a
+round (A B C D, A B C D, ...) so a drift of the machine hits all alike;
+medians and spreads of the rounds are reported.
+
+Writes bench/results/<date>.json and prepends a table to bench/RESULTS.md.
+See bench/README.md for the scenarios and how figures are taken."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import peers  # noqa: E402
+import report  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCENARIOS = ("gateway-h1", "sidecar-pair")
+CONNECTIONS = 64
+
+
+def sh(argv, **kw):
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
+
+
+def ensure_tools(need_oha):
+    missing = [p for p in ("wrk", "nginx", "haproxy", "taskset") if not shutil.which(p)]
+    packages = {"taskset": "util-linux"}
+    if missing:
+        pkgs = [packages.get(p, p) for p in missing]
+        print(f"bench: installing {' '.join(pkgs)}", file=sys.stderr)
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True, env=env)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", *pkgs], check=True, env=env)
+    if need_oha and not shutil.which("oha"):
+        print("bench: installing oha (cargo install)", file=sys.stderr)
+        subprocess.run(["cargo", "install", "--locked", "oha"], check=True)
+
+
+def build_weft():
+    print("bench: building weft (release)", file=sys.stderr)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "weft"], cwd=ROOT, check=True)
+    return os.path.join(ROOT, "target", "release", "weft")
+
+
+def wrk(url, core, seconds, headers=()):
+    """Maximum throughput: (requests/s, requests)."""
+    argv = ["taskset", "-c", str(core), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s"]
+    for h in headers:
+        argv += ["-H", h]
+    out = sh(argv + [url]).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{url}: {errors.group(1)} failed responses\n{out}")
+    return rps, total
+
+
+def oha(url, core, seconds, rate, headers=()):
+    """Latency at a fixed rate: percentiles in ms, and requests sent."""
+    argv = ["taskset", "-c", str(core), "oha", "--no-tui", "--output-format", "json",
+            "-z", f"{seconds}s", "-q", str(rate), "-c", "16", "--latency-correction",
+            "--disable-keepalive=false"]
+    for h in headers:
+        argv += ["-H", h]
+    try:
+        data = json.loads(sh(argv + [url]).stdout)
+    except subprocess.CalledProcessError:
+        # Older oha spell the boolean flag differently.
+        argv = [a for a in argv if not a.startswith("--disable-keepalive")]
+        data = json.loads(sh(argv + [url]).stdout)
+    p = data["latencyPercentiles"]
+    codes = data.get("statusCodeDistribution", {})
+    failed = sum(n for c, n in codes.items() if c != "200")
+    if failed:
+        raise RuntimeError(f"{url}: {failed} failed responses at {rate}/s")
+    ms = {k: p[k] * 1000 for k in ("p50", "p99", "p99.9")}
+    return ms, sum(codes.values())
+
+
+def spread(values):
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": values,
+    }
+
+
+def gateway_h1(procs, args, cores):
+    proxy, load = cores
+    procs.backend(load)
+    peers.wait_for("http://%s:%d/" % peers.BACKEND)
+    running = {"direct": None}
+    if "nginx" in args.peers:
+        running["nginx"] = procs.nginx(proxy)
+    if "haproxy" in args.peers:
+        running["haproxy"] = procs.haproxy(proxy)
+    if "weft" in args.peers:
+        running["weft"] = procs.weft_gateway(proxy)
+    for name in running:
+        peers.wait_for(f"http://127.0.0.1:{peers.PORTS[name]}/")
+    url = {n: f"http://127.0.0.1:{peers.PORTS[n]}/" for n in running}
+    # Warm up every path, then alternate.
+    for name in running:
+        wrk(url[name], load, 1)
+    rps = {n: [] for n in running}
+    reuse = {n: [] for n in running}
+    for _ in range(args.rounds):
+        for name in running:
+            before = peers.backend_accepts()
+            r, total = wrk(url[name], load, args.duration)
+            opened = peers.backend_accepts() - before
+            rps[name].append(r)
+            reuse[name].append(max(0.0, 1 - opened / max(total, 1)))
+    result = {"connections": CONNECTIONS, "peers": {}}
+    slowest = min(statistics.median(v) for n, v in rps.items() if n != "direct")
+    rate = max(100, int(slowest * 0.5))
+    result["fixed_rate"] = rate
+    lat = {n: {"p50": [], "p99": [], "p99.9": []} for n in running}
+    if args.latency:
+        for _ in range(args.rounds):
+            for name in running:
+                ms, _ = oha(url[name], load, args.duration, rate)
+                for k, v in ms.items():
+                    lat[name][k].append(v)
+    for name in running:
+        entry = {"max_rps": spread(rps[name]), "upstream_reuse": spread(reuse[name])}
+        if args.latency:
+            entry["latency_ms"] = {k: spread(v) for k, v in lat[name].items()}
+        if running[name] is not None:
+            entry["rss_kib"] = peers.rss_kib(running[name].pid)
+        result["peers"][name] = entry
+    return result
+
+
+def sidecar_pair(procs, args, cores):
+    proxy, load = cores
+    procs.backend(load, extra_listen=[f"{peers.SERVER_IP}:9080"])
+    mesh = procs.weft_mesh("weft-mesh", proxy)
+    direct = f"http://{peers.SERVER_IP}:9080/"
+    through = f"http://{peers.CLIENT_IP}:15001/"
+    host = ["Host: server.bench:9080"]
+    peers.wait_for(direct)
+    peers.wait_for(through, {"Host": "server.bench:9080"})
+    idle_rss = peers.rss_kib(mesh.pid)
+    rate = args.rate
+    lat = {"direct": {"p50": [], "p99": [], "p99.9": []},
+           "sidecars": {"p50": [], "p99": [], "p99.9": []}}
+    cpu, sent = [], []
+    wrk(through, load, 1, host)
+    for _ in range(args.rounds):
+        ms, _ = oha(direct, load, args.duration, rate)
+        for k, v in ms.items():
+            lat["direct"][k].append(v)
+        before = peers.cpu_seconds(mesh.pid)
+        ms, n = oha(through, load, args.duration, rate, host)
+        cpu.append((peers.cpu_seconds(mesh.pid) - before) / max(n, 1) * 1000)
+        sent.append(n)
+        for k, v in ms.items():
+            lat["sidecars"][k].append(v)
+    loaded_rss = peers.rss_kib(mesh.pid)
+    # What one more (idle) sidecar costs: the same mesh with 20 more.
+    extra = 20
+    bigger = procs.weft_mesh("weft-mesh-more", proxy, idle=extra, base=1)
+    time.sleep(3)
+    per_sidecar = (peers.rss_kib(bigger.pid) - idle_rss) / extra
+    added = {k: spread([s - d for s, d in zip(lat["sidecars"][k], lat["direct"][k])])
+             for k in ("p50", "p99", "p99.9")}
+    return {
+        "rate": rate,
+        "latency_ms": {p: {k: spread(v) for k, v in d.items()} for p, d in lat.items()},
+        "added_ms": added,
+        "cpu_seconds_per_1000": spread(cpu),
+        "weft_up_rss_kib": {"idle": idle_rss, "after_load": loaded_rss},
+        "idle_sidecar_rss_kib": per_sidecar,
+    }
+
+
+def machine():
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "kernel": platform.release(), "cpu": model}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    ap.add_argument("--rate", type=int, default=1000, help="sidecar-pair fixed rate, req/s")
+    ap.add_argument("--peers", default="nginx,haproxy,weft")
+    ap.add_argument("--no-latency", dest="latency", action="store_false")
+    ap.add_argument("--smoke", action="store_true",
+                    help="one short round, results to a temporary folder")
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench"))
+    args = ap.parse_args()
+    for s in args.scenarios:
+        if s not in SCENARIOS:
+            ap.error(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
+    if args.smoke:
+        args.rounds, args.duration = 1, 1
+    args.peers = set(args.peers.split(","))
+    ensure_tools(args.latency or "sidecar-pair" in args.scenarios)
+    weft = build_weft()
+    cores = (0, 1) if (os.cpu_count() or 1) > 1 else (0, 0)
+    run = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "machine": machine(), "rounds": args.rounds, "duration_s": args.duration,
+           "scenarios": {}}
+    for name in args.scenarios:
+        procs = peers.Procs(weft)
+        try:
+            fn = {"gateway-h1": gateway_h1, "sidecar-pair": sidecar_pair}[name]
+            print(f"bench: {name}", file=sys.stderr)
+            run["scenarios"][name] = fn(procs, args, cores)
+        finally:
+            procs.close()
+    path = report.write(run, args.out)
+    print(f"bench: wrote {path}")
+    print(report.markdown(run))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""The processes a benchmark runs: the backend, the peers under test (nginx,
+HAProxy, a weft gateway, a weft sidecar pair), each pinned to its core and
+given one worker, and stopped when the benchmark ends."""
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+# A 1 KiB body, the same for every peer: they all proxy this backend.
+BODY = "x" * 1024
+
+BACKEND = ("127.0.0.1", 18080)
+PORTS = {"direct": 18080, "nginx": 18081, "haproxy": 18082, "weft": 18083}
+
+BACKEND_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/backend.pid;
+error_log {dir}/backend.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  server {{
+    {listen}
+    location = /stub {{ stub_status; }}
+    location / {{ default_type text/plain; return 200 '{body}'; }}
+  }}
+}}
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend {{ server {backend}; keepalive 128; keepalive_requests 1000000; }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+HAPROXY_CONF = """
+global
+  nbthread 1
+  maxconn 8192
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{port}
+  default_backend be
+backend be
+  server s1 {backend}
+"""
+
+WEFT_GATEWAY = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: bench}}
+spec:
+  gatewayClassName: weft
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners: [{{name: http, port: {port}, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: bench}}
+spec:
+  parentRefs: [{{name: bench}}]
+  rules: [{{backendRefs: [{{name: backend, port: 80}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: backend}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: backend-1, labels: {{kubernetes.io/service-name: backend}}}}
+addressType: IPv4
+ports: [{{name: http, port: {backend_port}}}]
+endpoints: [{{addresses: ["{backend_ip}"]}}]
+"""
+
+# A meshed client and server; the server's application is the backend,
+# which also listens on the server's address. Extra idle workloads measure
+# what one more sidecar costs.
+MESH_HEAD = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: bench, labels: {weft.dev/mesh: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server, namespace: bench}
+spec: {selector: {app: server}, ports: [{name: http, port: 9080, targetPort: http}]}
+"""
+
+MESH_WORKLOAD = """---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: {name}, namespace: bench, labels: {{app: {app}}}}}
+spec:
+  serviceAccountName: {app}
+  address: {ip}
+  command: [sleep, "100000"]
+  ports: [{{name: http, containerPort: 9080}}]
+"""
+
+SERVER_IP = "127.0.70.3"
+CLIENT_IP = "127.0.70.2"
+
+
+class Procs:
+    """Started processes, stopped (whole process group) on close."""
+
+    def __init__(self, weft):
+        self.weft = weft
+        self.dir = tempfile.mkdtemp(prefix="weft-bench-")
+        self.procs = []
+
+    def start(self, name, argv, core, env=None):
+        log = open(os.path.join(self.dir, f"{name}.log"), "w")
+        full = ["taskset", "-c", str(core)] + argv
+        p = subprocess.Popen(
+            full,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        self.procs.append(p)
+        return p
+
+    def write(self, name, text):
+        path = os.path.join(self.dir, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def backend(self, core, extra_listen=()):
+        listens = [f"{BACKEND[0]}:{BACKEND[1]}", *extra_listen]
+        listen = " ".join(f"listen {a};" for a in listens)
+        conf = self.write(
+            "backend.conf", BACKEND_CONF.format(dir=self.dir, listen=listen, body=BODY)
+        )
+        return self.start("backend", ["nginx", "-c", conf], core)
+
+    def nginx(self, core):
+        conf = NGINX_CONF.format(
+            dir=self.dir, port=PORTS["nginx"], backend="%s:%d" % BACKEND
+        )
+        return self.start("nginx", ["nginx", "-c", self.write("nginx.conf", conf)], core)
+
+    def haproxy(self, core):
+        conf = HAPROXY_CONF.format(port=PORTS["haproxy"], backend="%s:%d" % BACKEND)
+        return self.start(
+            "haproxy", ["haproxy", "-f", self.write("haproxy.cfg", conf)], core
+        )
+
+    def weft_up(self, name, folder_text, core, admin="127.0.0.1:0"):
+        folder = os.path.join(self.dir, name)
+        self.write(os.path.join(name, "bench.yaml"), folder_text)
+        state = os.path.join(self.dir, name + "-state")
+        argv = [self.weft, "up", folder, "--admin", admin, "--state", state]
+        # One worker thread, as nginx and HAProxy get one worker.
+        env = {"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn", "PATH": os.environ["PATH"]}
+        return self.start(name, argv, core, env)
+
+    def weft_gateway(self, core):
+        text = WEFT_GATEWAY.format(
+            port=PORTS["weft"], backend_ip=BACKEND[0], backend_port=BACKEND[1]
+        )
+        return self.weft_up("weft-gateway", text, core)
+
+    def weft_mesh(self, name, core, idle=0, base=10):
+        text = MESH_HEAD
+        text += MESH_WORKLOAD.format(name="client", app="client", ip=CLIENT_IP)
+        text += MESH_WORKLOAD.format(name="server", app="server", ip=SERVER_IP)
+        for i in range(idle):
+            ip = "127.0.%d.%d" % (base + 70 + i // 200, 10 + i % 200)
+            text += MESH_WORKLOAD.format(name=f"idle-{i}", app=f"idle-{i}", ip=ip)
+        return self.weft_up(name, text, core)
+
+    def close(self):
+        for p in self.procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + 10
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_for(url, headers=None, limit=60):
+    """Waits until `url` answers 200."""
+    deadline = time.time() + limit
+    last = None
+    while time.time() < deadline:
+        try:
+            req = urllib.request.Request(url, headers=headers or {})
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with opener.open(req, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception as e:  # noqa: BLE001 - any failure means "not yet"
+            last = e
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready: {last}")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def backend_accepts():
+    """Connections the backend has accepted so far (nginx stub_status)."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open("http://%s:%d/stub" % BACKEND, timeout=2) as r:
+        lines = r.read().decode().splitlines()
+    # "server accepts handled requests" then the three numbers.
+    return int(lines[2].split()[0])

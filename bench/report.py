@@ -1,0 +1,105 @@
+"""Results: the JSON of a run under results/, and its Markdown table at the
+top of RESULTS.md (newest first)."""
+
+import json
+import os
+
+HEADER = "# Benchmark results\n\nNewest first. `bench/run` writes these; see `bench/README.md`.\n"
+
+
+def fmt(s, digits=0):
+    """`median (min–max)` of a spread."""
+    if s is None:
+        return "–"
+    f = f"{{:,.{digits}f}}"
+    return f"{f.format(s['median'])} ({f.format(s['min'])}–{f.format(s['max'])})"
+
+
+def gateway_table(r):
+    p = r["peers"]
+    lines = [
+        f"Gateway, HTTP/1.1 keep-alive, 1 KiB responses, {r['connections']} connections. "
+        f"Latency at {r['fixed_rate']:,} req/s (half the slowest proxy's maximum).",
+        "",
+        "| peer | max req/s | vs weft | p50 ms | p99 ms | p99.9 ms | upstream reuse | RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    weft = p.get("weft", {}).get("max_rps", {}).get("median")
+    for name, e in p.items():
+        ratio = "–"
+        if weft and name != "weft":
+            ratio = f"weft is {weft / e['max_rps']['median']:.2f}×"
+        lat = e.get("latency_ms", {})
+        rss = e.get("rss_kib")
+        lines.append(
+            f"| {name} | {fmt(e['max_rps'])} | {ratio} | {fmt(lat.get('p50'), 3)} | "
+            f"{fmt(lat.get('p99'), 3)} | {fmt(lat.get('p99.9'), 3)} | "
+            f"{e['upstream_reuse']['median']:.1%} | "
+            f"{'–' if rss is None else f'{rss / 1024:.1f}'} |"
+        )
+    if "direct" in p and "latency_ms" in p["direct"]:
+        for name in ("weft", "nginx", "haproxy"):
+            if name in p and "latency_ms" in p[name]:
+                d = p["direct"]["latency_ms"]
+                w = p[name]["latency_ms"]
+                lines.append("")
+                lines.append(
+                    f"{name} adds {w['p50']['median'] - d['p50']['median']:.3f} ms at p50 and "
+                    f"{w['p99']['median'] - d['p99']['median']:.3f} ms at p99 over direct."
+                )
+    return lines
+
+
+def sidecar_table(r):
+    a = r["added_ms"]
+    rss = r["weft_up_rss_kib"]
+    return [
+        f"Sidecar pair (client sidecar → mutual TLS → server sidecar), {r['rate']:,} req/s, "
+        "1 KiB responses, against calling the backend directly.",
+        "",
+        "| figure | median (min–max) |",
+        "| --- | --- |",
+        f"| added p50 ms | {fmt(a['p50'], 3)} |",
+        f"| added p99 ms | {fmt(a['p99'], 3)} |",
+        f"| added p99.9 ms | {fmt(a['p99.9'], 3)} |",
+        f"| CPU s per 1 000 requests (both sidecars) | {fmt(r['cpu_seconds_per_1000'], 3)} |",
+        f"| RSS of one more idle sidecar | {r['idle_sidecar_rss_kib'] / 1024:.2f} MiB |",
+        f"| RSS of `weft up` (CA, controller, 2 sidecars), idle / after load | "
+        f"{rss['idle'] / 1024:.1f} / {rss['after_load'] / 1024:.1f} MiB |",
+    ]
+
+
+def markdown(run):
+    m = run["machine"]
+    lines = [
+        f"## {run['date']}",
+        "",
+        f"{m['cores']} cores ({m['cpu'] or 'unknown CPU'}), kernel {m['kernel']}; "
+        f"{run['rounds']} rounds of {run['duration_s']} s, peers alternating; "
+        "median (min–max).",
+        "",
+    ]
+    s = run["scenarios"]
+    if "gateway-h1" in s:
+        lines += gateway_table(s["gateway-h1"]) + [""]
+    if "sidecar-pair" in s:
+        lines += sidecar_table(s["sidecar-pair"]) + [""]
+    return "\n".join(lines)
+
+
+def write(run, out):
+    results = os.path.join(out, "results")
+    os.makedirs(results, exist_ok=True)
+    stamp = run["date"].replace(":", "").replace("+0000", "Z")
+    path = os.path.join(results, f"{stamp}.json")
+    with open(path, "w") as f:
+        json.dump(run, f, indent=2)
+    md = os.path.join(out, "RESULTS.md")
+    old = ""
+    if os.path.exists(md):
+        with open(md) as f:
+            old = f.read()
+        old = old[len(HEADER):] if old.startswith(HEADER) else old
+    with open(md, "w") as f:
+        f.write(HEADER + "\n" + markdown(run) + "\n" + old.lstrip("\n"))
+    return path
