@@ -32,8 +32,9 @@ def sh(argv, **kw):
     return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
 
 
-def ensure_tools(need_oha):
-    missing = [p for p in ("wrk", "nginx", "haproxy", "taskset") if not shutil.which(p)]
+def ensure_tools(need_oha, need_haproxy):
+    wanted = ["wrk", "nginx", "taskset"] + (["haproxy"] if need_haproxy else [])
+    missing = [p for p in wanted if not shutil.which(p)]
     packages = {"taskset": "util-linux"}
     if missing:
         pkgs = [packages.get(p, p) for p in missing]
@@ -70,16 +71,10 @@ def wrk(url, core, seconds, headers=()):
 def oha(url, core, seconds, rate, headers=()):
     """Latency at a fixed rate: percentiles in ms, and requests sent."""
     argv = ["taskset", "-c", str(core), "oha", "--no-tui", "--output-format", "json",
-            "-z", f"{seconds}s", "-q", str(rate), "-c", "16", "--latency-correction",
-            "--disable-keepalive=false"]
+            "-z", f"{seconds}s", "-q", str(rate), "-c", "16", "--latency-correction"]
     for h in headers:
         argv += ["-H", h]
-    try:
-        data = json.loads(sh(argv + [url]).stdout)
-    except subprocess.CalledProcessError:
-        # Older oha spell the boolean flag differently.
-        argv = [a for a in argv if not a.startswith("--disable-keepalive")]
-        data = json.loads(sh(argv + [url]).stdout)
+    data = json.loads(sh(argv + [url]).stdout)
     p = data["latencyPercentiles"]
     codes = data.get("statusCodeDistribution", {})
     failed = sum(n for c, n in codes.items() if c != "200")
@@ -209,6 +204,7 @@ def main():
     ap.add_argument("--smoke", action="store_true",
                     help="one short round, results to a temporary folder")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench"))
+    ap.add_argument("--weft", help="a weft binary to use instead of a release build")
     args = ap.parse_args()
     for s in args.scenarios:
         if s not in SCENARIOS:
@@ -216,8 +212,9 @@ def main():
     if args.smoke:
         args.rounds, args.duration = 1, 1
     args.peers = set(args.peers.split(","))
-    ensure_tools(args.latency or "sidecar-pair" in args.scenarios)
-    weft = build_weft()
+    need_haproxy = "haproxy" in args.peers and "gateway-h1" in args.scenarios
+    ensure_tools(args.latency or "sidecar-pair" in args.scenarios, need_haproxy)
+    weft = args.weft or build_weft()
     cores = (0, 1) if (os.cpu_count() or 1) > 1 else (0, 0)
     run = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "machine": machine(), "rounds": args.rounds, "duration_s": args.duration,

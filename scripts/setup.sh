@@ -2,7 +2,8 @@
 # Installs what building weft needs and this machine lacks: cmake (Pingora),
 # protoc (the config protocol), a C compiler, and a Rust toolchain check;
 # and what the tests use: curl, and iptables, iproute2 and openssl for the
-# transparent-capture test in a network namespace.
+# transparent-capture test in a network namespace, python3, wrk and nginx
+# for the benchmark harness's smoke run.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -12,6 +13,10 @@ command -v curl >/dev/null || need+=(curl)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+# The benchmark harness's smoke test: python3, wrk, nginx (the backend).
+command -v python3 >/dev/null || need+=(python3)
+command -v wrk >/dev/null || need+=(wrk)
+command -v nginx >/dev/null || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   sudo=""

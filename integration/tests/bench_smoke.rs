@@ -1,0 +1,64 @@
+//! The benchmark harness, run for a second so it cannot rot: one round of
+//! the gateway scenario (weft against a direct connection) writes its JSON
+//! and its table. It asserts that the harness works, never how fast.
+
+mod support;
+use support::WEFT;
+
+#[test]
+fn the_harness_runs_one_short_round() {
+    let tools = ["python3", "wrk", "nginx", "taskset"];
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| {
+            !std::process::Command::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("SKIPPED: the bench smoke run needs {}", missing.join(", "));
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let bench = format!("{}/../bench/bench.py", env!("CARGO_MANIFEST_DIR"));
+    let run = std::process::Command::new("python3")
+        .arg(bench)
+        .args([
+            "--smoke",
+            "--no-latency",
+            "--peers",
+            "weft",
+            "--weft",
+            WEFT,
+            "--out",
+        ])
+        .arg(out.path())
+        .arg("gateway-h1")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: Vec<_> = std::fs::read_dir(out.path().join("results"))
+        .unwrap()
+        .collect();
+    assert_eq!(results.len(), 1);
+    let path = results[0].as_ref().unwrap().path();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let peers = &json["scenarios"]["gateway-h1"]["peers"];
+    for peer in ["direct", "weft"] {
+        assert!(
+            peers[peer]["max_rps"]["median"].as_f64().unwrap() > 0.0,
+            "{json:#}"
+        );
+    }
+    let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
+    assert!(md.contains("| weft |"), "{md}");
+}
