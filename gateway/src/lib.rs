@@ -22,6 +22,7 @@ mod listener;
 mod matcher;
 mod mirror;
 mod proxy;
+mod records;
 mod rescue;
 mod retry;
 mod routing;

@@ -74,23 +74,23 @@ fn incoming_traceparent(session: &Session) -> Option<&str> {
 }
 
 pub struct RequestCtx {
-    started: std::time::Instant,
+    pub(crate) started: std::time::Instant,
     /// Whether the snapshot the request loaded asks for access logs.
-    access_log: bool,
+    pub(crate) access_log: bool,
     /// This hop of the request's trace (its span ID went upstream).
-    trace: Option<TraceContext>,
-    route: Option<Arc<CompiledRoute>>,
-    backend: usize,
-    cluster: Option<Arc<ClusterState>>,
-    endpoint: Option<usize>,
-    failed_endpoint: Option<usize>,
-    connect_tries: u32,
-    retry: RetryState,
+    pub(crate) trace: Option<TraceContext>,
+    pub(crate) route: Option<Arc<CompiledRoute>>,
+    pub(crate) backend: usize,
+    pub(crate) cluster: Option<Arc<ClusterState>>,
+    pub(crate) endpoint: Option<usize>,
+    pub(crate) failed_endpoint: Option<usize>,
+    pub(crate) connect_tries: u32,
+    pub(crate) retry: RetryState,
     /// The workload that answered, as its sidecar said.
-    destination_workload: Option<String>,
+    pub(crate) destination_workload: Option<String>,
     /// A host outside the config, sent on as plain HTTP: `host:port`, and
     /// where a captured connection was bound.
-    passthrough: Option<(String, Option<std::net::SocketAddr>)>,
+    pub(crate) passthrough: Option<(String, Option<std::net::SocketAddr>)>,
 }
 
 impl RequestCtx {
@@ -444,7 +444,7 @@ impl ProxyHttp for WeftProxy {
         let source_workload = told(headers, SOURCE_WORKLOAD, peer.is_some());
         if ctx.access_log {
             self.access_log
-                .write(access_line(session, ctx, status, peer));
+                .write(crate::records::access_line(session, ctx, status, peer));
         }
         let record = crate::telemetry::RequestRecord {
             source_principal: peer,
@@ -474,7 +474,7 @@ impl ProxyHttp for WeftProxy {
                 .trace
                 .take()
                 .unwrap_or_else(|| TraceContext::next(incoming_traceparent(session)));
-            spans.record(span_of(
+            spans.record(crate::records::span_of(
                 session,
                 ctx,
                 trace,
@@ -505,73 +505,6 @@ impl WeftProxy {
         }
         allowed
     }
-}
-
-/// The span of a finished request.
-fn span_of(
-    session: &Session,
-    ctx: &RequestCtx,
-    trace: TraceContext,
-    record: &crate::telemetry::RequestRecord<'_>,
-    peer: Option<&str>,
-    reporter: &crate::telemetry::Reporter,
-) -> crate::trace::Finished {
-    let req = session.req_header();
-    let mut attributes = vec![
-        ("http.request.method", req.method.to_string()),
-        ("url.path", req.uri.path().to_string()),
-        ("server.address", routing::request_host(req).to_string()),
-        (
-            "weft.destination_service",
-            record.destination_service.to_string(),
-        ),
-    ];
-    if let Some(route) = &ctx.route {
-        attributes.push(("weft.route", route.name.clone()));
-    }
-    if let Some(peer) = peer {
-        attributes.push(("weft.peer_principal", peer.to_string()));
-    }
-    let end = std::time::SystemTime::now();
-    crate::trace::Finished {
-        trace,
-        name: format!("{} {}", req.method, record.destination_service),
-        server: reporter.reporter == "destination",
-        start: end - ctx.started.elapsed(),
-        end,
-        status: record.status,
-        attributes,
-    }
-}
-
-/// One access-log line, JSON.
-fn access_line(session: &Session, ctx: &RequestCtx, status: u16, peer: Option<&str>) -> String {
-    let req = session.req_header();
-    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-    let upstream = match (&ctx.cluster, ctx.endpoint) {
-        (Some(c), Some(i)) => c.endpoints.get(i).map(ToString::to_string),
-        _ => None,
-    };
-    serde_json::json!({
-        "start_time_unix_ms": (std::time::SystemTime::now() - ctx.started.elapsed())
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
-        "method": req.method.as_str(),
-        "path": req.uri.path_and_query().map(|p| p.as_str()),
-        "protocol": format!("{:?}", req.version),
-        "authority": header("host").or_else(|| req.uri.authority().map(|a| a.as_str())),
-        "response_code": status,
-        "duration_ms": ctx.started.elapsed().as_millis() as u64,
-        "bytes_received": session.body_bytes_read(),
-        "bytes_sent": session.body_bytes_sent(),
-        "route_name": ctx.route.as_ref().map(|r| r.name.as_str()),
-        "upstream_cluster": ctx.cluster.as_ref().map(|c| c.name.as_str()),
-        "upstream_host": upstream,
-        "user_agent": header("user-agent"),
-        "downstream_peer_principal": peer,
-        "traceparent": ctx.trace.as_ref().map(TraceContext::header),
-    })
-    .to_string()
 }
 
 /// The peer for a host outside the config, plain HTTP: where a captured
