@@ -69,25 +69,6 @@ apiVersion: v1
 kind: Service
 metadata: {name: unused, namespace: tele}
 spec: {selector: {app: unused}, ports: [{name: http, port: 9080, targetPort: http}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: weft}
-spec: {controllerName: weft.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: tele}
-spec:
-  gatewayClassName: weft
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: client, namespace: tele}
-spec:
-  parentRefs: [{name: edge}]
-  rules: [{backendRefs: [{name: client, port: 9080}]}]
 "#;
 
 /// The value of the one sample of `name` whose labels include all of `labels`.
@@ -131,7 +112,10 @@ fn vhosts(side: &serde_json::Value) -> Vec<String> {
 #[tokio::test]
 async fn sidecars_count_calls_hold_what_they_call_and_pass_the_rest_through() {
     let ip = "127.0.13.1";
-    let weft = Weft::up(ip, &[("mesh.yaml", MESH)]);
+    let weft = Weft::up(
+        ip,
+        &[("mesh.yaml", MESH), ("edge.yaml", &edge("tele", "client"))],
+    );
     let c = client(&[]);
     let page = || async {
         let (status, body) = get(&c, &format!("http://{ip}:8080/"), "tele").await;

@@ -108,26 +108,8 @@ async fn killing_one_of_three_mesh_endpoints_under_load_fails_no_call() {
     }
     manifests += &service("client", "kill");
     manifests += &service("server", "kill");
-    manifests += r#"---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: weft}
-spec: {controllerName: weft.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: kill}
-spec:
-  gatewayClassName: weft
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: client, namespace: kill}
-spec:
-  parentRefs: [{name: edge}]
-  rules: [{backendRefs: [{name: client, port: 9080}]}]
-"#;
+    manifests += "---\n";
+    manifests += &edge("kill", "client");
     let weft = Weft::up(ip, &[("mesh.yaml", &manifests)]);
     let c = client(&[]);
     let url = format!("http://{ip}:8080/");

@@ -80,25 +80,6 @@ apiVersion: v1
 kind: Service
 metadata: {name: back, namespace: traced}
 spec: {selector: {app: back}, ports: [{name: http, port: 9080, targetPort: http}]}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: weft}
-spec: {controllerName: weft.dev/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: traced}
-spec:
-  gatewayClassName: weft
-  listeners: [{name: http, port: 8080, protocol: HTTP}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: front, namespace: traced}
-spec:
-  parentRefs: [{name: edge}]
-  rules: [{backendRefs: [{name: front, port: 9080}]}]
 "#;
 
 #[tokio::test]
@@ -115,6 +96,7 @@ async fn one_span_per_hop_in_the_callers_trace() {
     let ip = "127.0.14.1";
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    std::fs::write(dir.path().join("edge.yaml"), edge("traced", "front")).unwrap();
     let weft = Weft::start_in(
         None,
         dir.path(),

@@ -73,6 +73,33 @@ spec:
     )
 }
 
+/// An ingress for a mesh: the GatewayClass, a Gateway `edge` in `ns` with
+/// an HTTP listener on 8080, and an HTTPRoute sending every request to the
+/// Service `service` port 9080.
+pub fn edge(ns: &str, service: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: {ns}}}
+spec:
+  gatewayClassName: weft
+  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {service}, namespace: {ns}}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules: [{{backendRefs: [{{name: {service}, port: 9080}}]}}]
+"#
+    )
+}
+
 /// An HTTPRoute `name` on `gw` for `host`, sending `/` to `backend`.
 pub fn route(name: &str, host: &str, backend: &str) -> String {
     format!(
