@@ -22,9 +22,10 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
 import report  # noqa: E402
+import routes  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ("gateway-h1", "sidecar-pair")
+SCENARIOS = ("gateway-h1", "sidecar-pair", "route-scale", "route-propagation")
 CONNECTIONS = 64
 
 
@@ -222,9 +223,14 @@ def main():
     for name in args.scenarios:
         procs = peers.Procs(weft)
         try:
-            fn = {"gateway-h1": gateway_h1, "sidecar-pair": sidecar_pair}[name]
             print(f"bench: {name}", file=sys.stderr)
-            run["scenarios"][name] = fn(procs, args, cores)
+            if name == "route-scale":
+                run["scenarios"][name] = routes.route_scale(procs, args, cores, wrk)
+            elif name == "route-propagation":
+                run["scenarios"][name] = routes.route_propagation(procs, args, cores)
+            else:
+                fn = {"gateway-h1": gateway_h1, "sidecar-pair": sidecar_pair}[name]
+                run["scenarios"][name] = fn(procs, args, cores)
         finally:
             procs.close()
     path = report.write(run, args.out)

@@ -86,13 +86,6 @@ spec:
   addresses: [{{type: IPAddress, value: 127.0.0.1}}]
   listeners: [{{name: http, port: {port}, protocol: HTTP}}]
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: bench}}
-spec:
-  parentRefs: [{{name: bench}}]
-  rules: [{{backendRefs: [{{name: backend, port: 80}}]}}]
----
 apiVersion: v1
 kind: Service
 metadata: {{name: backend}}
@@ -104,6 +97,16 @@ metadata: {{name: backend-1, labels: {{kubernetes.io/service-name: backend}}}}
 addressType: IPv4
 ports: [{{name: http, port: {backend_port}}}]
 endpoints: [{{addresses: ["{backend_ip}"]}}]
+"""
+
+# Every request to the backend, whatever its host.
+CATCH_ALL = """---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bench}
+spec:
+  parentRefs: [{name: bench}]
+  rules: [{backendRefs: [{name: backend, port: 80}]}]
 """
 
 # A meshed client and server; the server's application is the backend,
@@ -192,11 +195,13 @@ class Procs:
         env = {"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn", "PATH": os.environ["PATH"]}
         return self.start(name, argv, core, env)
 
-    def weft_gateway(self, core):
-        text = WEFT_GATEWAY.format(
+    def gateway_text(self):
+        return WEFT_GATEWAY.format(
             port=PORTS["weft"], backend_ip=BACKEND[0], backend_port=BACKEND[1]
         )
-        return self.weft_up("weft-gateway", text, core)
+
+    def weft_gateway(self, core):
+        return self.weft_up("weft-gateway", self.gateway_text() + CATCH_ALL, core)
 
     def weft_mesh(self, name, core, idle=0, base=10):
         text = MESH_HEAD

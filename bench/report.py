@@ -69,6 +69,43 @@ def sidecar_table(r):
     ]
 
 
+def route_scale_table(r):
+    lines = [
+        "Route table size: one Gateway, N HTTPRoutes each with its own hostname; "
+        "requests go to the middle one.",
+        "",
+        "| routes | max req/s | weft up RSS MiB | `weft analyze` s (parse, translate, print) | analyze peak RSS MiB | start until the last route serves, s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for n, e in r.items():
+        rps = sorted(e["max_rps"])
+        med = rps[len(rps) // 2]
+        lines.append(
+            f"| {int(n):,} | {med:,.0f} ({rps[0]:,.0f}–{rps[-1]:,.0f}) | "
+            f"{e['weft_up_rss_kib'] / 1024:.1f} | {e['analyze_seconds']:.3f} | "
+            f"{e['analyze_max_rss_kib'] / 1024:.1f} | {e['up_until_last_route_serves_s']:.2f} |"
+        )
+    return lines
+
+
+def propagation_table(r):
+    def ms(v):
+        v = sorted(v)
+        return f"{v[len(v) // 2]:.1f} ({v[0]:.1f}–{v[-1]:.1f})"
+
+    return [
+        f"Route propagation with {r['routes']:,} routes present: a new route file written "
+        "(renamed into place) until its first 200 through the gateway.",
+        "",
+        "| figure | median (min–max) |",
+        "| --- | --- |",
+        f"| new route live, idle | {ms(r['live_idle_ms'])} ms |",
+        f"| new route live, under load (4 clients) | {ms(r['live_under_load_ms'])} ms |",
+        f"| failed requests during {r['edits']} edits of every route, under load | "
+        f"{r['failed_during_edits']} of {r['requests_during_edits']:,} |",
+    ]
+
+
 def markdown(run):
     m = run["machine"]
     lines = [
@@ -84,6 +121,10 @@ def markdown(run):
         lines += gateway_table(s["gateway-h1"]) + [""]
     if "sidecar-pair" in s:
         lines += sidecar_table(s["sidecar-pair"]) + [""]
+    if "route-scale" in s:
+        lines += route_scale_table(s["route-scale"]) + [""]
+    if "route-propagation" in s:
+        lines += propagation_table(s["route-propagation"]) + [""]
     return "\n".join(lines)
 
 
