@@ -3,6 +3,11 @@
 //! The facts ride in the connection's proxy digest, so reading them on the
 //! request path takes neither a lock nor an allocation. Bytes read and
 //! written are counted on the way (`istio_tcp_*_bytes_total`).
+//!
+//! Writes are buffered until Pingora flushes, so a response's header and a
+//! small body leave in one `send()`. Pingora's own listeners size the
+//! stream's write buffer after accept; a stream built from an accepted
+//! socket, as ours are, has none, and each header and body went out alone.
 
 use crate::telemetry::ByteCounters;
 use async_trait::async_trait;
@@ -58,8 +63,11 @@ impl ConnInfo {
     }
 }
 
+/// Pingora's own write buffer size: one TCP segment.
+const WRITE_BUFFER: usize = pingora::protocols::l4::stream::DEFAULT_L4_WRITE_BUFFER_SIZE;
+
 pub struct ConnStream {
-    inner: Stream,
+    inner: tokio::io::BufWriter<Stream>,
     info: Arc<ProxyDigest>,
     bytes: Option<ByteCounters>,
 }
@@ -72,7 +80,7 @@ impl ConnStream {
             user_data: Some(Box::new(info)),
         };
         ConnStream {
-            inner,
+            inner: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, inner),
             info: Arc::new(digest),
             bytes,
         }
@@ -143,31 +151,33 @@ impl AsyncWrite for ConnStream {
 #[async_trait]
 impl Shutdown for ConnStream {
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+        // Whatever is buffered goes out first.
+        let _ = tokio::io::AsyncWriteExt::flush(&mut self.inner).await;
+        self.inner.get_mut().shutdown().await
     }
 }
 
 impl UniqueID for ConnStream {
     fn id(&self) -> UniqueIDType {
-        self.inner.id()
+        self.inner.get_ref().id()
     }
 }
 
 impl Ssl for ConnStream {
     fn get_ssl(&self) -> Option<&TlsRef> {
-        self.inner.get_ssl()
+        self.inner.get_ref().get_ssl()
     }
     fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
+        self.inner.get_ref().get_ssl_digest()
     }
     fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
+        self.inner.get_ref().selected_alpn_proto()
     }
 }
 
 impl GetTimingDigest for ConnStream {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
+        self.inner.get_ref().get_timing_digest()
     }
 }
 
@@ -179,13 +189,13 @@ impl GetProxyDigest for ConnStream {
 
 impl GetSocketDigest for ConnStream {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
+        self.inner.get_ref().get_socket_digest()
     }
 }
 
 #[async_trait]
 impl Peek for ConnStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.try_peek(buf).await
+        self.inner.get_mut().try_peek(buf).await
     }
 }
