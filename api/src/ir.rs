@@ -154,6 +154,23 @@ pub struct Retry {
 }
 
 impl Route {
+    /// The clusters this route sends to: its backends' and its mirrors'.
+    pub fn clusters(&self) -> impl Iterator<Item = &str> {
+        let backends = self.backends.iter().filter_map(|b| match &b.target {
+            BackendTarget::Cluster(c) => Some(c.as_str()),
+            BackendTarget::Invalid { .. } => None,
+        });
+        let filters = self
+            .filters
+            .iter()
+            .chain(self.backends.iter().flat_map(|b| &b.filters));
+        let mirrors = filters.filter_map(|f| match f {
+            HttpFilter::Mirror(m) => Some(m.cluster.as_str()),
+            _ => None,
+        });
+        backends.chain(mirrors)
+    }
+
     /// A route sending what `matches` matches to one cluster, with no
     /// filters and no timeouts.
     pub fn to_cluster(

@@ -2,7 +2,7 @@
 //! holds only the services its workload has called, so its memory follows
 //! what it uses, not the size of the mesh.
 
-use crate::{BackendTarget, GatewayConfig, HttpFilter};
+use crate::GatewayConfig;
 use std::collections::BTreeSet;
 
 impl GatewayConfig {
@@ -18,20 +18,7 @@ impl GatewayConfig {
                     .virtual_hosts
                     .retain(|v| hosts.contains(&v.hostname));
                 for route in listener.virtual_hosts.iter().flat_map(|v| &v.routes) {
-                    for backend in &route.backends {
-                        if let BackendTarget::Cluster(c) = &backend.target {
-                            used.insert(c.clone());
-                        }
-                    }
-                    let filters = route
-                        .filters
-                        .iter()
-                        .chain(route.backends.iter().flat_map(|b| &b.filters));
-                    for f in filters {
-                        if let HttpFilter::Mirror(m) = f {
-                            used.insert(m.cluster.clone());
-                        }
-                    }
+                    used.extend(route.clusters().map(str::to_string));
                 }
             }
         }

@@ -77,11 +77,8 @@ pub fn sidecars(
         let used: BTreeSet<String> = virtual_hosts
             .iter()
             .flat_map(|v| &v.routes)
-            .flat_map(|r| &r.backends)
-            .filter_map(|b| match &b.target {
-                BackendTarget::Cluster(c) => Some(c.clone()),
-                BackendTarget::Invalid { .. } => None,
-            })
+            .flat_map(Route::clusters)
+            .map(str::to_string)
             .collect();
         let outbound = GatewayConfig {
             namespace: key.namespace.clone(),

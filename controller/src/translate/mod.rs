@@ -18,9 +18,7 @@ use crate::store::Store;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
-use weft_api::{
-    BackendTarget, GatewayConfig, HttpFilter, Listener, Port, SidecarConfig, VirtualHost,
-};
+use weft_api::{GatewayConfig, Listener, Port, SidecarConfig, VirtualHost};
 
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -119,20 +117,7 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
             })
             .collect::<Vec<_>>();
         for route in virtual_hosts.iter().flat_map(|v| &v.routes) {
-            for b in &route.backends {
-                if let BackendTarget::Cluster(c) = &b.target {
-                    used.insert(c.clone());
-                }
-            }
-            let filters = route
-                .filters
-                .iter()
-                .chain(route.backends.iter().flat_map(|b| &b.filters));
-            for f in filters {
-                if let HttpFilter::Mirror(m) = f {
-                    used.insert(m.cluster.clone());
-                }
-            }
+            used.extend(route.clusters().map(str::to_string));
         }
         let listener = Listener {
             name: l.name.clone(),
