@@ -23,9 +23,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
 import report  # noqa: E402
 import routes  # noqa: E402
+import tls  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ("gateway-h1", "sidecar-pair", "route-scale", "route-propagation")
+SCENARIOS = ("gateway-h1", "gateway-tls", "sidecar-pair", "route-scale", "route-propagation")
 CONNECTIONS = 64
 
 
@@ -33,10 +34,11 @@ def sh(argv, **kw):
     return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)
 
 
-def ensure_tools(need_oha, need_haproxy):
-    wanted = ["wrk", "nginx", "taskset"] + (["haproxy"] if need_haproxy else [])
+def ensure_tools(need_oha, need_haproxy, need_h2load):
+    wanted = ["wrk", "nginx", "taskset", "openssl"]
+    wanted += (["haproxy"] if need_haproxy else []) + (["h2load"] if need_h2load else [])
     missing = [p for p in wanted if not shutil.which(p)]
-    packages = {"taskset": "util-linux"}
+    packages = {"taskset": "util-linux", "h2load": "nghttp2-client"}
     if missing:
         pkgs = [packages.get(p, p) for p in missing]
         print(f"bench: installing {' '.join(pkgs)}", file=sys.stderr)
@@ -69,10 +71,10 @@ def wrk(url, core, seconds, headers=()):
     return rps, total
 
 
-def oha(url, core, seconds, rate, headers=()):
+def oha(url, core, seconds, rate, headers=(), flags=()):
     """Latency at a fixed rate: percentiles in ms, and requests sent."""
     argv = ["taskset", "-c", str(core), "oha", "--no-tui", "--output-format", "json",
-            "-z", f"{seconds}s", "-q", str(rate), "-c", "16", "--latency-correction"]
+            "-z", f"{seconds}s", "-q", str(rate), "-c", "16", "--latency-correction", *flags]
     for h in headers:
         argv += ["-H", h]
     data = json.loads(sh(argv + [url]).stdout)
@@ -213,8 +215,10 @@ def main():
     if args.smoke:
         args.rounds, args.duration = 1, 1
     args.peers = set(args.peers.split(","))
-    need_haproxy = "haproxy" in args.peers and "gateway-h1" in args.scenarios
-    ensure_tools(args.latency or "sidecar-pair" in args.scenarios, need_haproxy)
+    gateways = {"gateway-h1", "gateway-tls"} & set(args.scenarios)
+    need_haproxy = "haproxy" in args.peers and bool(gateways)
+    ensure_tools(args.latency or "sidecar-pair" in args.scenarios, need_haproxy,
+                 "gateway-tls" in args.scenarios)
     weft = args.weft or build_weft()
     cores = (0, 1) if (os.cpu_count() or 1) > 1 else (0, 0)
     run = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -226,6 +230,8 @@ def main():
             print(f"bench: {name}", file=sys.stderr)
             if name == "route-scale":
                 run["scenarios"][name] = routes.route_scale(procs, args, cores, wrk)
+            elif name == "gateway-tls":
+                run["scenarios"][name] = tls.gateway_tls(procs, args, cores, wrk, oha, spread)
             elif name == "route-propagation":
                 run["scenarios"][name] = routes.route_propagation(procs, args, cores)
             else:

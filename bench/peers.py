@@ -5,6 +5,7 @@ given one worker, and stopped when the benchmark ends."""
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import time
@@ -27,6 +28,7 @@ http {{
   keepalive_requests 1000000;
   server {{
     {listen}
+    {extra}
     location = /stub {{ stub_status; }}
     location / {{ default_type text/plain; return 200 '{body}'; }}
   }}
@@ -166,12 +168,11 @@ class Procs:
             f.write(text)
         return path
 
-    def backend(self, core, extra_listen=()):
+    def backend(self, core, extra_listen=(), extra=""):
         listens = [f"{BACKEND[0]}:{BACKEND[1]}", *extra_listen]
         listen = " ".join(f"listen {a};" for a in listens)
-        conf = self.write(
-            "backend.conf", BACKEND_CONF.format(dir=self.dir, listen=listen, body=BODY)
-        )
+        text = BACKEND_CONF.format(dir=self.dir, listen=listen, extra=extra, body=BODY)
+        conf = self.write("backend.conf", text)
         return self.start("backend", ["nginx", "-c", conf], core)
 
     def nginx(self, core):
@@ -227,14 +228,18 @@ class Procs:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def wait_for(url, headers=None, limit=60):
-    """Waits until `url` answers 200."""
+def wait_for(url, headers=None, limit=60, insecure=False):
+    """Waits until `url` answers 200 (over TLS without verifying, if
+    `insecure`)."""
     deadline = time.time() + limit
     last = None
     while time.time() < deadline:
         try:
             req = urllib.request.Request(url, headers=headers or {})
-            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            handlers = [urllib.request.ProxyHandler({})]
+            if insecure:
+                handlers.append(urllib.request.HTTPSHandler(context=ssl._create_unverified_context()))
+            opener = urllib.request.build_opener(*handlers)
             with opener.open(req, timeout=2) as r:
                 if r.status == 200:
                     return

@@ -50,6 +50,46 @@ def gateway_table(r):
     return lines
 
 
+def tls_table(r):
+    p = r["peers"]
+    rate = r["fixed_rate"]
+    h2 = r["h2"]
+    lines = [
+        "Gateway, TLS 1.3 termination (ECDSA P-256), 1 KiB responses, plain HTTP/1.1 upstream. "
+        f"HTTP/1.1: wrk, {64} connections; HTTP/2: h2load, {h2['clients']} connections × "
+        f"{h2['streams']} streams; handshakes: wrk with `Connection: close` (a full handshake "
+        f"per request). Latency at {rate['h1']:,} (h1) and {rate['h2']:,} (h2) req/s. "
+        "`direct` is the backend's own TLS listener.",
+        "",
+        "| peer | h1 req/s | h2 req/s | handshakes/s | h1 p50 / p99 ms | h2 p50 / p99 ms | RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, e in p.items():
+        lat = e.get("latency_ms", {})
+
+        def pair(proto):
+            d = lat.get(proto)
+            return "–" if d is None else f"{d['p50']['median']:.3f} / {d['p99']['median']:.3f}"
+
+        rss = e.get("rss_kib")
+        lines.append(
+            f"| {name} | {fmt(e['h1_rps'])} | {fmt(e['h2_rps'])} | {fmt(e['handshakes'])} | "
+            f"{pair('h1')} | {pair('h2')} | {'–' if rss is None else f'{rss / 1024:.1f}'} |"
+        )
+    weft = p.get("weft")
+    if weft:
+        lines.append("")
+        for name in ("nginx", "haproxy"):
+            if name in p:
+                ratios = ", ".join(
+                    f"{label} {weft[k]['median'] / p[name][k]['median']:.2f}×"
+                    for k, label in (("h1_rps", "h1"), ("h2_rps", "h2"),
+                                     ("handshakes", "handshakes"))
+                )
+                lines.append(f"weft ÷ {name}: {ratios}.")
+    return lines
+
+
 def sidecar_table(r):
     a = r["added_ms"]
     rss = r["weft_up_rss_kib"]
@@ -119,6 +159,8 @@ def markdown(run):
     s = run["scenarios"]
     if "gateway-h1" in s:
         lines += gateway_table(s["gateway-h1"]) + [""]
+    if "gateway-tls" in s:
+        lines += tls_table(s["gateway-tls"]) + [""]
     if "sidecar-pair" in s:
         lines += sidecar_table(s["sidecar-pair"]) + [""]
     if "route-scale" in s:

@@ -13,10 +13,12 @@ command -v curl >/dev/null || need+=(curl)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
-# The benchmark harness's smoke test: python3, wrk, nginx (the backend).
+# The benchmark harness's smoke test: python3, wrk, nginx (the backend),
+# h2load (HTTP/2 over TLS).
 command -v python3 >/dev/null || need+=(python3)
 command -v wrk >/dev/null || need+=(wrk)
 command -v nginx >/dev/null || need+=(nginx)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}" >&2
   sudo=""

@@ -1,13 +1,13 @@
 //! The benchmark harness, run for a second so it cannot rot: one round of
-//! the gateway scenario (weft against a direct connection) writes its JSON
-//! and its table. It asserts that the harness works, never how fast.
+//! the gateway scenarios, plain and TLS (weft against a direct connection),
+//! writes its JSON and its tables. It asserts that the harness works, never how fast.
 
 mod support;
 use support::WEFT;
 
 #[test]
 fn the_harness_runs_one_short_round() {
-    let tools = ["python3", "wrk", "nginx", "taskset"];
+    let tools = ["python3", "wrk", "nginx", "taskset", "h2load", "openssl"];
     let missing: Vec<&str> = tools
         .iter()
         .copied()
@@ -36,7 +36,7 @@ fn the_harness_runs_one_short_round() {
             "--out",
         ])
         .arg(out.path())
-        .arg("gateway-h1")
+        .args(["gateway-h1", "gateway-tls"])
         .output()
         .unwrap();
     assert!(
@@ -58,6 +58,15 @@ fn the_harness_runs_one_short_round() {
             peers[peer]["max_rps"]["median"].as_f64().unwrap() > 0.0,
             "{json:#}"
         );
+    }
+    let tls = &json["scenarios"]["gateway-tls"]["peers"];
+    for peer in ["direct", "weft"] {
+        for figure in ["h1_rps", "h2_rps", "handshakes"] {
+            assert!(
+                tls[peer][figure]["median"].as_f64().unwrap() > 0.0,
+                "{figure}: {json:#}"
+            );
+        }
     }
     let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
     assert!(md.contains("| weft |"), "{md}");
