@@ -71,13 +71,13 @@ def wrk(url, core, seconds, headers=()):
     return rps, total
 
 
-def oha(url, core, seconds, rate, headers=(), flags=()):
+def oha(url, core, seconds, rate, headers=(), flags=(), env=None):
     """Latency at a fixed rate: percentiles in ms, and requests sent."""
     argv = ["taskset", "-c", str(core), "oha", "--no-tui", "--output-format", "json",
             "-z", f"{seconds}s", "-q", str(rate), "-c", "16", "--latency-correction", *flags]
     for h in headers:
         argv += ["-H", h]
-    data = json.loads(sh(argv + [url]).stdout)
+    data = json.loads(sh(argv + [url], env={**os.environ, **(env or {})}).stdout)
     p = data["latencyPercentiles"]
     codes = data.get("statusCodeDistribution", {})
     failed = sum(n for c, n in codes.items() if c != "200")

@@ -264,6 +264,23 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def group_cpu_seconds(pgid):
+    """CPU seconds of every live process in a process group (nginx's
+    master and worker, say)."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 def backend_accepts():
     """Connections the backend has accepted so far (nginx stub_status)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -61,8 +61,8 @@ def tls_table(r):
         f"per request). Latency at {rate['h1']:,} (h1) and {rate['h2']:,} (h2) req/s. "
         "`direct` is the backend's own TLS listener.",
         "",
-        "| peer | h1 req/s | h2 req/s | handshakes/s | h1 p50 / p99 ms | h2 p50 / p99 ms | RSS MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| peer | h1 req/s | h2 req/s | handshakes/s | proxy CPU ms per handshake | h1 p50 / p99 ms | h2 p50 / p99 ms | RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, e in p.items():
         lat = e.get("latency_ms", {})
@@ -74,6 +74,7 @@ def tls_table(r):
         rss = e.get("rss_kib")
         lines.append(
             f"| {name} | {fmt(e['h1_rps'])} | {fmt(e['h2_rps'])} | {fmt(e['handshakes'])} | "
+            f"{'–' if name == 'direct' else fmt(e.get('cpu_ms_per_handshake'), 3)} | "
             f"{pair('h1')} | {pair('h2')} | {'–' if rss is None else f'{rss / 1024:.1f}'} |"
         )
     weft = p.get("weft")
