@@ -11,6 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 use std::fmt;
+use std::sync::Arc;
 
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
 
@@ -103,17 +104,23 @@ pub enum Object {
     Workload(Workload),
 }
 
+/// One object as read: shared, never copied, between the folder's cache of
+/// parsed files and every store built from it.
+#[derive(Debug)]
+pub struct Doc {
+    /// As written.
+    pub api_version: String,
+    pub object: Object,
+    /// The document without `metadata` and `status`, to tell spec changes
+    /// apart.
+    pub spec: Value,
+}
+
 /// A document read from a manifest, as far as it could be understood.
 #[derive(Clone, Debug)]
 pub enum Parsed {
-    /// A kind weft reads, typed; `api_version` as written; `spec` is the
-    /// document without `metadata` and `status`, to tell spec changes apart.
-    Object {
-        key: ObjKey,
-        api_version: String,
-        object: Box<Object>,
-        spec: Value,
-    },
+    /// A kind weft reads, typed.
+    Object { key: ObjKey, doc: Arc<Doc> },
     /// A kind weft does not read.
     Unknown { api_version: String, kind: String },
 }
@@ -168,9 +175,11 @@ pub fn parse(doc: Value) -> Result<Parsed, String> {
     let object = typed(kind, doc).map_err(|e| format!("{key}: {e}"))?;
     Ok(Parsed::Object {
         key,
-        api_version,
-        object: Box::new(object),
-        spec: Value::Object(spec),
+        doc: Arc::new(Doc {
+            api_version,
+            object,
+            spec: Value::Object(spec),
+        }),
     })
 }
 
@@ -229,11 +238,11 @@ mod tests {
             "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {}\n---\n",
         )
         .unwrap();
-        let Parsed::Object { key, object, .. } = parse(docs[0].clone()).unwrap() else {
+        let Parsed::Object { key, doc } = parse(docs[0].clone()).unwrap() else {
             panic!("not an object")
         };
         assert_eq!(key.namespace, "default");
-        assert_eq!(object.metadata().namespace.as_deref(), Some("default"));
+        assert_eq!(doc.object.metadata().namespace.as_deref(), Some("default"));
     }
 
     #[test]

@@ -1,20 +1,28 @@
 //! The store: every object the providers read, keyed by kind, namespace and
 //! name, with the `metadata.generation` the API server would have given it.
 
-use crate::resources::{Kind, ObjKey, Object, Parsed};
-use serde_json::Value;
+use crate::resources::{Doc, Kind, ObjKey, Object, Parsed};
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::path::PathBuf;
+use std::sync::Arc;
 
+/// An object in the store: its document (shared with the provider's cache,
+/// so building a store copies no objects) and what the store adds.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    pub api_version: String,
-    pub object: Object,
+    pub doc: Arc<Doc>,
     /// Bumped whenever the spec changes; unchanged by a reformatted file.
     pub generation: i64,
-    /// The document without metadata and status.
-    pub spec: Value,
     pub file: PathBuf,
+}
+
+impl Deref for Entry {
+    type Target = Doc;
+
+    fn deref(&self) -> &Doc {
+        &self.doc
+    }
 }
 
 /// Something a provider could not read, kept for `/status`.
@@ -40,19 +48,14 @@ impl Store {
             problems,
         };
         for (file, parsed) in docs {
-            let Parsed::Object {
-                key,
-                api_version,
-                object,
-                spec,
-            } = parsed
-            else {
+            let Parsed::Object { key, doc } = parsed else {
                 continue;
             };
             let generation = match previous.entries.get(&key) {
-                Some(old) if old.spec == spec => old.generation,
+                // The same parse of an unchanged file needs no comparison.
+                Some(old) if Arc::ptr_eq(&old.doc, &doc) || old.spec == doc.spec => old.generation,
                 Some(old) => old.generation + 1,
-                None => object.metadata().generation.unwrap_or(1).max(1),
+                None => doc.object.metadata().generation.unwrap_or(1).max(1),
             };
             if let Some(first) = store.entries.get(&key) {
                 store.problems.push(Problem {
@@ -65,10 +68,8 @@ impl Store {
                 continue;
             }
             let entry = Entry {
-                api_version,
-                object: *object,
+                doc,
                 generation,
-                spec,
                 file,
             };
             store.entries.insert(key, entry);
