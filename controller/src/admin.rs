@@ -28,5 +28,5 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControllerError> {
 
 async fn status(State(state): State<watch::Receiver<Arc<Published>>>) -> Json<Value> {
     let published = state.borrow().clone();
-    Json(json!({ "items": published.items, "problems": published.problems }))
+    Json(json!({ "items": *published.items, "problems": published.problems }))
 }

@@ -29,9 +29,9 @@ pub struct Served {
 #[derive(Clone, Debug, Default)]
 pub struct Published {
     /// Config of each Gateway weft owns.
-    pub gateways: BTreeMap<ObjKey, Served>,
+    pub gateways: BTreeMap<ObjKey, Arc<Served>>,
     /// `/status` items.
-    pub items: Vec<Value>,
+    pub items: Arc<Vec<Value>>,
     pub problems: Vec<Problem>,
     /// The Workloads to run (standalone mode).
     pub workloads: BTreeMap<ObjKey, crate::workload::Workload>,
@@ -112,11 +112,11 @@ impl Controller {
                 let encoded = wire::encode(&config);
                 let served = match previous.gateways.get(&key) {
                     Some(old) if old.encoded == encoded => old.clone(),
-                    _ => Served {
+                    _ => Arc::new(Served {
                         version: version_of(&encoded, &[]),
                         config,
                         encoded,
-                    },
+                    }),
                 };
                 (key, served)
             })
@@ -134,10 +134,11 @@ impl Controller {
             tracing::warn!("{p}");
         }
         self.logged = problems;
-        let items = status::items(&self.store, &t.statuses, &mut self.clock, &status::now());
-        self.publish.send_replace(Arc::new(Published {
+        // Configs go out first: the proxies need not wait for `/status`,
+        // which is built from every object and follows at once.
+        let mut published = Published {
             gateways,
-            items,
+            items: previous.items.clone(),
             problems: self.store.problems.clone(),
             sidecars: t.sidecars,
             ca_secret: match self.store.lookup(Kind::Secret, CA_SECRET.0, CA_SECRET.1) {
@@ -152,7 +153,23 @@ impl Controller {
                     _ => None,
                 })
                 .collect(),
-        }));
+        };
+        let same_version = |(a, x): (&ObjKey, &Arc<Served>), (b, y): (&ObjKey, &Arc<Served>)| {
+            a == b && x.version == y.version
+        };
+        let configs_changed = published.gateways.len() != previous.gateways.len()
+            || !published
+                .gateways
+                .iter()
+                .zip(&previous.gateways)
+                .all(|(p, q)| same_version(p, q))
+            || published.sidecars != previous.sidecars;
+        if configs_changed {
+            self.publish.send_replace(Arc::new(published.clone()));
+        }
+        let items = status::items(&self.store, &t.statuses, &mut self.clock, &status::now());
+        published.items = Arc::new(items);
+        self.publish.send_replace(Arc::new(published));
     }
 
     /// Runs until `stop` fires: re-reads on folder changes, re-publishes on

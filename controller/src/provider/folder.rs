@@ -118,8 +118,15 @@ impl FolderState {
     }
 }
 
+/// How long the folder must be quiet before it is read: long enough to
+/// coalesce a burst (an editor's temp file, rename and chmod), short enough
+/// not to show in how fast an edit goes live.
+const QUIET: Duration = Duration::from_millis(5);
+/// The longest a steady stream of events can hold a read back.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+
 /// Watches `dir` and sends a unit each time it may have changed, coalescing
-/// bursts (an editor's temp file, rename and chmod) into one.
+/// bursts into one.
 pub fn watch(
     dir: &Path,
 ) -> Result<(notify::RecommendedWatcher, mpsc::Receiver<()>), ControllerError> {
@@ -144,9 +151,17 @@ pub fn watch(
     let (tx, rx) = mpsc::channel(1);
     tokio::spawn(async move {
         while raw_rx.recv().await.is_some() {
-            // Let the burst settle, then drain it.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            while raw_rx.try_recv().is_ok() {}
+            // Let the burst settle.
+            let deadline = tokio::time::Instant::now() + MAX_WAIT;
+            loop {
+                tokio::select! {
+                    more = raw_rx.recv() => if more.is_none() { return },
+                    _ = tokio::time::sleep(QUIET) => break,
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+            }
             // A full channel already holds a pending reload, which will read
             // the folder as it is by then.
             if let Err(mpsc::error::TrySendError::Closed(())) = tx.try_send(()) {
