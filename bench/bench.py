@@ -52,9 +52,17 @@ def ensure_tools(need_oha, need_haproxy, need_h2load):
 
 
 def build_weft():
-    print("bench: building weft (release)", file=sys.stderr)
+    print("bench: building weft and the bare Pingora proxy (release)", file=sys.stderr)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "weft"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "weft-gateway",
+                    "--example", "bare_proxy"], cwd=ROOT, check=True)
     return os.path.join(ROOT, "target", "release", "weft")
+
+
+def bare_proxy(weft):
+    """The bare Pingora proxy built beside `weft`, if there is one."""
+    path = os.path.join(os.path.dirname(weft), "examples", "bare_proxy")
+    return path if os.path.exists(path) else None
 
 
 def wrk(url, core, seconds, headers=()):
@@ -107,6 +115,9 @@ def gateway_h1(procs, args, cores):
         running["haproxy"] = procs.haproxy(proxy)
     if "weft" in args.peers:
         running["weft"] = procs.weft_gateway(proxy)
+    bare = bare_proxy(procs.weft)
+    if "pingora" in args.peers and bare:
+        running["pingora"] = procs.pingora(bare, proxy)
     for name in running:
         peers.wait_for(f"http://127.0.0.1:{peers.PORTS[name]}/")
     url = {n: f"http://127.0.0.1:{peers.PORTS[n]}/" for n in running}
@@ -202,7 +213,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     ap.add_argument("--rate", type=int, default=1000, help="sidecar-pair fixed rate, req/s")
-    ap.add_argument("--peers", default="nginx,haproxy,weft")
+    ap.add_argument("--peers", default="nginx,haproxy,pingora,weft",
+                    help="pingora is the bare engine (gateway-h1 only)")
     ap.add_argument("--no-latency", dest="latency", action="store_false")
     ap.add_argument("--smoke", action="store_true",
                     help="one short round, results to a temporary folder")

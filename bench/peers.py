@@ -15,7 +15,7 @@ import urllib.request
 BODY = "x" * 1024
 
 BACKEND = ("127.0.0.1", 18080)
-PORTS = {"direct": 18080, "nginx": 18081, "haproxy": 18082, "weft": 18083}
+PORTS = {"direct": 18080, "nginx": 18081, "haproxy": 18082, "weft": 18083, "pingora": 18084}
 
 BACKEND_CONF = """
 worker_processes 1;
@@ -186,6 +186,11 @@ class Procs:
         return self.start(
             "haproxy", ["haproxy", "-f", self.write("haproxy.cfg", conf)], core
         )
+
+    def pingora(self, binary, core):
+        """The engine alone (gateway/examples/bare_proxy.rs): one worker."""
+        listen = "127.0.0.1:%d" % PORTS["pingora"]
+        return self.start("pingora", [binary, listen, "%s:%d" % BACKEND], core)
 
     def weft_up(self, name, folder_text, core, admin="127.0.0.1:0"):
         folder = os.path.join(self.dir, name)
