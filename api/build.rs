@@ -1,5 +1,11 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tonic_prost_build::configure()
-        .compile_protos(&["proto/config.proto", "proto/ca.proto"], &["proto"])?;
+    tonic_prost_build::configure().compile_protos(
+        &[
+            "proto/config.proto",
+            "proto/ca.proto",
+            "proto/grpcecho.proto",
+        ],
+        &["proto"],
+    )?;
     Ok(())
 }

@@ -23,6 +23,21 @@ pub mod ca {
     pub use pb::{SignRequest, SignResponse};
 }
 
+/// The gRPC echo service of `weft echo`, wire-compatible with the Gateway
+/// API conformance suite's (`gateway_api_conformance.echo_basic.grpcecho`).
+pub mod echo {
+    #[allow(clippy::all, missing_docs)]
+    mod pb {
+        tonic::include_proto!("gateway_api_conformance.echo_basic.grpcecho");
+    }
+    pub use pb::grpc_echo_client::GrpcEchoClient;
+    pub use pb::grpc_echo_server::{GrpcEcho, GrpcEchoServer};
+    pub use pb::{Assertions, Context, EchoRequest, EchoResponse, Header};
+
+    /// The service's full name, as in a call's path.
+    pub const SERVICE: &str = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho";
+}
+
 /// The node name a gateway subscribes with.
 pub fn gateway_node(namespace: &str, name: &str) -> String {
     format!("gateway/{namespace}/{name}")

@@ -5,7 +5,8 @@
 //! With `--call URL` (repeatable) it also calls those URLs for each request,
 //! through `HTTP_PROXY` when set, and adds their answers under `calls`: a
 //! small service graph for mesh demos. `--status` makes every answer fail
-//! with that code (the body stays the same).
+//! with that code (the body stays the same). gRPC calls (over h2c) go to
+//! the conformance suite's `GrpcEcho` service (`grpc_echo`).
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -19,18 +20,38 @@ pub async fn run(listen: SocketAddr, calls: Vec<String>, status: u16) -> anyhow:
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("echo listening on {}", listener.local_addr()?);
     let calls = std::sync::Arc::new(calls);
-    let app = axum::Router::new().fallback(move |req: Request| {
-        let calls = calls.clone();
-        async move {
-            let mut resp = echo(req, &calls).await;
-            *resp.status_mut() = status;
-            resp
-        }
-    });
+    let grpc = tonic::service::Routes::new(crate::grpc_echo::service()).into_axum_router();
+    let app = grpc
+        .fallback(move |req: Request| {
+            let calls = calls.clone();
+            async move {
+                let mut resp = echo(req, &calls).await;
+                *resp.status_mut() = status;
+                resp
+            }
+        })
+        .layer(axum::middleware::map_request(with_authority));
     axum::serve(listener, app)
         .with_graceful_shutdown(crate::up::stopped())
         .await?;
     Ok(())
+}
+
+/// Keeps the request's authority (HTTP/2 `:authority`, else `Host`) where
+/// the gRPC service can read it.
+async fn with_authority(mut req: Request) -> Request {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            let host = req.headers().get("host")?;
+            host.to_str().ok().map(str::to_string)
+        })
+        .unwrap_or_default();
+    req.extensions_mut()
+        .insert(crate::grpc_echo::Authority(authority));
+    req
 }
 
 async fn echo(req: Request, calls: &[String]) -> Response<Body> {

@@ -4,6 +4,7 @@
 mod analyze;
 mod echo;
 mod fetch;
+mod grpc_echo;
 mod mesh;
 mod up;
 mod workloads;
