@@ -57,12 +57,24 @@ pub struct ClientAuth {
     /// Also accept plaintext connections (mesh mode PERMISSIVE).
     #[serde(default)]
     pub allow_plaintext: bool,
+    /// Ask for a client certificate but accept the connection without one,
+    /// or with one that does not verify (Gateway API
+    /// `AllowInsecureFallback`); such a peer has no identity.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_fallback: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Protocol {
     Http,
     Https,
+    /// Whole TCP connections (TCPRoute): one virtual host `*` whose first
+    /// route takes every connection.
+    Tcp,
+    /// TLS connections routed by SNI (TLSRoute): a listener with a
+    /// certificate terminates TLS, one without passes it through; the first
+    /// route of the virtual host for the SNI takes the connection.
+    Tls,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -238,6 +250,7 @@ pub enum HttpFilter {
     Redirect(Redirect),
     Rewrite(Rewrite),
     Mirror(Mirror),
+    Cors(Cors),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -270,6 +283,27 @@ pub enum PathModifier {
 pub struct Rewrite {
     pub hostname: Option<String>,
     pub path: Option<PathModifier>,
+}
+
+/// Cross-origin resource sharing: the gateway answers preflight requests
+/// itself and adds `Access-Control-*` headers to responses for allowed
+/// origins.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cors {
+    /// `scheme://host[:port]`, the host may start with `*.`; `*` allows all.
+    pub allow_origins: Vec<String>,
+    /// `*` allows any method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// `*` allows any header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_credentials: bool,
+    /// Seconds a browser may cache a preflight's answer.
+    pub max_age: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

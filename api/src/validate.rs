@@ -99,6 +99,18 @@ impl GatewayConfig {
                 r.path.as_ref()
             }
             HttpFilter::Rewrite(r) => r.path.as_ref(),
+            HttpFilter::Cors(c) => {
+                let names = c.allow_headers.iter().chain(&c.expose_headers);
+                for name in names.filter(|n| *n != "*") {
+                    http_header_name(name)?;
+                }
+                for origin in &c.allow_origins {
+                    if origin != "*" && !origin.contains("://") {
+                        return Err(format!("CORS origin {origin:?} needs a scheme"));
+                    }
+                }
+                None
+            }
             HttpFilter::Mirror(m) => {
                 if !self.clusters.contains_key(&m.cluster) {
                     return Err(format!("mirror cluster {} is not defined", m.cluster));

@@ -245,6 +245,8 @@ fn table(
                 let scheme = match port.protocol {
                     weft_api::Protocol::Http => "http",
                     weft_api::Protocol::Https => "https",
+                    weft_api::Protocol::Tcp => "tcp",
+                    weft_api::Protocol::Tls => "tls",
                 };
                 for addr in &port.addresses {
                     listens.push(format!("{scheme}://{}", SocketAddr::new(*addr, port.port)));

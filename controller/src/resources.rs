@@ -3,10 +3,13 @@
 
 use crate::workload::Workload;
 use gateway_api::experimental::httproutes::HttpRoute;
+use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
+use gateway_api::grpcroutes::GrpcRoute;
 use gateway_api::referencegrants::ReferenceGrant;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use gateway_api::tlsroutes::TlsRoute;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
@@ -21,10 +24,14 @@ pub enum Kind {
     GatewayClass,
     Gateway,
     HttpRoute,
+    GrpcRoute,
+    TlsRoute,
+    TcpRoute,
     ReferenceGrant,
     Service,
     EndpointSlice,
     Secret,
+    ConfigMap,
     Workload,
 }
 
@@ -38,10 +45,17 @@ impl Kind {
             ("Namespace", "") if version == "v1" => Kind::Namespace,
             ("Service", "") if version == "v1" => Kind::Service,
             ("Secret", "") if version == "v1" => Kind::Secret,
+            ("ConfigMap", "") if version == "v1" => Kind::ConfigMap,
             ("EndpointSlice", "discovery.k8s.io") if version == "v1" => Kind::EndpointSlice,
             ("GatewayClass", _) if gateway_version => Kind::GatewayClass,
             ("Gateway", _) if gateway_version => Kind::Gateway,
             ("HTTPRoute", _) if gateway_version => Kind::HttpRoute,
+            ("GRPCRoute", _) if gateway_version => Kind::GrpcRoute,
+            // TLSRoute and TCPRoute were alpha before v1.5 and v1.6.
+            ("TLSRoute", GATEWAY_GROUP) if matches!(version, "v1" | "v1alpha2" | "v1alpha3") => {
+                Kind::TlsRoute
+            }
+            ("TCPRoute", GATEWAY_GROUP) if matches!(version, "v1" | "v1alpha2") => Kind::TcpRoute,
             ("ReferenceGrant", _) if gateway_version => Kind::ReferenceGrant,
             ("Workload", "weft.dev") if version == "v1alpha1" => Kind::Workload,
             _ => return None,
@@ -54,10 +68,14 @@ impl Kind {
             Kind::GatewayClass => "GatewayClass",
             Kind::Gateway => "Gateway",
             Kind::HttpRoute => "HTTPRoute",
+            Kind::GrpcRoute => "GRPCRoute",
+            Kind::TlsRoute => "TLSRoute",
+            Kind::TcpRoute => "TCPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
+            Kind::ConfigMap => "ConfigMap",
             Kind::Workload => "Workload",
         }
     }
@@ -97,10 +115,14 @@ pub enum Object {
     GatewayClass(GatewayClass),
     Gateway(Gateway),
     HttpRoute(HttpRoute),
+    GrpcRoute(GrpcRoute),
+    TlsRoute(TlsRoute),
+    TcpRoute(TcpRoute),
     ReferenceGrant(ReferenceGrant),
     Service(Service),
     EndpointSlice(EndpointSlice),
     Secret(Secret),
+    ConfigMap(ConfigMap),
     Workload(Workload),
 }
 
@@ -190,10 +212,14 @@ fn typed(kind: Kind, doc: Value) -> Result<Object, serde_json::Error> {
         Kind::GatewayClass => Object::GatewayClass(from(doc)?),
         Kind::Gateway => Object::Gateway(from(doc)?),
         Kind::HttpRoute => Object::HttpRoute(from(doc)?),
+        Kind::GrpcRoute => Object::GrpcRoute(from(doc)?),
+        Kind::TlsRoute => Object::TlsRoute(from(doc)?),
+        Kind::TcpRoute => Object::TcpRoute(from(doc)?),
         Kind::ReferenceGrant => Object::ReferenceGrant(from(doc)?),
         Kind::Service => Object::Service(from(doc)?),
         Kind::EndpointSlice => Object::EndpointSlice(from(doc)?),
         Kind::Secret => Object::Secret(from(doc)?),
+        Kind::ConfigMap => Object::ConfigMap(from(doc)?),
         Kind::Workload => Object::Workload(from(doc)?),
     })
 }
@@ -205,10 +231,14 @@ impl Object {
             Object::GatewayClass(o) => &o.metadata,
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
+            Object::GrpcRoute(o) => &o.metadata,
+            Object::TlsRoute(o) => &o.metadata,
+            Object::TcpRoute(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
             Object::Workload(o) => &o.metadata,
         }
     }
@@ -247,8 +277,7 @@ mod tests {
 
     #[test]
     fn unknown_kinds_are_reported_not_parsed() {
-        let doc =
-            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+        let doc = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "x"}});
         assert!(matches!(parse(doc).unwrap(), Parsed::Unknown { .. }));
     }
 

@@ -130,17 +130,25 @@ impl Listeners {
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(1024)?;
-        let acceptor = match binding.protocol {
+        let (acceptor, l4) = match binding.protocol {
             Protocol::Https => {
-                let acceptor = tls_acceptor(
+                let config = tls_config(
                     addr.port(),
                     self.snapshot.clone(),
                     binding.client_auth.as_ref(),
                 )
                 .map_err(std::io::Error::other)?;
-                Some(Arc::new(acceptor))
+                (Some(Arc::new(Acceptor::from_server_config(config))), None)
             }
-            Protocol::Http => None,
+            Protocol::Http => (None, None),
+            Protocol::Tcp => (None, Some(None)),
+            Protocol::Tls => {
+                let mut config = tls_config(addr.port(), self.snapshot.clone(), None)
+                    .map_err(std::io::Error::other)?;
+                // What follows the handshake is the backend's protocol.
+                Arc::make_mut(&mut config).alpn_protocols.clear();
+                (None, Some(Some(tokio_rustls::TlsAcceptor::from(config))))
+            }
         };
         let plaintext_too = binding
             .client_auth
@@ -149,7 +157,13 @@ impl Listeners {
         let (stop, stopped) = watch::channel(false);
         tracing::info!(%addr, protocol = ?binding.protocol, mtls = binding.client_auth.is_some(), "listening");
         let serving = Arc::new(Serving {
+            trust_peer: !binding
+                .client_auth
+                .as_ref()
+                .is_some_and(|c| c.insecure_fallback),
             tls: acceptor,
+            l4,
+            snapshot: self.snapshot.clone(),
             plaintext_too,
             proxy: self.proxy.clone(),
             metrics: self.metrics.clone(),
@@ -163,11 +177,11 @@ impl Listeners {
     }
 }
 
-fn tls_acceptor(
+fn tls_config(
     port: u16,
     snapshot: Arc<ArcSwapOption<Snapshot>>,
     client_auth: Option<&ClientAuth>,
-) -> Result<Acceptor, String> {
+) -> Result<Arc<rustls::ServerConfig>, String> {
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
@@ -175,12 +189,18 @@ fn tls_acceptor(
         .expect("ring supports TLS 1.2 and 1.3");
     let builder = match client_auth {
         None => builder.with_no_client_auth(),
-        Some(auth) => builder
-            .with_client_cert_verifier(crate::tls::client_verifier(&auth.roots_pem, provider)?),
+        Some(auth) => {
+            let verifier = crate::tls::client_verifier(&auth.roots_pem, provider)?;
+            if auth.insecure_fallback {
+                builder.with_client_cert_verifier(Arc::new(crate::tls::FallbackVerifier(verifier)))
+            } else {
+                builder.with_client_cert_verifier(verifier)
+            }
+        }
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver { port, snapshot }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Acceptor::from_server_config(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 /// TLS records start with a handshake byte; HTTP with a method's letter.
@@ -189,8 +209,15 @@ const TLS_HANDSHAKE: u8 = 0x16;
 /// What an accept loop serves its connections with.
 struct Serving {
     tls: Option<Arc<Acceptor>>,
+    /// TCP and TLS ports (`crate::l4`), with the acceptor of TLS ports for
+    /// listeners that terminate.
+    l4: Option<Option<tokio_rustls::TlsAcceptor>>,
+    snapshot: Arc<ArcSwapOption<Snapshot>>,
     /// PERMISSIVE: plaintext accepted beside TLS.
     plaintext_too: bool,
+    /// Whether a client certificate is an identity (not under
+    /// `AllowInsecureFallback`, where it need not verify).
+    trust_peer: bool,
     proxy: Proxy,
     metrics: Arc<Metrics>,
 }
@@ -216,9 +243,21 @@ async fn accept_loop(
         };
         let _ = tcp.set_nodelay(true);
         let (serving, stop) = (serving.clone(), stop.clone());
+        if let Some(terminate) = &serving.l4 {
+            if let Some(snapshot) = serving.snapshot.load_full() {
+                let metrics = serving.metrics.clone();
+                let terminate = terminate.clone();
+                tokio::spawn(crate::l4::serve(tcp, port, snapshot, terminate, metrics));
+            }
+            continue;
+        }
         tokio::spawn(async move {
             let tls = serving.tls.clone();
-            if let Some((inner, info)) = handshake(tcp, port, tls, serving.plaintext_too).await {
+            let handshaken = handshake(tcp, port, tls, serving.plaintext_too).await;
+            if let Some((inner, mut info)) = handshaken {
+                if !serving.trust_peer {
+                    info.peer_identity = None;
+                }
                 let mtls = info.peer_identity.is_some();
                 serving.metrics.connection_opened(mtls);
                 let bytes = serving.metrics.byte_counters(mtls);

@@ -11,6 +11,9 @@
 //! - `response_filter` applies response header filters.
 //! - `fail_to_connect` retries a failed connection on another endpoint.
 //! - `fail_to_proxy` maps failures to status codes (`crate::rescue`).
+//!
+//! What the gateway answers itself, a gRPC caller gets as a gRPC status
+//! (`crate::grpc`).
 //! - `logging` releases the endpoint for least-request balancing.
 
 use crate::balancer::ClusterState;
@@ -106,6 +109,11 @@ impl RequestCtx {
 }
 
 async fn respond(session: &mut Session, status: u16, location: Option<String>) -> Result<bool> {
+    if status >= 400 && crate::grpc::is_grpc(session.req_header()) {
+        let resp = crate::grpc::error_response(status)?;
+        session.write_response_header(Box::new(resp), true).await?;
+        return Ok(true);
+    }
     let mut resp = ResponseHeader::build(status, Some(2))?;
     resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
     if let Some(l) = location {
@@ -174,6 +182,14 @@ impl ProxyHttp for WeftProxy {
             }
             Decision::UnknownHost { .. } => return respond(session, 404, None).await,
             Decision::Respond(status, location) => return respond(session, status, location).await,
+            Decision::Preflight(headers) => {
+                let mut resp = ResponseHeader::build(204, Some(headers.len()))?;
+                for (name, value) in headers {
+                    resp.append_header(name, value)?;
+                }
+                session.write_response_header(Box::new(resp), true).await?;
+                return Ok(true);
+            }
         };
         for (mirror, percent) in &route.mirrors {
             if *percent >= 100.0 || rand::random::<f64>() * 100.0 < *percent {
@@ -383,6 +399,19 @@ impl ProxyHttp for WeftProxy {
                 filters::modify_response(m, resp);
             }
         }
+        let cors = ctx.route.as_ref().and_then(|r| r.cors.as_ref());
+        let origin = session.req_header().headers.get(http::header::ORIGIN);
+        if let (Some(cors), Some(origin)) = (cors, origin) {
+            if origin.to_str().is_ok_and(|o| cors.allows(o)) {
+                for (name, value) in cors.response(origin) {
+                    if name == http::header::VARY {
+                        resp.append_header(name, value)?;
+                    } else {
+                        resp.insert_header(name, value)?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -409,10 +438,15 @@ impl ProxyHttp for WeftProxy {
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let code = crate::rescue::status_for(e);
-        if code > 0 {
-            if let Err(err) = session.respond_error(code).await {
-                tracing::debug!("cannot send {code} downstream: {err}");
-            }
+        let sent = if code == 0 {
+            Ok(())
+        } else if crate::grpc::is_grpc(session.req_header()) {
+            respond(session, code, None).await.map(|_| ())
+        } else {
+            session.respond_error(code).await
+        };
+        if let Err(err) = sent {
+            tracing::debug!("cannot send {code} downstream: {err}");
         }
         FailToProxy {
             error_code: code,

@@ -1,8 +1,8 @@
 //! Routing a request over one snapshot, with no I/O: port → listener (by
 //! Host; by SNI for TLS, with 421 when the two disagree) → virtual host →
 //! first matching route → weighted backend. What needs no backend is
-//! answered here: 404 for no route, redirects, 500 for a rule whose
-//! backends are all invalid. A host no virtual host serves is reported as
+//! answered here: 404 for no route, redirects, CORS preflights, 500 for a
+//! rule whose backends are all invalid. A host no virtual host serves is reported as
 //! such, so the proxy can discover it or pass it through.
 
 use crate::balancer::ClusterState;
@@ -18,6 +18,9 @@ use weft_api::{HttpFilter, Protocol};
 pub enum Decision<'a> {
     /// Answer with this status (and redirect location) without a backend.
     Respond(u16, Option<String>),
+    /// Answer a CORS preflight with these headers (none for an origin that
+    /// is not allowed).
+    Preflight(Vec<(http::HeaderName, http::HeaderValue)>),
     /// No virtual host serves `host` (as the port names hosts); `passthrough`
     /// when the port sends such requests on to the host itself (to where a
     /// captured connection was bound, else to the host's name resolved).
@@ -77,12 +80,22 @@ pub fn decide<'a>(
     let Some(route) = listener.route(&host, &req.method, path, query, &req.headers) else {
         return Decision::Respond(404, None);
     };
+    if let (Some(cors), Some(origin)) = (&route.cors, req.headers.get(http::header::ORIGIN)) {
+        if crate::cors::is_preflight(&req.method, &req.headers) {
+            let allowed = origin.to_str().is_ok_and(|o| cors.allows(o));
+            return Decision::Preflight(if allowed {
+                cors.preflight(origin, &req.headers)
+            } else {
+                Vec::new()
+            });
+        }
+    }
     for f in &route.filters {
         if let HttpFilter::Redirect(r) = f {
             let parts = filters::RequestParts {
                 scheme: match table.protocol {
-                    Protocol::Https => "https",
-                    Protocol::Http => "http",
+                    Protocol::Https | Protocol::Tls => "https",
+                    Protocol::Http | Protocol::Tcp => "http",
                 },
                 host: &host,
                 listener_port: port.unwrap_or_default(),

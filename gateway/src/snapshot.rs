@@ -3,6 +3,7 @@
 //! holds one and swaps it whole.
 
 use crate::balancer::ClusterState;
+use crate::cors::CompiledCors;
 use crate::hosts::HostTable;
 use crate::matcher::{Matcher, Path};
 use crate::GatewayError;
@@ -50,6 +51,8 @@ pub struct CompiledRoute {
     pub retry: Option<Retry>,
     /// RequestMirror filters: the cluster and the share (0-100) mirrored.
     pub mirrors: Vec<(Arc<ClusterState>, f64)>,
+    /// The CORS filter, if the rule has one.
+    pub cors: Option<CompiledCors>,
 }
 
 pub struct CompiledBackend {
@@ -149,8 +152,13 @@ fn compile_route(
             _ => None,
         })
         .collect();
+    let cors = r.filters.iter().find_map(|f| match f {
+        HttpFilter::Cors(c) => Some(CompiledCors::compile(c)),
+        _ => None,
+    });
     Ok(CompiledRoute {
         mirrors,
+        cors,
         name: r.name.clone(),
         matcher: Matcher::compile(&r.matches)?,
         filters: r.filters.clone(),
@@ -169,6 +177,12 @@ impl PortTable {
 }
 
 impl ListenerTable {
+    /// The first route of the best virtual host for `host`, whatever the
+    /// request: what a TCP or TLS connection takes.
+    pub fn first_route(&self, host: &str) -> Option<&Arc<CompiledRoute>> {
+        self.vhosts.get(self.hosts.find(host)?)?.first()
+    }
+
     /// Whether a virtual host of this listener serves `host`.
     pub fn serves(&self, host: &str) -> bool {
         self.hosts.find(host).is_some()

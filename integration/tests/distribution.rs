@@ -58,7 +58,7 @@ fn published(config: GatewayConfig, version: &str) -> Arc<Published> {
         config,
     };
     Arc::new(Published {
-        gateways: [(key, served)].into(),
+        gateways: [(key, Arc::new(served))].into(),
         ..Default::default()
     })
 }

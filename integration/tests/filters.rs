@@ -210,3 +210,100 @@ async fn access_log_lines_and_trace_context() {
         }
     }
 }
+
+const CORS: &str = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cors}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [cors.example.com]
+  rules:
+  - matches: [{path: {value: /cors}}]
+    filters:
+    - type: CORS
+      cors:
+        allowOrigins: ["https://www.foo.com", "https://*.bar.com"]
+        allowMethods: [GET, OPTIONS]
+        allowHeaders: [x-header-1, x-header-2]
+        exposeHeaders: [x-header-3]
+        allowCredentials: true
+        maxAge: 3600
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{path: {value: /plain}}]
+    backendRefs: [{name: v1, port: 80}]
+"#;
+
+/// The CORS filter: the gateway answers preflights itself (the echo
+/// backend would answer with JSON), and adds headers for allowed origins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors() {
+    let ip = "127.0.54.1";
+    let _weft = Weft::up(ip, &[("base.yaml", &base(ip)), ("cors.yaml", CORS)]);
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("http://{ip}:8080{p}");
+    eventually(Duration::from_secs(20), "the route serves", || async {
+        get(&c, &url("/cors"), "cors.example.com").await.0 == 200
+    })
+    .await;
+    let preflight = |path: &'static str, origin: &'static str| {
+        c.request(reqwest::Method::OPTIONS, url(path))
+            .header("host", "cors.example.com")
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "x-header-1")
+            .send()
+    };
+
+    let resp = preflight("/cors", "https://xpto.www.bar.com")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let h = resp.headers().clone();
+    assert_eq!(h["access-control-allow-origin"], "https://xpto.www.bar.com");
+    assert_eq!(h["access-control-allow-methods"], "GET, OPTIONS");
+    assert_eq!(h["access-control-allow-headers"], "x-header-1, x-header-2");
+    assert_eq!(h["access-control-expose-headers"], "x-header-3");
+    assert_eq!(h["access-control-max-age"], "3600");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert!(resp.text().await.unwrap().is_empty(), "reached the backend");
+
+    // Not an allowed origin: answered, without CORS headers.
+    let resp = preflight("/cors", "https://foobar.com").await.unwrap();
+    assert_eq!(resp.status(), 204);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+
+    // A route without the filter forwards the OPTIONS to the backend.
+    let resp = preflight("/plain", "https://www.foo.com").await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+
+    // Actual requests go to the backend and carry the headers when allowed.
+    let resp = c
+        .get(url("/cors"))
+        .header("host", "cors.example.com")
+        .header("origin", "https://www.foo.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://www.foo.com"
+    );
+    assert_eq!(resp.headers()["access-control-allow-credentials"], "true");
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["path"], "/cors");
+    let resp = c
+        .get(url("/cors"))
+        .header("host", "cors.example.com")
+        .header("origin", "http://www.foo.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+}

@@ -39,6 +39,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
             client_auth: Some(ClientAuth {
                 roots_pem: weft_gateway::identity::union(&spec.trust_bundle, &svid.bundle),
                 allow_plaintext: spec.mode == MtlsMode::Permissive,
+                insecure_fallback: false,
             }),
             host_with_port: false,
             passthrough: false,

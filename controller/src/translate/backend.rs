@@ -20,6 +20,28 @@ pub struct BackendRef<'a> {
     pub port: Option<i32>,
 }
 
+/// The kind of route that makes a reference: what a ReferenceGrant must
+/// allow it from, and how its backends speak when the Service port does not
+/// say (gRPC is HTTP/2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    Http,
+    Grpc,
+    Tls,
+    Tcp,
+}
+
+impl RouteKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+            RouteKind::Tls => "TLSRoute",
+            RouteKind::Tcp => "TCPRoute",
+        }
+    }
+}
+
 /// Why a reference does not resolve: a route `ResolvedRefs` reason and message.
 pub type Unresolved = (&'static str, String);
 
@@ -51,11 +73,12 @@ impl<'a> Caller<'a> {
 /// Where a workload's sidecar takes inbound connections for its `i`-th port.
 pub const INBOUND_BASE_PORT: u16 = 15006;
 
-/// Resolves `r`, made by an HTTPRoute in `route_ns`, to a cluster name,
-/// adding the cluster to `clusters` the first time.
+/// Resolves `r`, made by a route of `route_kind` in `route_ns`, to a
+/// cluster name, adding the cluster to `clusters` the first time.
 pub fn resolve(
     store: &Store,
     caller: Caller<'_>,
+    route_kind: RouteKind,
     route_ns: &str,
     r: &BackendRef<'_>,
     clusters: &mut BTreeMap<String, Cluster>,
@@ -71,7 +94,7 @@ pub fn resolve(
     let ns = r.namespace.unwrap_or(route_ns);
     let from = From {
         group: GATEWAY_GROUP,
-        kind: "HTTPRoute",
+        kind: route_kind.name(),
         namespace: route_ns,
     };
     let to = To {
@@ -112,10 +135,19 @@ pub fn resolve(
             format!("Service {ns}/{} has no port {port}", r.name),
         ));
     };
-    let name = format!("{ns}/{}:{port}", r.name);
+    let protocol = match (app_protocol(service_port), route_kind) {
+        (None, RouteKind::Grpc) => AppProtocol::H2c,
+        (p, _) => p.unwrap_or_default(),
+    };
+    // A port without appProtocol is HTTP/1.1 to HTTPRoutes and h2c to
+    // GRPCRoutes: two clusters.
+    let name = match (service_port.app_protocol.is_none(), protocol) {
+        (true, AppProtocol::H2c) => format!("{ns}/{}:{port}/h2c", r.name),
+        _ => format!("{ns}/{}:{port}", r.name),
+    };
     if !clusters.contains_key(&name) {
         let mut cluster = Cluster {
-            protocol: app_protocol(service_port),
+            protocol,
             endpoints: endpoints(store, ns, r.name, svc, service_port),
             lb: lb_policy(svc),
             tls: None,
@@ -213,7 +245,8 @@ pub fn port_protocol(
             Some(IntOrString::Int(n)) => *n == i32::from(port.container_port),
             Some(IntOrString::String(n)) => port.name.as_deref() == Some(n),
         })
-        .map_or(AppProtocol::Http1, app_protocol)
+        .and_then(app_protocol)
+        .unwrap_or_default()
 }
 
 /// Whether a Service's (non-empty) selector picks `w`.
@@ -246,11 +279,13 @@ fn selected_workloads<'a>(
         })
 }
 
-fn app_protocol(port: &ServicePort) -> AppProtocol {
-    match port.app_protocol.as_deref() {
-        Some("kubernetes.io/h2c") => AppProtocol::H2c,
-        Some("kubernetes.io/ws") => AppProtocol::WebSocket,
-        _ => AppProtocol::Http1,
+/// What a Service port's `appProtocol` says, if it says something weft knows.
+fn app_protocol(port: &ServicePort) -> Option<AppProtocol> {
+    match port.app_protocol.as_deref()? {
+        // Istio's names for HTTP/2 ports, too.
+        "kubernetes.io/h2c" | "grpc" | "http2" => Some(AppProtocol::H2c),
+        "kubernetes.io/ws" => Some(AppProtocol::WebSocket),
+        _ => Some(AppProtocol::Http1),
     }
 }
 

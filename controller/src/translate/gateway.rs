@@ -33,6 +33,10 @@ pub struct ListenerCtx {
     /// Route kinds this listener accepts (all of them valid).
     pub kinds: Vec<&'static str>,
     pub tls: Option<TlsCertificate>,
+    /// HTTPS: the client certificates it asks for (`spec.tls.frontend`).
+    pub client_auth: Option<weft_api::ClientAuth>,
+    /// A TLS listener in Passthrough mode: no certificate of its own.
+    pub passthrough: bool,
     pub accepted: Verdict,
     pub resolved: Verdict,
     pub conflict: Option<&'static str>,
@@ -48,10 +52,15 @@ impl ListenerCtx {
         self.accepted.is_ok() && self.conflict.is_none() && self.protocol.is_some()
     }
 
-    /// Whether it is programmed: usable, and an HTTPS listener has a
-    /// certificate. Exactly the listeners that reach the IR.
+    /// Whether it is programmed: usable, and a listener that terminates
+    /// TLS has a certificate. Exactly the listeners that reach the IR.
     pub fn programmed(&self) -> bool {
-        self.usable() && (self.protocol == Some(Protocol::Http) || self.tls.is_some())
+        let needs_cert = match self.protocol {
+            Some(Protocol::Https) => true,
+            Some(Protocol::Tls) => !self.passthrough,
+            _ => false,
+        };
+        self.usable() && (!needs_cert || self.tls.is_some())
     }
 }
 
@@ -63,6 +72,8 @@ pub struct GatewayCtx {
     pub addresses: Vec<IpAddr>,
     pub address_problem: Option<String>,
     pub listeners: Vec<ListenerCtx>,
+    /// Some port validates client certificates in `AllowInsecureFallback`.
+    pub insecure_frontend: bool,
 }
 
 /// The GatewayClasses weft owns, with their statuses; the names of the
@@ -151,7 +162,7 @@ fn gateway(
         .spec
         .listeners
         .iter()
-        .map(|l| listener(store, &key.namespace, l))
+        .map(|l| listener(store, &key.namespace, gw.spec.tls.as_ref(), l))
         .collect();
     mark_conflicts(&mut listeners);
     let annotations = gw.metadata.annotations.as_ref();
@@ -165,15 +176,33 @@ fn gateway(
         addresses,
         address_problem,
         listeners,
+        insecure_frontend: super::frontend::insecure(gw.spec.tls.as_ref()),
     }
 }
 
-fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCtx {
+/// The route kinds a listener of `protocol` takes.
+fn route_kinds(protocol: Option<Protocol>) -> &'static [&'static str] {
+    match protocol {
+        Some(Protocol::Http | Protocol::Https) => &["HTTPRoute", "GRPCRoute"],
+        Some(Protocol::Tcp) => &["TCPRoute"],
+        Some(Protocol::Tls) => &["TLSRoute"],
+        None => &[],
+    }
+}
+
+fn listener(
+    store: &Store,
+    gateway_ns: &str,
+    gateway_tls: Option<&gateway_api::gateways::GatewayTls>,
+    l: &GatewayListeners,
+) -> ListenerCtx {
     let mut accepted = Verdict::ok("Accepted");
     let mut resolved = Verdict::ok("ResolvedRefs");
     let protocol = match l.protocol.as_str() {
         "HTTP" => Some(Protocol::Http),
         "HTTPS" => Some(Protocol::Https),
+        "TCP" => Some(Protocol::Tcp),
+        "TLS" => Some(Protocol::Tls),
         other => {
             accepted.fail(
                 "UnsupportedProtocol",
@@ -192,7 +221,11 @@ fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCt
             );
             0
         });
-    let hostname = l.hostname.clone().filter(|h| !h.is_empty());
+    // A TCP listener serves every connection on its port.
+    let hostname = l
+        .hostname
+        .clone()
+        .filter(|h| !h.is_empty() && protocol != Some(Protocol::Tcp));
     if let Some(h) = &hostname {
         if !hostname::valid(h) {
             accepted.fail(
@@ -230,8 +263,11 @@ fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCt
         Some(requested) if !requested.is_empty() => {
             for k in requested {
                 let group = k.group.as_deref().unwrap_or(GATEWAY_GROUP);
-                if group == GATEWAY_GROUP && k.kind == "HTTPRoute" && protocol.is_some() {
-                    kinds.push("HTTPRoute");
+                let known = route_kinds(protocol).iter().find(|known| **known == k.kind);
+                if let (true, Some(known), Some(_)) = (group == GATEWAY_GROUP, known, protocol) {
+                    if !kinds.contains(known) {
+                        kinds.push(*known);
+                    }
                 } else {
                     resolved.fail(
                         "InvalidRouteKinds",
@@ -239,31 +275,34 @@ fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCt
                     );
                 }
             }
-            kinds.dedup();
         }
-        _ if protocol.is_some() => kinds.push("HTTPRoute"),
-        _ => {}
+        _ => kinds.extend(route_kinds(protocol)),
     }
     let mut tls_cert = None;
-    if protocol == Some(Protocol::Https) {
-        let config = l.tls.as_ref();
-        let mode = config.and_then(|t| t.mode.as_ref());
-        if matches!(
-            mode,
-            Some(gateway_api::gateways::GatewayListenersTlsMode::Passthrough)
-        ) {
-            accepted.fail(
-                "UnsupportedValue",
-                "TLS mode Passthrough needs a TLS listener",
-            );
-        }
+    let config = l.tls.as_ref();
+    let passthrough = matches!(
+        config.and_then(|t| t.mode.as_ref()),
+        Some(gateway_api::gateways::GatewayListenersTlsMode::Passthrough)
+    );
+    if protocol == Some(Protocol::Https) && passthrough {
+        accepted.fail(
+            "UnsupportedValue",
+            "TLS mode Passthrough needs a TLS listener",
+        );
+    }
+    let terminates = match protocol {
+        Some(Protocol::Https) => true,
+        Some(Protocol::Tls) => !passthrough,
+        _ => false,
+    };
+    if terminates {
         let refs = config
             .and_then(|t| t.certificate_refs.as_deref())
             .unwrap_or_default();
         if refs.is_empty() {
             resolved.fail(
                 "InvalidCertificateRef",
-                "an HTTPS listener needs a certificateRef",
+                "a listener that terminates TLS needs a certificateRef",
             );
         }
         for r in refs {
@@ -275,6 +314,22 @@ fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCt
             }
         }
     }
+    let mut client_auth = None;
+    if protocol == Some(Protocol::Https) {
+        if let Some(v) = super::frontend::for_port(store, gateway_ns, gateway_tls, port) {
+            for (reason, message) in v.problems {
+                resolved.fail(reason, message);
+            }
+            match v.client_auth {
+                Some(auth) => client_auth = Some(auth),
+                // Never serve without the validation asked for.
+                None => accepted.fail(
+                    "NoValidCACertificate",
+                    "no caCertificateRef of the client certificate validation is usable",
+                ),
+            }
+        }
+    }
     ListenerCtx {
         name: l.name.clone(),
         port,
@@ -283,6 +338,8 @@ fn listener(store: &Store, gateway_ns: &str, l: &GatewayListeners) -> ListenerCt
         allowed_from,
         kinds,
         tls: tls_cert,
+        client_auth,
+        passthrough: passthrough && protocol == Some(Protocol::Tls),
         accepted,
         resolved,
         conflict: None,
@@ -338,6 +395,15 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
     if valid < gw.listeners.len() && valid > 0 && accepted.is_ok() {
         conditions[0].reason = "ListenersNotValid".into();
         conditions[0].message = "some listeners are not valid".into();
+    }
+    if gw.insecure_frontend {
+        conditions.push(Condition::new(
+            "InsecureFrontendValidationMode",
+            true,
+            "ConfigurationChanged",
+            "client certificates are asked for but not required (AllowInsecureFallback)",
+            g,
+        ));
     }
     let listeners: Vec<Value> = gw.listeners.iter().map(|l| listener_status(l, g)).collect();
     // Addresses that could not be bound are not the Gateway's.

@@ -316,7 +316,9 @@ fn virtual_hosts(
                     namespace: Some(&key.namespace),
                     port: Some(sp.port),
                 };
-                let Ok(cluster) = backend::resolve(store, caller, &key.namespace, &r, clusters)
+                let http = backend::RouteKind::Http;
+                let Ok(cluster) =
+                    backend::resolve(store, caller, http, &key.namespace, &r, clusters)
                 else {
                     continue;
                 };

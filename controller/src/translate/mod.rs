@@ -4,8 +4,11 @@
 
 mod backend;
 pub mod conditions;
+mod frontend;
 mod gateway;
+mod grpc;
 pub mod hostname;
+mod l4;
 pub mod mesh;
 mod refs;
 mod route;
@@ -132,7 +135,8 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
                 port: l.port,
                 protocol,
                 listeners: vec![listener],
-                client_auth: None,
+                // The same for every HTTPS listener on the port.
+                client_auth: l.client_auth.clone(),
                 host_with_port: false,
                 passthrough: false,
             }),

@@ -1,17 +1,74 @@
-//! HTTPRoutes: attaching each parentRef to Gateway listeners, adding the
-//! route's rules to the listeners' virtual hosts, and the route's status.
+//! Routes (HTTPRoute and GRPCRoute): attaching each parentRef to Gateway
+//! listeners, adding the route's rules to the listeners' virtual hosts, and
+//! the route's status.
 
+use super::backend::{Caller, RouteKind};
 use super::conditions::{Condition, Verdict};
 use super::gateway::{AllowedFrom, GatewayCtx, ListenerCtx};
 use super::hostname;
-use super::rules::{self, Rule};
+use super::l4;
+use super::rules::{self, Problems, Rule};
 use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
-use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteParentRefs};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use weft_api::{Cluster, Route};
+
+/// A parentRef as every route kind spells it.
+pub struct ParentRef {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub section_name: Option<String>,
+    pub port: Option<i32>,
+}
+
+macro_rules! parent_refs {
+    ($refs:expr) => {
+        $refs
+            .iter()
+            .flatten()
+            .map(|p| ParentRef {
+                group: p.group.clone(),
+                kind: p.kind.clone(),
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                section_name: p.section_name.clone(),
+                port: p.port,
+            })
+            .collect()
+    };
+}
+
+/// A backendRef of a TLSRoute or TCPRoute.
+macro_rules! l4_backend {
+    ($b:expr) => {
+        l4::L4Backend {
+            r: super::backend::BackendRef {
+                group: $b.group.as_deref(),
+                kind: $b.kind.as_deref(),
+                name: &$b.name,
+                namespace: $b.namespace.as_deref(),
+                port: $b.port,
+            },
+            weight: $b.weight,
+        }
+    };
+}
+
+/// What attaching needs of a route, whatever its kind: its rules already
+/// converted.
+struct Attaching<'a> {
+    key: &'a ObjKey,
+    kind: RouteKind,
+    generation: i64,
+    hostnames: Vec<String>,
+    parents: Vec<ParentRef>,
+    converted: Vec<(usize, Rule)>,
+    problems: Problems,
+}
 
 pub fn routes(
     store: &Store,
@@ -20,83 +77,173 @@ pub fn routes(
     statuses: &mut BTreeMap<ObjKey, Value>,
     trust: super::backend::Trust<'_>,
 ) {
-    let caller = super::backend::Caller::Gateway(trust);
+    let caller = Caller::Gateway(trust);
     for (key, entry) in store.of_kind(Kind::HttpRoute) {
         let Object::HttpRoute(route) = &entry.object else {
             continue;
         };
         let (converted, problems) = rules::convert_route(store, caller, key, route, clusters);
-        let mut parents = Vec::new();
-        for parent in route.spec.parent_refs.iter().flatten() {
-            let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
-            let kind = parent.kind.as_deref().unwrap_or("Gateway");
-            if group != GATEWAY_GROUP || kind != "Gateway" {
-                continue;
-            }
-            let gw_ns = parent.namespace.as_deref().unwrap_or(&key.namespace);
-            let Some(gw) = gateways
-                .iter_mut()
-                .find(|g| g.key.namespace == gw_ns && g.key.name == parent.name)
-            else {
-                continue;
-            };
-            let g = entry.generation;
-            let mut accepted = Verdict::ok("Accepted");
-            match attach(store, key, route, parent, gw) {
-                Err((reason, message)) => accepted.fail(reason, message),
-                Ok(_) if converted.is_empty() && problems.unsupported.is_some() => {
-                    accepted.fail(
-                        "UnsupportedValue",
-                        problems.unsupported.clone().unwrap_or_default(),
-                    );
-                }
-                Ok(listeners) => {
-                    for li in listeners {
-                        let listener = &mut gw.listeners[li];
-                        // attachedRoutes counts accepted routes only.
-                        listener
-                            .attached
-                            .insert((key.namespace.clone(), key.name.clone()));
-                        program(listener, key, route, &converted);
-                    }
-                }
-            }
-            let mut resolved = Verdict::ok("ResolvedRefs");
-            if let Some((reason, message)) = &problems.unresolved {
-                resolved.fail(reason, message.clone());
-            }
-            let mut conditions = vec![
-                accepted.condition("Accepted", "Accepted", g),
-                resolved.condition("ResolvedRefs", "References resolved", g),
-            ];
-            if let (Some(message), false) = (&problems.unsupported, converted.is_empty()) {
-                let message = format!("Dropped Rule: {message}");
-                conditions.push(Condition::new(
-                    "PartiallyInvalid",
-                    true,
-                    "UnsupportedValue",
-                    message,
-                    g,
-                ));
-            }
-            parents.push(json!({
-                "parentRef": parent_ref(parent, &key.namespace),
-                "controllerName": CONTROLLER_NAME,
-                "conditions": conditions,
-            }));
+        let route = Attaching {
+            key,
+            kind: RouteKind::Http,
+            generation: entry.generation,
+            hostnames: route.spec.hostnames.clone().unwrap_or_default(),
+            parents: parent_refs!(route.spec.parent_refs),
+            converted,
+            problems,
+        };
+        attach_all(store, gateways, statuses, route);
+    }
+    for (key, entry) in store.of_kind(Kind::GrpcRoute) {
+        let Object::GrpcRoute(route) = &entry.object else {
+            continue;
+        };
+        let (converted, problems) = super::grpc::convert_route(store, caller, key, route, clusters);
+        let route = Attaching {
+            key,
+            kind: RouteKind::Grpc,
+            generation: entry.generation,
+            hostnames: route.spec.hostnames.clone().unwrap_or_default(),
+            parents: parent_refs!(route.spec.parent_refs),
+            converted,
+            problems,
+        };
+        attach_all(store, gateways, statuses, route);
+    }
+    for (key, entry) in store.of_kind(Kind::TlsRoute) {
+        let Object::TlsRoute(route) = &entry.object else {
+            continue;
+        };
+        let rules = route
+            .spec
+            .rules
+            .iter()
+            .map(|r| r.backend_refs.iter().map(|b| l4_backend!(b)).collect());
+        let (converted, problems) = l4::convert_route(
+            store,
+            caller,
+            RouteKind::Tls,
+            key,
+            &route.metadata,
+            rules,
+            clusters,
+        );
+        let route = Attaching {
+            key,
+            kind: RouteKind::Tls,
+            generation: entry.generation,
+            hostnames: route.spec.hostnames.clone(),
+            parents: parent_refs!(route.spec.parent_refs),
+            converted,
+            problems,
+        };
+        attach_all(store, gateways, statuses, route);
+    }
+    for (key, entry) in store.of_kind(Kind::TcpRoute) {
+        let Object::TcpRoute(route) = &entry.object else {
+            continue;
+        };
+        let rules = route
+            .spec
+            .rules
+            .iter()
+            .map(|r| r.backend_refs.iter().map(|b| l4_backend!(b)).collect());
+        let (converted, problems) = l4::convert_route(
+            store,
+            caller,
+            RouteKind::Tcp,
+            key,
+            &route.metadata,
+            rules,
+            clusters,
+        );
+        let route = Attaching {
+            key,
+            kind: RouteKind::Tcp,
+            generation: entry.generation,
+            hostnames: Vec::new(),
+            parents: parent_refs!(route.spec.parent_refs),
+            converted,
+            problems,
+        };
+        attach_all(store, gateways, statuses, route);
+    }
+}
+
+fn attach_all(
+    store: &Store,
+    gateways: &mut [GatewayCtx],
+    statuses: &mut BTreeMap<ObjKey, Value>,
+    route: Attaching<'_>,
+) {
+    let key = route.key;
+    let g = route.generation;
+    let mut parents = Vec::new();
+    for parent in &route.parents {
+        let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
+        let kind = parent.kind.as_deref().unwrap_or("Gateway");
+        if group != GATEWAY_GROUP || kind != "Gateway" {
+            continue;
         }
-        if !parents.is_empty() {
-            statuses.insert(key.clone(), json!({ "parents": parents }));
+        let gw_ns = parent.namespace.as_deref().unwrap_or(&key.namespace);
+        let Some(gw) = gateways
+            .iter_mut()
+            .find(|g| g.key.namespace == gw_ns && g.key.name == parent.name)
+        else {
+            continue;
+        };
+        let mut accepted = Verdict::ok("Accepted");
+        let unsupported = &route.problems.unsupported;
+        match attach(store, &route, parent, gw) {
+            Err((reason, message)) => accepted.fail(reason, message),
+            Ok(_) if route.converted.is_empty() && unsupported.is_some() => {
+                accepted.fail("UnsupportedValue", unsupported.clone().unwrap_or_default());
+            }
+            Ok(listeners) => {
+                for li in listeners {
+                    let listener = &mut gw.listeners[li];
+                    // attachedRoutes counts accepted routes only.
+                    listener
+                        .attached
+                        .insert((key.namespace.clone(), key.name.clone()));
+                    program(listener, &route);
+                }
+            }
         }
+        let mut resolved = Verdict::ok("ResolvedRefs");
+        if let Some((reason, message)) = &route.problems.unresolved {
+            resolved.fail(reason, message.clone());
+        }
+        let mut conditions = vec![
+            accepted.condition("Accepted", "Accepted", g),
+            resolved.condition("ResolvedRefs", "References resolved", g),
+        ];
+        if let (Some(message), false) = (unsupported, route.converted.is_empty()) {
+            let message = format!("Dropped Rule: {message}");
+            conditions.push(Condition::new(
+                "PartiallyInvalid",
+                true,
+                "UnsupportedValue",
+                message,
+                g,
+            ));
+        }
+        parents.push(json!({
+            "parentRef": parent_ref(parent, &key.namespace),
+            "controllerName": CONTROLLER_NAME,
+            "conditions": conditions,
+        }));
+    }
+    if !parents.is_empty() {
+        statuses.insert(key.clone(), json!({ "parents": parents }));
     }
 }
 
 /// The listeners of `gw` the route attaches to through `parent`, or why none.
 fn attach(
     store: &Store,
-    key: &ObjKey,
-    route: &HttpRoute,
-    parent: &HttpRouteParentRefs,
+    route: &Attaching<'_>,
+    parent: &ParentRef,
     gw: &GatewayCtx,
 ) -> Result<Vec<usize>, (&'static str, String)> {
     let named: Vec<usize> = (0..gw.listeners.len())
@@ -112,17 +259,18 @@ fn attach(
             "no listener matches the parentRef's sectionName and port".into(),
         ));
     }
-    let ns_labels = store.namespace_labels(&key.namespace);
+    let ns = &route.key.namespace;
+    let ns_labels = store.namespace_labels(ns);
     let allowed: Vec<usize> = named
         .into_iter()
         .filter(|&i| {
             let l = &gw.listeners[i];
             let ns_ok = match &l.allowed_from {
-                AllowedFrom::Same => key.namespace == gw.key.namespace,
+                AllowedFrom::Same => *ns == gw.key.namespace,
                 AllowedFrom::All => true,
                 AllowedFrom::Selector(sel) => sel.matches(&ns_labels).unwrap_or(false),
             };
-            ns_ok && l.kinds.contains(&"HTTPRoute")
+            ns_ok && l.kinds.contains(&route.kind.name())
         })
         .collect();
     if allowed.is_empty() {
@@ -131,11 +279,10 @@ fn attach(
             "no listener allows this route".into(),
         ));
     }
-    let hostnames = route.spec.hostnames.clone().unwrap_or_default();
     let matching: Vec<usize> = allowed
         .into_iter()
         .filter(|&i| {
-            !hostname::effective(&hostnames, gw.listeners[i].hostname.as_deref()).is_empty()
+            !hostname::effective(&route.hostnames, gw.listeners[i].hostname.as_deref()).is_empty()
         })
         .collect();
     if matching.is_empty() {
@@ -148,14 +295,14 @@ fn attach(
 }
 
 /// Adds the route's rules to the listener's virtual hosts.
-fn program(listener: &mut ListenerCtx, key: &ObjKey, route: &HttpRoute, rules: &[(usize, Rule)]) {
+fn program(listener: &mut ListenerCtx, route: &Attaching<'_>) {
     if !listener.usable() {
         return;
     }
-    let hostnames = route.spec.hostnames.clone().unwrap_or_default();
-    for host in hostname::effective(&hostnames, listener.hostname.as_deref()) {
+    let key = route.key;
+    for host in hostname::effective(&route.hostnames, listener.hostname.as_deref()) {
         let vhost = listener.vhosts.entry(host).or_default();
-        for (i, rule) in rules {
+        for (i, rule) in &route.converted {
             for (j, (sort, m)) in rule.matches.iter().enumerate() {
                 vhost.push((
                     sort.clone(),
@@ -175,7 +322,7 @@ fn program(listener: &mut ListenerCtx, key: &ObjKey, route: &HttpRoute, rules: &
 
 /// The parentRef as the status spells it: group and kind always, namespace
 /// when it is not the route's.
-fn parent_ref(p: &HttpRouteParentRefs, route_ns: &str) -> Value {
+fn parent_ref(p: &ParentRef, route_ns: &str) -> Value {
     let mut m = Map::new();
     m.insert(
         "group".into(),

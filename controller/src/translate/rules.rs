@@ -11,8 +11,8 @@ use gateway_api::experimental::httproutes::{
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use weft_api::{
-    BackendTarget, Cluster, HeaderModifier, HttpFilter, HttpMatch, KeyMatch, Mirror, PathMatch,
-    PathModifier, Redirect, Retry, Rewrite, StringMatch, Timeouts, WeightedBackend,
+    BackendTarget, Cluster, Cors, HeaderModifier, HttpFilter, HttpMatch, KeyMatch, Mirror,
+    PathMatch, PathModifier, Redirect, Retry, Rewrite, StringMatch, Timeouts, WeightedBackend,
 };
 
 /// Orders routes within a virtual host, most specific first: exact paths,
@@ -55,6 +55,7 @@ pub struct Problems {
 pub struct Ctx<'a> {
     pub store: &'a Store,
     pub caller: backend::Caller<'a>,
+    pub kind: backend::RouteKind,
     pub namespace: &'a str,
     pub order: RouteOrder,
     pub clusters: &'a mut BTreeMap<String, Cluster>,
@@ -78,6 +79,7 @@ pub fn convert_route(
     let mut cx = Ctx {
         store,
         caller,
+        kind: backend::RouteKind::Http,
         namespace: &key.namespace,
         order: (created, key.namespace.clone(), key.name.clone()),
         clusters,
@@ -132,7 +134,6 @@ pub fn convert(
     };
     let mut backends = Vec::new();
     for b in rule.backend_refs.iter().flatten() {
-        let weight = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
         let r = BackendRef {
             group: b.group.as_deref(),
             kind: b.kind.as_deref(),
@@ -140,35 +141,13 @@ pub fn convert(
             namespace: b.namespace.as_deref(),
             port: b.port,
         };
-        let target = match backend::resolve(cx.store, cx.caller, cx.namespace, &r, cx.clusters) {
-            Ok(cluster) => BackendTarget::Cluster(cluster),
-            Err(unresolved) => {
-                problems.unresolved.get_or_insert(unresolved);
-                BackendTarget::Invalid { status: 500 }
-            }
-        };
-        // Backend filters have the same shape as rule filters.
-        let raw: Vec<HttpRouteRulesFilters> = b
-            .filters
-            .as_ref()
-            .map(|f| {
-                serde_json::from_value(serde_json::to_value(f).unwrap_or_default())
-                    .unwrap_or_default()
-            })
-            .unwrap_or_default();
-        let backend_filters = match filters(cx, &raw, prefix_only, problems) {
-            Ok(f) => f,
+        match weighted(cx, &r, b.weight, &b.filters, prefix_only, problems) {
+            Ok(Some(backend)) => backends.push(backend),
+            Ok(None) => {}
             Err(e) => {
                 problems.unsupported.get_or_insert(e);
                 return None;
             }
-        };
-        if weight > 0 {
-            backends.push(WeightedBackend {
-                weight,
-                target,
-                filters: backend_filters,
-            });
         }
     }
     let (timeouts, retry) = match timeouts(rule).and_then(|t| Ok((t, retry(rule)?))) {
@@ -185,6 +164,51 @@ pub fn convert(
         timeouts,
         retry,
     })
+}
+
+/// One backendRef with its weight and filters (any route kind's, which
+/// have the shape of HTTPRoute filters): `None` when its weight is 0, `Err`
+/// for a filter weft does not support. A reference that does not resolve
+/// gets its share of requests answered with 500 (HTTPRoute) or 503 (gRPC's
+/// UNAVAILABLE).
+pub fn weighted<F: serde::Serialize>(
+    cx: &mut Ctx<'_>,
+    r: &BackendRef<'_>,
+    weight: Option<i32>,
+    raw_filters: &Option<Vec<F>>,
+    prefix_only: bool,
+    problems: &mut Problems,
+) -> Result<Option<WeightedBackend>, String> {
+    let weight = u32::try_from(weight.unwrap_or(1)).unwrap_or(0);
+    let target = match backend::resolve(cx.store, cx.caller, cx.kind, cx.namespace, r, cx.clusters)
+    {
+        Ok(cluster) => BackendTarget::Cluster(cluster),
+        Err(unresolved) => {
+            problems.unresolved.get_or_insert(unresolved);
+            let status = match cx.kind {
+                backend::RouteKind::Grpc => 503,
+                _ => 500,
+            };
+            BackendTarget::Invalid { status }
+        }
+    };
+    let raw = as_http_filters(raw_filters);
+    let filters = filters(cx, &raw, prefix_only, problems)?;
+    Ok((weight > 0).then_some(WeightedBackend {
+        weight,
+        target,
+        filters,
+    }))
+}
+
+/// Filters of any route kind, or of a backendRef, read as HTTPRoute rule
+/// filters: the generated types differ, the fields are the same.
+pub fn as_http_filters<F: serde::Serialize>(raw: &Option<Vec<F>>) -> Vec<HttpRouteRulesFilters> {
+    raw.as_ref()
+        .map(|f| {
+            serde_json::from_value(serde_json::to_value(f).unwrap_or_default()).unwrap_or_default()
+        })
+        .unwrap_or_default()
 }
 
 fn sort_key(m: &HttpMatch, order: &RouteOrder, rule: usize, index: usize) -> SortKey {
@@ -263,7 +287,7 @@ fn convert_match(m: &HttpRouteRulesMatches) -> Result<HttpMatch, String> {
     })
 }
 
-fn string_match(regex: bool, value: &str) -> Result<StringMatch, String> {
+pub fn string_match(regex: bool, value: &str) -> Result<StringMatch, String> {
     if regex {
         regex::Regex::new(value).map_err(|e| format!("regex {value:?}: {e}"))?;
         Ok(StringMatch::Regex(value.into()))
@@ -308,7 +332,7 @@ macro_rules! modifier {
     }};
 }
 
-fn filters(
+pub fn filters(
     cx: &mut Ctx<'_>,
     raw: &[HttpRouteRulesFilters],
     prefix_only: bool,
@@ -397,7 +421,8 @@ fn filters(
                     }
                     (None, None) => 100.0,
                 };
-                match backend::resolve(cx.store, cx.caller, cx.namespace, &r, cx.clusters) {
+                match backend::resolve(cx.store, cx.caller, cx.kind, cx.namespace, &r, cx.clusters)
+                {
                     Ok(cluster) => HttpFilter::Mirror(Mirror { cluster, percent }),
                     Err(unresolved) => {
                         problems.unresolved.get_or_insert(unresolved);
@@ -405,7 +430,34 @@ fn filters(
                     }
                 }
             }
-            FilterType::ExtensionRef | FilterType::Cors | FilterType::ExternalAuth => {
+            FilterType::Cors => {
+                let c = f.cors.as_ref().ok_or_else(|| missing("CORS"))?;
+                let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+                let origins = list(&c.allow_origins);
+                if origins.is_empty() {
+                    return Err("CORS needs allowOrigins".into());
+                }
+                for o in origins.iter().filter(|o| *o != "*") {
+                    if !(o.starts_with("http://") || o.starts_with("https://")) {
+                        return Err(format!(
+                            "CORS origin {o:?} must start with http:// or https://"
+                        ));
+                    }
+                }
+                let names = |v: &Option<Vec<String>>| {
+                    list(v).iter().map(|n| n.to_ascii_lowercase()).collect()
+                };
+                HttpFilter::Cors(Cors {
+                    allow_origins: origins,
+                    allow_methods: list(&c.allow_methods),
+                    allow_headers: names(&c.allow_headers),
+                    expose_headers: names(&c.expose_headers),
+                    allow_credentials: c.allow_credentials.unwrap_or(false),
+                    // The API's default.
+                    max_age: c.max_age.and_then(|a| u32::try_from(a).ok()).unwrap_or(5),
+                })
+            }
+            FilterType::ExtensionRef | FilterType::ExternalAuth => {
                 return Err(format!("filter {} is not supported", enum_str(&f.r#type)));
             }
         };

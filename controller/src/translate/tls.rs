@@ -61,14 +61,17 @@ pub fn resolve(
 
 /// Reads `tls.crt` and `tls.key` of a TLS Secret (`stringData` wins over
 /// `data`) and checks that both parse.
+/// One key of a Secret as text (`stringData` wins over `data`).
+pub fn field(secret: &Secret, name: &str) -> Option<String> {
+    if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(name)) {
+        return Some(v.clone());
+    }
+    let bytes = secret.data.as_ref()?.get(name)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
 pub fn certificate(secret: &Secret) -> Result<TlsCertificate, String> {
-    let field = |name: &str| -> Option<String> {
-        if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(name)) {
-            return Some(v.clone());
-        }
-        let bytes = secret.data.as_ref()?.get(name)?;
-        String::from_utf8(bytes.0.clone()).ok()
-    };
+    let field = |name: &str| field(secret, name);
     let (Some(cert), Some(key)) = (field("tls.crt"), field("tls.key")) else {
         return Err("tls.crt and tls.key are required".into());
     };
