@@ -383,6 +383,29 @@ pub struct UpstreamTls {
     /// The client certificate presented (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_cert: Option<TlsCertificate>,
+    /// TLS a BackendTLSPolicy asks for, to a backend outside the mesh: the
+    /// server is checked as the policy says instead of by SPIFFE identity,
+    /// and the proxy's workload certificate is not presented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyTls>,
+}
+
+/// How a BackendTLSPolicy checks the server.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PolicyTls {
+    /// The certificate must carry one of these; when empty, the SNI name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<SubjectAltName>,
+    /// Trust the system's roots (`wellKnownCACertificates: System`) instead
+    /// of `roots_pem`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system_roots: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SubjectAltName {
+    Dns(String),
+    Uri(String),
 }
 
 /// How the gateway talks to a cluster's endpoints.

@@ -2,6 +2,7 @@
 //! typed object.
 
 use crate::workload::Workload;
+use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::httproutes::HttpRoute;
 use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
@@ -27,6 +28,7 @@ pub enum Kind {
     GrpcRoute,
     TlsRoute,
     TcpRoute,
+    BackendTlsPolicy,
     ReferenceGrant,
     Service,
     EndpointSlice,
@@ -56,6 +58,9 @@ impl Kind {
                 Kind::TlsRoute
             }
             ("TCPRoute", GATEWAY_GROUP) if matches!(version, "v1" | "v1alpha2") => Kind::TcpRoute,
+            ("BackendTLSPolicy", GATEWAY_GROUP) if matches!(version, "v1" | "v1alpha3") => {
+                Kind::BackendTlsPolicy
+            }
             ("ReferenceGrant", _) if gateway_version => Kind::ReferenceGrant,
             ("Workload", "weft.dev") if version == "v1alpha1" => Kind::Workload,
             _ => return None,
@@ -71,6 +76,7 @@ impl Kind {
             Kind::GrpcRoute => "GRPCRoute",
             Kind::TlsRoute => "TLSRoute",
             Kind::TcpRoute => "TCPRoute",
+            Kind::BackendTlsPolicy => "BackendTLSPolicy",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
@@ -118,6 +124,7 @@ pub enum Object {
     GrpcRoute(GrpcRoute),
     TlsRoute(TlsRoute),
     TcpRoute(TcpRoute),
+    BackendTlsPolicy(BackendTlsPolicy),
     ReferenceGrant(ReferenceGrant),
     Service(Service),
     EndpointSlice(EndpointSlice),
@@ -215,6 +222,7 @@ fn typed(kind: Kind, doc: Value) -> Result<Object, serde_json::Error> {
         Kind::GrpcRoute => Object::GrpcRoute(from(doc)?),
         Kind::TlsRoute => Object::TlsRoute(from(doc)?),
         Kind::TcpRoute => Object::TcpRoute(from(doc)?),
+        Kind::BackendTlsPolicy => Object::BackendTlsPolicy(from(doc)?),
         Kind::ReferenceGrant => Object::ReferenceGrant(from(doc)?),
         Kind::Service => Object::Service(from(doc)?),
         Kind::EndpointSlice => Object::EndpointSlice(from(doc)?),
@@ -234,6 +242,7 @@ impl Object {
             Object::GrpcRoute(o) => &o.metadata,
             Object::TlsRoute(o) => &o.metadata,
             Object::TcpRoute(o) => &o.metadata,
+            Object::BackendTlsPolicy(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,

@@ -14,12 +14,13 @@ use tokio::sync::watch;
 use weft_api::{GatewayConfig, TlsCertificate};
 use weft_ca::workload::Svid;
 
-/// `config` with every cluster that originates TLS presenting `svid` and
-/// trusting the bundle the config carries and the one that came with `svid`.
+/// `config` with every cluster that originates mesh TLS presenting `svid`
+/// and trusting the bundle the config carries and the one that came with
+/// `svid` (not clusters whose TLS a BackendTLSPolicy asks for).
 pub fn with_identity(config: &GatewayConfig, svid: &Svid) -> GatewayConfig {
     let mut config = config.clone();
     for cluster in config.clusters.values_mut() {
-        if let Some(tls) = cluster.tls.as_mut() {
+        if let Some(tls) = cluster.tls.as_mut().filter(|t| t.policy.is_none()) {
             tls.roots_pem = union(&tls.roots_pem, &svid.bundle);
             tls.client_cert = Some(TlsCertificate {
                 cert_chain_pem: svid.chain.concat(),

@@ -35,8 +35,20 @@ pub fn certified_key(tls: &TlsCertificate) -> Result<Arc<CertifiedKey>, String> 
     Ok(Arc::new(ck))
 }
 
+/// The system's roots (`wellKnownCACertificates: System`).
+pub fn system_roots() -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs =
+        rustls_native_certs::load_native_certs().map_err(|e| format!("system roots: {e}"))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err("no system roots".into());
+    }
+    Ok(roots)
+}
+
 /// The roots of a trust bundle, PEM.
-fn root_store(roots_pem: &[String]) -> Result<rustls::RootCertStore, String> {
+pub fn root_store(roots_pem: &[String]) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();
     for pem in roots_pem {
         for der in rustls_pemfile::certs(&mut pem.as_bytes()) {
@@ -180,6 +192,121 @@ impl rustls::client::danger::ServerCertVerifier for SpiffeServerVerifier {
                 rustls::OtherError(Arc::new(UnexpectedIdentity(id))),
             )))
         }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Checks a backend's certificate as a BackendTLSPolicy says: its chain
+/// against the policy's roots, and then either the SNI name (no
+/// `subjectAltNames`) or any one of the names listed, DNS or URI.
+#[derive(Debug)]
+pub struct PolicyVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    names: Vec<weft_api::SubjectAltName>,
+}
+
+impl PolicyVerifier {
+    pub fn new(
+        roots: rustls::RootCertStore,
+        names: Vec<weft_api::SubjectAltName>,
+    ) -> Result<Self, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let inner =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| e.to_string())?;
+        Ok(PolicyVerifier { inner, names })
+    }
+}
+
+/// The URI SANs of a certificate.
+fn uri_sans(der: &[u8]) -> Vec<String> {
+    use x509_parser::prelude::*;
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+impl rustls::client::danger::ServerCertVerifier for PolicyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        use weft_api::SubjectAltName;
+        let verify = |name: &rustls::pki_types::ServerName<'_>| {
+            self.inner
+                .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+        };
+        if self.names.is_empty() {
+            return verify(server_name);
+        }
+        let mut uris = None;
+        for name in &self.names {
+            match name {
+                SubjectAltName::Dns(host) => {
+                    let Ok(host) = rustls::pki_types::ServerName::try_from(host.as_str()) else {
+                        continue;
+                    };
+                    if verify(&host).is_ok() {
+                        return Ok(rustls::client::danger::ServerCertVerified::assertion());
+                    }
+                }
+                SubjectAltName::Uri(uri) => {
+                    match verify(server_name) {
+                        Ok(_)
+                        | Err(Error::InvalidCertificate(CertificateError::NotValidForName))
+                        | Err(Error::InvalidCertificate(
+                            CertificateError::NotValidForNameContext { .. },
+                        )) => {}
+                        Err(e) => return Err(e),
+                    }
+                    if uris
+                        .get_or_insert_with(|| uri_sans(end_entity))
+                        .contains(uri)
+                    {
+                        return Ok(rustls::client::danger::ServerCertVerified::assertion());
+                    }
+                }
+            }
+        }
+        Err(Error::InvalidCertificate(CertificateError::NotValidForName))
     }
 
     fn verify_tls12_signature(

@@ -1,4 +1,7 @@
-//! TLS originated to a cluster's endpoints (mutual TLS to mesh sidecars).
+//! TLS originated to a cluster's endpoints: mutual TLS to mesh sidecars,
+//! and TLS a BackendTLSPolicy asks for (checked by `tls::PolicyVerifier`:
+//! natively by Pingora when the SNI name is what is checked, through the
+//! custom handshake when the policy lists subjectAltNames).
 //!
 //! When one identity serves the cluster (the usual case), Pingora's own
 //! rustls connector does the handshake: the server must chain to the trust
@@ -9,7 +12,7 @@
 //! Pingora cannot reuse such connections (it matches pooled connections by
 //! socket, and a custom stream has none). Configs are built per snapshot.
 
-use crate::tls::{certified_key, SpiffeServerVerifier};
+use crate::tls::{certified_key, PolicyVerifier, SpiffeServerVerifier};
 use async_trait::async_trait;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -27,7 +30,8 @@ use weft_api::{AppProtocol, UpstreamTls};
 struct Native {
     /// The identity's DNS name, sent as SNI and verified as the host name.
     sni: String,
-    roots: Arc<pingora::protocols::tls::CaType>,
+    /// `None`: the system's roots.
+    roots: Option<Arc<pingora::protocols::tls::CaType>>,
     cert_key: Option<Arc<CertKey>>,
 }
 
@@ -43,13 +47,25 @@ pub struct MeshConnector {
 
 impl MeshConnector {
     pub fn new(tls: &UpstreamTls, protocol: AppProtocol) -> Result<Self, String> {
-        let verifier = SpiffeServerVerifier::new(&tls.roots_pem, tls.identities.clone())?;
+        let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &tls.policy {
+            None => Arc::new(SpiffeServerVerifier::new(
+                &tls.roots_pem,
+                tls.identities.clone(),
+            )?),
+            Some(p) => {
+                let roots = match p.system_roots {
+                    true => crate::tls::system_roots()?,
+                    false => crate::tls::root_store(&tls.roots_pem)?,
+                };
+                Arc::new(PolicyVerifier::new(roots, p.subject_alt_names.clone())?)
+            }
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| e.to_string())?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier));
+            .with_custom_certificate_verifier(verifier);
         let mut config = match &tls.client_cert {
             Some(cert) => {
                 let ck = certified_key(cert)?;
@@ -71,6 +87,7 @@ impl MeshConnector {
             &tls.roots_pem,
             &tls.identities,
             tls.client_cert.as_ref().map(|c| &c.cert_chain_pem),
+            &tls.policy,
         )
             .hash(&mut h);
         Ok(MeshConnector {
@@ -86,13 +103,16 @@ impl MeshConnector {
     }
 }
 
-/// The native setup when exactly one identity is expected.
+/// The native setup: when exactly one identity is expected (its DNS name
+/// is checked), or a policy checks the SNI name itself.
 fn native(tls: &UpstreamTls) -> Result<Option<Native>, String> {
-    let [identity] = tls.identities.as_slice() else {
-        return Ok(None);
-    };
-    let Ok(id) = weft_ca::SpiffeId::parse(identity) else {
-        return Ok(None);
+    let sni = match (&tls.policy, tls.identities.as_slice()) {
+        (Some(p), _) if p.subject_alt_names.is_empty() => tls.sni.clone(),
+        (None, [identity]) => match weft_ca::SpiffeId::parse(identity) {
+            Ok(id) => id.dns_name(),
+            Err(_) => return Ok(None),
+        },
+        _ => return Ok(None),
     };
     let ders = |pem: &str| -> Result<Vec<Vec<u8>>, String> {
         rustls_pemfile::certs(&mut pem.as_bytes())
@@ -105,7 +125,8 @@ fn native(tls: &UpstreamTls) -> Result<Option<Native>, String> {
             roots.push(WrappedX509::new(der, parse_x509));
         }
     }
-    if roots.is_empty() {
+    let system = tls.policy.as_ref().is_some_and(|p| p.system_roots);
+    if roots.is_empty() && !system {
         return Err("no trust bundle".into());
     }
     let cert_key = match &tls.client_cert {
@@ -122,8 +143,8 @@ fn native(tls: &UpstreamTls) -> Result<Option<Native>, String> {
         None => None,
     };
     Ok(Some(Native {
-        sni: id.dns_name(),
-        roots: Arc::from(roots),
+        sni,
+        roots: (!system).then(|| Arc::from(roots)),
         cert_key,
     }))
 }
@@ -134,7 +155,7 @@ impl MeshConnector {
         let mut peer = match &self.native {
             Some(n) => {
                 let mut peer = HttpPeer::new(addr, true, n.sni.clone());
-                peer.options.ca = Some(n.roots.clone());
+                peer.options.ca = n.roots.clone();
                 peer.client_cert_key = n.cert_key.clone();
                 peer.options.verify_cert = true;
                 peer.options.verify_hostname = true;

@@ -23,6 +23,7 @@ fn gateway_config(
     protocol: AppProtocol,
 ) -> GatewayConfig {
     let tls = UpstreamTls {
+        policy: None,
         sni: "backend.shop.svc.cluster.local".into(),
         roots_pem: client.bundle.clone(),
         identities: vec![expected.to_string()],

@@ -145,12 +145,19 @@ pub fn resolve(
         (true, AppProtocol::H2c) => format!("{ns}/{}:{port}/h2c", r.name),
         _ => format!("{ns}/{}:{port}", r.name),
     };
+    // TLS a BackendTLSPolicy asks for; one that cannot be met makes the
+    // reference unusable rather than send plaintext.
+    let policy = match super::policy::for_port(store, ns, r.name, service_port.name.as_deref()) {
+        Some((_, Err(message))) => return Err(("InvalidBackendTLSPolicy", message)),
+        Some((_, Ok(tls))) => Some(tls),
+        None => None,
+    };
     if !clusters.contains_key(&name) {
         let mut cluster = Cluster {
             protocol,
             endpoints: endpoints(store, ns, r.name, svc, service_port),
             lb: lb_policy(svc),
-            tls: None,
+            tls: policy,
         };
         let (endpoints, identities) =
             mesh_endpoints(store, ns, svc, service_port, caller.trust().domain);
@@ -161,6 +168,7 @@ pub fn resolve(
                 roots_pem: caller.trust().bundle.to_vec(),
                 identities,
                 client_cert: None,
+                policy: None,
             });
         }
         clusters.insert(name.clone(), cluster);

@@ -104,6 +104,18 @@ pub fn insecure(tls: Option<&GatewayTls>) -> bool {
         })
 }
 
+/// Whether `text` holds at least one PEM certificate, all of them parsable.
+pub fn pem_certificates(text: &str) -> bool {
+    let Ok(certs) = rustls_pemfile::certs(&mut text.as_bytes()).collect::<Result<Vec<_>, _>>()
+    else {
+        return false;
+    };
+    !certs.is_empty()
+        && certs
+            .iter()
+            .all(|der| x509_parser::parse_x509_certificate(der).is_ok())
+}
+
 fn resolve(
     store: &Store,
     gateway_ns: &str,

@@ -74,6 +74,10 @@ pub struct GatewayCtx {
     pub listeners: Vec<ListenerCtx>,
     /// Some port validates client certificates in `AllowInsecureFallback`.
     pub insecure_frontend: bool,
+    /// `spec.tls.backend.clientCertificateRef`, presented to backends a
+    /// BackendTLSPolicy sends TLS to; or why it is unusable.
+    pub backend_client_cert: Option<TlsCertificate>,
+    pub client_cert_problem: Option<(&'static str, String)>,
 }
 
 /// The GatewayClasses weft owns, with their statuses; the names of the
@@ -165,6 +169,24 @@ fn gateway(
         .map(|l| listener(store, &key.namespace, gw.spec.tls.as_ref(), l))
         .collect();
     mark_conflicts(&mut listeners);
+    let client_ref = gw.spec.tls.as_ref().and_then(|t| t.backend.as_ref());
+    let client_ref = client_ref.and_then(|b| b.client_certificate_ref.as_ref());
+    let (backend_client_cert, client_cert_problem) = match client_ref {
+        None => (None, None),
+        Some(r) => {
+            let r = gateway_api::gateways::GatewayListenersTlsCertificateRefs {
+                group: r.group.clone(),
+                kind: r.kind.clone(),
+                name: r.name.clone(),
+                namespace: r.namespace.clone(),
+            };
+            match tls::resolve(store, &key.namespace, &r) {
+                Ok(cert) => (Some(cert), None),
+                Err(("RefNotPermitted", message)) => (None, Some(("RefNotPermitted", message))),
+                Err((_, message)) => (None, Some(("InvalidClientCertificateRef", message))),
+            }
+        }
+    };
     let annotations = gw.metadata.annotations.as_ref();
     let access_log = annotations
         .and_then(|a| a.get(ACCESS_LOG_ANNOTATION))
@@ -177,6 +199,8 @@ fn gateway(
         address_problem,
         listeners,
         insecure_frontend: super::frontend::insecure(gw.spec.tls.as_ref()),
+        backend_client_cert,
+        client_cert_problem,
     }
 }
 
@@ -396,6 +420,11 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
         conditions[0].reason = "ListenersNotValid".into();
         conditions[0].message = "some listeners are not valid".into();
     }
+    let mut resolved = Verdict::ok("ResolvedRefs");
+    if let Some((reason, message)) = &gw.client_cert_problem {
+        resolved.fail(reason, format!("backend client certificate: {message}"));
+    }
+    conditions.push(resolved.condition("ResolvedRefs", "References resolved", g));
     if gw.insecure_frontend {
         conditions.push(Condition::new(
             "InsecureFrontendValidationMode",

@@ -10,6 +10,7 @@ mod grpc;
 pub mod hostname;
 mod l4;
 pub mod mesh;
+mod policy;
 mod refs;
 mod route;
 mod rules;
@@ -81,6 +82,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
             out.insert(gw.key.clone(), config);
         }
     }
+    policy::statuses(store, &policy::users(store, &gateways), &mut statuses);
     Translation {
         gateways: out,
         sidecars,
@@ -142,13 +144,21 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
             }),
         }
     }
+    // The Gateway's backend client certificate goes with every TLS a
+    // BackendTLSPolicy asks for.
+    let with_client_cert = |mut c: weft_api::Cluster| {
+        if let Some(tls) = c.tls.as_mut().filter(|t| t.policy.is_some()) {
+            tls.client_cert = gw.backend_client_cert.clone();
+        }
+        c
+    };
     GatewayConfig {
         namespace: gw.key.namespace.clone(),
         name: gw.key.name.clone(),
         ports,
         clusters: used
             .into_iter()
-            .filter_map(|c| clusters.get(&c).map(|v| (c, v.clone())))
+            .filter_map(|c| clusters.get(&c).map(|v| (c, with_client_cert(v.clone()))))
             .collect(),
         access_log: gw.access_log,
         identity: None,

@@ -1,0 +1,250 @@
+//! BackendTLSPolicy end to end: the gateway originates TLS to a backend of
+//! the test's own, sending the policy's hostname as SNI, checking the
+//! server's certificate against the policy's CA and names, and presenting
+//! the Gateway's backend client certificate. A wrong CA or a name the
+//! certificate lacks fails the request (503); a policy that cannot be met
+//! fails it without trying (500), never falling back to plaintext.
+
+mod support;
+use std::sync::Arc;
+use std::time::Duration;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const IP: &str = "127.0.57.1";
+
+struct Ca {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    pem: String,
+}
+
+fn ca() -> Ca {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let pem = params.self_signed(&key).unwrap().pem();
+    Ca { params, key, pem }
+}
+
+/// A certificate issued by `ca` with these DNS names and URIs.
+fn issue(ca: &Ca, dns: &[&str], uris: &[&str]) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    for uri in uris {
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            rcgen::string::Ia5String::try_from(*uri).unwrap(),
+        ));
+    }
+    let issuer = rcgen::Issuer::from_params(&ca.params, &ca.key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn indent(s: &str) -> String {
+    s.lines().map(|l| format!("    {l}\n")).collect()
+}
+
+/// An HTTPS backend: answers every request with the SNI it was asked for
+/// and whether the client presented a certificate of `client_ca`.
+async fn https_backend(cert: &(String, String), client_ca: &str) -> u16 {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer> = rustls_pemfile::certs(&mut cert.0.as_bytes())
+        .map(Result::unwrap)
+        .collect();
+    let key: PrivateKeyDer = rustls_pemfile::private_key(&mut cert.1.as_bytes())
+        .unwrap()
+        .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut client_ca.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let l = TcpListener::bind(format!("{IP}:0")).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(s).await else {
+                    return;
+                };
+                let (_, conn) = s.get_ref();
+                let sni = conn.server_name().unwrap_or("").to_string();
+                let client = conn.peer_certificates().is_some_and(|c| !c.is_empty());
+                let body = format!("sni={sni} client-cert={client}");
+                let mut buf = [0u8; 4096];
+                // One request per connection is enough here.
+                let _ = s.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+fn policy(name: &str, service: &str, validation: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: {name}}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: {service}}}]
+  validation: {validation}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_tls_policies() {
+    let (server_ca, other_ca, client_ca) = (ca(), ca(), ca());
+    let server = issue(
+        &server_ca,
+        &["abc.example.com"],
+        &["spiffe://abc.example.com/test-identity"],
+    );
+    let client = issue(&client_ca, &["gw.example.com"], &[]);
+    let port = https_backend(&server, &client_ca.pem).await;
+    let mut files = vec![format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: weft
+  tls: {{backend: {{clientCertificateRef: {{name: client}}}}}}
+  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: client}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{crt}  tls.key: |
+{key}---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: server-ca}}
+data:
+  ca.crt: |
+{server_ca}---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: other-ca}}
+data:
+  ca.crt: |
+{other_ca}"#,
+        crt = indent(&client.0),
+        key = indent(&client.1),
+        server_ca = indent(&server_ca.pem),
+        other_ca = indent(&other_ca.pem),
+    )];
+    let ca_ref = |cm: &str| format!(r#"[{{group: "", kind: ConfigMap, name: {cm}}}]"#);
+    let cases = [
+        ("good", format!("{{hostname: abc.example.com, caCertificateRefs: {}}}", ca_ref("server-ca"))),
+        ("uri", format!("{{hostname: abc.example.com, caCertificateRefs: {}, subjectAltNames: [{{type: URI, uri: \"spiffe://abc.example.com/test-identity\"}}]}}", ca_ref("server-ca"))),
+        ("wrong-ca", format!("{{hostname: abc.example.com, caCertificateRefs: {}}}", ca_ref("other-ca"))),
+        ("wrong-name", format!("{{hostname: mismatch.example.com, caCertificateRefs: {}}}", ca_ref("server-ca"))),
+        ("wrong-san", format!("{{hostname: abc.example.com, caCertificateRefs: {}, subjectAltNames: [{{type: Hostname, hostname: other.example.com}}]}}", ca_ref("server-ca"))),
+        ("no-ca", format!("{{hostname: abc.example.com, caCertificateRefs: {}}}", ca_ref("missing"))),
+    ];
+    for (name, validation) in &cases {
+        files.push(slice_service(name, IP, port, None));
+        files.push(policy(name, name, validation));
+        files.push(format!(
+            r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [{name}.test]
+  rules: [{{backendRefs: [{{name: {name}, port: 80}}]}}]
+"#
+        ));
+    }
+    let text = files.join("---\n");
+    let weft = Weft::up(IP, &[("all.yaml", &text)]);
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let url = format!("http://{IP}:8080/");
+    let fetch = |host: &'static str| {
+        let c = c.clone();
+        let url = url.clone();
+        async move {
+            let resp = c.get(&url).header("host", host).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the policy's route serves",
+        || async { fetch("good.test").await.0 == 200 },
+    )
+    .await;
+
+    let (status, body) = fetch("good.test").await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "sni=abc.example.com client-cert=true");
+    assert_eq!(fetch("uri.test").await.0, 200);
+    for host in ["wrong-ca.test", "wrong-name.test", "wrong-san.test"] {
+        assert_eq!(fetch(host).await.0, 503, "{host}");
+    }
+    assert_eq!(fetch("no-ca.test").await.0, 500);
+
+    let item = weft.item("BackendTLSPolicy", "no-ca").await;
+    let conditions = &item["status"]["ancestors"][0]["conditions"];
+    assert_eq!(conditions[0]["reason"], "NoValidCACertificate", "{item}");
+    assert_eq!(conditions[1]["reason"], "InvalidCACertificateRef", "{item}");
+    let item = weft.item("BackendTLSPolicy", "good").await;
+    assert_eq!(
+        item["status"]["ancestors"][0]["ancestorRef"]["name"], "gw",
+        "{item}"
+    );
+    assert_eq!(
+        item["status"]["ancestors"][0]["conditions"][0]["status"],
+        "True"
+    );
+    let gw = weft.item("Gateway", "gw").await;
+    let resolved = gw["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "ResolvedRefs")
+        .cloned()
+        .unwrap();
+    assert_eq!(resolved["status"], "True", "{gw}");
+}
