@@ -2,6 +2,7 @@
 //! the logic lives in the crates.
 
 mod analyze;
+mod conformance;
 mod echo;
 mod fetch;
 mod grpc_echo;
@@ -73,6 +74,9 @@ enum Command {
     /// Translate a folder offline and print every status; fails if any
     /// resource is not accepted.
     Analyze { dir: PathBuf },
+    /// Print the Gateway API features weft implements, as a conformance
+    /// report (the upstream ConformanceReport's shape; no test results).
+    ConformanceReport,
     /// Print the statuses of a running controller as YAML.
     Status {
         #[arg(long, default_value = "127.0.0.1:15000")]
@@ -186,6 +190,10 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Analyze { dir } => analyze::run(&dir),
             Command::Status { admin } => analyze::status(admin).await,
+            Command::ConformanceReport => {
+                print!("{}", conformance::render()?);
+                Ok(())
+            }
         }
     })
 }
