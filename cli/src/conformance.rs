@@ -50,7 +50,10 @@ const GATEWAY_EXTENDED: &[Feature] = &[
         "GatewayHTTPSListenerDetectMisdirectedRequests",
         "integration/tests/routing.rs (421)",
     ),
-    no("ListenerSet", "not yet"),
+    yes(
+        "ListenerSet",
+        "testdata/translate/listenerset, integration/tests/routing.rs",
+    ),
     yes(
         "GatewayBackendClientCertificate",
         "integration/tests/backend_tls.rs",

@@ -8,6 +8,7 @@ use gateway_api::experimental::tcproutes::TcpRoute;
 use gateway_api::gatewayclasses::GatewayClass;
 use gateway_api::gateways::Gateway;
 use gateway_api::grpcroutes::GrpcRoute;
+use gateway_api::listenersets::ListenerSet;
 use gateway_api::referencegrants::ReferenceGrant;
 use gateway_api::tlsroutes::TlsRoute;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
@@ -29,6 +30,7 @@ pub enum Kind {
     TlsRoute,
     TcpRoute,
     BackendTlsPolicy,
+    ListenerSet,
     ReferenceGrant,
     Service,
     EndpointSlice,
@@ -58,6 +60,7 @@ impl Kind {
                 Kind::TlsRoute
             }
             ("TCPRoute", GATEWAY_GROUP) if matches!(version, "v1" | "v1alpha2") => Kind::TcpRoute,
+            ("ListenerSet", GATEWAY_GROUP) if version == "v1" => Kind::ListenerSet,
             ("BackendTLSPolicy", GATEWAY_GROUP) if matches!(version, "v1" | "v1alpha3") => {
                 Kind::BackendTlsPolicy
             }
@@ -77,6 +80,7 @@ impl Kind {
             Kind::TlsRoute => "TLSRoute",
             Kind::TcpRoute => "TCPRoute",
             Kind::BackendTlsPolicy => "BackendTLSPolicy",
+            Kind::ListenerSet => "ListenerSet",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Service => "Service",
             Kind::EndpointSlice => "EndpointSlice",
@@ -125,6 +129,7 @@ pub enum Object {
     TlsRoute(TlsRoute),
     TcpRoute(TcpRoute),
     BackendTlsPolicy(BackendTlsPolicy),
+    ListenerSet(ListenerSet),
     ReferenceGrant(ReferenceGrant),
     Service(Service),
     EndpointSlice(EndpointSlice),
@@ -223,6 +228,7 @@ fn typed(kind: Kind, doc: Value) -> Result<Object, serde_json::Error> {
         Kind::TlsRoute => Object::TlsRoute(from(doc)?),
         Kind::TcpRoute => Object::TcpRoute(from(doc)?),
         Kind::BackendTlsPolicy => Object::BackendTlsPolicy(from(doc)?),
+        Kind::ListenerSet => Object::ListenerSet(from(doc)?),
         Kind::ReferenceGrant => Object::ReferenceGrant(from(doc)?),
         Kind::Service => Object::Service(from(doc)?),
         Kind::EndpointSlice => Object::EndpointSlice(from(doc)?),
@@ -243,6 +249,7 @@ impl Object {
             Object::TlsRoute(o) => &o.metadata,
             Object::TcpRoute(o) => &o.metadata,
             Object::BackendTlsPolicy(o) => &o.metadata,
+            Object::ListenerSet(o) => &o.metadata,
             Object::ReferenceGrant(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,

@@ -258,3 +258,62 @@ async fn websocket_upgrades_become_a_tunnel() {
     }
     drop(weft);
 }
+
+/// A ListenerSet adds a listener to a Gateway that allows it; routes attach
+/// to it by a ListenerSet parentRef and are served on its port, while a
+/// ListenerSet the Gateway does not allow adds nothing.
+#[tokio::test]
+async fn listener_sets_add_listeners_to_a_gateway() {
+    let ip = "127.0.58.1";
+    let sets = r#"apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {name: extra}
+spec:
+  parentRef: {name: gw}
+  listeners: [{name: extra, port: 8081, protocol: HTTP, hostname: extra.example.com}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: ListenerSet
+metadata: {name: other, namespace: team}
+spec:
+  parentRef: {name: gw, namespace: default}
+  listeners: [{name: other, port: 8082, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: on-set}
+spec:
+  parentRefs: [{kind: ListenerSet, name: extra}]
+  rules: [{backendRefs: [{name: v2, port: 80}]}]
+"#;
+    // The base Gateway, allowing ListenerSets from its own namespace.
+    let base = base(ip).replace(
+        "  gatewayClassName: weft\n",
+        "  gatewayClassName: weft\n  allowedListeners: {namespaces: {from: Same}}\n",
+    );
+    let weft = Weft::up(ip, &[("base.yaml", &base), ("sets.yaml", sets)]);
+    let c = client(&[]);
+    let url = format!("http://{ip}:8081/");
+    eventually(
+        Duration::from_secs(20),
+        "the ListenerSet's listener serves",
+        || async { get(&c, &url, "extra.example.com").await.0 == 200 },
+    )
+    .await;
+    let (_, body) = get(&c, &url, "extra.example.com").await;
+    assert_eq!(body["pod"], "v2");
+    // Only the listener's hostname.
+    assert_eq!(get(&c, &url, "other.example.com").await.0, 404);
+    // Not allowed: nothing listens on its port.
+    assert!(c.get(format!("http://{ip}:8082/")).send().await.is_err());
+    let set = weft.item("ListenerSet", "extra").await;
+    assert_eq!(set["status"]["conditions"][0]["status"], "True", "{set}");
+    assert_eq!(set["status"]["listeners"][0]["attachedRoutes"], 1, "{set}");
+    let gw = weft.item("Gateway", "gw").await;
+    assert_eq!(gw["status"]["attachedListenerSets"], 1, "{gw}");
+    assert_eq!(gw["status"]["listeners"].as_array().unwrap().len(), 1);
+}

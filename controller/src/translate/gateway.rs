@@ -26,6 +26,10 @@ pub enum AllowedFrom {
 
 pub struct ListenerCtx {
     pub name: String,
+    /// The ListenerSet that brought it, or `None` for the Gateway's own.
+    pub owner: Option<ObjKey>,
+    /// Its resource's namespace: `allowedRoutes` `Same` means this one.
+    pub namespace: String,
     pub port: u16,
     pub protocol: Option<Protocol>,
     pub hostname: Option<String>,
@@ -78,6 +82,8 @@ pub struct GatewayCtx {
     /// BackendTLSPolicy sends TLS to; or why it is unusable.
     pub backend_client_cert: Option<TlsCertificate>,
     pub client_cert_problem: Option<(&'static str, String)>,
+    /// The ListenerSets that name this Gateway their parent.
+    pub listener_sets: Vec<super::listenerset::Attached>,
 }
 
 /// The GatewayClasses weft owns, with their statuses; the names of the
@@ -166,8 +172,9 @@ fn gateway(
         .spec
         .listeners
         .iter()
-        .map(|l| listener(store, &key.namespace, gw.spec.tls.as_ref(), l))
+        .map(|l| listener(store, &key.namespace, None, gw.spec.tls.as_ref(), l))
         .collect();
+    let listener_sets = super::listenerset::merge(store, key, gw, &mut listeners);
     mark_conflicts(&mut listeners);
     let client_ref = gw.spec.tls.as_ref().and_then(|t| t.backend.as_ref());
     let client_ref = client_ref.and_then(|b| b.client_certificate_ref.as_ref());
@@ -180,7 +187,7 @@ fn gateway(
                 name: r.name.clone(),
                 namespace: r.namespace.clone(),
             };
-            match tls::resolve(store, &key.namespace, &r) {
+            match tls::resolve(store, &key.namespace, "Gateway", &r) {
                 Ok(cert) => (Some(cert), None),
                 Err(("RefNotPermitted", message)) => (None, Some(("RefNotPermitted", message))),
                 Err((_, message)) => (None, Some(("InvalidClientCertificateRef", message))),
@@ -201,6 +208,7 @@ fn gateway(
         insecure_frontend: super::frontend::insecure(gw.spec.tls.as_ref()),
         backend_client_cert,
         client_cert_problem,
+        listener_sets,
     }
 }
 
@@ -214,12 +222,19 @@ fn route_kinds(protocol: Option<Protocol>) -> &'static [&'static str] {
     }
 }
 
-fn listener(
+/// One listener of a Gateway in `gateway_ns`, or of the ListenerSet `owner`
+/// (its certificate references are the ListenerSet's to make).
+pub fn listener(
     store: &Store,
     gateway_ns: &str,
+    owner: Option<&ObjKey>,
     gateway_tls: Option<&gateway_api::gateways::GatewayTls>,
     l: &GatewayListeners,
 ) -> ListenerCtx {
+    let (ref_ns, from_kind) = match owner {
+        Some(ls) => (ls.namespace.as_str(), "ListenerSet"),
+        None => (gateway_ns, "Gateway"),
+    };
     let mut accepted = Verdict::ok("Accepted");
     let mut resolved = Verdict::ok("ResolvedRefs");
     let protocol = match l.protocol.as_str() {
@@ -330,7 +345,7 @@ fn listener(
             );
         }
         for r in refs {
-            match tls::resolve(store, gateway_ns, r) {
+            match tls::resolve(store, ref_ns, from_kind, r) {
                 Ok(cert) => {
                     tls_cert.get_or_insert(cert);
                 }
@@ -356,6 +371,8 @@ fn listener(
     }
     ListenerCtx {
         name: l.name.clone(),
+        owner: owner.cloned(),
+        namespace: ref_ns.to_string(),
         port,
         protocol,
         hostname,
@@ -373,12 +390,17 @@ fn listener(
 }
 
 /// Listeners sharing a port must agree on the protocol and differ by
-/// hostname; those that do not are Conflicted.
+/// hostname; those that do not are Conflicted. Between a Gateway and its
+/// ListenerSets (or two ListenerSets) the earlier listener keeps its place
+/// and only the later one is Conflicted.
 fn mark_conflicts(listeners: &mut [ListenerCtx]) {
     let n = listeners.len();
     for i in 0..n {
         for j in 0..n {
             if i == j || listeners[i].port != listeners[j].port || listeners[j].protocol.is_none() {
+                continue;
+            }
+            if listeners[i].owner != listeners[j].owner && j > i {
                 continue;
             }
             if listeners[i].protocol != listeners[j].protocol {
@@ -407,8 +429,10 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
             format!("cannot listen: {}", bind_errors.join("; ")),
         );
     }
-    let valid = gw.listeners.iter().filter(|l| l.usable()).count();
-    if valid == 0 && !gw.listeners.is_empty() && accepted.is_ok() {
+    // A Gateway's status is about its own listeners.
+    let own: Vec<&ListenerCtx> = gw.listeners.iter().filter(|l| l.owner.is_none()).collect();
+    let valid = own.iter().filter(|l| l.usable()).count();
+    if valid == 0 && !own.is_empty() && accepted.is_ok() {
         accepted.fail("ListenersNotValid", "no listener is valid");
         programmed.fail("Invalid", "no listener is valid");
     }
@@ -416,7 +440,7 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
         accepted.condition("Accepted", "Accepted by weft", g),
         programmed.condition("Programmed", "Programmed by weft", g),
     ];
-    if valid < gw.listeners.len() && valid > 0 && accepted.is_ok() {
+    if valid < own.len() && valid > 0 && accepted.is_ok() {
         conditions[0].reason = "ListenersNotValid".into();
         conditions[0].message = "some listeners are not valid".into();
     }
@@ -434,7 +458,7 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
             g,
         ));
     }
-    let listeners: Vec<Value> = gw.listeners.iter().map(|l| listener_status(l, g)).collect();
+    let listeners: Vec<Value> = own.iter().map(|l| listener_status(l, g)).collect();
     // Addresses that could not be bound are not the Gateway's.
     // Each error reads "<address>:<port>: <reason>".
     let unusable = |a: &IpAddr| {
@@ -450,10 +474,16 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
         .filter(|a| !unusable(a))
         .map(|a| json!({"type": "IPAddress", "value": a.to_string()}))
         .collect();
-    json!({ "addresses": addresses, "conditions": conditions, "listeners": listeners })
+    let mut status =
+        json!({ "addresses": addresses, "conditions": conditions, "listeners": listeners });
+    if !gw.listener_sets.is_empty() {
+        let attached = gw.listener_sets.iter().filter(|ls| ls.accepted(gw)).count();
+        status["attachedListenerSets"] = json!(attached);
+    }
+    status
 }
 
-fn listener_status(l: &ListenerCtx, g: i64) -> Value {
+pub fn listener_status(l: &ListenerCtx, g: i64) -> Value {
     let mut accepted = l.accepted.clone();
     if let Some(reason) = l.conflict {
         accepted.fail(

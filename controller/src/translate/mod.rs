@@ -9,6 +9,7 @@ mod gateway;
 mod grpc;
 pub mod hostname;
 mod l4;
+mod listenerset;
 pub mod mesh;
 mod policy;
 mod refs;
@@ -75,7 +76,10 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
             .get(&gw.key)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        statuses.insert(gw.key.clone(), gateway::status(gw, errors));
+        let status = gateway::status(gw, errors);
+        let accepted = status["conditions"][0]["status"] == "True";
+        statuses.insert(gw.key.clone(), status);
+        listenerset::statuses(gw, accepted, &mut statuses);
         if gw.address_problem.is_none() {
             let mut config = ir(gw, &clusters);
             config.identity = Some(gateway_identity(td, &gw.key));

@@ -182,19 +182,28 @@ fn attach_all(
     for parent in &route.parents {
         let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
         let kind = parent.kind.as_deref().unwrap_or("Gateway");
-        if group != GATEWAY_GROUP || kind != "Gateway" {
-            continue;
-        }
-        let gw_ns = parent.namespace.as_deref().unwrap_or(&key.namespace);
-        let Some(gw) = gateways
-            .iter_mut()
-            .find(|g| g.key.namespace == gw_ns && g.key.name == parent.name)
-        else {
+        let parent_ns = parent.namespace.as_deref().unwrap_or(&key.namespace);
+        // A Gateway parent means its own listeners; a ListenerSet parent,
+        // that ListenerSet's listeners on whichever Gateway took them.
+        let owner = match (group, kind) {
+            (GATEWAY_GROUP, "Gateway") => None,
+            (GATEWAY_GROUP, "ListenerSet") => Some(ObjKey {
+                kind: Kind::ListenerSet,
+                namespace: parent_ns.to_string(),
+                name: parent.name.clone(),
+            }),
+            _ => continue,
+        };
+        let gw = gateways.iter_mut().find(|g| match &owner {
+            None => g.key.namespace == parent_ns && g.key.name == parent.name,
+            Some(ls) => g.listeners.iter().any(|l| l.owner.as_ref() == Some(ls)),
+        });
+        let Some(gw) = gw else {
             continue;
         };
         let mut accepted = Verdict::ok("Accepted");
         let unsupported = &route.problems.unsupported;
-        match attach(store, &route, parent, gw) {
+        match attach(store, &route, parent, gw, owner.as_ref()) {
             Err((reason, message)) => accepted.fail(reason, message),
             Ok(_) if route.converted.is_empty() && unsupported.is_some() => {
                 accepted.fail("UnsupportedValue", unsupported.clone().unwrap_or_default());
@@ -245,11 +254,13 @@ fn attach(
     route: &Attaching<'_>,
     parent: &ParentRef,
     gw: &GatewayCtx,
+    owner: Option<&ObjKey>,
 ) -> Result<Vec<usize>, (&'static str, String)> {
     let named: Vec<usize> = (0..gw.listeners.len())
         .filter(|&i| {
             let l = &gw.listeners[i];
-            parent.section_name.as_deref().is_none_or(|s| s == l.name)
+            l.owner.as_ref() == owner
+                && parent.section_name.as_deref().is_none_or(|s| s == l.name)
                 && parent.port.is_none_or(|p| i32::from(l.port) == p)
         })
         .collect();
@@ -266,7 +277,7 @@ fn attach(
         .filter(|&i| {
             let l = &gw.listeners[i];
             let ns_ok = match &l.allowed_from {
-                AllowedFrom::Same => *ns == gw.key.namespace,
+                AllowedFrom::Same => *ns == l.namespace,
                 AllowedFrom::All => true,
                 AllowedFrom::Selector(sel) => sel.matches(&ns_labels).unwrap_or(false),
             };

@@ -11,9 +11,12 @@ use weft_api::TlsCertificate;
 /// Why a certificate reference is unusable: (reason, message).
 pub type RefProblem = (&'static str, String);
 
+/// Resolves a certificateRef made by a `from_kind` (Gateway or ListenerSet)
+/// in `gateway_ns`.
 pub fn resolve(
     store: &Store,
     gateway_ns: &str,
+    from_kind: &str,
     r: &GatewayListenersTlsCertificateRefs,
 ) -> Result<TlsCertificate, RefProblem> {
     let group = r.group.as_deref().unwrap_or("");
@@ -27,7 +30,7 @@ pub fn resolve(
     let ns = r.namespace.as_deref().unwrap_or(gateway_ns);
     let from = From {
         group: GATEWAY_GROUP,
-        kind: "Gateway",
+        kind: from_kind,
         namespace: gateway_ns,
     };
     let to = To {
