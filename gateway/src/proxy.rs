@@ -11,10 +11,10 @@
 //! - `response_filter` applies response header filters.
 //! - `fail_to_connect` retries a failed connection on another endpoint.
 //! - `fail_to_proxy` maps failures to status codes (`crate::rescue`).
+//! - `logging` releases the endpoint for least-request balancing.
 //!
 //! What the gateway answers itself, a gRPC caller gets as a gRPC status
 //! (`crate::grpc`).
-//! - `logging` releases the endpoint for least-request balancing.
 
 use crate::balancer::ClusterState;
 use crate::conn::ConnInfo;

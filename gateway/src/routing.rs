@@ -2,8 +2,8 @@
 //! Host; by SNI for TLS, with 421 when the two disagree) → virtual host →
 //! first matching route → weighted backend. What needs no backend is
 //! answered here: 404 for no route, redirects, CORS preflights, 500 for a
-//! rule whose backends are all invalid. A host no virtual host serves is reported as
-//! such, so the proxy can discover it or pass it through.
+//! rule whose backends are all invalid. A host no virtual host serves is
+//! reported as such, so the proxy can discover it or pass it through.
 
 use crate::balancer::ClusterState;
 use crate::conn::ConnInfo;

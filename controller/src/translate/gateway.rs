@@ -510,9 +510,11 @@ pub fn listener_status(l: &ListenerCtx, g: i64) -> Value {
         ),
         None => Condition::new("Conflicted", false, "NoConflicts", "no conflict", g),
     };
+    // A conflicted listener takes no routes of any kind.
     let kinds: Vec<Value> = l
         .kinds
         .iter()
+        .filter(|_| l.conflict.is_none())
         .map(|k| json!({"group": GATEWAY_GROUP, "kind": k}))
         .collect();
     json!({
