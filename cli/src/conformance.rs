@@ -229,7 +229,10 @@ const PROFILES: &[Profile] = &[
         name: "MESH-GRPC",
         core: &[
             yes("Mesh", "integration/tests/mesh.rs"),
-            no("GRPCRoute", "GRPCRoutes on a Service are not read yet"),
+            yes(
+                "GRPCRoute",
+                "integration/tests/mesh_h2.rs, testdata/translate/features",
+            ),
         ],
         extended: &[MESH_EXTENDED],
     },

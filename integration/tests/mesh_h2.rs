@@ -84,6 +84,24 @@ apiVersion: v1
 kind: Service
 metadata: {name: web, namespace: mesh}
 spec: {selector: {app: web}, ports: [{name: http, port: 9080, targetPort: http}]}
+---
+# The caller's `weft echo` also serves gRPC; a GRPCRoute on this Service
+# lets only the Echo method through.
+apiVersion: v1
+kind: Service
+metadata: {name: caller-grpc, namespace: mesh}
+spec:
+  selector: {app: caller}
+  ports: [{name: grpc, port: 9080, targetPort: http, appProtocol: kubernetes.io/h2c}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: echo-only, namespace: mesh}
+spec:
+  parentRefs: [{group: "", kind: Service, name: caller-grpc, port: 9080}]
+  rules:
+  - matches: [{method: {service: gateway_api_conformance.echo_basic.grpcecho.GrpcEcho, method: Echo}}]
+    backendRefs: [{name: caller-grpc, port: 9080}]
 "#;
 
 /// `istio_tcp_connections_opened_total` of a sidecar's inbound side, mTLS.
@@ -150,6 +168,23 @@ async fn grpc_over_h2_between_sidecars_on_pooled_connections() {
     );
     let opened = inbound_connections(&admin, "127.0.16.3").await - before;
     assert!(opened <= 1, "20 gRPC calls opened {opened} connections");
+
+    // A GRPCRoute on a Service routes calls between sidecars by method:
+    // EchoTwo, which the server implements, matches no rule.
+    let channel = tonic::transport::Endpoint::from_static("http://127.0.16.2:15001")
+        .origin("http://caller-grpc.mesh:9080".parse().unwrap())
+        .connect_lazy();
+    let mut echo = weft_api::wire::echo::GrpcEchoClient::new(channel);
+    let request = || weft_api::wire::echo::EchoRequest {};
+    eventually(Duration::from_secs(20), "Echo gets through", || {
+        let mut echo = echo.clone();
+        async move { echo.echo(request()).await.is_ok() }
+    })
+    .await;
+    let answer = echo.echo(request()).await.unwrap().into_inner();
+    assert_eq!(answer.assertions.unwrap().context.unwrap().pod, "caller");
+    let refused = echo.echo_two(request()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented, "{refused:?}");
 
     // HTTP/1.1 calls reuse pooled connections between the sidecars too.
     let web = reqwest::Client::builder()

@@ -144,8 +144,15 @@ fn access_log(store: &Store, ns: &str, w: &crate::workload::Workload) -> bool {
     annotation(store, ns, w, super::gateway::ACCESS_LOG_ANNOTATION).as_deref() == Some("true")
 }
 
-/// The HTTPRoutes whose parents are Services, converted once, with the
-/// status of each such parent.
+/// A Service a mesh route attaches to.
+struct MeshParent {
+    namespace: Option<String>,
+    name: String,
+    port: Option<i32>,
+}
+
+/// The HTTPRoutes and GRPCRoutes whose parents are Services, converted
+/// once, with the status of each such parent.
 fn mesh_routes(
     store: &Store,
     caller: Caller<'_>,
@@ -153,21 +160,46 @@ fn mesh_routes(
     statuses: &mut BTreeMap<ObjKey, Value>,
 ) -> Vec<MeshRoute> {
     let mut out = Vec::new();
-    for (key, entry) in store.of_kind(Kind::HttpRoute) {
-        let Object::HttpRoute(route) = &entry.object else {
-            continue;
-        };
-        let services: Vec<_> = route
-            .spec
-            .parent_refs
-            .iter()
-            .flatten()
-            .filter(|p| p.group.as_deref() == Some("") && p.kind.as_deref() == Some("Service"))
-            .collect();
-        if services.is_empty() {
-            continue;
+    let routes = store
+        .of_kind(Kind::HttpRoute)
+        .chain(store.of_kind(Kind::GrpcRoute));
+    for (key, entry) in routes {
+        // Service parents: (namespace, name, port), as both kinds spell them.
+        macro_rules! services {
+            ($refs:expr) => {
+                $refs
+                    .iter()
+                    .flatten()
+                    .filter(|p| {
+                        p.group.as_deref() == Some("") && p.kind.as_deref() == Some("Service")
+                    })
+                    .map(|p| MeshParent {
+                        namespace: p.namespace.clone(),
+                        name: p.name.clone(),
+                        port: p.port,
+                    })
+                    .collect::<Vec<_>>()
+            };
         }
-        let (converted, problems) = rules::convert_route(store, caller, key, route, clusters);
+        let (services, (converted, problems)) = match &entry.object {
+            Object::HttpRoute(route) => {
+                let services = services!(route.spec.parent_refs);
+                if services.is_empty() {
+                    continue;
+                }
+                let converted = rules::convert_route(store, caller, key, route, clusters);
+                (services, converted)
+            }
+            Object::GrpcRoute(route) => {
+                let services = services!(route.spec.parent_refs);
+                if services.is_empty() {
+                    continue;
+                }
+                let converted = super::grpc::convert_route(store, caller, key, route, clusters);
+                (services, converted)
+            }
+            _ => continue,
+        };
         let mut parents = Vec::new();
         for parent in services {
             let svc_ns = parent
