@@ -12,7 +12,7 @@ use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use weft_api::{Cluster, Route};
 
 /// A parentRef as every route kind spells it.
@@ -63,6 +63,8 @@ macro_rules! l4_backend {
 struct Attaching<'a> {
     key: &'a ObjKey,
     kind: RouteKind,
+    /// Creation time, namespace, name: which of two routes is older.
+    order: rules::RouteOrder,
     generation: i64,
     hostnames: Vec<String>,
     parents: Vec<ParentRef>,
@@ -78,6 +80,7 @@ pub fn routes(
     trust: super::backend::Trust<'_>,
 ) {
     let caller = Caller::Gateway(trust);
+    let mut http_like = Vec::new();
     for (key, entry) in store.of_kind(Kind::HttpRoute) {
         let Object::HttpRoute(route) = &entry.object else {
             continue;
@@ -86,13 +89,14 @@ pub fn routes(
         let route = Attaching {
             key,
             kind: RouteKind::Http,
+            order: order_of(key, &route.metadata),
             generation: entry.generation,
             hostnames: route.spec.hostnames.clone().unwrap_or_default(),
             parents: parent_refs!(route.spec.parent_refs),
             converted,
             problems,
         };
-        attach_all(store, gateways, statuses, route);
+        http_like.push(route);
     }
     for (key, entry) in store.of_kind(Kind::GrpcRoute) {
         let Object::GrpcRoute(route) = &entry.object else {
@@ -102,13 +106,24 @@ pub fn routes(
         let route = Attaching {
             key,
             kind: RouteKind::Grpc,
+            order: order_of(key, &route.metadata),
             generation: entry.generation,
             hostnames: route.spec.hostnames.clone().unwrap_or_default(),
             parents: parent_refs!(route.spec.parent_refs),
             converted,
             problems,
         };
-        attach_all(store, gateways, statuses, route);
+        http_like.push(route);
+    }
+    // HTTPRoutes and GRPCRoutes may not share a hostname on a listener.
+    let losers = cross_kind_losers(store, gateways, &http_like);
+    for (i, route) in http_like.into_iter().enumerate() {
+        let lost: Vec<usize> = losers
+            .iter()
+            .filter(|(r, _)| *r == i)
+            .map(|(_, p)| *p)
+            .collect();
+        attach_all(store, gateways, statuses, route, &lost);
     }
     for (key, entry) in store.of_kind(Kind::TlsRoute) {
         let Object::TlsRoute(route) = &entry.object else {
@@ -131,13 +146,14 @@ pub fn routes(
         let route = Attaching {
             key,
             kind: RouteKind::Tls,
+            order: order_of(key, &route.metadata),
             generation: entry.generation,
             hostnames: route.spec.hostnames.clone(),
             parents: parent_refs!(route.spec.parent_refs),
             converted,
             problems,
         };
-        attach_all(store, gateways, statuses, route);
+        attach_all(store, gateways, statuses, route, &[]);
     }
     for (key, entry) in store.of_kind(Kind::TcpRoute) {
         let Object::TcpRoute(route) = &entry.object else {
@@ -160,50 +176,128 @@ pub fn routes(
         let route = Attaching {
             key,
             kind: RouteKind::Tcp,
+            order: order_of(key, &route.metadata),
             generation: entry.generation,
             hostnames: Vec::new(),
             parents: parent_refs!(route.spec.parent_refs),
             converted,
             problems,
         };
-        attach_all(store, gateways, statuses, route);
+        attach_all(store, gateways, statuses, route, &[]);
     }
 }
 
+fn order_of(
+    key: &ObjKey,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> rules::RouteOrder {
+    let created = meta
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    (created, key.namespace.clone(), key.name.clone())
+}
+
+/// The Gateway a parentRef names (by index), and the ListenerSet whose
+/// listeners it means (`None`: the Gateway's own).
+fn parent_gateway(
+    gateways: &[GatewayCtx],
+    route_ns: &str,
+    parent: &ParentRef,
+) -> Option<(usize, Option<ObjKey>)> {
+    let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
+    let kind = parent.kind.as_deref().unwrap_or("Gateway");
+    let parent_ns = parent.namespace.as_deref().unwrap_or(route_ns);
+    let owner = match (group, kind) {
+        (GATEWAY_GROUP, "Gateway") => None,
+        (GATEWAY_GROUP, "ListenerSet") => Some(ObjKey {
+            kind: Kind::ListenerSet,
+            namespace: parent_ns.to_string(),
+            name: parent.name.clone(),
+        }),
+        _ => return None,
+    };
+    let gw = gateways.iter().position(|g| match &owner {
+        None => g.key.namespace == parent_ns && g.key.name == parent.name,
+        Some(ls) => g.listeners.iter().any(|l| l.owner.as_ref() == Some(ls)),
+    })?;
+    Some((gw, owner))
+}
+
+/// HTTPRoutes and GRPCRoutes that claim the same hostname on a listener:
+/// the kind of the oldest such route keeps it, and the parents (route
+/// index, parentRef index) through which the other kind claims it lose.
+fn cross_kind_losers(
+    store: &Store,
+    gateways: &[GatewayCtx],
+    routes: &[Attaching<'_>],
+) -> BTreeSet<(usize, usize)> {
+    type Claim<'r> = (&'r rules::RouteOrder, RouteKind, usize, usize);
+    let mut claims: BTreeMap<(usize, usize, String), Vec<Claim<'_>>> = BTreeMap::new();
+    for (ri, route) in routes.iter().enumerate() {
+        // A route refused for its own rules claims nothing.
+        if route.converted.is_empty() && route.problems.unsupported.is_some() {
+            continue;
+        }
+        for (pi, parent) in route.parents.iter().enumerate() {
+            let Some((gi, owner)) = parent_gateway(gateways, &route.key.namespace, parent) else {
+                continue;
+            };
+            let gw = &gateways[gi];
+            let Ok(listeners) = attach(store, route, parent, gw, owner.as_ref()) else {
+                continue;
+            };
+            for li in listeners {
+                let listener = gw.listeners[li].hostname.as_deref();
+                for host in hostname::effective(&route.hostnames, listener) {
+                    let claim = (&route.order, route.kind, ri, pi);
+                    claims.entry((gi, li, host)).or_default().push(claim);
+                }
+            }
+        }
+    }
+    let mut losers = BTreeSet::new();
+    for list in claims.values() {
+        let Some(oldest) = list.iter().min_by(|a, b| a.0.cmp(b.0)) else {
+            continue;
+        };
+        for (_, kind, ri, pi) in list {
+            if *kind != oldest.1 {
+                losers.insert((*ri, *pi));
+            }
+        }
+    }
+    losers
+}
+
+/// Attaches `route` through each of its parents, except that the parents
+/// at indices `lost` are refused (a route of another kind has the host).
 fn attach_all(
     store: &Store,
     gateways: &mut [GatewayCtx],
     statuses: &mut BTreeMap<ObjKey, Value>,
     route: Attaching<'_>,
+    lost: &[usize],
 ) {
     let key = route.key;
     let g = route.generation;
     let mut parents = Vec::new();
-    for parent in &route.parents {
-        let group = parent.group.as_deref().unwrap_or(GATEWAY_GROUP);
-        let kind = parent.kind.as_deref().unwrap_or("Gateway");
-        let parent_ns = parent.namespace.as_deref().unwrap_or(&key.namespace);
-        // A Gateway parent means its own listeners; a ListenerSet parent,
-        // that ListenerSet's listeners on whichever Gateway took them.
-        let owner = match (group, kind) {
-            (GATEWAY_GROUP, "Gateway") => None,
-            (GATEWAY_GROUP, "ListenerSet") => Some(ObjKey {
-                kind: Kind::ListenerSet,
-                namespace: parent_ns.to_string(),
-                name: parent.name.clone(),
-            }),
-            _ => continue,
-        };
-        let gw = gateways.iter_mut().find(|g| match &owner {
-            None => g.key.namespace == parent_ns && g.key.name == parent.name,
-            Some(ls) => g.listeners.iter().any(|l| l.owner.as_ref() == Some(ls)),
-        });
-        let Some(gw) = gw else {
+    for (pi, parent) in route.parents.iter().enumerate() {
+        let Some((gi, owner)) = parent_gateway(gateways, &key.namespace, parent) else {
             continue;
         };
+        let gw = &mut gateways[gi];
         let mut accepted = Verdict::ok("Accepted");
         let unsupported = &route.problems.unsupported;
-        match attach(store, &route, parent, gw, owner.as_ref()) {
+        let attached = if lost.contains(&pi) {
+            let message = "an older route of another kind (HTTPRoute or GRPCRoute) has this \
+                           hostname on the listener";
+            Err(("Conflicted", message.to_string()))
+        } else {
+            attach(store, &route, parent, gw, owner.as_ref())
+        };
+        match attached {
             Err((reason, message)) => accepted.fail(reason, message),
             Ok(_) if route.converted.is_empty() && unsupported.is_some() => {
                 accepted.fail("UnsupportedValue", unsupported.clone().unwrap_or_default());
