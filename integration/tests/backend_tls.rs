@@ -8,78 +8,17 @@
 mod support;
 use std::sync::Arc;
 use std::time::Duration;
+use support::pki::{ca, indent, issue, server_config};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const IP: &str = "127.0.57.1";
 
-struct Ca {
-    params: rcgen::CertificateParams,
-    key: rcgen::KeyPair,
-    pem: String,
-}
-
-fn ca() -> Ca {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let pem = params.self_signed(&key).unwrap().pem();
-    Ca { params, key, pem }
-}
-
-/// A certificate issued by `ca` with these DNS names and URIs.
-fn issue(ca: &Ca, dns: &[&str], uris: &[&str]) -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params =
-        rcgen::CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
-            .unwrap();
-    for uri in uris {
-        params.subject_alt_names.push(rcgen::SanType::URI(
-            rcgen::string::Ia5String::try_from(*uri).unwrap(),
-        ));
-    }
-    let issuer = rcgen::Issuer::from_params(&ca.params, &ca.key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}\n")).collect()
-}
-
 /// An HTTPS backend: answers every request with the SNI it was asked for
 /// and whether the client presented a certificate of `client_ca`.
 async fn https_backend(cert: &(String, String), client_ca: &str) -> u16 {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer> = rustls_pemfile::certs(&mut cert.0.as_bytes())
-        .map(Result::unwrap)
-        .collect();
-    let key: PrivateKeyDer = rustls_pemfile::private_key(&mut cert.1.as_bytes())
-        .unwrap()
-        .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pemfile::certs(&mut client_ca.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)
-        .unwrap();
+    let config = server_config(cert, Some(client_ca));
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let l = TcpListener::bind(format!("{IP}:0")).await.unwrap();
     let port = l.local_addr().unwrap().port();

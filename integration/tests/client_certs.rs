@@ -7,42 +7,12 @@
 mod support;
 use std::sync::Arc;
 use std::time::Duration;
+use support::pki::{ca, indent, issue};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const IP: &str = "127.0.56.1";
-
-struct Ca {
-    params: rcgen::CertificateParams,
-    key: rcgen::KeyPair,
-    pem: String,
-}
-
-fn ca() -> Ca {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    let pem = params.self_signed(&key).unwrap().pem();
-    Ca { params, key, pem }
-}
-
-/// A certificate for `name` issued by `ca`: (cert PEM, key PEM).
-fn issue(ca: &Ca, name: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
-    let issuer = rcgen::Issuer::from_params(&ca.params, &ca.key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
-
-fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("    {l}\n")).collect()
-}
 
 /// A GET over TLS to `port`, trusting `root`, presenting `client` if any:
 /// the status line, or the error.
@@ -98,9 +68,9 @@ async fn get_with(
 async fn client_certificates_are_validated() {
     let (trusted, other) = (ca(), ca());
     let server_ca = ca();
-    let server = issue(&server_ca, "gw.example.com");
-    let good = issue(&trusted, "client.example.com");
-    let bad = issue(&other, "client.example.com");
+    let server = issue(&server_ca, &["gw.example.com"], &[]);
+    let good = issue(&trusted, &["client.example.com"], &[]);
+    let bad = issue(&other, &["client.example.com"], &[]);
     let config = format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass

@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use support::pki::{server_config, tls_secret};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -17,15 +18,6 @@ const IP: &str = "127.0.55.1";
 fn cert(host: &str) -> (String, String) {
     let ck = rcgen::generate_simple_self_signed(vec![host.to_string()]).unwrap();
     (ck.cert.pem(), ck.signing_key.serialize_pem())
-}
-
-fn secret(name: &str, (cert, key): &(String, String)) -> String {
-    let indent = |s: &str| s.lines().map(|l| format!("    {l}\n")).collect::<String>();
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\ntype: kubernetes.io/tls\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
-        indent(cert),
-        indent(key)
-    )
 }
 
 /// A TCP server that answers each connection's first read with `name:`
@@ -50,21 +42,7 @@ async fn tagged_echo(name: &'static str) -> u16 {
 /// A TLS server with its own certificate for `host` that echoes like
 /// `tagged_echo`.
 async fn tls_echo(name: &'static str, pem: &(String, String)) -> u16 {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs: Vec<CertificateDer> = rustls_pemfile::certs(&mut pem.0.as_bytes())
-        .map(Result::unwrap)
-        .collect();
-    let key: PrivateKeyDer = rustls_pemfile::private_key(&mut pem.1.as_bytes())
-        .unwrap()
-        .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .unwrap();
+    let config = server_config(pem, None);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let l = TcpListener::bind(format!("{IP}:0")).await.unwrap();
     let port = l.local_addr().unwrap().port();
@@ -188,7 +166,7 @@ spec:
   hostnames: [term.example.com]
   rules: [{{backendRefs: [{{name: plain, port: 80}}]}}]
 "#,
-        term = secret("term", &gateway_cert),
+        term = tls_secret("term", &gateway_cert),
         sa = slice_service("a", IP, a, None),
         sb = slice_service("b", IP, b, None),
         sp = slice_service("pass", IP, pass, None),

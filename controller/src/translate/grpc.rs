@@ -24,20 +24,14 @@ pub fn convert_route(
     route: &GrpcRoute,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> (Vec<(usize, Rule)>, Problems) {
-    let created = route
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_default();
-    let mut cx = Ctx {
+    let mut cx = Ctx::new(
         store,
         caller,
-        kind: RouteKind::Grpc,
-        namespace: &key.namespace,
-        order: (created, key.namespace.clone(), key.name.clone()),
+        RouteKind::Grpc,
+        key,
+        &route.metadata,
         clusters,
-    };
+    );
     let mut problems = Problems::default();
     let converted = route
         .spec

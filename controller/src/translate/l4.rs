@@ -27,19 +27,7 @@ pub fn convert_route<'a>(
     rules_: impl Iterator<Item = Vec<L4Backend<'a>>>,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> (Vec<(usize, Rule)>, Problems) {
-    let created = metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_default();
-    let mut cx = Ctx {
-        store,
-        caller,
-        kind,
-        namespace: &key.namespace,
-        order: (created, key.namespace.clone(), key.name.clone()),
-        clusters,
-    };
+    let mut cx = Ctx::new(store, caller, kind, key, metadata, clusters);
     let mut problems = Problems::default();
     let mut converted = Vec::new();
     'rules: for (i, refs) in rules_.enumerate() {

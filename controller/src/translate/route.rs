@@ -89,7 +89,7 @@ pub fn routes(
         let route = Attaching {
             key,
             kind: RouteKind::Http,
-            order: order_of(key, &route.metadata),
+            order: rules::route_order(key, &route.metadata),
             generation: entry.generation,
             hostnames: route.spec.hostnames.clone().unwrap_or_default(),
             parents: parent_refs!(route.spec.parent_refs),
@@ -106,7 +106,7 @@ pub fn routes(
         let route = Attaching {
             key,
             kind: RouteKind::Grpc,
-            order: order_of(key, &route.metadata),
+            order: rules::route_order(key, &route.metadata),
             generation: entry.generation,
             hostnames: route.spec.hostnames.clone().unwrap_or_default(),
             parents: parent_refs!(route.spec.parent_refs),
@@ -146,7 +146,7 @@ pub fn routes(
         let route = Attaching {
             key,
             kind: RouteKind::Tls,
-            order: order_of(key, &route.metadata),
+            order: rules::route_order(key, &route.metadata),
             generation: entry.generation,
             hostnames: route.spec.hostnames.clone(),
             parents: parent_refs!(route.spec.parent_refs),
@@ -176,7 +176,7 @@ pub fn routes(
         let route = Attaching {
             key,
             kind: RouteKind::Tcp,
-            order: order_of(key, &route.metadata),
+            order: rules::route_order(key, &route.metadata),
             generation: entry.generation,
             hostnames: Vec::new(),
             parents: parent_refs!(route.spec.parent_refs),
@@ -185,18 +185,6 @@ pub fn routes(
         };
         attach_all(store, gateways, statuses, route, &[]);
     }
-}
-
-fn order_of(
-    key: &ObjKey,
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> rules::RouteOrder {
-    let created = meta
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_default();
-    (created, key.namespace.clone(), key.name.clone())
 }
 
 /// The Gateway a parentRef names (by index), and the ListenerSet whose

@@ -8,6 +8,7 @@ use gateway_api::experimental::httproutes::{
     HttpRouteRulesMatches, HttpRouteRulesMatchesHeadersType as HeaderType,
     HttpRouteRulesMatchesPathType as PathType, HttpRouteRulesMatchesQueryParamsType as QueryType,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use weft_api::{
@@ -70,20 +71,8 @@ pub fn convert_route(
     route: &gateway_api::experimental::httproutes::HttpRoute,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> (Vec<(usize, Rule)>, Problems) {
-    let created = route
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| t.0.to_string())
-        .unwrap_or_default();
-    let mut cx = Ctx {
-        store,
-        caller,
-        kind: backend::RouteKind::Http,
-        namespace: &key.namespace,
-        order: (created, key.namespace.clone(), key.name.clone()),
-        clusters,
-    };
+    let kind = backend::RouteKind::Http;
+    let mut cx = Ctx::new(store, caller, kind, key, &route.metadata, clusters);
     let mut problems = Problems::default();
     let converted = route
         .spec
@@ -94,6 +83,37 @@ pub fn convert_route(
         .filter_map(|(i, r)| convert(&mut cx, r, i, &mut problems).map(|rule| (i, rule)))
         .collect();
     (converted, problems)
+}
+
+/// Creation time, namespace, name of a route: its place among routes.
+pub fn route_order(key: &crate::resources::ObjKey, meta: &ObjectMeta) -> RouteOrder {
+    let created = meta
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    (created, key.namespace.clone(), key.name.clone())
+}
+
+impl<'a> Ctx<'a> {
+    /// The context to convert the rules of route `key` of `kind`.
+    pub fn new(
+        store: &'a Store,
+        caller: backend::Caller<'a>,
+        kind: backend::RouteKind,
+        key: &'a crate::resources::ObjKey,
+        meta: &ObjectMeta,
+        clusters: &'a mut BTreeMap<String, Cluster>,
+    ) -> Ctx<'a> {
+        Ctx {
+            store,
+            caller,
+            kind,
+            namespace: &key.namespace,
+            order: route_order(key, meta),
+            clusters,
+        }
+    }
 }
 
 pub fn convert(

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+pub mod pki;
+
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
 pub struct Weft {
