@@ -33,6 +33,7 @@ mod snapshot;
 pub mod telemetry;
 mod tls;
 pub mod trace;
+mod upgrade;
 mod upstream_tls;
 
 pub use async_trait::async_trait;

@@ -214,7 +214,7 @@ impl ProxyHttp for WeftProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         if let Some((host, original_dst)) = &ctx.passthrough {
@@ -263,6 +263,17 @@ impl ProxyHttp for WeftProxy {
         peer.options.read_timeout = timeout;
         if let Some(t) = timeout {
             peer.options.connection_timeout = Some(t.min(CONNECT_TIMEOUT));
+        }
+        // An upgrade (a tunnel) is never tried again, so it must not start
+        // on a pooled connection the backend may have closed: a key no pool
+        // holds gives it a fresh one. To a plain backend it goes through
+        // `crate::upgrade` (a Pingora race).
+        if session.is_upgrade_req() {
+            peer.group_key = rand::random();
+            if cluster.tls.is_none() && peer.options.custom_l4.is_none() {
+                peer.options.custom_l4 =
+                    Some(std::sync::Arc::new(crate::upgrade::UpgradeConnector));
+            }
         }
         Ok(Box::new(peer))
     }
@@ -361,7 +372,7 @@ impl ProxyHttp for WeftProxy {
         }
         // A pooled connection the upstream had closed: tried again on a new
         // one, as Pingora does, without counting as a retry.
-        let replayable = !session.as_ref().retry_buffer_truncated();
+        let replayable = !session.as_ref().retry_buffer_truncated() && !session.is_upgrade_req();
         e.retry.decide_reuse(client_reused);
         let stale = e.retry() && replayable && session.req_header().method.is_idempotent();
         let failure = match e.etype() {
@@ -528,8 +539,10 @@ impl WeftProxy {
         };
         let req = Request {
             idempotent: session.req_header().method.is_idempotent(),
+            // An upgrade's "body" is the tunnel: it cannot be replayed.
             replayable: !session.as_ref().retry_buffer_truncated()
-                && session.response_written().is_none(),
+                && session.response_written().is_none()
+                && !session.is_upgrade_req(),
         };
         let policy = ctx.route.as_ref().and_then(|r| r.retry.as_ref());
         let allowed = ctx.retry.allow(policy, failure, &req, &cluster.budget);
