@@ -148,8 +148,8 @@ pub fn resolve(
     // TLS a BackendTLSPolicy asks for; one that cannot be met makes the
     // reference unusable rather than send plaintext.
     let policy = match super::policy::for_port(store, ns, r.name, service_port.name.as_deref()) {
-        Some((_, Err(message))) => return Err(("InvalidBackendTLSPolicy", message)),
-        Some((_, Ok(tls))) => Some(tls),
+        Some(Err(message)) => return Err(("InvalidBackendTLSPolicy", message)),
+        Some(Ok(tls)) => Some(tls),
         None => None,
     };
     if !clusters.contains_key(&name) {

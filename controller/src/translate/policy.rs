@@ -63,21 +63,20 @@ fn targeting<'a>(
     out
 }
 
-/// The TLS the policy that applies to a Service port asks for, with that
-/// policy's key; `Err` when that policy cannot be met.
+/// The TLS the policy that applies to a Service port asks for; `Err` when
+/// that policy cannot be met.
 pub fn for_port(
     store: &Store,
     ns: &str,
     svc: &str,
     port_name: Option<&str>,
-) -> Option<(ObjKey, Result<UpstreamTls, String>)> {
+) -> Option<Result<UpstreamTls, String>> {
     let (key, policy, _) = targeting(store, ns, svc, port_name).into_iter().next()?;
     let checked = check(store, ns, policy);
-    let result = checked.tls.ok_or_else(|| {
+    Some(checked.tls.ok_or_else(|| {
         let (_, message) = checked.accepted.unwrap_or_default();
         format!("BackendTLSPolicy {}: {message}", key.name)
-    });
-    Some((key.clone(), result))
+    }))
 }
 
 fn check(store: &Store, ns: &str, policy: &BackendTlsPolicy) -> Checked {
