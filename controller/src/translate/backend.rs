@@ -20,6 +20,20 @@ pub struct BackendRef<'a> {
     pub port: Option<i32>,
 }
 
+/// A backendRef of any generated route type, as a `BackendRef`.
+macro_rules! backend_ref {
+    ($b:expr) => {
+        $crate::translate::backend::BackendRef {
+            group: $b.group.as_deref(),
+            kind: $b.kind.as_deref(),
+            name: &$b.name,
+            namespace: $b.namespace.as_deref(),
+            port: $b.port,
+        }
+    };
+}
+pub(crate) use backend_ref;
+
 /// The kind of route that makes a reference: what a ReferenceGrant must
 /// allow it from, and how its backends speak when the Service port does not
 /// say (gRPC is HTTP/2).

@@ -3,7 +3,7 @@
 //! rest (headers, filters, weights) is what HTTPRoutes use. Backends speak
 //! h2c unless their Service port says otherwise.
 
-use super::backend::{BackendRef, Caller, RouteKind};
+use super::backend::{backend_ref, Caller, RouteKind};
 use super::rules::{self, Ctx, Problems, RouteOrder, Rule, SortKey};
 use crate::resources::ObjKey;
 use crate::store::Store;
@@ -73,24 +73,9 @@ fn convert(
             return None;
         }
     };
-    let mut backends = Vec::new();
-    for b in rule.backend_refs.iter().flatten() {
-        let r = BackendRef {
-            group: b.group.as_deref(),
-            kind: b.kind.as_deref(),
-            name: &b.name,
-            namespace: b.namespace.as_deref(),
-            port: b.port,
-        };
-        match rules::weighted(cx, &r, b.weight, &b.filters, false, problems) {
-            Ok(Some(backend)) => backends.push(backend),
-            Ok(None) => {}
-            Err(e) => {
-                problems.unsupported.get_or_insert(e);
-                return None;
-            }
-        }
-    }
+    let refs = rule.backend_refs.iter().flatten();
+    let refs = refs.map(|b| (backend_ref!(b), b.weight, &b.filters));
+    let backends = rules::backends(cx, refs, false, problems)?;
     Some(Rule {
         matches: out,
         filters,

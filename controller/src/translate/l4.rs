@@ -11,38 +11,28 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use weft_api::{Cluster, HttpMatch, Timeouts};
 
-/// A backendRef of an L4 route, as the generated types spell it.
-pub struct L4Backend<'a> {
-    pub r: BackendRef<'a>,
-    pub weight: Option<i32>,
-}
+/// L4 backendRefs carry no filters.
+const NO_FILTERS: &Option<Vec<()>> = &None;
 
-/// Converts the rules of the L4 route `key` (each rule a list of backends).
+/// Converts the rules of the L4 route `key`, each rule a list of
+/// backendRefs with their weights.
 pub fn convert_route<'a>(
     store: &Store,
     caller: Caller<'_>,
     kind: RouteKind,
     key: &ObjKey,
     metadata: &ObjectMeta,
-    rules_: impl Iterator<Item = Vec<L4Backend<'a>>>,
+    rules_: impl Iterator<Item = Vec<(BackendRef<'a>, Option<i32>)>>,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> (Vec<(usize, Rule)>, Problems) {
     let mut cx = Ctx::new(store, caller, kind, key, metadata, clusters);
     let mut problems = Problems::default();
     let mut converted = Vec::new();
-    'rules: for (i, refs) in rules_.enumerate() {
-        let mut backends = Vec::new();
-        for b in refs {
-            let none: Option<Vec<()>> = None;
-            match rules::weighted(&mut cx, &b.r, b.weight, &none, false, &mut problems) {
-                Ok(Some(backend)) => backends.push(backend),
-                Ok(None) => {}
-                Err(e) => {
-                    problems.unsupported.get_or_insert(e);
-                    continue 'rules;
-                }
-            }
-        }
+    for (i, refs) in rules_.enumerate() {
+        let refs = refs.into_iter().map(|(r, weight)| (r, weight, NO_FILTERS));
+        let Some(backends) = rules::backends(&mut cx, refs, false, &mut problems) else {
+            continue;
+        };
         let key = (
             0,
             Reverse(0),

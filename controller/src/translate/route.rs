@@ -2,7 +2,7 @@
 //! listeners, adding the route's rules to the listeners' virtual hosts, and
 //! the route's status.
 
-use super::backend::{Caller, RouteKind};
+use super::backend::{backend_ref, Caller, RouteKind};
 use super::conditions::{Condition, Verdict};
 use super::gateway::{AllowedFrom, GatewayCtx, ListenerCtx};
 use super::hostname;
@@ -39,22 +39,6 @@ macro_rules! parent_refs {
                 port: p.port,
             })
             .collect()
-    };
-}
-
-/// A backendRef of a TLSRoute or TCPRoute.
-macro_rules! l4_backend {
-    ($b:expr) => {
-        l4::L4Backend {
-            r: super::backend::BackendRef {
-                group: $b.group.as_deref(),
-                kind: $b.kind.as_deref(),
-                name: &$b.name,
-                namespace: $b.namespace.as_deref(),
-                port: $b.port,
-            },
-            weight: $b.weight,
-        }
     };
 }
 
@@ -129,11 +113,12 @@ pub fn routes(
         let Object::TlsRoute(route) = &entry.object else {
             continue;
         };
-        let rules = route
-            .spec
-            .rules
-            .iter()
-            .map(|r| r.backend_refs.iter().map(|b| l4_backend!(b)).collect());
+        let rules = route.spec.rules.iter().map(|r| {
+            r.backend_refs
+                .iter()
+                .map(|b| (backend_ref!(b), b.weight))
+                .collect()
+        });
         let (converted, problems) = l4::convert_route(
             store,
             caller,
@@ -159,11 +144,12 @@ pub fn routes(
         let Object::TcpRoute(route) = &entry.object else {
             continue;
         };
-        let rules = route
-            .spec
-            .rules
-            .iter()
-            .map(|r| r.backend_refs.iter().map(|b| l4_backend!(b)).collect());
+        let rules = route.spec.rules.iter().map(|r| {
+            r.backend_refs
+                .iter()
+                .map(|b| (backend_ref!(b), b.weight))
+                .collect()
+        });
         let (converted, problems) = l4::convert_route(
             store,
             caller,

@@ -152,24 +152,9 @@ pub fn convert(
             return None;
         }
     };
-    let mut backends = Vec::new();
-    for b in rule.backend_refs.iter().flatten() {
-        let r = BackendRef {
-            group: b.group.as_deref(),
-            kind: b.kind.as_deref(),
-            name: &b.name,
-            namespace: b.namespace.as_deref(),
-            port: b.port,
-        };
-        match weighted(cx, &r, b.weight, &b.filters, prefix_only, problems) {
-            Ok(Some(backend)) => backends.push(backend),
-            Ok(None) => {}
-            Err(e) => {
-                problems.unsupported.get_or_insert(e);
-                return None;
-            }
-        }
-    }
+    let refs = rule.backend_refs.iter().flatten();
+    let refs = refs.map(|b| (backend::backend_ref!(b), b.weight, &b.filters));
+    let backends = backends(cx, refs, prefix_only, problems)?;
     let (timeouts, retry) = match timeouts(rule).and_then(|t| Ok((t, retry(rule)?))) {
         Ok(t) => t,
         Err(e) => {
@@ -184,6 +169,29 @@ pub fn convert(
         timeouts,
         retry,
     })
+}
+
+/// The weighted backends of a rule, from (reference, weight, filters) of
+/// any route kind; `None` (the rule is dropped) for a filter weft does not
+/// support.
+pub fn backends<'b, F: serde::Serialize + 'b>(
+    cx: &mut Ctx<'_>,
+    refs: impl IntoIterator<Item = (BackendRef<'b>, Option<i32>, &'b Option<Vec<F>>)>,
+    prefix_only: bool,
+    problems: &mut Problems,
+) -> Option<Vec<WeightedBackend>> {
+    let mut out = Vec::new();
+    for (r, weight, filters) in refs {
+        match weighted(cx, &r, weight, filters, prefix_only, problems) {
+            Ok(Some(backend)) => out.push(backend),
+            Ok(None) => {}
+            Err(e) => {
+                problems.unsupported.get_or_insert(e);
+                return None;
+            }
+        }
+    }
+    Some(out)
 }
 
 /// One backendRef with its weight and filters (any route kind's, which
@@ -422,14 +430,7 @@ pub fn filters(
                     .request_mirror
                     .as_ref()
                     .ok_or_else(|| missing("RequestMirror"))?;
-                let b = &m.backend_ref;
-                let r = BackendRef {
-                    group: b.group.as_deref(),
-                    kind: b.kind.as_deref(),
-                    name: &b.name,
-                    namespace: b.namespace.as_deref(),
-                    port: b.port,
-                };
+                let r = backend::backend_ref!(m.backend_ref);
                 let percent = match (&m.percent, &m.fraction) {
                     (Some(p), _) => f64::from(*p),
                     (None, Some(fr)) => {
