@@ -74,7 +74,9 @@ backend be
   server s1 {backend}
 """
 
-WEFT_GATEWAY = """
+# A weft folder's parts: the GatewayClass, a Gateway `bench` with the
+# `{listeners}` given, and the backend as a Service with its endpoints.
+WEFT_BENCH = """
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {{name: weft}}
@@ -86,7 +88,7 @@ metadata: {{name: bench}}
 spec:
   gatewayClassName: weft
   addresses: [{{type: IPAddress, value: 127.0.0.1}}]
-  listeners: [{{name: http, port: {port}, protocol: HTTP}}]
+  listeners: {listeners}
 ---
 apiVersion: v1
 kind: Service
@@ -100,6 +102,13 @@ addressType: IPv4
 ports: [{{name: http, port: {backend_port}}}]
 endpoints: [{{addresses: ["{backend_ip}"]}}]
 """
+
+
+def weft_folder(listeners):
+    """The bench Gateway with `listeners` (YAML flow text) and the backend."""
+    return WEFT_BENCH.format(
+        listeners=listeners, backend_ip=BACKEND[0], backend_port=BACKEND[1]
+    )
 
 # Every request to the backend, whatever its host.
 CATCH_ALL = """---
@@ -202,9 +211,7 @@ class Procs:
         return self.start(name, argv, core, env)
 
     def gateway_text(self):
-        return WEFT_GATEWAY.format(
-            port=PORTS["weft"], backend_ip=BACKEND[0], backend_port=BACKEND[1]
-        )
+        return weft_folder("[{name: http, port: %d, protocol: HTTP}]" % PORTS["weft"])
 
     def weft_gateway(self, core):
         return self.weft_up("weft-gateway", self.gateway_text() + CATCH_ALL, core)

@@ -67,24 +67,12 @@ BACKEND_TLS = """
     ssl_protocols TLSv1.3;
 """
 
-WEFT_TLS = """
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: bench}}
-spec:
-  gatewayClassName: weft
-  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
-  listeners:
-  - name: https
-    port: {port}
-    protocol: HTTPS
-    tls: {{mode: Terminate, certificateRefs: [{{name: bench-tls}}]}}
----
+# The listener, and the Secret with the bench certificate.
+WEFT_TLS_LISTENER = (
+    "[{name: https, port: %d, protocol: HTTPS, "
+    "tls: {mode: Terminate, certificateRefs: [{name: bench-tls}]}}]"
+)
+WEFT_TLS_SECRET = """---
 apiVersion: v1
 kind: Secret
 metadata: {{name: bench-tls}}
@@ -94,18 +82,6 @@ stringData:
 {cert}
   tls.key: |
 {key}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: backend}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: backend-1, labels: {{kubernetes.io/service-name: backend}}}}
-addressType: IPv4
-ports: [{{name: http, port: {backend_port}}}]
-endpoints: [{{addresses: ["{backend_ip}"]}}]
 """
 
 
@@ -145,8 +121,8 @@ def start(procs, names, proxy, load):
         running["haproxy"] = procs.start(
             "haproxy-tls", ["haproxy", "-f", procs.write("haproxy-tls.cfg", conf)], proxy)
     if "weft" in names:
-        text = WEFT_TLS.format(port=PORTS["weft"], cert=indent(cert), key=indent(key),
-                               backend_ip=peers.BACKEND[0], backend_port=peers.BACKEND[1])
+        text = peers.weft_folder(WEFT_TLS_LISTENER % PORTS["weft"])
+        text += WEFT_TLS_SECRET.format(cert=indent(cert), key=indent(key))
         running["weft"] = procs.weft_up("weft-tls", text + peers.CATCH_ALL, proxy)
     for name in running:
         peers.wait_for(f"https://127.0.0.1:{PORTS[name]}/", insecure=True)
