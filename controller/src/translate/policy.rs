@@ -3,7 +3,8 @@
 //! roots) and its hostname or subjectAltNames. A policy naming the port
 //! (`sectionName`) wins over one on the whole Service; of two on the same
 //! target, the older (then the first by name) wins and the other is
-//! Conflicted. Its status lists the Gateways whose routes use the Service.
+//! Conflicted; one naming a port the Service lacks attaches nowhere. Its
+//! status lists the Gateways whose routes use the Service.
 
 use super::conditions::Verdict;
 use crate::resources::{Kind, ObjKey, Object};
@@ -157,26 +158,81 @@ fn check(store: &Store, ns: &str, policy: &BackendTlsPolicy) -> Checked {
     }
 }
 
+/// The policies in `ns` whose target names a port Service `svc` lacks
+/// (the Service existing), with that name.
+fn dangling<'a>(store: &'a Store, ns: &str, svc: &str) -> Vec<(&'a ObjKey, &'a str)> {
+    let Some(Object::Service(service)) = store.lookup(Kind::Service, ns, svc) else {
+        return Vec::new();
+    };
+    let names: Vec<&str> = service
+        .spec
+        .iter()
+        .flat_map(|s| s.ports.iter().flatten())
+        .filter_map(|p| p.name.as_deref())
+        .collect();
+    let names = &names;
+    store
+        .of_kind(Kind::BackendTlsPolicy)
+        .filter(|(key, _)| key.namespace == ns)
+        .filter_map(|(key, entry)| match &entry.object {
+            Object::BackendTlsPolicy(p) => Some((key, p)),
+            _ => None,
+        })
+        .flat_map(|(key, p)| {
+            p.spec.target_refs.iter().filter_map(move |t| {
+                let section = t.section_name.as_deref()?;
+                let ours = t.group.is_empty() && t.kind == "Service" && t.name == svc;
+                (ours && !names.contains(&section)).then_some((key, section))
+            })
+        })
+        .collect()
+}
+
 /// The status of every BackendTLSPolicy: one ancestor per Gateway (in
 /// `users`, by the Services' ports its routes send to) for each policy
 /// targeting one of those ports, the policy that applies Accepted as its
-/// check says, the others Conflicted when they share its target.
+/// check says, the others Conflicted when they share its target; a policy
+/// naming a port the Service lacks is not accepted (TargetNotFound).
 pub fn statuses(
     store: &Store,
     users: &BTreeMap<ObjKey, Vec<ServicePort>>,
     statuses: &mut BTreeMap<ObjKey, Value>,
 ) {
     let mut ancestors: BTreeMap<ObjKey, Vec<Value>> = BTreeMap::new();
+    let mut report = |key: &ObjKey, gateway: &ObjKey, accepted: Verdict, resolved: Verdict| {
+        let g = store.get(key).map_or(1, |e| e.generation);
+        ancestors.entry(key.clone()).or_default().push(json!({
+            "ancestorRef": {
+                "group": crate::resources::GATEWAY_GROUP,
+                "kind": "Gateway",
+                "namespace": gateway.namespace,
+                "name": gateway.name,
+            },
+            "controllerName": CONTROLLER_NAME,
+            "conditions": vec![
+                accepted.condition("Accepted", "Accepted", g),
+                resolved.condition("ResolvedRefs", "References resolved", g),
+            ],
+        }));
+    };
     for (gateway, ports) in users {
         let mut seen = std::collections::BTreeSet::new();
         for (ns, svc, port_name) in ports {
+            // A policy naming a port the Service lacks attaches nowhere.
+            for (key, section) in dangling(store, ns, svc) {
+                if seen.insert(key.clone()) {
+                    let mut accepted = Verdict::ok("Accepted");
+                    let message = format!("Service {svc} has no port named {section}");
+                    accepted.fail("TargetNotFound", message);
+                    report(key, gateway, accepted, Verdict::ok("ResolvedRefs"));
+                }
+            }
             let all = targeting(store, ns, svc, port_name.as_deref());
             let winner_specific = all.first().map(|(_, _, specific)| *specific);
             for (i, (key, policy, specific)) in all.iter().enumerate() {
                 if !seen.insert((*key).clone()) {
                     continue;
                 }
-                let g = store.get(key).map_or(1, |e| e.generation);
                 let checked = check(store, ns, policy);
                 let mut accepted = Verdict::ok("Accepted");
                 let mut resolved = Verdict::ok("ResolvedRefs");
@@ -190,19 +246,7 @@ pub fn statuses(
                 if let Some((reason, message)) = checked.resolved {
                     resolved.fail(reason, message);
                 }
-                ancestors.entry((*key).clone()).or_default().push(json!({
-                    "ancestorRef": {
-                        "group": crate::resources::GATEWAY_GROUP,
-                        "kind": "Gateway",
-                        "namespace": gateway.namespace,
-                        "name": gateway.name,
-                    },
-                    "controllerName": CONTROLLER_NAME,
-                    "conditions": vec![
-                        accepted.condition("Accepted", "Accepted", g),
-                        resolved.condition("ResolvedRefs", "References resolved", g),
-                    ],
-                }));
+                report(key, gateway, accepted, resolved);
             }
         }
     }
