@@ -62,6 +62,12 @@ pub struct ClientAuth {
     /// `AllowInsecureFallback`); such a peer has no identity.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub insecure_fallback: bool,
+    /// The roots are the mesh's: a verified client is a workload, and its
+    /// SPIFFE ID its identity (telemetry, `x-weft-*` metadata). Otherwise
+    /// (Gateway `spec.tls.frontend`) the client is outside the mesh, and a
+    /// SPIFFE ID in its certificate is only passed on, in XFCC.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mesh: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -31,6 +31,9 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// The client's SPIFFE ID, when it presented a certificate (mutual TLS).
     pub peer_identity: Option<String>,
+    /// The client is a mesh workload (its certificate verified against the
+    /// mesh's roots), so `peer_identity` is who it is.
+    pub mesh_peer: bool,
     /// Where the client meant to connect, when iptables redirected it here
     /// (`SO_ORIGINAL_DST`): transparent capture.
     pub original_dst: Option<std::net::SocketAddr>,

@@ -161,6 +161,7 @@ impl Listeners {
                 .client_auth
                 .as_ref()
                 .is_some_and(|c| c.insecure_fallback),
+            mesh_peers: binding.client_auth.as_ref().is_some_and(|c| c.mesh),
             tls: acceptor,
             l4,
             snapshot: self.snapshot.clone(),
@@ -218,6 +219,8 @@ struct Serving {
     /// Whether a client certificate is an identity (not under
     /// `AllowInsecureFallback`, where it need not verify).
     trust_peer: bool,
+    /// Whether verified clients are mesh workloads (`ClientAuth::mesh`).
+    mesh_peers: bool,
     proxy: Proxy,
     metrics: Arc<Metrics>,
 }
@@ -258,6 +261,7 @@ async fn accept_loop(
                 if !serving.trust_peer {
                     info.peer_identity = None;
                 }
+                info.mesh_peer = serving.mesh_peers && info.peer_identity.is_some();
                 let mtls = info.peer_identity.is_some();
                 serving.metrics.connection_opened(mtls);
                 let bytes = serving.metrics.byte_counters(mtls);
@@ -298,6 +302,7 @@ async fn handshake(
             port,
             sni: None,
             peer_identity: None,
+            mesh_peer: false,
             original_dst,
         };
         return Some((Box::new(l4), info));
@@ -321,6 +326,7 @@ async fn handshake(
         peer_identity: ssl
             .and_then(|s| s.peer_certificate_der())
             .and_then(crate::tls::spiffe_id),
+        mesh_peer: false,
         original_dst,
     };
     Some((Box::new(tls), info))

@@ -402,7 +402,7 @@ impl ProxyHttp for WeftProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // A mesh caller learns which workload answered.
-        if ConnInfo::of(session.digest()).is_some_and(|c| c.peer_identity.is_some()) {
+        if ConnInfo::of(session.digest()).is_some_and(|c| c.mesh_peer) {
             resp.insert_header(PEER_WORKLOAD, self.metrics.reporter().workload.as_str())?;
         }
         for f in ctx.backend_filters() {
@@ -480,7 +480,10 @@ impl ProxyHttp for WeftProxy {
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-        let peer = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref());
+        // A frontend client certificate is not a mesh identity.
+        let peer = ConnInfo::of(session.digest())
+            .filter(|c| c.mesh_peer)
+            .and_then(|c| c.peer_identity.as_deref());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         // Only a mesh peer may say which service it called, and who it is.
         let headers = &session.req_header().headers;

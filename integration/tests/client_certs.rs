@@ -13,10 +13,21 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const IP: &str = "127.0.56.1";
+const SPIFFE: &str = "spiffe://cluster.local/ns/default/sa/admin";
 
 /// A GET over TLS to `port`, trusting `root`, presenting `client` if any:
 /// the status line, or the error.
 async fn get_with(
+    port: u16,
+    root: &str,
+    client: Option<&(String, String)>,
+) -> Result<String, String> {
+    let text = get_response(port, root, client).await?;
+    Ok(text.lines().next().unwrap_or("").to_string())
+}
+
+/// As `get_with`, the whole response.
+async fn get_response(
     port: u16,
     root: &str,
     client: Option<&(String, String)>,
@@ -60,8 +71,7 @@ async fn get_with(
     // TLS 1.3 sends the server's verdict on the client's certificate after
     // the client thinks the handshake is done: it shows up here.
     s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&out);
-    Ok(text.lines().next().unwrap_or("").to_string())
+    Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -69,7 +79,9 @@ async fn client_certificates_are_validated() {
     let (trusted, other) = (ca(), ca());
     let server_ca = ca();
     let server = issue(&server_ca, &["gw.example.com"], &[]);
-    let good = issue(&trusted, &["client.example.com"], &[]);
+    // A frontend client may carry a SPIFFE ID; it is passed on, but it
+    // does not make the client a mesh workload.
+    let good = issue(&trusted, &["client.example.com"], &[SPIFFE]);
     let bad = issue(&other, &["client.example.com"], &[]);
     let config = format!(
         r#"apiVersion: gateway.networking.k8s.io/v1
@@ -148,6 +160,23 @@ spec:
         .await
         .unwrap()
         .contains("200"));
+    let response = get_response(9443, root, Some(&good)).await.unwrap();
+    let head = response
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        !head.contains("x-weft-workload"),
+        "a frontend client is answered as a mesh peer: {response}"
+    );
+    let body: serde_json::Value =
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(
+        body["headers"]["X-Forwarded-Client-Cert"][0],
+        format!("URI={SPIFFE}"),
+        "{body}"
+    );
     let refused = get_with(9443, root, Some(&bad)).await;
     assert!(refused.is_err(), "a certificate of another CA: {refused:?}");
     let refused = get_with(9443, root, None).await;

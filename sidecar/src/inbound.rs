@@ -40,6 +40,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
                 roots_pem: weft_gateway::identity::union(&spec.trust_bundle, &svid.bundle),
                 allow_plaintext: spec.mode == MtlsMode::Permissive,
                 insecure_fallback: false,
+                mesh: true,
             }),
             host_with_port: false,
             passthrough: false,

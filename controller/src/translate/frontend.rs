@@ -80,6 +80,7 @@ pub fn for_port(
         roots_pem: roots,
         allow_plaintext: false,
         insecure_fallback: insecure,
+        mesh: false,
     });
     Some(Validation {
         client_auth,
