@@ -8,6 +8,11 @@
 //! backend answers in microseconds and the tunnel often died. Holding the
 //! first read back lets the request's end go first, which is the order
 //! Pingora handles. Remove this once Pingora carries the fix.
+//!
+//! Upgrades to TLS backends (mesh mTLS, BackendTLSPolicy) do not go
+//! through here: decrypting the `101` takes long enough that the race was
+//! not seen in 200 upgrades over either TLS connector
+//! (`backend_tls.rs::websockets_over_backend_tls`).
 
 use async_trait::async_trait;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;

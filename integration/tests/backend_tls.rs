@@ -187,3 +187,77 @@ spec:
         .unwrap();
     assert_eq!(resolved["status"], "True", "{gw}");
 }
+
+/// WebSocket upgrades to a backend reached over TLS become tunnels, both
+/// when Pingora makes the TLS connection (the policy checks the host name)
+/// and when weft does (it checks a URI SAN); each upgrade follows a plain
+/// request, as in `routing.rs`, and the tunnel must outlive the `101`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_over_backend_tls() {
+    let ip = "127.0.57.2";
+    let server_ca = ca();
+    let server = issue(
+        &server_ca,
+        &["ws.example.com"],
+        &["spiffe://ws.example.com/echo"],
+    );
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&server, None)));
+    let l = TcpListener::bind(format!("{ip}:0")).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(s) = acceptor.accept(s).await {
+                    support::ws::backend(s).await;
+                }
+            });
+        }
+    });
+    let mut files = vec![format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: weft
+  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: server-ca}}
+data:
+  ca.crt: |
+{server_ca}"#,
+        server_ca = indent(&server_ca.pem),
+    )];
+    let ca_ref = r#"[{group: "", kind: ConfigMap, name: server-ca}]"#;
+    let cases = [
+        ("native", format!("{{hostname: ws.example.com, caCertificateRefs: {ca_ref}}}")),
+        ("custom", format!("{{hostname: ws.example.com, caCertificateRefs: {ca_ref}, subjectAltNames: [{{type: URI, uri: \"spiffe://ws.example.com/echo\"}}]}}")),
+    ];
+    for (name, validation) in &cases {
+        files.push(slice_service(name, ip, port, Some("kubernetes.io/ws")));
+        files.push(policy(name, name, validation));
+        files.push(route(name, &format!("{name}.test"), name));
+    }
+    let weft = Weft::up(ip, &[("all.yaml", &files.join("---\n"))]);
+    let addr = format!("{ip}:8080");
+    let c = client(&[]);
+    for (name, _) in &cases {
+        let host = format!("{name}.test");
+        eventually(Duration::from_secs(20), "the route is live", || async {
+            get(&c, &format!("http://{addr}/"), &host).await.0 == 400
+        })
+        .await;
+        for _ in 0..20 {
+            assert_eq!(get(&c, &format!("http://{addr}/"), &host).await.0, 400);
+            support::ws::round_trip(&addr, &host).await;
+        }
+    }
+    drop(weft);
+}

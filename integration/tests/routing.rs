@@ -189,7 +189,6 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_become_a_tunnel() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let ip = "127.0.23.1";
     // A backend that accepts the upgrade and then echoes bytes.
     let backend = tokio::net::TcpListener::bind(format!("{ip}:0"))
@@ -197,27 +196,8 @@ async fn websocket_upgrades_become_a_tunnel() {
         .unwrap();
     let port = backend.local_addr().unwrap().port();
     tokio::spawn(async move {
-        while let Ok((mut s, _)) = backend.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
-                if !head.contains("upgrade: websocket") {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                        .await;
-                    return;
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")
-                    .await;
-                loop {
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
+        while let Ok((s, _)) = backend.accept().await {
+            tokio::spawn(support::ws::backend(s));
         }
     });
     let ws = slice_service("ws", ip, port, Some("kubernetes.io/ws"));
@@ -248,24 +228,7 @@ async fn websocket_upgrades_become_a_tunnel() {
                 .0,
             400
         );
-        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        s.write_all(
-            b"GET /chat HTTP/1.1\r\nHost: ws.example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        )
-        .await
-        .unwrap();
-        let mut buf = vec![0u8; 4096];
-        let n = s.read(&mut buf).await.unwrap();
-        let head = String::from_utf8_lossy(&buf[..n]).to_string();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        for msg in [&b"hello"[..], b"over the tunnel"] {
-            s.write_all(msg).await.unwrap();
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(&buf[..n], msg);
-        }
+        support::ws::round_trip(&addr, "ws.example.com").await;
     }
     drop(weft);
 }

@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod pki;
+pub mod ws;
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
