@@ -17,9 +17,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mesh  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
 import routes  # noqa: E402
@@ -154,49 +154,6 @@ def gateway_h1(procs, args, cores):
     return result
 
 
-def sidecar_pair(procs, args, cores):
-    proxy, load = cores
-    procs.backend(load, extra_listen=[f"{peers.SERVER_IP}:9080"])
-    mesh = procs.weft_mesh("weft-mesh", proxy)
-    direct = f"http://{peers.SERVER_IP}:9080/"
-    through = f"http://{peers.CLIENT_IP}:15001/"
-    host = ["Host: server.bench:9080"]
-    peers.wait_for(direct)
-    peers.wait_for(through, {"Host": "server.bench:9080"})
-    idle_rss = peers.rss_kib(mesh.pid)
-    rate = args.rate
-    lat = {"direct": {"p50": [], "p99": [], "p99.9": []},
-           "sidecars": {"p50": [], "p99": [], "p99.9": []}}
-    cpu, sent = [], []
-    wrk(through, load, 1, host)
-    for _ in range(args.rounds):
-        ms, _ = oha(direct, load, args.duration, rate)
-        for k, v in ms.items():
-            lat["direct"][k].append(v)
-        before = peers.cpu_seconds(mesh.pid)
-        ms, n = oha(through, load, args.duration, rate, host)
-        cpu.append((peers.cpu_seconds(mesh.pid) - before) / max(n, 1) * 1000)
-        sent.append(n)
-        for k, v in ms.items():
-            lat["sidecars"][k].append(v)
-    loaded_rss = peers.rss_kib(mesh.pid)
-    # What one more (idle) sidecar costs: the same mesh with 20 more.
-    extra = 20
-    bigger = procs.weft_mesh("weft-mesh-more", proxy, idle=extra, base=1)
-    time.sleep(3)
-    per_sidecar = (peers.rss_kib(bigger.pid) - idle_rss) / extra
-    added = {k: spread([s - d for s, d in zip(lat["sidecars"][k], lat["direct"][k])])
-             for k in ("p50", "p99", "p99.9")}
-    return {
-        "rate": rate,
-        "latency_ms": {p: {k: spread(v) for k, v in d.items()} for p, d in lat.items()},
-        "added_ms": added,
-        "cpu_seconds_per_1000": spread(cpu),
-        "weft_up_rss_kib": {"idle": idle_rss, "after_load": loaded_rss},
-        "idle_sidecar_rss_kib": per_sidecar,
-    }
-
-
 def machine():
     model = ""
     try:
@@ -214,7 +171,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     ap.add_argument("--rate", type=int, default=1000, help="sidecar-pair fixed rate, req/s")
     ap.add_argument("--peers", default="nginx,haproxy,pingora,weft",
-                    help="pingora is the bare engine (gateway-h1 only)")
+                    help="pingora is the bare engine (gateway-h1 only); nginx is "
+                    "also the sidecar-pair peer (an nginx pair with mutual TLS)")
     ap.add_argument("--no-latency", dest="latency", action="store_false")
     ap.add_argument("--smoke", action="store_true",
                     help="one short round, results to a temporary folder")
@@ -246,9 +204,10 @@ def main():
                 run["scenarios"][name] = tls.gateway_tls(procs, args, cores, wrk, oha, spread)
             elif name == "route-propagation":
                 run["scenarios"][name] = routes.route_propagation(procs, args, cores)
+            elif name == "sidecar-pair":
+                run["scenarios"][name] = mesh.sidecar_pair(procs, args, cores, wrk, oha, spread)
             else:
-                fn = {"gateway-h1": gateway_h1, "sidecar-pair": sidecar_pair}[name]
-                run["scenarios"][name] = fn(procs, args, cores)
+                run["scenarios"][name] = gateway_h1(procs, args, cores)
         finally:
             procs.close()
     path = report.write(run, args.out)

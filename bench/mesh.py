@@ -1,0 +1,145 @@
+"""Scenario 5, `sidecar-pair`: the latency and CPU a client sidecar and a
+server sidecar add, with mutual TLS between them, over calling the backend
+directly at a fixed rate. The peer is the same pair built from nginx: one
+nginx (one worker, on the proxy's core, as `weft up` runs both sidecars in
+one worker) whose client side takes plain HTTP and calls its server side
+over mutual TLS 1.3 with ECDSA P-256 certificates from one CA, keeping the
+connections; the server side calls the backend."""
+
+import os
+import subprocess
+import time
+
+import peers
+
+# Both halves of the pair; the client half listens on the client's address
+# and the server half on the server's, as the sidecars do.
+NGINX_PAIR = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx-pair.pid;
+error_log {dir}/nginx-pair.err warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  upstream server_side {{ server {server_ip}:{mtls_port}; keepalive 128; keepalive_requests 1000000; }}
+  upstream app {{ server {server_ip}:{app_port}; keepalive 128; keepalive_requests 1000000; }}
+  server {{
+    listen {client_ip}:{port};
+    location / {{
+      proxy_pass https://server_side;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_protocols TLSv1.3;
+      proxy_ssl_certificate {dir}/client.crt;
+      proxy_ssl_certificate_key {dir}/client.key;
+      proxy_ssl_trusted_certificate {dir}/ca.crt;
+      proxy_ssl_verify on;
+      proxy_ssl_name server.bench;
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
+    }}
+  }}
+  server {{
+    listen {server_ip}:{mtls_port} ssl;
+    ssl_protocols TLSv1.3;
+    ssl_certificate {dir}/server.crt;
+    ssl_certificate_key {dir}/server.key;
+    ssl_client_certificate {dir}/ca.crt;
+    ssl_verify_client on;
+    location / {{
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+
+APP_PORT = 9080
+NGINX_PAIR_PORT = 15101
+NGINX_MTLS_PORT = 15106
+
+
+def pki(directory):
+    """A CA and, from it, `server.bench` and `client.bench` certificates
+    (ECDSA P-256) in `directory`."""
+    def run(*argv):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True, cwd=directory)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    run("req", "-x509", *ec, "-days", "2", "-subj", "/CN=bench-ca",
+        "-keyout", "ca.key", "-out", "ca.crt")
+    for name in ("server", "client"):
+        run("req", *ec, "-subj", f"/CN={name}.bench", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        ext = os.path.join(directory, f"{name}.ext")
+        with open(ext, "w") as f:
+            f.write(f"subjectAltName=DNS:{name}.bench\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-extfile", ext, "-out", f"{name}.crt")
+
+
+def nginx_pair(procs, core):
+    pki(procs.dir)
+    conf = NGINX_PAIR.format(dir=procs.dir, client_ip=peers.CLIENT_IP,
+                             server_ip=peers.SERVER_IP, port=NGINX_PAIR_PORT,
+                             mtls_port=NGINX_MTLS_PORT, app_port=APP_PORT)
+    path = procs.write("nginx-pair.conf", conf)
+    return procs.start("nginx-pair", ["nginx", "-c", path], core)
+
+
+def sidecar_pair(procs, args, cores, wrk, oha, spread):
+    proxy, load = cores
+    procs.backend(load, extra_listen=[f"{peers.SERVER_IP}:{APP_PORT}"])
+    mesh = procs.weft_mesh("weft-mesh", proxy)
+    urls = {
+        "direct": f"http://{peers.SERVER_IP}:{APP_PORT}/",
+        "weft": f"http://{peers.CLIENT_IP}:15001/",
+    }
+    cpu_of = {"weft": lambda: peers.cpu_seconds(mesh.pid)}
+    if "nginx" in args.peers:
+        pair = nginx_pair(procs, proxy)
+        urls["nginx"] = f"http://{peers.CLIENT_IP}:{NGINX_PAIR_PORT}/"
+        cpu_of["nginx"] = lambda: peers.group_cpu_seconds(pair.pid)
+    host = [f"Host: server.bench:{APP_PORT}"]
+    for url in urls.values():
+        peers.wait_for(url, {"Host": f"server.bench:{APP_PORT}"})
+    idle_rss = peers.rss_kib(mesh.pid)
+    rate = args.rate
+    lat = {name: {"p50": [], "p99": [], "p99.9": []} for name in urls}
+    cpu = {name: [] for name in cpu_of}
+    for name, url in urls.items():
+        if name != "direct":
+            wrk(url, load, 1, host)
+    for _ in range(args.rounds):
+        for name, url in urls.items():
+            before = cpu_of[name]() if name in cpu_of else 0.0
+            ms, n = oha(url, load, args.duration, rate, host)
+            if name in cpu_of:
+                cpu[name].append((cpu_of[name]() - before) / max(n, 1) * 1000)
+            for k, v in ms.items():
+                lat[name][k].append(v)
+    loaded_rss = peers.rss_kib(mesh.pid)
+    # What one more (idle) sidecar costs: the same mesh with 20 more.
+    extra = 20
+    bigger = procs.weft_mesh("weft-mesh-more", proxy, idle=extra, base=1)
+    time.sleep(3)
+    per_sidecar = (peers.rss_kib(bigger.pid) - idle_rss) / extra
+
+    def added(name):
+        return {k: spread([s - d for s, d in zip(lat[name][k], lat["direct"][k])])
+                for k in ("p50", "p99", "p99.9")}
+
+    pairs = {name: {"added_ms": added(name), "cpu_seconds_per_1000": spread(cpu[name])}
+             for name in cpu_of}
+    return {
+        "rate": rate,
+        "latency_ms": {p: {k: spread(v) for k, v in d.items()} for p, d in lat.items()},
+        "added_ms": pairs["weft"]["added_ms"],
+        "cpu_seconds_per_1000": pairs["weft"]["cpu_seconds_per_1000"],
+        "pairs": pairs,
+        "weft_up_rss_kib": {"idle": idle_rss, "after_load": loaded_rss},
+        "idle_sidecar_rss_kib": per_sidecar,
+    }
