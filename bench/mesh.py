@@ -15,14 +15,6 @@ import peers
 # Both halves of the pair; the client half listens on the client's address
 # and the server half on the server's, as the sidecars do.
 NGINX_PAIR = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx-pair.pid;
-error_log {dir}/nginx-pair.err warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
   upstream server_side {{ server {server_ip}:{mtls_port}; keepalive 128; keepalive_requests 1000000; }}
   upstream app {{ server {server_ip}:{app_port}; keepalive 128; keepalive_requests 1000000; }}
   server {{
@@ -54,7 +46,6 @@ http {{
       proxy_set_header Connection "";
     }}
   }}
-}}
 """
 
 APP_PORT = 9080
@@ -86,8 +77,7 @@ def nginx_pair(procs, core):
     conf = NGINX_PAIR.format(dir=procs.dir, client_ip=peers.CLIENT_IP,
                              server_ip=peers.SERVER_IP, port=NGINX_PAIR_PORT,
                              mtls_port=NGINX_MTLS_PORT, app_port=APP_PORT)
-    path = procs.write("nginx-pair.conf", conf)
-    return procs.start("nginx-pair", ["nginx", "-c", path], core)
+    return procs.nginx_with("nginx-pair", conf, core)
 
 
 def sidecar_pair(procs, args, cores, wrk, oha, spread):

@@ -17,33 +17,29 @@ BODY = "x" * 1024
 BACKEND = ("127.0.0.1", 18080)
 PORTS = {"direct": 18080, "nginx": 18081, "haproxy": 18082, "weft": 18083, "pingora": 18084}
 
-BACKEND_CONF = """
+# Every nginx of the bench: one worker, no access log, keep-alive without a
+# request limit; `{http}` is the rest of its http block.
+NGINX_MAIN = """
 worker_processes 1;
 daemon off;
-pid {dir}/backend.pid;
-error_log {dir}/backend.err warn;
+pid {dir}/{name}.pid;
+error_log {dir}/{name}.err warn;
 events {{ worker_connections 4096; }}
 http {{
   access_log off;
   keepalive_requests 1000000;
-  server {{
+{http}}}
+"""
+
+BACKEND_CONF = """  server {{
     {listen}
     {extra}
     location = /stub {{ stub_status; }}
     location / {{ default_type text/plain; return 200 '{body}'; }}
   }}
-}}
 """
 
 NGINX_CONF = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/nginx.err warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
   upstream backend {{ server {backend}; keepalive 128; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port};
@@ -53,7 +49,6 @@ http {{
       proxy_set_header Connection "";
     }}
   }}
-}}
 """
 
 HAPROXY_CONF = """
@@ -170,6 +165,11 @@ class Procs:
         self.procs.append(p)
         return p
 
+    def nginx_with(self, name, http, core):
+        """An nginx named `name` whose http block holds `http`."""
+        conf = NGINX_MAIN.format(dir=self.dir, name=name, http=http)
+        return self.start(name, ["nginx", "-c", self.write(name + ".conf", conf)], core)
+
     def write(self, name, text):
         path = os.path.join(self.dir, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -180,15 +180,12 @@ class Procs:
     def backend(self, core, extra_listen=(), extra=""):
         listens = [f"{BACKEND[0]}:{BACKEND[1]}", *extra_listen]
         listen = " ".join(f"listen {a};" for a in listens)
-        text = BACKEND_CONF.format(dir=self.dir, listen=listen, extra=extra, body=BODY)
-        conf = self.write("backend.conf", text)
-        return self.start("backend", ["nginx", "-c", conf], core)
+        http = BACKEND_CONF.format(listen=listen, extra=extra, body=BODY)
+        return self.nginx_with("backend", http, core)
 
     def nginx(self, core):
-        conf = NGINX_CONF.format(
-            dir=self.dir, port=PORTS["nginx"], backend="%s:%d" % BACKEND
-        )
-        return self.start("nginx", ["nginx", "-c", self.write("nginx.conf", conf)], core)
+        http = NGINX_CONF.format(port=PORTS["nginx"], backend="%s:%d" % BACKEND)
+        return self.nginx_with("nginx", http, core)
 
     def haproxy(self, core):
         conf = HAPROXY_CONF.format(port=PORTS["haproxy"], backend="%s:%d" % BACKEND)

@@ -16,14 +16,6 @@ PORTS = {"direct": 18440, "nginx": 18441, "haproxy": 18442, "weft": 18443}
 H2_CLIENTS, H2_STREAMS = 16, 8
 
 NGINX_TLS = """
-worker_processes 1;
-daemon off;
-pid {dir}/nginx-tls.pid;
-error_log {dir}/nginx-tls.err warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 1000000;
   upstream backend {{ server {backend}; keepalive 128; keepalive_requests 1000000; }}
   server {{
     listen 127.0.0.1:{port} ssl http2;
@@ -37,7 +29,6 @@ http {{
       proxy_set_header Connection "";
     }}
   }}
-}}
 """
 
 HAPROXY_TLS = """
@@ -110,10 +101,8 @@ def start(procs, names, proxy, load):
     backend = "%s:%d" % peers.BACKEND
     running = {"direct": None}
     if "nginx" in names:
-        conf = NGINX_TLS.format(dir=procs.dir, port=PORTS["nginx"], backend=backend,
-                                cert=cert, key=key)
-        running["nginx"] = procs.start(
-            "nginx-tls", ["nginx", "-c", procs.write("nginx-tls.conf", conf)], proxy)
+        http = NGINX_TLS.format(port=PORTS["nginx"], backend=backend, cert=cert, key=key)
+        running["nginx"] = procs.nginx_with("nginx-tls", http, proxy)
     if "haproxy" in names:
         with open(cert) as c, open(key) as k:
             pem = procs.write("haproxy.pem", c.read() + k.read())

@@ -70,20 +70,12 @@ async fn backend_tls_policies() {
     );
     let client = issue(&client_ca, &["gw.example.com"], &[]);
     let port = https_backend(&server, &client_ca.pem).await;
+    let gw = gateway(
+        "  tls: {backend: {clientCertificateRef: {name: client}}}\n  \
+         listeners: [{name: http, port: 8080, protocol: HTTP}]\n",
+    );
     let mut files = vec![format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: weft
-  tls: {{backend: {{clientCertificateRef: {{name: client}}}}}}
-  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
----
+        r#"{gw}---
 apiVersion: v1
 kind: Secret
 metadata: {{name: client}}
@@ -214,19 +206,9 @@ async fn websockets_over_backend_tls() {
             });
         }
     });
+    let gw = gateway("  listeners: [{name: http, port: 8080, protocol: HTTP}]\n");
     let mut files = vec![format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: weft
-  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
----
+        r#"{gw}---
 apiVersion: v1
 kind: ConfigMap
 metadata: {{name: server-ca}}

@@ -113,17 +113,7 @@ async fn tcp_and_tls_routes() {
     let gateway_cert = cert("term.example.com");
     let plain = tagged_echo("plain").await;
     let gateway = format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw}}
-spec:
-  gatewayClassName: weft
-  listeners:
+        r#"{gw}  listeners:
   - {{name: tcp, port: 9400, protocol: TCP}}
   - name: pass
     port: 9443
@@ -166,6 +156,7 @@ spec:
   hostnames: [term.example.com]
   rules: [{{backendRefs: [{{name: plain, port: 80}}]}}]
 "#,
+        gw = gateway(""),
         term = tls_secret("term", &gateway_cert),
         sa = slice_service("a", IP, a, None),
         sb = slice_service("b", IP, b, None),

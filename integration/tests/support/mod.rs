@@ -33,8 +33,18 @@ pub struct Weft {
 /// same names.
 pub fn base(ip: &str) -> String {
     format!(
-        r#"
-apiVersion: gateway.networking.k8s.io/v1
+        "{gw}---\n{v1}\n---\n{v2}\n",
+        gw = gateway("  listeners:\n  - {name: http, port: 8080, protocol: HTTP}\n"),
+        v1 = echo("v1", ip, 9001),
+        v2 = echo("v2", ip, 9002)
+    )
+}
+
+/// The GatewayClass `weft` and a Gateway `gw` of it; `spec` is the rest of
+/// the Gateway's spec, YAML indented by two spaces, ending in a newline.
+pub fn gateway(spec: &str) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {{name: weft}}
 spec: {{controllerName: weft.dev/gateway-controller}}
@@ -44,15 +54,7 @@ kind: Gateway
 metadata: {{name: gw}}
 spec:
   gatewayClassName: weft
-  listeners:
-  - {{name: http, port: 8080, protocol: HTTP}}
----
-{v1}
----
-{v2}
-"#,
-        v1 = echo("v1", ip, 9001),
-        v2 = echo("v2", ip, 9002)
+{spec}"#
     )
 }
 
