@@ -35,11 +35,13 @@ mod tls;
 pub mod trace;
 mod upgrade;
 mod upstream_tls;
+mod verify;
 
 pub use async_trait::async_trait;
 pub use error::GatewayError;
 pub use snapshot::Snapshot;
-pub use tls::{spiffe_id, SpiffeServerVerifier};
+pub use tls::spiffe_id;
+pub use verify::ServerVerifier;
 
 use arc_swap::ArcSwapOption;
 use pingora::apps::HttpServerOptions;

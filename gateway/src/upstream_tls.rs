@@ -1,5 +1,5 @@
 //! TLS originated to a cluster's endpoints: mutual TLS to mesh sidecars,
-//! and TLS a BackendTLSPolicy asks for (checked by `tls::PolicyVerifier`:
+//! and TLS a BackendTLSPolicy asks for (checked by `verify::ServerVerifier`:
 //! natively by Pingora when the SNI name is what is checked, through the
 //! custom handshake when the policy lists subjectAltNames).
 //!
@@ -12,7 +12,8 @@
 //! Pingora cannot reuse such connections (it matches pooled connections by
 //! socket, and a custom stream has none). Configs are built per snapshot.
 
-use crate::tls::{certified_key, PolicyVerifier, SpiffeServerVerifier};
+use crate::tls::certified_key;
+use crate::verify::ServerVerifier;
 use async_trait::async_trait;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -48,7 +49,7 @@ pub struct MeshConnector {
 impl MeshConnector {
     pub fn new(tls: &UpstreamTls, protocol: AppProtocol) -> Result<Self, String> {
         let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = match &tls.policy {
-            None => Arc::new(SpiffeServerVerifier::new(
+            None => Arc::new(ServerVerifier::spiffe(
                 &tls.roots_pem,
                 tls.identities.clone(),
             )?),
@@ -57,7 +58,7 @@ impl MeshConnector {
                     true => crate::tls::system_roots()?,
                     false => crate::tls::root_store(&tls.roots_pem)?,
                 };
-                Arc::new(PolicyVerifier::new(roots, p.subject_alt_names.clone())?)
+                Arc::new(ServerVerifier::policy(roots, p.subject_alt_names.clone())?)
             }
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -14,7 +14,7 @@ mod support;
 use support::svid;
 use weft_api::{InboundPort, MtlsMode};
 use weft_ca::Authority;
-use weft_gateway::SpiffeServerVerifier;
+use weft_gateway::ServerVerifier;
 use weft_sidecar::inbound::{self, Spec};
 
 /// An application that answers with the x-forwarded-client-cert it got.
@@ -48,7 +48,7 @@ async fn mtls_get(
     server_id: &str,
 ) -> Result<String, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let verifier = SpiffeServerVerifier::new(roots, vec![server_id.to_string()]).unwrap();
+    let verifier = ServerVerifier::spiffe(roots, vec![server_id.to_string()]).unwrap();
     let builder = rustls::ClientConfig::builder()
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier));
@@ -181,7 +181,7 @@ async fn strict_inbound_takes_only_mesh_clients_and_tells_the_app_who_called() {
         .unwrap();
     let mut served = None;
     for _ in 0..100 {
-        let verifier = Arc::new(SpiffeServerVerifier::new(&ca.trust_bundle(), vec![]).unwrap());
+        let verifier = Arc::new(ServerVerifier::spiffe(&ca.trust_bundle(), vec![]).unwrap());
         let config = rustls::ClientConfig::builder()
             .dangerous()
             .with_custom_certificate_verifier(verifier);
