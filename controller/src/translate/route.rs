@@ -109,68 +109,48 @@ pub fn routes(
             .collect();
         attach_all(store, gateways, statuses, route, &lost);
     }
-    for (key, entry) in store.of_kind(Kind::TlsRoute) {
-        let Object::TlsRoute(route) = &entry.object else {
-            continue;
+    // TLSRoutes and TCPRoutes spell rules and backendRefs alike, as
+    // distinct types.
+    macro_rules! attach_l4 {
+        ($kind:ident, $route_kind:expr, |$route:ident| $hostnames:expr) => {
+            for (key, entry) in store.of_kind(Kind::$kind) {
+                let Object::$kind($route) = &entry.object else {
+                    continue;
+                };
+                let rules = $route.spec.rules.iter().map(|r| {
+                    r.backend_refs
+                        .iter()
+                        .map(|b| (backend_ref!(b), b.weight))
+                        .collect()
+                });
+                let (converted, problems) = l4::convert_route(
+                    store,
+                    caller,
+                    $route_kind,
+                    key,
+                    &$route.metadata,
+                    rules,
+                    clusters,
+                );
+                let route = Attaching {
+                    key,
+                    kind: $route_kind,
+                    order: rules::route_order(key, &$route.metadata),
+                    generation: entry.generation,
+                    hostnames: $hostnames,
+                    parents: parent_refs!($route.spec.parent_refs),
+                    converted,
+                    problems,
+                };
+                attach_all(store, gateways, statuses, route, &[]);
+            }
         };
-        let rules = route.spec.rules.iter().map(|r| {
-            r.backend_refs
-                .iter()
-                .map(|b| (backend_ref!(b), b.weight))
-                .collect()
-        });
-        let (converted, problems) = l4::convert_route(
-            store,
-            caller,
-            RouteKind::Tls,
-            key,
-            &route.metadata,
-            rules,
-            clusters,
-        );
-        let route = Attaching {
-            key,
-            kind: RouteKind::Tls,
-            order: rules::route_order(key, &route.metadata),
-            generation: entry.generation,
-            hostnames: route.spec.hostnames.clone(),
-            parents: parent_refs!(route.spec.parent_refs),
-            converted,
-            problems,
-        };
-        attach_all(store, gateways, statuses, route, &[]);
     }
-    for (key, entry) in store.of_kind(Kind::TcpRoute) {
-        let Object::TcpRoute(route) = &entry.object else {
-            continue;
-        };
-        let rules = route.spec.rules.iter().map(|r| {
-            r.backend_refs
-                .iter()
-                .map(|b| (backend_ref!(b), b.weight))
-                .collect()
-        });
-        let (converted, problems) = l4::convert_route(
-            store,
-            caller,
-            RouteKind::Tcp,
-            key,
-            &route.metadata,
-            rules,
-            clusters,
-        );
-        let route = Attaching {
-            key,
-            kind: RouteKind::Tcp,
-            order: rules::route_order(key, &route.metadata),
-            generation: entry.generation,
-            hostnames: Vec::new(),
-            parents: parent_refs!(route.spec.parent_refs),
-            converted,
-            problems,
-        };
-        attach_all(store, gateways, statuses, route, &[]);
-    }
+    attach_l4!(TlsRoute, RouteKind::Tls, |route| route
+        .spec
+        .hostnames
+        .clone());
+    attach_l4!(TcpRoute, RouteKind::Tcp, |route| Vec::new());
 }
 
 /// The Gateway a parentRef names (by index), and the ListenerSet whose
