@@ -34,6 +34,43 @@ pub trait ConfigTarget: Send + Sync {
     }
 }
 
+/// The config a target accepted last, with its version: kept to answer
+/// `running_version` and to apply again when something beside the config
+/// changes (a new certificate).
+pub struct Running<C>(std::sync::Mutex<Option<(String, C)>>);
+
+impl<C: Clone> Running<C> {
+    pub fn new() -> Self {
+        Running(std::sync::Mutex::new(None))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, C)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn get(&self) -> Option<(String, C)> {
+        self.lock().clone()
+    }
+
+    /// The version; empty before the first config.
+    pub fn version(&self) -> String {
+        self.lock()
+            .as_ref()
+            .map(|(v, _)| v.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn set(&self, version: String, config: C) {
+        *self.lock() = Some((version, config));
+    }
+}
+
+impl<C: Clone> Default for Running<C> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[async_trait::async_trait]
 impl ConfigTarget for Gateway {
     fn running_version(&self) -> String {

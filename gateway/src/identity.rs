@@ -6,10 +6,10 @@
 //! workloads' sidecars; a sidecar's outbound side fills its clusters the
 //! same way.
 
-use crate::client::ConfigTarget;
+use crate::client::{ConfigTarget, Running};
 use crate::discovery::Interest;
 use crate::{Gateway, GatewayError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::watch;
 use weft_api::{GatewayConfig, TlsCertificate};
 use weft_ca::workload::Svid;
@@ -52,7 +52,7 @@ pub struct Identified {
     pub gateway: Arc<Gateway>,
     svids: watch::Receiver<Option<Arc<Svid>>>,
     /// The config the controller sent last and this proxy accepted.
-    running: Mutex<Option<(String, GatewayConfig)>>,
+    running: Running<GatewayConfig>,
     /// Held while applying, so new configs and new certificates take turns.
     applying: tokio::sync::Mutex<()>,
 }
@@ -64,7 +64,7 @@ impl Identified {
         let this = Arc::new(Identified {
             gateway,
             svids: svids.clone(),
-            running: Mutex::new(None),
+            running: Running::new(),
             applying: tokio::sync::Mutex::new(()),
         });
         let weak = Arc::downgrade(&this);
@@ -74,8 +74,7 @@ impl Identified {
                 let Some(this) = weak.upgrade() else { return };
                 // Under the lock, so a config being applied is seen whole.
                 let _turn = this.applying.lock().await;
-                let running = lock(&this.running).clone();
-                if let Some((version, config)) = running {
+                if let Some((version, config)) = this.running.get() {
                     if let Err(e) = this.apply_now(version, config).await {
                         tracing::error!("config refused with the new certificate: {e}");
                     }
@@ -115,22 +114,15 @@ impl Identified {
             }
             None => self.gateway.apply(version.clone(), config.clone()).await?,
         };
-        *lock(&self.running) = Some((version, config));
+        self.running.set(version, config);
         Ok(errors)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[async_trait::async_trait]
 impl ConfigTarget for Identified {
     fn running_version(&self) -> String {
-        lock(&self.running)
-            .as_ref()
-            .map(|(v, _)| v.clone())
-            .unwrap_or_default()
+        self.running.version()
     }
 
     async fn apply_snapshot(

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use weft_api::SidecarConfig;
 use weft_ca::workload::{manage, CaClient, Svid};
 use weft_ca::SpiffeId;
-use weft_gateway::client::ConfigTarget;
+use weft_gateway::client::{ConfigTarget, Running};
 use weft_gateway::discovery::Interest;
 use weft_gateway::identity::with_identity;
 use weft_gateway::telemetry::{Metrics, Reporter};
@@ -38,7 +38,7 @@ pub struct Sidecar {
     interest: Arc<Interest>,
     svids: watch::Receiver<Option<Arc<Svid>>>,
     /// The running config and its version.
-    running: Mutex<Option<(String, SidecarConfig)>>,
+    running: Running<SidecarConfig>,
     /// What the inbound side last served; held while applying, so applies
     /// of new configs and new certificates take turns.
     inbound_served: tokio::sync::Mutex<Option<(inbound::Spec, Arc<Svid>)>>,
@@ -65,7 +65,7 @@ impl Sidecar {
             id,
             interest,
             svids: svids.clone(),
-            running: Mutex::new(None),
+            running: Running::new(),
             inbound_served: tokio::sync::Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });
@@ -104,7 +104,7 @@ impl Sidecar {
 
     /// The config running, with its version.
     pub fn running(&self) -> Option<(String, SidecarConfig)> {
-        lock(&self.running).clone()
+        self.running.get()
     }
 
     /// Stops the identity manager and closes both sides' sockets.
@@ -186,10 +186,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[weft_gateway::async_trait]
 impl ConfigTarget for Sidecar {
     fn running_version(&self) -> String {
-        lock(&self.running)
-            .as_ref()
-            .map(|(v, _)| v.clone())
-            .unwrap_or_default()
+        self.running.version()
     }
 
     async fn apply_snapshot(
@@ -202,7 +199,7 @@ impl ConfigTarget for Sidecar {
             self.outbound.reject(version, e.clone());
             return Err(e);
         }
-        *lock(&self.running) = Some((version, config));
+        self.running.set(version, config);
         Ok(self.refresh(false).await)
     }
 
