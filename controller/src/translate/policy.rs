@@ -29,6 +29,20 @@ struct Checked {
     resolved: Option<(&'static str, String)>,
 }
 
+/// The BackendTLSPolicies in namespace `ns`.
+fn policies_in<'a, 'n>(
+    store: &'a Store,
+    ns: &'n str,
+) -> impl Iterator<Item = (&'a ObjKey, &'a BackendTlsPolicy)> + use<'a, 'n> {
+    store
+        .of_kind(Kind::BackendTlsPolicy)
+        .filter(move |(key, _)| key.namespace == ns)
+        .filter_map(|(key, entry)| match &entry.object {
+            Object::BackendTlsPolicy(p) => Some((key, p)),
+            _ => None,
+        })
+}
+
 /// The policies that target Service `svc` in `ns`, for port `port_name`:
 /// the one that applies first, then the others, each with its key.
 fn targeting<'a>(
@@ -37,13 +51,7 @@ fn targeting<'a>(
     svc: &str,
     port_name: Option<&str>,
 ) -> Vec<(&'a ObjKey, &'a BackendTlsPolicy, bool)> {
-    let mut out: Vec<(&ObjKey, &BackendTlsPolicy, bool)> = store
-        .of_kind(Kind::BackendTlsPolicy)
-        .filter(|(key, _)| key.namespace == ns)
-        .filter_map(|(key, entry)| match &entry.object {
-            Object::BackendTlsPolicy(p) => Some((key, p)),
-            _ => None,
-        })
+    let mut out: Vec<(&ObjKey, &BackendTlsPolicy, bool)> = policies_in(store, ns)
         .filter_map(|(key, p)| {
             let target = p.spec.target_refs.iter().find(|t| {
                 t.group.is_empty()
@@ -171,13 +179,7 @@ fn dangling<'a>(store: &'a Store, ns: &str, svc: &str) -> Vec<(&'a ObjKey, &'a s
         .filter_map(|p| p.name.as_deref())
         .collect();
     let names = &names;
-    store
-        .of_kind(Kind::BackendTlsPolicy)
-        .filter(|(key, _)| key.namespace == ns)
-        .filter_map(|(key, entry)| match &entry.object {
-            Object::BackendTlsPolicy(p) => Some((key, p)),
-            _ => None,
-        })
+    policies_in(store, ns)
         .flat_map(|(key, p)| {
             p.spec.target_refs.iter().filter_map(move |t| {
                 let section = t.section_name.as_deref()?;
