@@ -2,8 +2,9 @@
 //! loopback) and one sidecar per meshed Workload, in this process. Each
 //! sidecar gets a one-time join token for its Workload's identity, fetches
 //! and rotates its certificate through the signing service, subscribes to
-//! the config server like a `weft sidecar` process, and serves its admin
-//! port on the Workload's address. Gateways get their identities here too.
+//! the config server, and serves its admin port on the Workload's address
+//! (`weft_sidecar::run`); with `--sidecar-processes` each sidecar is a
+//! `weft sidecar run` process instead. Gateways get their identities here too.
 
 use anyhow::Context;
 use std::collections::BTreeMap;
@@ -19,17 +20,22 @@ use weft_ca::service::SigningService;
 use weft_ca::workload::{manage, GrpcCa, Svids};
 use weft_ca::{Authority, JoinTokens, SpiffeId};
 use weft_controller::resources::ObjKey;
-use weft_sidecar::{Identity, Sidecar};
+use weft_sidecar::Identity;
 
 /// The sidecar admin port on a Workload's address (Istio's merged-metrics port).
 pub const ADMIN_PORT: u16 = 15020;
 
 struct Running {
     identity: String,
-    sidecar: Arc<Sidecar>,
+    sidecar: Proxy,
     proxy: Option<SocketAddr>,
     admin: Option<SocketAddr>,
-    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Where a sidecar runs.
+enum Proxy {
+    InProcess(weft_sidecar::run::Running),
+    Child(tokio::process::Child),
 }
 
 pub struct Mesh {
@@ -38,6 +44,8 @@ pub struct Mesh {
     controller: String,
     tokens: Arc<JoinTokens>,
     ttl: Duration,
+    /// Sidecars run as `weft sidecar run` processes.
+    processes: bool,
     sidecars: BTreeMap<ObjKey, Running>,
 }
 
@@ -51,6 +59,7 @@ impl Mesh {
         ttl: Duration,
         controller: String,
         ca_secret: Option<&BTreeMap<String, String>>,
+        processes: bool,
     ) -> anyhow::Result<Mesh> {
         let authority = authority(state, trust_domain, ttl, ca_secret)?;
         let bundle = authority.trust_bundle();
@@ -73,6 +82,7 @@ impl Mesh {
             controller,
             tokens,
             ttl,
+            processes,
             sidecars: BTreeMap::new(),
         })
     }
@@ -107,59 +117,91 @@ impl Mesh {
 
     async fn start_sidecar(&self, key: &ObjKey, config: &SidecarConfig) -> anyhow::Result<Running> {
         let id = SpiffeId::parse(&config.identity)?;
-        let identity = Identity {
-            token: self.tokens.issue(id.clone()),
-            id,
-            ca: Arc::new(GrpcCa {
-                endpoint: self.ca.clone(),
-            }),
-            ttl: self.ttl,
-        };
-        let sidecar = Sidecar::start(&config.workload, identity);
-        let node = weft_api::wire::sidecar_node(&key.namespace, &key.name);
-        let client = tokio::spawn(weft_gateway::client::run(
-            sidecar.clone(),
-            self.controller.clone(),
-            node,
-        ));
+        let token = self.tokens.issue(id.clone());
         let proxy = config
             .outbound
             .ports
             .first()
             .and_then(|p| Some(SocketAddr::new(*p.addresses.first()?, p.port)));
-        let mut tasks = vec![client];
         let admin = proxy.map(|p| SocketAddr::new(p.ip(), ADMIN_PORT));
-        if let Some(addr) = admin {
-            // Tried until it binds: the address may still be held by a
-            // process on its way out.
-            let (sidecar, key) = (sidecar.clone(), key.clone());
-            tasks.push(tokio::spawn(async move {
-                let mut logged = false;
-                loop {
-                    match weft_sidecar::admin::serve(sidecar.clone(), addr).await {
-                        Ok((_, task)) => {
-                            // Stopping this task stops the server too.
-                            let mut task = AbortOnDrop(task);
-                            let _ = (&mut task.0).await;
-                            return;
-                        }
-                        Err(e) if !logged => {
-                            tracing::warn!(workload = %key, "sidecar admin on {addr}: {e}; retrying");
-                            logged = true;
-                        }
-                        Err(_) => {}
-                    }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }));
-        }
+        let sidecar = if self.processes {
+            Proxy::Child(self.spawn_sidecar(key, &id, token, admin)?)
+        } else {
+            let identity = Identity {
+                token,
+                id,
+                ca: Arc::new(GrpcCa {
+                    endpoint: self.ca.clone(),
+                }),
+                ttl: self.ttl,
+            };
+            Proxy::InProcess(weft_sidecar::run::start(weft_sidecar::run::Options {
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                identity,
+                controller: self.controller.clone(),
+                admin,
+            }))
+        };
         Ok(Running {
             identity: config.identity.clone(),
             sidecar,
             proxy,
             admin,
-            tasks,
         })
+    }
+
+    /// `weft sidecar run` for the workload `key`, the join token in its
+    /// environment; it ends with this process.
+    fn spawn_sidecar(
+        &self,
+        key: &ObjKey,
+        id: &SpiffeId,
+        token: String,
+        admin: Option<SocketAddr>,
+    ) -> anyhow::Result<tokio::process::Child> {
+        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+        cmd.args([
+            "sidecar",
+            "run",
+            "--controller",
+            &self.controller,
+            "--ca",
+            &self.ca,
+        ])
+        .arg("--workload")
+        .arg(format!("{}/{}", key.namespace, key.name))
+        .arg("--identity")
+        .arg(id.to_string())
+        .arg("--cert-ttl-seconds")
+        .arg(self.ttl.as_secs().to_string())
+        .env("WEFT_JOIN_TOKEN", token)
+        .stdin(std::process::Stdio::null())
+        // Stopped by this process, in order, not by a terminal's Ctrl-C.
+        .process_group(0)
+        .kill_on_drop(true);
+        if let Some(admin) = admin {
+            cmd.arg("--admin").arg(admin.to_string());
+        }
+        // mimalloc commits its first arena eagerly: about 8 MiB of RSS that
+        // an idle sidecar never uses. Per-workload proxies trade those page
+        // faults for memory (the user's own setting wins).
+        if std::env::var_os(EAGER_COMMIT).is_none() {
+            cmd.env(EAGER_COMMIT, "0");
+        }
+        // SAFETY: prctl(2) only, between fork and exec: the sidecar gets
+        // SIGTERM if this process dies without stopping it.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting the sidecar of {key}"))?;
+        tracing::info!(workload = %key, pid = child.id(), "sidecar process started");
+        Ok(child)
     }
 
     /// The roots the CA's certificates chain to.
@@ -229,17 +271,26 @@ fn authority(
     Ok(authority)
 }
 
-struct AbortOnDrop(JoinHandle<()>);
+/// The mimalloc option a sidecar process starts with (see `spawn_sidecar`).
+const EAGER_COMMIT: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
+/// Time a sidecar process gets to stop after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(3);
 
 async fn stop(r: Running) {
-    for t in &r.tasks {
-        t.abort();
+    match r.sidecar {
+        Proxy::InProcess(running) => running.stop().await,
+        Proxy::Child(mut child) => {
+            if let Some(pid) = child.id() {
+                // SAFETY: kill(2) with a pid we own and a valid signal.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            }
+            if tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
     }
-    r.sidecar.stop().await;
 }

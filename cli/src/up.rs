@@ -53,6 +53,8 @@ pub struct UpOptions {
     pub state_dir: PathBuf,
     /// Lifetime of workload certificates.
     pub cert_ttl: Duration,
+    /// Sidecars as `weft sidecar run` processes, not in this one.
+    pub sidecar_processes: bool,
 }
 
 pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -62,6 +64,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         default_address,
         state_dir,
         cert_ttl,
+        sidecar_processes,
     } = opts;
     let (mut controller, state) = Controller::new(
         dir.clone(),
@@ -99,6 +102,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         cert_ttl,
         controller_url.clone(),
         ca_secret.as_ref(),
+        sidecar_processes,
     )
     .await?;
     // Every proxy's config carries the CA's roots.

@@ -162,7 +162,7 @@ async fn iptables_capture_sends_plain_calls_through_the_sidecars() {
     let ns = Netns::new();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
-    let weft = Weft::start_in(Some(&ns.name), dir.path(), "127.0.0.1", &[]);
+    let weft = Weft::start_in(Some(&ns.name), dir.path(), "127.0.0.1", &[], &[]);
     eventually(
         Duration::from_secs(30),
         "both sidecars are ready",

@@ -263,3 +263,111 @@ async fn sidecars_count_calls_hold_what_they_call_and_pass_the_rest_through() {
     );
     weft.sigterm();
 }
+
+/// With `--sidecar-processes` each sidecar is a `weft sidecar run` process
+/// of its own, child of `weft up`: calls still go over mutual TLS with the
+/// caller's identity, its admin port serves, and the processes end with
+/// `weft up`.
+#[tokio::test]
+async fn sidecars_run_as_processes_of_their_own() {
+    let ip = "127.0.62.1";
+    let mesh = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: procs, labels: {weft.dev/mesh: enabled}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: client, namespace: procs, labels: {app: client}}
+spec:
+  serviceAccountName: client
+  address: 127.0.62.2
+  command: [weft, echo, --listen, "127.0.62.2:9080", --call, "http://server:9080/work"]
+  ports: [{name: http, containerPort: 9080}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: server, namespace: procs, labels: {app: server}}
+spec:
+  serviceAccountName: server
+  address: 127.0.62.3
+  command: [weft, echo, --listen, "127.0.62.3:9080"]
+  ports: [{name: http, containerPort: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: client, namespace: procs}
+spec: {selector: {app: client}, ports: [{name: http, port: 9080, targetPort: http}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: server, namespace: procs}
+spec: {selector: {app: server}, ports: [{name: http, port: 9080, targetPort: http}]}
+"#;
+    let weft = Weft::up_with(
+        ip,
+        &[("mesh.yaml", mesh), ("edge.yaml", &edge("procs", "client"))],
+        &["--sidecar-processes"],
+    );
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/");
+    eventually(
+        Duration::from_secs(30),
+        "the page and its call succeed",
+        || async {
+            let (status, body) = get(&c, &url, "any").await;
+            status == 200 && body["calls"][0]["status"] == 200
+        },
+    )
+    .await;
+    let (_, body) = get(&c, &url, "any").await;
+    assert_eq!(
+        body["calls"][0]["body"]["headers"]["X-Forwarded-Client-Cert"],
+        serde_json::json!(["URI=spiffe://cluster.local/ns/procs/sa/client"]),
+        "{body}"
+    );
+
+    // One process per sidecar, each a child of `weft up`.
+    let up = weft.child.id() as i32;
+    let sidecars = |parent: Option<i32>| {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
+            if entry.file_name().to_string_lossy().parse::<i32>().is_err() {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            let Some(workload) = cmdline
+                .contains(" sidecar run ")
+                .then(|| cmdline.split("--workload ").nth(1))
+                .flatten()
+                .and_then(|rest| rest.split(' ').next())
+                .filter(|w| w.starts_with("procs/"))
+            else {
+                continue;
+            };
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            let ppid: Option<i32> = stat
+                .rsplit(')')
+                .next()
+                .and_then(|s| s.split_whitespace().nth(1))
+                .and_then(|p| p.parse().ok());
+            if parent.is_none() || ppid == parent {
+                found.push(workload.to_string());
+            }
+        }
+        found.sort();
+        found
+    };
+    assert_eq!(sidecars(Some(up)), ["procs/client", "procs/server"]);
+    let ready = c.get("http://127.0.62.2:15020/ready").send().await.unwrap();
+    assert_eq!(ready.status(), 200, "the client sidecar's admin port");
+
+    drop(weft);
+    eventually(Duration::from_secs(10), "the sidecars end", || async {
+        sidecars(None).is_empty()
+    })
+    .await;
+}

@@ -102,6 +102,7 @@ async fn one_span_per_hop_in_the_callers_trace() {
         dir.path(),
         ip,
         &[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())],
+        &[],
     );
     let c = client(&[]);
     let url = format!("http://{ip}:8080/");

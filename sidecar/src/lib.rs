@@ -13,6 +13,8 @@
 //!   outside the mesh pass through;
 //! - `proxy`: one workload's sidecar — its identity manager, both sides,
 //!   and the config it takes from the controller (`weft_gateway::client`);
+//! - `run`: a sidecar with its config stream and admin port, as
+//!   `weft sidecar run` runs it;
 //! - `admin`: its admin port (`/ready`, `/config_dump`, `/metrics`);
 //! - `capture`: the iptables rules of transparent capture.
 
@@ -20,5 +22,6 @@ pub mod admin;
 pub mod capture;
 pub mod inbound;
 pub mod proxy;
+pub mod run;
 
 pub use proxy::{Identity, Sidecar};

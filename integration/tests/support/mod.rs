@@ -124,11 +124,16 @@ impl Weft {
     /// Writes `files` into a new folder and runs `weft up` on it, gateways
     /// defaulting to `ip`. Returns once the first table is printed.
     pub fn up(ip: &str, files: &[(&str, &str)]) -> Weft {
+        Weft::up_with(ip, files, &[])
+    }
+
+    /// As `up`, with `args` added to `weft up`'s.
+    pub fn up_with(ip: &str, files: &[(&str, &str)], args: &[&str]) -> Weft {
         let dir = tempfile::tempdir().unwrap();
         for (name, text) in files {
             std::fs::write(dir.path().join(name), text).unwrap();
         }
-        let mut weft = Weft::start(dir.path(), ip);
+        let mut weft = Weft::start_in(None, dir.path(), ip, &[], args);
         weft._made = Some(dir);
         weft
     }
@@ -137,16 +142,17 @@ impl Weft {
     /// defaulting to `ip`, with a CA state of its own. Returns once the
     /// first table is printed.
     pub fn start(dir: &std::path::Path, ip: &str) -> Weft {
-        Weft::start_in(None, dir, ip, &[])
+        Weft::start_in(None, dir, ip, &[], &[])
     }
 
     /// As `start`, inside the network namespace `netns` when given, with
-    /// `env` added to its environment.
+    /// `env` added to its environment and `args` to its arguments.
     pub fn start_in(
         netns: Option<&str>,
         dir: &std::path::Path,
         ip: &str,
         env: &[(&str, &str)],
+        args: &[&str],
     ) -> Weft {
         let state = tempfile::tempdir().unwrap();
         let mut command = match netns {
@@ -164,6 +170,7 @@ impl Weft {
             .args(["--admin", "127.0.0.1:0", "--default-address", ip])
             .arg("--state")
             .arg(state.path())
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -1,0 +1,93 @@
+//! A sidecar with all it serves by: its certificate from the CA's signing
+//! service, its config stream from the controller, and its admin port.
+//! This is what `weft sidecar run` is, and what `weft up` runs for each
+//! meshed workload, in its own process or as that command.
+
+use crate::{Identity, Sidecar};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+
+/// How often an admin address that could not be bound is tried again.
+const REBIND_EVERY: Duration = Duration::from_secs(1);
+
+pub struct Options {
+    /// The workload's namespace and name: the node its config stream asks
+    /// for, and the workload its metrics name.
+    pub namespace: String,
+    pub name: String,
+    pub identity: Identity,
+    /// The controller's config server, e.g. `http://127.0.0.1:15010`.
+    pub controller: String,
+    /// Where the admin port listens, if anywhere.
+    pub admin: Option<SocketAddr>,
+}
+
+/// A started sidecar and the tasks that feed it.
+pub struct Running {
+    pub sidecar: Arc<Sidecar>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts the sidecar; it serves once its first certificate and config are in.
+pub fn start(options: Options) -> Running {
+    let Options {
+        namespace,
+        name,
+        identity,
+        controller,
+        admin,
+    } = options;
+    let sidecar = Sidecar::start(&name, identity);
+    let node = weft_api::wire::sidecar_node(&namespace, &name);
+    let mut tasks = vec![tokio::spawn(weft_gateway::client::run(
+        sidecar.clone(),
+        controller,
+        node,
+    ))];
+    if let Some(addr) = admin {
+        tasks.push(tokio::spawn(serve_admin(sidecar.clone(), addr, name)));
+    }
+    Running { sidecar, tasks }
+}
+
+impl Running {
+    /// Stops the config stream and the admin port, then the sidecar.
+    pub async fn stop(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.sidecar.stop().await;
+    }
+}
+
+/// Serves the admin port, tried until it binds: the address may still be
+/// held by a process on its way out.
+async fn serve_admin(sidecar: Arc<Sidecar>, addr: SocketAddr, workload: String) {
+    let mut logged = false;
+    loop {
+        match crate::admin::serve(sidecar.clone(), addr).await {
+            Ok((_, task)) => {
+                // Aborting this task stops the server too.
+                let mut task = AbortOnDrop(task);
+                let _ = (&mut task.0).await;
+                return;
+            }
+            Err(e) if !logged => {
+                tracing::warn!(workload, "sidecar admin on {addr}: {e}; retrying");
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(REBIND_EVERY).await;
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
