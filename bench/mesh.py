@@ -83,20 +83,23 @@ def nginx_pair(procs, core):
 def sidecar_pair(procs, args, cores, wrk, oha, spread):
     proxy, load = cores
     procs.backend(load, extra_listen=[f"{peers.SERVER_IP}:{APP_PORT}"])
-    mesh = procs.weft_mesh("weft-mesh", proxy)
+    procs.weft_mesh("weft-mesh", proxy, processes=True)
     urls = {
         "direct": f"http://{peers.SERVER_IP}:{APP_PORT}/",
         "weft": f"http://{peers.CLIENT_IP}:15001/",
     }
-    cpu_of = {"weft": lambda: peers.cpu_seconds(mesh.pid)}
+    host = [f"Host: server.bench:{APP_PORT}"]
+    peers.wait_for(urls["weft"], {"Host": f"server.bench:{APP_PORT}"})
+    sidecars = {w: peers.sidecar_pid(f"bench/{w}") for w in ("client", "server")}
+    cpu_of = {"weft": lambda: sum(peers.cpu_seconds(p) for p in sidecars.values())}
     if "nginx" in args.peers:
         pair = nginx_pair(procs, proxy)
         urls["nginx"] = f"http://{peers.CLIENT_IP}:{NGINX_PAIR_PORT}/"
         cpu_of["nginx"] = lambda: peers.group_cpu_seconds(pair.pid)
-    host = [f"Host: server.bench:{APP_PORT}"]
     for url in urls.values():
         peers.wait_for(url, {"Host": f"server.bench:{APP_PORT}"})
-    idle_rss = peers.rss_kib(mesh.pid)
+    rss = {"idle": {w: peers.rss_kib(p) for w, p in sidecars.items()},
+           "idle_own": {w: peers.rss_anon_kib(p) for w, p in sidecars.items()}}
     rate = args.rate
     lat = {name: {"p50": [], "p99": [], "p99.9": []} for name in urls}
     cpu = {name: [] for name in cpu_of}
@@ -111,12 +114,15 @@ def sidecar_pair(procs, args, cores, wrk, oha, spread):
                 cpu[name].append((cpu_of[name]() - before) / max(n, 1) * 1000)
             for k, v in ms.items():
                 lat[name][k].append(v)
-    loaded_rss = peers.rss_kib(mesh.pid)
-    # What one more (idle) sidecar costs: the same mesh with 20 more.
+    rss["loaded"] = {w: peers.rss_kib(p) for w, p in sidecars.items()}
+    rss["loaded_own"] = {w: peers.rss_anon_kib(p) for w, p in sidecars.items()}
+    # What one more idle sidecar costs inside `weft up` (no process of its
+    # own): a mesh with 20 more, against the same mesh without them.
     extra = 20
-    bigger = procs.weft_mesh("weft-mesh-more", proxy, idle=extra, base=1)
+    inline = procs.weft_mesh("weft-mesh-inline", proxy, base=1)
+    bigger = procs.weft_mesh("weft-mesh-more", proxy, idle=extra, base=2)
     time.sleep(3)
-    per_sidecar = (peers.rss_kib(bigger.pid) - idle_rss) / extra
+    per_sidecar = (peers.rss_kib(bigger.pid) - peers.rss_kib(inline.pid)) / extra
 
     def added(name):
         return {k: spread([s - d for s, d in zip(lat[name][k], lat["direct"][k])])
@@ -130,6 +136,6 @@ def sidecar_pair(procs, args, cores, wrk, oha, spread):
         "added_ms": pairs["weft"]["added_ms"],
         "cpu_seconds_per_1000": pairs["weft"]["cpu_seconds_per_1000"],
         "pairs": pairs,
-        "weft_up_rss_kib": {"idle": idle_rss, "after_load": loaded_rss},
+        "sidecar_rss_kib": rss,
         "idle_sidecar_rss_kib": per_sidecar,
     }

@@ -198,11 +198,11 @@ class Procs:
         listen = "127.0.0.1:%d" % PORTS["pingora"]
         return self.start("pingora", [binary, listen, "%s:%d" % BACKEND], core)
 
-    def weft_up(self, name, folder_text, core, admin="127.0.0.1:0"):
+    def weft_up(self, name, folder_text, core, admin="127.0.0.1:0", extra=()):
         folder = os.path.join(self.dir, name)
         self.write(os.path.join(name, "bench.yaml"), folder_text)
         state = os.path.join(self.dir, name + "-state")
-        argv = [self.weft, "up", folder, "--admin", admin, "--state", state]
+        argv = [self.weft, "up", folder, "--admin", admin, "--state", state, *extra]
         # One worker thread, as nginx and HAProxy get one worker.
         env = {"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn", "PATH": os.environ["PATH"]}
         return self.start(name, argv, core, env)
@@ -213,14 +213,18 @@ class Procs:
     def weft_gateway(self, core):
         return self.weft_up("weft-gateway", self.gateway_text() + CATCH_ALL, core)
 
-    def weft_mesh(self, name, core, idle=0, base=10):
+    def weft_mesh(self, name, core, idle=0, base=10, processes=False):
+        """A meshed client and server (and `idle` more workloads); with
+        `processes`, each sidecar is a `weft sidecar run` process (on the
+        same core, with the same one worker)."""
         text = MESH_HEAD
         text += MESH_WORKLOAD.format(name="client", app="client", ip=CLIENT_IP)
         text += MESH_WORKLOAD.format(name="server", app="server", ip=SERVER_IP)
         for i in range(idle):
             ip = "127.0.%d.%d" % (base + 70 + i // 200, 10 + i % 200)
             text += MESH_WORKLOAD.format(name=f"idle-{i}", app=f"idle-{i}", ip=ip)
-        return self.weft_up(name, text, core)
+        extra = ["--sidecar-processes"] if processes else []
+        return self.weft_up(name, text, core, extra=extra)
 
     def close(self):
         for p in self.procs:
@@ -264,6 +268,32 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_anon_kib(pid):
+    """The RSS that is the process's own (anonymous memory), not the
+    binary's and libraries' pages, which processes of one binary share."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1])
+    return 0
+
+
+def sidecar_pid(workload, limit=30):
+    """The pid of the `weft sidecar run` process of `workload` (ns/name)."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if b"sidecar" in argv and b"run" in argv and workload.encode() in argv:
+                return int(pid)
+        time.sleep(0.1)
+    raise RuntimeError(f"no sidecar process for {workload}")
 
 
 def cpu_seconds(pid):

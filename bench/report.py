@@ -92,7 +92,6 @@ def tls_table(r):
 
 
 def sidecar_table(r):
-    rss = r["weft_up_rss_kib"]
     # Runs before the nginx pair had only weft's figures.
     pairs = r.get("pairs") or {"weft": {"added_ms": r["added_ms"],
                                         "cpu_seconds_per_1000": r["cpu_seconds_per_1000"]}}
@@ -100,22 +99,32 @@ def sidecar_table(r):
     row = lambda label, cell: f"| {label} | " + " | ".join(cell(pairs[n]) for n in names) + " |"
     lines = [
         f"Sidecar pair (client sidecar → mutual TLS → server sidecar), {r['rate']:,} req/s, "
-        "1 KiB responses, against calling the backend directly. The nginx pair is one "
-        "nginx worker doing both halves (plain in, mutual TLS 1.3 between, plain out).",
+        "1 KiB responses, against calling the backend directly. weft's sidecars are "
+        "`weft sidecar run` processes; the nginx pair is one nginx worker doing both halves "
+        "(plain in, mutual TLS 1.3 between, plain out).",
         "",
         "| figure | " + " | ".join(f"{n} pair" for n in names) + " |",
         "| --- |" + " --- |" * len(names),
     ]
     for k in ("p50", "p99", "p99.9"):
         lines.append(row(f"added {k} ms", lambda p, k=k: fmt(p["added_ms"][k], 3)))
-    lines += [
-        row("CPU s per 1 000 requests (both halves)",
-            lambda p: fmt(p["cpu_seconds_per_1000"], 3)),
-        "",
-        f"An idle weft sidecar's RSS: {r['idle_sidecar_rss_kib'] / 1024:.2f} MiB; "
-        f"`weft up` (CA, controller, 2 sidecars) idle / after load: "
-        f"{rss['idle'] / 1024:.1f} / {rss['after_load'] / 1024:.1f} MiB.",
-    ]
+    lines.append(row("CPU s per 1 000 requests (both halves)",
+                     lambda p: fmt(p["cpu_seconds_per_1000"], 3)))
+    lines.append("")
+    rss = r.get("sidecar_rss_kib")
+    if rss:
+        mib = lambda kib: f"{kib / 1024:.1f}"
+        lines += [
+            "| weft sidecar process | client | server |",
+            "| --- | --- | --- |",
+        ]
+        for label, key in (("RSS idle, MiB", "idle"), ("own (anonymous) RSS idle, MiB", "idle_own"),
+                           ("RSS after the load, MiB", "loaded"),
+                           ("own (anonymous) RSS after the load, MiB", "loaded_own")):
+            lines.append(f"| {label} | {mib(rss[key]['client'])} | {mib(rss[key]['server'])} |")
+        lines.append("")
+    lines.append(f"One more idle sidecar inside `weft up` (no process of its own) adds "
+                 f"{r['idle_sidecar_rss_kib'] / 1024:.2f} MiB.")
     return lines
 
 
