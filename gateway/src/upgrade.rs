@@ -18,7 +18,6 @@ use async_trait::async_trait;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
-use pingora::{Error, ErrorType, OrErr};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -36,13 +35,7 @@ pub struct UpgradeConnector;
 #[async_trait]
 impl pingora::connectors::L4Connect for UpgradeConnector {
     async fn connect(&self, addr: &PingoraAddr) -> pingora::Result<L4Stream> {
-        let inet = addr
-            .as_inet()
-            .ok_or_else(|| Error::explain(ErrorType::ConnectError, "not an inet address"))?;
-        let tcp = TcpStream::connect(inet)
-            .await
-            .or_err(ErrorType::ConnectRefused, "connecting")?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = crate::upstream_tls::connect_tcp(addr).await?;
         let stream = DelayedFirstRead {
             inner: tcp,
             delay: Some(Box::pin(tokio::time::sleep(FIRST_READ_DELAY))),

@@ -181,16 +181,23 @@ impl std::fmt::Debug for MeshConnector {
     }
 }
 
+/// A TCP connection to `addr`, with Nagle off: what a custom L4 connector
+/// starts from.
+pub(crate) async fn connect_tcp(addr: &PingoraAddr) -> pingora::Result<TcpStream> {
+    let inet = addr
+        .as_inet()
+        .ok_or_else(|| Error::explain(ErrorType::ConnectError, "not an inet address"))?;
+    let tcp = TcpStream::connect(inet)
+        .await
+        .or_err(ErrorType::ConnectRefused, "connecting")?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
 #[async_trait]
 impl pingora::connectors::L4Connect for MeshConnector {
     async fn connect(&self, addr: &PingoraAddr) -> pingora::Result<L4Stream> {
-        let inet = addr
-            .as_inet()
-            .ok_or_else(|| Error::explain(ErrorType::ConnectError, "not an inet address"))?;
-        let tcp = TcpStream::connect(inet)
-            .await
-            .or_err(ErrorType::ConnectRefused, "connecting")?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect_tcp(addr).await?;
         let tls = self
             .connector
             .connect(self.sni.clone(), tcp)

@@ -271,42 +271,18 @@ async fn sidecars_count_calls_hold_what_they_call_and_pass_the_rest_through() {
 #[tokio::test]
 async fn sidecars_run_as_processes_of_their_own() {
     let ip = "127.0.62.1";
-    let mesh = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: procs, labels: {weft.dev/mesh: enabled}}
----
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {name: client, namespace: procs, labels: {app: client}}
-spec:
-  serviceAccountName: client
-  address: 127.0.62.2
-  command: [weft, echo, --listen, "127.0.62.2:9080", --call, "http://server:9080/work"]
-  ports: [{name: http, containerPort: 9080}]
----
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {name: server, namespace: procs, labels: {app: server}}
-spec:
-  serviceAccountName: server
-  address: 127.0.62.3
-  command: [weft, echo, --listen, "127.0.62.3:9080"]
-  ports: [{name: http, containerPort: 9080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: client, namespace: procs}
-spec: {selector: {app: client}, ports: [{name: http, port: 9080, targetPort: http}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: server, namespace: procs}
-spec: {selector: {app: server}, ports: [{name: http, port: 9080, targetPort: http}]}
-"#;
+    let mesh = calling_pair(
+        "procs",
+        ("client", "127.0.62.2"),
+        ("server", "127.0.62.3"),
+        "/work",
+    );
     let weft = Weft::up_with(
         ip,
-        &[("mesh.yaml", mesh), ("edge.yaml", &edge("procs", "client"))],
+        &[
+            ("mesh.yaml", &mesh),
+            ("edge.yaml", &edge("procs", "client")),
+        ],
         &["--sidecar-processes"],
     );
     let c = client(&[]);

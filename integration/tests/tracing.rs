@@ -48,40 +48,6 @@ impl TraceService for Collector {
     }
 }
 
-const MESH: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: traced, labels: {weft.dev/mesh: enabled}}
----
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {name: front, namespace: traced, labels: {app: front}}
-spec:
-  serviceAccountName: front
-  address: 127.0.14.2
-  command: [weft, echo, --listen, "127.0.14.2:9080", --call, "http://back:9080/"]
-  ports: [{name: http, containerPort: 9080}]
----
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {name: back, namespace: traced, labels: {app: back}}
-spec:
-  serviceAccountName: back
-  address: 127.0.14.3
-  command: [weft, echo, --listen, "127.0.14.3:9080"]
-  ports: [{name: http, containerPort: 9080}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: front, namespace: traced}
-spec: {selector: {app: front}, ports: [{name: http, port: 9080, targetPort: http}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: back, namespace: traced}
-spec: {selector: {app: back}, ports: [{name: http, port: 9080, targetPort: http}]}
-"#;
-
 #[tokio::test]
 async fn one_span_per_hop_in_the_callers_trace() {
     let collector = Collector::default();
@@ -95,7 +61,13 @@ async fn one_span_per_hop_in_the_callers_trace() {
     );
     let ip = "127.0.14.1";
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
+    let mesh = calling_pair(
+        "traced",
+        ("front", "127.0.14.2"),
+        ("back", "127.0.14.3"),
+        "/",
+    );
+    std::fs::write(dir.path().join("mesh.yaml"), mesh).unwrap();
     std::fs::write(dir.path().join("edge.yaml"), edge("traced", "front")).unwrap();
     let weft = Weft::start_in(
         None,

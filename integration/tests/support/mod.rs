@@ -78,6 +78,37 @@ spec:
     )
 }
 
+/// A meshed Namespace `ns` with two `weft echo` Workloads, each behind a
+/// Service of its name on port 9080: `front` (on `front_ip`) calls `back`
+/// (on `back_ip`) at `path` for every request it gets.
+pub fn calling_pair(ns: &str, front: (&str, &str), back: (&str, &str), path: &str) -> String {
+    let ((front, front_ip), (back, back_ip)) = (front, back);
+    let workload = |name: &str, ip: &str, call: &str| {
+        format!(
+            r#"---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}
+spec:
+  serviceAccountName: {name}
+  address: {ip}
+  command: [weft, echo, --listen, "{ip}:9080"{call}]
+  ports: [{{name: http, containerPort: 9080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {ns}}}
+spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 9080, targetPort: http}}]}}
+"#
+        )
+    };
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{weft.dev/mesh: enabled}}}}\n{}{}",
+        workload(front, front_ip, &format!(r#", --call, "http://{back}:9080{path}""#)),
+        workload(back, back_ip, ""),
+    )
+}
+
 /// An ingress for a mesh: the GatewayClass, a Gateway `edge` in `ns` with
 /// an HTTP listener on 8080, and an HTTPRoute sending every request to the
 /// Service `service` port 9080.
