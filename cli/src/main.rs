@@ -7,6 +7,7 @@ mod echo;
 mod fetch;
 mod grpc_echo;
 mod mesh;
+mod sidecar_process;
 mod up;
 mod workloads;
 

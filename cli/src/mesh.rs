@@ -4,8 +4,10 @@
 //! and rotates its certificate through the signing service, subscribes to
 //! the config server, and serves its admin port on the Workload's address
 //! (`weft_sidecar::run`); with `--sidecar-processes` each sidecar is a
-//! `weft sidecar run` process instead. Gateways get their identities here too.
+//! supervised `weft sidecar run` process instead (`sidecar_process`).
+//! Gateways get their identities here too.
 
+use crate::sidecar_process::SidecarProcess;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,7 +37,7 @@ struct Running {
 /// Where a sidecar runs.
 enum Proxy {
     InProcess(weft_sidecar::run::Running),
-    Child(tokio::process::Child),
+    Child(SidecarProcess),
 }
 
 pub struct Mesh {
@@ -117,7 +119,6 @@ impl Mesh {
 
     async fn start_sidecar(&self, key: &ObjKey, config: &SidecarConfig) -> anyhow::Result<Running> {
         let id = SpiffeId::parse(&config.identity)?;
-        let token = self.tokens.issue(id.clone());
         let proxy = config
             .outbound
             .ports
@@ -125,10 +126,18 @@ impl Mesh {
             .and_then(|p| Some(SocketAddr::new(*p.addresses.first()?, p.port)));
         let admin = proxy.map(|p| SocketAddr::new(p.ip(), ADMIN_PORT));
         let sidecar = if self.processes {
-            Proxy::Child(self.spawn_sidecar(key, &id, token, admin)?)
+            let spec = crate::sidecar_process::Spec {
+                workload: key.clone(),
+                id,
+                controller: self.controller.clone(),
+                ca: self.ca.clone(),
+                ttl: self.ttl,
+                admin,
+            };
+            Proxy::Child(SidecarProcess::start(spec, self.tokens.clone()))
         } else {
             let identity = Identity {
-                token,
+                token: self.tokens.issue(id.clone()),
                 id,
                 ca: Arc::new(GrpcCa {
                     endpoint: self.ca.clone(),
@@ -149,59 +158,6 @@ impl Mesh {
             proxy,
             admin,
         })
-    }
-
-    /// `weft sidecar run` for the workload `key`, the join token in its
-    /// environment; it ends with this process.
-    fn spawn_sidecar(
-        &self,
-        key: &ObjKey,
-        id: &SpiffeId,
-        token: String,
-        admin: Option<SocketAddr>,
-    ) -> anyhow::Result<tokio::process::Child> {
-        let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
-        cmd.args([
-            "sidecar",
-            "run",
-            "--controller",
-            &self.controller,
-            "--ca",
-            &self.ca,
-        ])
-        .arg("--workload")
-        .arg(format!("{}/{}", key.namespace, key.name))
-        .arg("--identity")
-        .arg(id.to_string())
-        .arg("--cert-ttl-seconds")
-        .arg(self.ttl.as_secs().to_string())
-        .env("WEFT_JOIN_TOKEN", token)
-        .stdin(std::process::Stdio::null())
-        // Stopped by this process, in order, not by a terminal's Ctrl-C.
-        .process_group(0)
-        .kill_on_drop(true);
-        if let Some(admin) = admin {
-            cmd.arg("--admin").arg(admin.to_string());
-        }
-        // mimalloc commits its first arena eagerly: about 8 MiB of RSS that
-        // an idle sidecar never uses. Per-workload proxies trade those page
-        // faults for memory (the user's own setting wins).
-        if std::env::var_os(EAGER_COMMIT).is_none() {
-            cmd.env(EAGER_COMMIT, "0");
-        }
-        // SAFETY: prctl(2) only, between fork and exec: the sidecar gets
-        // SIGTERM if this process dies without stopping it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting the sidecar of {key}"))?;
-        tracing::info!(workload = %key, pid = child.id(), "sidecar process started");
-        Ok(child)
     }
 
     /// The roots the CA's certificates chain to.
@@ -271,26 +227,9 @@ fn authority(
     Ok(authority)
 }
 
-/// The mimalloc option a sidecar process starts with (see `spawn_sidecar`).
-const EAGER_COMMIT: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
-
-/// Time a sidecar process gets to stop after SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(3);
-
 async fn stop(r: Running) {
     match r.sidecar {
         Proxy::InProcess(running) => running.stop().await,
-        Proxy::Child(mut child) => {
-            if let Some(pid) = child.id() {
-                // SAFETY: kill(2) with a pid we own and a valid signal.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-            }
-            if tokio::time::timeout(STOP_GRACE, child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
-            }
-        }
+        Proxy::Child(process) => process.stop().await,
     }
 }

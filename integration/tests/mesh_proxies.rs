@@ -266,8 +266,8 @@ async fn sidecars_count_calls_hold_what_they_call_and_pass_the_rest_through() {
 
 /// With `--sidecar-processes` each sidecar is a `weft sidecar run` process
 /// of its own, child of `weft up`: calls still go over mutual TLS with the
-/// caller's identity, its admin port serves, and the processes end with
-/// `weft up`.
+/// caller's identity, its admin port serves, one that is killed is started
+/// again, and the processes end with `weft up`.
 #[tokio::test]
 async fn sidecars_run_as_processes_of_their_own() {
     let ip = "127.0.62.1";
@@ -308,9 +308,9 @@ async fn sidecars_run_as_processes_of_their_own() {
     let sidecars = |parent: Option<i32>| {
         let mut found = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().filter_map(Result::ok) {
-            if entry.file_name().to_string_lossy().parse::<i32>().is_err() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
-            }
+            };
             let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
                 continue;
             };
@@ -331,15 +331,32 @@ async fn sidecars_run_as_processes_of_their_own() {
                 .and_then(|s| s.split_whitespace().nth(1))
                 .and_then(|p| p.parse().ok());
             if parent.is_none() || ppid == parent {
-                found.push(workload.to_string());
+                found.push((workload.to_string(), pid));
             }
         }
         found.sort();
         found
     };
-    assert_eq!(sidecars(Some(up)), ["procs/client", "procs/server"]);
+    let names = |found: Vec<(String, i32)>| found.into_iter().map(|(w, _)| w).collect::<Vec<_>>();
+    assert_eq!(names(sidecars(Some(up))), ["procs/client", "procs/server"]);
     let ready = c.get("http://127.0.62.2:15020/ready").send().await.unwrap();
     assert_eq!(ready.status(), 200, "the client sidecar's admin port");
+
+    // A sidecar that dies is started again, with a certificate of its own.
+    let killed = sidecars(Some(up))[0].1;
+    // SAFETY: kill(2) on a pid this test found.
+    unsafe { libc::kill(killed, libc::SIGKILL) };
+    eventually(
+        Duration::from_secs(20),
+        "a new client sidecar serves the call",
+        || async {
+            let again = sidecars(Some(up));
+            let restarted = again.len() == 2 && again[0].1 != killed;
+            let (status, body) = get(&c, &url, "any").await;
+            restarted && status == 200 && body["calls"][0]["status"] == 200
+        },
+    )
+    .await;
 
     drop(weft);
     eventually(Duration::from_secs(10), "the sidecars end", || async {
