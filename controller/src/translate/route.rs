@@ -65,40 +65,30 @@ pub fn routes(
 ) {
     let caller = Caller::Gateway(trust);
     let mut http_like = Vec::new();
-    for (key, entry) in store.of_kind(Kind::HttpRoute) {
-        let Object::HttpRoute(route) = &entry.object else {
-            continue;
+    // HTTPRoutes and GRPCRoutes are converted by their own modules and
+    // attach alike.
+    macro_rules! convert_http_like {
+        ($kind:ident, $route_kind:expr, $convert:path) => {
+            for (key, entry) in store.of_kind(Kind::$kind) {
+                let Object::$kind(route) = &entry.object else {
+                    continue;
+                };
+                let (converted, problems) = $convert(store, caller, key, route, clusters);
+                http_like.push(Attaching {
+                    key,
+                    kind: $route_kind,
+                    order: rules::route_order(key, &route.metadata),
+                    generation: entry.generation,
+                    hostnames: route.spec.hostnames.clone().unwrap_or_default(),
+                    parents: parent_refs!(route.spec.parent_refs),
+                    converted,
+                    problems,
+                });
+            }
         };
-        let (converted, problems) = rules::convert_route(store, caller, key, route, clusters);
-        let route = Attaching {
-            key,
-            kind: RouteKind::Http,
-            order: rules::route_order(key, &route.metadata),
-            generation: entry.generation,
-            hostnames: route.spec.hostnames.clone().unwrap_or_default(),
-            parents: parent_refs!(route.spec.parent_refs),
-            converted,
-            problems,
-        };
-        http_like.push(route);
     }
-    for (key, entry) in store.of_kind(Kind::GrpcRoute) {
-        let Object::GrpcRoute(route) = &entry.object else {
-            continue;
-        };
-        let (converted, problems) = super::grpc::convert_route(store, caller, key, route, clusters);
-        let route = Attaching {
-            key,
-            kind: RouteKind::Grpc,
-            order: rules::route_order(key, &route.metadata),
-            generation: entry.generation,
-            hostnames: route.spec.hostnames.clone().unwrap_or_default(),
-            parents: parent_refs!(route.spec.parent_refs),
-            converted,
-            problems,
-        };
-        http_like.push(route);
-    }
+    convert_http_like!(HttpRoute, RouteKind::Http, rules::convert_route);
+    convert_http_like!(GrpcRoute, RouteKind::Grpc, super::grpc::convert_route);
     // HTTPRoutes and GRPCRoutes may not share a hostname on a listener.
     let losers = cross_kind_losers(store, gateways, &http_like);
     for (i, route) in http_like.into_iter().enumerate() {
