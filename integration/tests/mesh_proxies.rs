@@ -287,15 +287,7 @@ async fn sidecars_run_as_processes_of_their_own() {
     );
     let c = client(&[]);
     let url = format!("http://{ip}:8080/");
-    eventually(
-        Duration::from_secs(30),
-        "the page and its call succeed",
-        || async {
-            let (status, body) = get(&c, &url, "any").await;
-            status == 200 && body["calls"][0]["status"] == 200
-        },
-    )
-    .await;
+    wait_for_call(&c, &url, "any").await;
     let (_, body) = get(&c, &url, "any").await;
     assert_eq!(
         body["calls"][0]["body"]["headers"]["X-Forwarded-Client-Cert"],

@@ -78,15 +78,7 @@ async fn one_span_per_hop_in_the_callers_trace() {
     );
     let c = client(&[]);
     let url = format!("http://{ip}:8080/");
-    eventually(
-        Duration::from_secs(30),
-        "the page and its call succeed",
-        || async {
-            let (status, body) = get(&c, &url, "traced").await;
-            status == 200 && body["calls"][0]["status"] == 200
-        },
-    )
-    .await;
+    wait_for_call(&c, &url, "traced").await;
 
     let trace = "0af7651916cd43dd8448eb211c80319c";
     let parent = "b7ad6b7169203331";

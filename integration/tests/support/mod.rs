@@ -109,6 +109,20 @@ spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 9080, targetPort:
     )
 }
 
+/// Waits until a page through `url` (Host `host`) answers 200 and so did
+/// the first call its echo made: a meshed caller reached its callee.
+pub async fn wait_for_call(c: &reqwest::Client, url: &str, host: &str) {
+    eventually(
+        Duration::from_secs(30),
+        "the page and its call succeed",
+        || async {
+            let (status, body) = get(c, url, host).await;
+            status == 200 && body["calls"][0]["status"] == 200
+        },
+    )
+    .await;
+}
+
 /// An ingress for a mesh: the GatewayClass, a Gateway `edge` in `ns` with
 /// an HTTP listener on 8080, and an HTTPRoute sending every request to the
 /// Service `service` port 9080.
