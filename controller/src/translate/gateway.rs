@@ -3,7 +3,7 @@
 //! the `ListenerCtx`s built here.
 
 use super::conditions::{Condition, Verdict};
-use super::selector::Selector;
+use super::selector::{selector_of, Selector};
 use super::{hostname, tls, Options};
 use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
 use crate::store::Store;
@@ -279,22 +279,7 @@ pub fn listener(
         None | Some(From::Same) => AllowedFrom::Same,
         Some(From::All) => AllowedFrom::All,
         Some(From::Selector) => {
-            let sel = namespaces.and_then(|n| n.selector.as_ref());
-            AllowedFrom::Selector(Selector {
-                labels: sel.and_then(|s| s.match_labels.clone()).unwrap_or_default(),
-                expressions: sel
-                    .and_then(|s| s.match_expressions.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        (
-                            e.key.clone(),
-                            e.operator.clone(),
-                            e.values.clone().unwrap_or_default(),
-                        )
-                    })
-                    .collect(),
-            })
+            AllowedFrom::Selector(selector_of!(namespaces.and_then(|n| n.selector.as_ref())))
         }
     };
     let mut kinds = Vec::new();

@@ -7,7 +7,7 @@
 
 use super::conditions::Verdict;
 use super::gateway::{listener, listener_status, GatewayCtx, ListenerCtx};
-use super::selector::Selector;
+use super::selector::selector_of;
 use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
 use crate::store::Store;
 use gateway_api::gateways::{Gateway, GatewayAllowedListenersNamespacesFrom as From};
@@ -48,22 +48,7 @@ fn allowed(store: &Store, gw_key: &ObjKey, gw: &Gateway, ns: &str) -> bool {
         Some(From::Same) => ns == gw_key.namespace,
         Some(From::All) => true,
         Some(From::Selector) => {
-            let sel = namespaces.and_then(|n| n.selector.as_ref());
-            let selector = Selector {
-                labels: sel.and_then(|s| s.match_labels.clone()).unwrap_or_default(),
-                expressions: sel
-                    .and_then(|s| s.match_expressions.as_ref())
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        (
-                            e.key.clone(),
-                            e.operator.clone(),
-                            e.values.clone().unwrap_or_default(),
-                        )
-                    })
-                    .collect(),
-            };
+            let selector = selector_of!(namespaces.and_then(|n| n.selector.as_ref()));
             selector
                 .matches(&store.namespace_labels(ns))
                 .unwrap_or(false)

@@ -2,6 +2,30 @@
 
 use std::collections::BTreeMap;
 
+/// The `Selector` of an `Option<&...>` generated label selector: each
+/// Gateway API type generates its own, with the same fields.
+macro_rules! selector_of {
+    ($sel:expr) => {{
+        let sel = $sel;
+        $crate::translate::selector::Selector {
+            labels: sel.and_then(|s| s.match_labels.clone()).unwrap_or_default(),
+            expressions: sel
+                .and_then(|s| s.match_expressions.as_ref())
+                .into_iter()
+                .flatten()
+                .map(|e| {
+                    (
+                        e.key.clone(),
+                        e.operator.clone(),
+                        e.values.clone().unwrap_or_default(),
+                    )
+                })
+                .collect(),
+        }
+    }};
+}
+pub(crate) use selector_of;
+
 #[derive(Clone, Debug, Default)]
 pub struct Selector {
     pub labels: BTreeMap<String, String>,
