@@ -40,30 +40,30 @@ pub fn for_port(
         .iter()
         .flatten()
         .find(|p| i32::from(port) == p.port);
-    let (refs, insecure): (Vec<CaRef<'_>>, bool) = match per_port {
+    // The per-port and default validations are distinct generated types.
+    macro_rules! refs {
+        ($v:expr) => {
+            $v.ca_certificate_refs
+                .iter()
+                .map(|r| CaRef {
+                    group: &r.group,
+                    kind: &r.kind,
+                    name: &r.name,
+                    namespace: r.namespace.as_deref(),
+                })
+                .collect::<Vec<_>>()
+        };
+    }
+    let (refs, insecure) = match per_port {
         Some(p) => {
             let v = p.tls.validation.as_ref()?;
-            let refs = v.ca_certificate_refs.iter().map(|r| CaRef {
-                group: &r.group,
-                kind: &r.kind,
-                name: &r.name,
-                namespace: r.namespace.as_deref(),
-            });
-            (
-                refs.collect(),
-                matches!(v.mode, Some(PortMode::AllowInsecureFallback)),
-            )
+            let insecure = matches!(v.mode, Some(PortMode::AllowInsecureFallback));
+            (refs!(v), insecure)
         }
         None => {
             let v = frontend.default.validation.as_ref()?;
-            let refs = v.ca_certificate_refs.iter().map(|r| CaRef {
-                group: &r.group,
-                kind: &r.kind,
-                name: &r.name,
-                namespace: r.namespace.as_deref(),
-            });
             (
-                refs.collect(),
+                refs!(v),
                 matches!(v.mode, Some(Mode::AllowInsecureFallback)),
             )
         }
