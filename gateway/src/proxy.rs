@@ -475,11 +475,7 @@ impl ProxyHttp for WeftProxy {
                 cluster.budget.release();
             }
         }
-        let grpc = session
-            .req_header()
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let grpc = crate::grpc::is_grpc(session.req_header());
         // A frontend client certificate is not a mesh identity.
         let peer = ConnInfo::of(session.digest())
             .filter(|c| c.mesh_peer)
