@@ -283,9 +283,9 @@ async fn run_gateway(controller: String, gateway: String, admin: SocketAddr) -> 
         .split_once('/')
         .ok_or_else(|| anyhow::anyhow!("--gateway takes namespace/name"))?;
     let gw = weft_gateway::Gateway::new();
-    let (bound, _admin) = weft_gateway::admin::serve(gw.clone(), admin).await?;
+    let (bound, _admin) = weft_gateway::control::admin::serve(gw.clone(), admin).await?;
     eprintln!("gateway {gateway}: admin on http://{bound}");
-    let client = tokio::spawn(weft_gateway::client::run(
+    let client = tokio::spawn(weft_gateway::control::client::run(
         gw.clone(),
         controller,
         weft_api::wire::gateway_node(ns, name),

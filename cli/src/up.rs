@@ -17,8 +17,8 @@ use weft_controller::runtime::{Controller, Published};
 use weft_controller::server::ConfigService;
 use weft_controller::translate::Options;
 use weft_controller::workload::{EnvVar, Workload};
-use weft_gateway::client::ConfigTarget;
-use weft_gateway::identity::Identified;
+use weft_gateway::control::client::ConfigTarget;
+use weft_gateway::control::identity::Identified;
 use weft_gateway::telemetry::{Metrics, Reporter};
 use weft_gateway::Gateway;
 
@@ -202,7 +202,7 @@ async fn reconcile_gateways(
         };
         let gateway = Gateway::build(Metrics::new(reporter), None);
         let (admin, admin_task) =
-            weft_gateway::admin::serve(gateway.clone(), "127.0.0.1:0".parse()?).await?;
+            weft_gateway::control::admin::serve(gateway.clone(), "127.0.0.1:0".parse()?).await?;
         let node = weft_api::wire::gateway_node(&key.namespace, &key.name);
         // With an identity, calls to meshed workloads go over mutual TLS.
         let (target, identity): (Arc<dyn ConfigTarget>, _) = match &served.config.identity {
@@ -212,7 +212,7 @@ async fn reconcile_gateways(
             }
             None => (gateway.clone(), None),
         };
-        let client = tokio::spawn(weft_gateway::client::run(
+        let client = tokio::spawn(weft_gateway::control::client::run(
             target,
             controller_url.to_string(),
             node,

@@ -1,47 +1,37 @@
-//! `weft-gateway` owns the data-plane engine: a Pingora `ProxyHttp` built from
-//! small phases (`proxy`), the snapshot it reads (`snapshot`, compiled from
-//! the IR and swapped whole), matching and filters, endpoint balancing,
-//! downstream TLS chosen by SNI, the accept loops that follow the snapshot's
-//! ports, the config client that subscribes to the controller (`client`,
-//! for any `ConfigTarget`), on-demand discovery of hosts (`discovery`), and
-//! the admin endpoint (`/ready`, `/config_dump`, `/metrics`).
+//! `weft-gateway` owns the data-plane engine: a Pingora `ProxyHttp` whose
+//! phases (`proxy`, the request's journey) call into rooms by concern, each
+//! importing only the rooms below it:
+//!
+//! - `control`: the config client, the workload identity, the admin endpoint;
+//! - `listen`: accept loops, connection facts, downstream TLS, L4 forwarding;
+//! - `route`: host and route selection, on-demand discovery of hosts;
+//! - `config`: the snapshot compiled from the IR (hosts, matchers, clusters);
+//! - `filters`: header modifiers, redirects, rewrites, CORS, mirrors, and
+//!   the answers the gateway gives itself;
+//! - `upstream`: balancing, connectors and verifiers, retries;
+//! - `telemetry`: metrics, traces, access logs;
+//!
+//! and two leaves every room may use: `pki` (certificates) and `error`.
+//! `Gateway` (here) holds one snapshot and the sockets that serve it.
 //!
 //! It knows nothing of Kubernetes: its only input is `weft_api::GatewayConfig`.
 
-mod access_log;
-pub mod admin;
-mod balancer;
-pub mod client;
-mod conn;
-mod cors;
-pub mod discovery;
+pub mod config;
+pub mod control;
 mod error;
-mod filters;
-mod grpc;
-mod hosts;
-pub mod identity;
-mod l4;
-mod listener;
-mod matcher;
-mod mirror;
+pub mod filters;
+pub mod listen;
+mod pki;
 mod proxy;
-mod records;
-mod rescue;
-mod retry;
-mod routing;
-mod snapshot;
+pub mod route;
 pub mod telemetry;
-mod tls;
-pub mod trace;
-mod upgrade;
-mod upstream_tls;
-mod verify;
+pub mod upstream;
 
 pub use async_trait::async_trait;
+pub use config::snapshot::Snapshot;
 pub use error::GatewayError;
-pub use snapshot::Snapshot;
-pub use tls::spiffe_id;
-pub use verify::ServerVerifier;
+pub use pki::spiffe_id;
+pub use upstream::verify::ServerVerifier;
 
 use arc_swap::ArcSwapOption;
 use pingora::apps::HttpServerOptions;
@@ -55,11 +45,11 @@ use weft_api::GatewayConfig;
 pub struct Gateway {
     snapshot: Arc<ArcSwapOption<Snapshot>>,
     pub metrics: Arc<telemetry::Metrics>,
-    listeners: Mutex<listener::Listeners>,
+    listeners: Mutex<listen::listener::Listeners<proxy::Proxy>>,
     bind_errors: Mutex<Vec<String>>,
     /// The last snapshot refused: its version and why.
     rejected: std::sync::Mutex<Option<(String, String)>>,
-    pub(crate) interest: Option<Arc<discovery::Interest>>,
+    pub(crate) interest: Option<Arc<route::discovery::Interest>>,
 }
 
 impl Gateway {
@@ -71,11 +61,12 @@ impl Gateway {
     /// snapshot lacks is asked for on demand before the request is answered.
     pub fn build(
         metrics: telemetry::Metrics,
-        interest: Option<Arc<discovery::Interest>>,
+        interest: Option<Arc<route::discovery::Interest>>,
     ) -> Arc<Self> {
         let snapshot = Arc::new(ArcSwapOption::empty());
         let me = metrics.reporter();
-        let spans = trace::Exporter::from_env(&format!("{}.{}", me.workload, me.namespace));
+        let spans =
+            telemetry::trace::Exporter::from_env(&format!("{}.{}", me.workload, me.namespace));
         let metrics = Arc::new(metrics);
         let conf = Arc::new(ServerConf::default());
         let mut proxy = pingora::proxy::http_proxy(
@@ -83,7 +74,7 @@ impl Gateway {
             proxy::WeftProxy {
                 snapshot: snapshot.clone(),
                 metrics: metrics.clone(),
-                access_log: access_log::AccessLog::start(),
+                access_log: telemetry::access_log::AccessLog::start(),
                 interest: interest.clone(),
                 spans,
             },
@@ -92,7 +83,7 @@ impl Gateway {
         options.h2c = true;
         proxy.server_options = Some(options);
         Arc::new(Gateway {
-            listeners: Mutex::new(listener::Listeners::new(
+            listeners: Mutex::new(listen::listener::Listeners::new(
                 Arc::new(proxy),
                 snapshot.clone(),
                 metrics.clone(),

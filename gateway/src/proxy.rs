@@ -10,19 +10,20 @@
 //! - `upstream_request_filter` applies request header filters and rewrites.
 //! - `response_filter` applies response header filters.
 //! - `fail_to_connect` retries a failed connection on another endpoint.
-//! - `fail_to_proxy` maps failures to status codes (`crate::rescue`).
+//! - `fail_to_proxy` maps failures to status codes (`crate::filters::rescue`).
 //! - `logging` releases the endpoint for least-request balancing.
 //!
 //! What the gateway answers itself, a gRPC caller gets as a gRPC status
-//! (`crate::grpc`).
+//! (`crate::filters::grpc`).
 
-use crate::balancer::ClusterState;
-use crate::conn::ConnInfo;
-use crate::filters;
-use crate::retry::{Failure, Request, RetryState};
-use crate::routing::{self, Decision};
-use crate::snapshot::{CompiledRoute, Snapshot};
-use crate::trace::TraceContext;
+use crate::config::snapshot::{CompiledRoute, Snapshot};
+use crate::filters::headers;
+use crate::listen::conn::ConnInfo;
+use crate::route::select::{self, Decision};
+use crate::telemetry::records;
+use crate::telemetry::trace::TraceContext;
+use crate::upstream::balancer::ClusterState;
+use crate::upstream::retry::{Failure, Request, RetryState};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -58,14 +59,17 @@ fn told<'a>(headers: &'a http::HeaderMap, name: &str, mesh: bool) -> Option<&'a 
         .filter(|s| s.len() <= 253)
 }
 
+/// The gateway's HTTP server: Pingora's proxy running `WeftProxy`.
+pub type Proxy = pingora::proxy::HttpProxy<WeftProxy>;
+
 pub struct WeftProxy {
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
-    pub access_log: crate::access_log::AccessLog,
+    pub access_log: crate::telemetry::access_log::AccessLog,
     /// Hosts asked for on demand (a sidecar's outbound side).
-    pub interest: Option<Arc<crate::discovery::Interest>>,
+    pub interest: Option<Arc<crate::route::discovery::Interest>>,
     /// Where spans go, when a collector is configured.
-    pub spans: Option<crate::trace::Exporter>,
+    pub spans: Option<crate::telemetry::trace::Exporter>,
 }
 
 fn incoming_traceparent(session: &Session) -> Option<&str> {
@@ -97,6 +101,25 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// What logs and spans tell of this request.
+    fn hop<'a>(
+        &'a self,
+        session: &'a Session,
+        trace: Option<&'a TraceContext>,
+    ) -> records::Hop<'a> {
+        records::Hop {
+            started: self.started,
+            host: select::request_host(session.req_header()),
+            route: self.route.as_deref().map(|r| r.name.as_str()),
+            cluster: self.cluster.as_deref().map(|c| c.name.as_str()),
+            upstream: match (&self.cluster, self.endpoint) {
+                (Some(c), Some(i)) => c.endpoints.get(i).copied(),
+                _ => None,
+            },
+            trace,
+        }
+    }
+
     fn backend_filters(&self) -> impl Iterator<Item = &HttpFilter> {
         let route = self.route.as_deref();
         let rule = route.into_iter().flat_map(|r| &r.filters);
@@ -109,8 +132,8 @@ impl RequestCtx {
 }
 
 async fn respond(session: &mut Session, status: u16, location: Option<String>) -> Result<bool> {
-    if status >= 400 && crate::grpc::is_grpc(session.req_header()) {
-        let resp = crate::grpc::error_response(status)?;
+    if status >= 400 && crate::filters::grpc::is_grpc(session.req_header()) {
+        let resp = crate::filters::grpc::error_response(status)?;
         session.write_response_header(Box::new(resp), true).await?;
         return Ok(true);
     }
@@ -156,12 +179,17 @@ impl ProxyHttp for WeftProxy {
                 .map(|a| a.port())
         });
         let req = session.req_header();
-        let mut decision = routing::decide(&snapshot, conn, port, req);
+        let arrival = select::Arrival {
+            port,
+            sni: conn.and_then(|c| c.sni.as_deref()),
+            original_port: conn.and_then(|c| c.original_dst).map(|a| a.port()),
+        };
+        let mut decision = select::decide(&snapshot, arrival, req);
         if let (Decision::UnknownHost { host, .. }, Some(interest)) = (&decision, &self.interest) {
             if interest.discover(host, DISCOVERY_WAIT).await {
                 if let Some(newer) = self.snapshot.load_full() {
                     snapshot = newer;
-                    decision = routing::decide(&snapshot, conn, port, req);
+                    decision = select::decide(&snapshot, arrival, req);
                 }
             }
         }
@@ -193,7 +221,7 @@ impl ProxyHttp for WeftProxy {
         };
         for (mirror, percent) in &route.mirrors {
             if *percent >= 100.0 || rand::random::<f64>() * 100.0 < *percent {
-                crate::mirror::send(mirror, req, &host);
+                crate::filters::mirror::send(mirror, req, &host);
             }
         }
         cluster.budget.start();
@@ -241,7 +269,7 @@ impl ProxyHttp for WeftProxy {
         };
         ctx.endpoint = Some(i);
         let mut peer = match &cluster.tls {
-            // Mutual TLS with the identity checked (`crate::upstream_tls`).
+            // Mutual TLS with the identity checked (`crate::upstream::connector`).
             Some(tls) => tls.peer(cluster.endpoints[i]),
             None => HttpPeer::new(cluster.endpoints[i], false, String::new()),
         };
@@ -267,12 +295,13 @@ impl ProxyHttp for WeftProxy {
         // An upgrade (a tunnel) is never tried again, so it must not start
         // on a pooled connection the backend may have closed: a key no pool
         // holds gives it a fresh one. To a plain backend it goes through
-        // `crate::upgrade` (a Pingora race).
+        // `crate::upstream::upgrade` (a Pingora race).
         if session.is_upgrade_req() {
             peer.group_key = rand::random();
             if cluster.tls.is_none() && peer.options.custom_l4.is_none() {
-                peer.options.custom_l4 =
-                    Some(std::sync::Arc::new(crate::upgrade::UpgradeConnector));
+                peer.options.custom_l4 = Some(std::sync::Arc::new(
+                    crate::upstream::upgrade::UpgradeConnector,
+                ));
             }
         }
         Ok(Box::new(peer))
@@ -316,13 +345,13 @@ impl ProxyHttp for WeftProxy {
         let prefix = route.as_deref().and_then(CompiledRoute::prefix);
         for f in ctx.backend_filters() {
             match f {
-                HttpFilter::RequestHeaders(m) => filters::modify_request(m, upstream),
+                HttpFilter::RequestHeaders(m) => headers::modify_request(m, upstream),
                 HttpFilter::Rewrite(r) => {
                     if let Some(h) = &r.hostname {
                         upstream.insert_header(http::header::HOST, h.as_str())?;
                     }
                     if let Some(p) = &r.path {
-                        let path = filters::rewrite_path(p, upstream.uri.path(), prefix);
+                        let path = headers::rewrite_path(p, upstream.uri.path(), prefix);
                         let uri = match upstream.uri.query() {
                             Some(q) => format!("{path}?{q}"),
                             None => path,
@@ -407,7 +436,7 @@ impl ProxyHttp for WeftProxy {
         }
         for f in ctx.backend_filters() {
             if let HttpFilter::ResponseHeaders(m) = f {
-                filters::modify_response(m, resp);
+                headers::modify_response(m, resp);
             }
         }
         let cors = ctx.route.as_ref().and_then(|r| r.cors.as_ref());
@@ -448,10 +477,10 @@ impl ProxyHttp for WeftProxy {
         e: &Error,
         _ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = crate::rescue::status_for(e);
+        let code = crate::filters::rescue::status_for(e);
         let sent = if code == 0 {
             Ok(())
-        } else if crate::grpc::is_grpc(session.req_header()) {
+        } else if crate::filters::grpc::is_grpc(session.req_header()) {
             respond(session, code, None).await.map(|_| ())
         } else {
             session.respond_error(code).await
@@ -475,7 +504,7 @@ impl ProxyHttp for WeftProxy {
                 cluster.budget.release();
             }
         }
-        let grpc = crate::grpc::is_grpc(session.req_header());
+        let grpc = crate::filters::grpc::is_grpc(session.req_header());
         // A frontend client certificate is not a mesh identity.
         let peer = ConnInfo::of(session.digest())
             .filter(|c| c.mesh_peer)
@@ -487,8 +516,9 @@ impl ProxyHttp for WeftProxy {
             .filter(|s| s.ends_with(".svc.cluster.local"));
         let source_workload = told(headers, SOURCE_WORKLOAD, peer.is_some());
         if ctx.access_log {
+            let hop = ctx.hop(session, ctx.trace.as_ref());
             self.access_log
-                .write(crate::records::access_line(session, ctx, status, peer));
+                .write(records::access_line(session, &hop, status, peer));
         }
         let record = crate::telemetry::RequestRecord {
             source_principal: peer,
@@ -518,9 +548,9 @@ impl ProxyHttp for WeftProxy {
                 .trace
                 .take()
                 .unwrap_or_else(|| TraceContext::next(incoming_traceparent(session)));
-            spans.record(crate::records::span_of(
+            spans.record(records::span_of(
                 session,
-                ctx,
+                &ctx.hop(session, None),
                 trace,
                 &record,
                 peer,

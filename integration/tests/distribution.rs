@@ -121,7 +121,7 @@ async fn nack_keeps_the_last_good_snapshot_and_the_gateway_outlives_its_controll
 
     let gateway = weft_gateway::Gateway::new();
     let node = wire::gateway_node("default", "gw");
-    tokio::spawn(weft_gateway::client::run(
+    tokio::spawn(weft_gateway::control::client::run(
         gateway.clone(),
         format!("http://{addr}"),
         node,

@@ -75,7 +75,7 @@ async fn config_dump(State(s): State<Arc<Sidecar>>) -> impl IntoResponse {
         "identity": s.id.to_string(),
         "version": s.running().map(|(v, _)| v),
         "certificate": certificate,
-        "inbound": weft_gateway::admin::dump(&s.inbound).await,
-        "outbound": weft_gateway::admin::dump(&s.outbound).await,
+        "inbound": weft_gateway::control::admin::dump(&s.inbound).await,
+        "outbound": weft_gateway::control::admin::dump(&s.outbound).await,
     }))
 }

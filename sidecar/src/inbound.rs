@@ -37,7 +37,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
             port: p.listen.port(),
             protocol: Protocol::Https,
             client_auth: Some(ClientAuth {
-                roots_pem: weft_gateway::identity::union(&spec.trust_bundle, &svid.bundle),
+                roots_pem: weft_gateway::control::identity::union(&spec.trust_bundle, &svid.bundle),
                 allow_plaintext: spec.mode == MtlsMode::Permissive,
                 insecure_fallback: false,
                 mesh: true,

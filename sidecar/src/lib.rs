@@ -8,11 +8,11 @@
 //! - the outbound side: the workload's calls (HTTP_PROXY) routed by the
 //!   controller's config (services, GAMMA routes, clusters with the
 //!   identities expected of them), completed with the sidecar's certificate
-//!   (`weft_gateway::identity`) and carried over mutual TLS to the
+//!   (`weft_gateway::control::identity`) and carried over mutual TLS to the
 //!   destination's sidecar; hosts are discovered on demand and those
 //!   outside the mesh pass through;
 //! - `proxy`: one workload's sidecar — its identity manager, both sides,
-//!   and the config it takes from the controller (`weft_gateway::client`);
+//!   and the config it takes from the controller (`weft_gateway::control::client`);
 //! - `run`: a sidecar with its config stream and admin port, as
 //!   `weft sidecar run` runs it;
 //! - `admin`: its admin port (`/ready`, `/config_dump`, `/metrics`);

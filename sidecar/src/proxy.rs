@@ -2,7 +2,7 @@
 //! certificate, the inbound and outbound sides (two engines sharing one set
 //! of metrics), and the `ConfigTarget` the config client drives with the
 //! workload's `SidecarConfig`. The outbound side's config holds only the
-//! hosts the workload has called (`weft_gateway::discovery`).
+//! hosts the workload has called (`weft_gateway::route::discovery`).
 
 use crate::inbound;
 use std::sync::{Arc, Mutex};
@@ -12,9 +12,9 @@ use tokio::task::JoinHandle;
 use weft_api::SidecarConfig;
 use weft_ca::workload::{manage, CaClient, Svid};
 use weft_ca::SpiffeId;
-use weft_gateway::client::{ConfigTarget, Running};
-use weft_gateway::discovery::Interest;
-use weft_gateway::identity::with_identity;
+use weft_gateway::control::client::{ConfigTarget, Running};
+use weft_gateway::control::identity::with_identity;
+use weft_gateway::route::discovery::Interest;
 use weft_gateway::telemetry::{Metrics, Reporter};
 use weft_gateway::{Gateway, Snapshot};
 

@@ -41,7 +41,7 @@ pub fn start(options: Options) -> Running {
     } = options;
     let sidecar = Sidecar::start(&name, identity);
     let node = weft_api::wire::sidecar_node(&namespace, &name);
-    let mut tasks = vec![tokio::spawn(weft_gateway::client::run(
+    let mut tasks = vec![tokio::spawn(weft_gateway::control::client::run(
         sidecar.clone(),
         controller,
         node,

@@ -114,8 +114,10 @@ async fn an_application_calls_a_service_through_both_sidecars() {
     }
     let frontend = &t.sidecars[&key("frontend")];
     let gw = weft_gateway::Gateway::new();
-    let config =
-        weft_gateway::identity::with_identity(&frontend.outbound, &svid(&ca, "shop", "frontend"));
+    let config = weft_gateway::control::identity::with_identity(
+        &frontend.outbound,
+        &svid(&ca, "shop", "frontend"),
+    );
     gw.apply("1".into(), config).await.unwrap();
     keep.push(gw);
 

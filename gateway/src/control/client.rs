@@ -6,7 +6,7 @@
 //! holds both its sides). A target with an `Interest` also sends the hosts
 //! its proxy asks for, and learns which hosts each snapshot answers.
 
-use crate::discovery::Interest;
+use crate::route::discovery::Interest;
 use crate::Gateway;
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! TLS with the listener's certificate and sends the plaintext over TCP
 //! (Terminate). A connection no route takes is closed without a word.
 
-use crate::snapshot::{CompiledRoute, Snapshot};
+use crate::config::snapshot::{CompiledRoute, Snapshot};
 use crate::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;

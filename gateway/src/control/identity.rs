@@ -6,8 +6,8 @@
 //! workloads' sidecars; a sidecar's outbound side fills its clusters the
 //! same way.
 
-use crate::client::{ConfigTarget, Running};
-use crate::discovery::Interest;
+use crate::control::client::{ConfigTarget, Running};
+use crate::route::discovery::Interest;
 use crate::{Gateway, GatewayError};
 use std::sync::Arc;
 use tokio::sync::watch;

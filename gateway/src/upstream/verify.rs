@@ -32,7 +32,7 @@ impl ServerVerifier {
     /// bundle vouches for, when empty).
     pub fn spiffe(roots_pem: &[String], expected: Vec<String>) -> Result<Self, String> {
         Self::new(
-            crate::tls::root_store(roots_pem)?,
+            crate::pki::root_store(roots_pem)?,
             Expected::Spiffe(expected),
         )
     }
@@ -99,7 +99,7 @@ impl ServerCertVerifier for ServerVerifier {
         let names = match &self.expected {
             Expected::Spiffe(expected) => {
                 chain_good(verify(server_name))?;
-                let id = crate::tls::spiffe_id(end_entity)
+                let id = crate::pki::spiffe_id(end_entity)
                     .ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
                 if expected.is_empty() || expected.contains(&id) {
                     return Ok(ServerCertVerified::assertion());

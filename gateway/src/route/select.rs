@@ -5,11 +5,10 @@
 //! rule whose backends are all invalid. A host no virtual host serves is
 //! reported as such, so the proxy can discover it or pass it through.
 
-use crate::balancer::ClusterState;
-use crate::conn::ConnInfo;
-use crate::filters;
-use crate::hosts::normalize;
-use crate::snapshot::{CompiledRoute, Snapshot};
+use crate::config::hosts::normalize;
+use crate::config::snapshot::{CompiledRoute, Snapshot};
+use crate::filters::headers as filters;
+use crate::upstream::balancer::ClusterState;
 use pingora::http::RequestHeader;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -42,20 +41,33 @@ pub fn request_host(req: &RequestHeader) -> &str {
         .unwrap_or("")
 }
 
-/// Where `req`, arrived on `port` over `conn`, goes under `snapshot`.
+/// What the connection a request came on tells of it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Arrival<'a> {
+    /// The local port it was accepted on.
+    pub port: Option<u16>,
+    /// The SNI name of a TLS connection, lowercased.
+    pub sni: Option<&'a str>,
+    /// The port a captured connection was bound for (`SO_ORIGINAL_DST`).
+    pub original_port: Option<u16>,
+}
+
+/// Where `req`, arrived as `arrival` says, goes under `snapshot`.
 pub fn decide<'a>(
     snapshot: &Snapshot,
-    conn: Option<&ConnInfo>,
-    port: Option<u16>,
+    arrival: Arrival<'_>,
     req: &'a RequestHeader,
 ) -> Decision<'a> {
+    let port = arrival.port;
     let Some(table) = port.and_then(|p| snapshot.ports.get(&p)) else {
         return Decision::Respond(404, None);
     };
     let host = if table.host_with_port {
         // A captured connection's Host may leave out the port it was for.
-        let port = conn.and_then(|c| c.original_dst).map(|a| a.port());
-        Cow::Owned(crate::hosts::with_port(request_host(req), port))
+        Cow::Owned(crate::config::hosts::with_port(
+            request_host(req),
+            arrival.original_port,
+        ))
     } else {
         normalize(request_host(req))
     };
@@ -63,7 +75,7 @@ pub fn decide<'a>(
         return Decision::Respond(404, None);
     };
     if table.protocol == Protocol::Https {
-        let sni = conn.and_then(|c| c.sni.as_deref()).unwrap_or("");
+        let sni = arrival.sni.unwrap_or("");
         if !sni.is_empty() && table.listener(sni) != Some(li) {
             return Decision::Respond(421, None);
         }
@@ -81,7 +93,7 @@ pub fn decide<'a>(
         return Decision::Respond(404, None);
     };
     if let (Some(cors), Some(origin)) = (&route.cors, req.headers.get(http::header::ORIGIN)) {
-        if crate::cors::is_preflight(&req.method, &req.headers) {
+        if crate::filters::cors::is_preflight(&req.method, &req.headers) {
             let allowed = origin.to_str().is_ok_and(|o| cors.allows(o));
             return Decision::Preflight(if allowed {
                 cors.preflight(origin, &req.headers)

@@ -2,7 +2,7 @@
 //! mirror cluster, fire and forget; its answer is read and dropped. The
 //! mirrored copy carries no body (mirrors see GETs and heads of others).
 
-use crate::balancer::ClusterState;
+use crate::upstream::balancer::ClusterState;
 use pingora::http::RequestHeader;
 use std::fmt::Write as _;
 use std::sync::Arc;

@@ -1,7 +1,8 @@
 //! Matching a request against one route's match: path, method, headers and
 //! query parameters, with regexes compiled when the snapshot is built.
 
-use crate::GatewayError;
+use crate::filters::headers::prefix_matches;
+use crate::error::GatewayError;
 use http::HeaderMap;
 use regex::Regex;
 use weft_api::{HttpMatch, PathMatch, StringMatch};
@@ -125,14 +126,6 @@ impl Matcher {
             query_value(query.unwrap_or(""), name).is_some_and(|v| value.matches(&v))
         })
     }
-}
-
-/// `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`.
-pub fn prefix_matches(prefix: &str, path: &str) -> bool {
-    prefix.is_empty()
-        || path
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The first value of query parameter `name`, percent-decoded.

@@ -2,11 +2,11 @@
 //! regexes, certificates, cluster state) and then only read. The gateway
 //! holds one and swaps it whole.
 
-use crate::balancer::ClusterState;
-use crate::cors::CompiledCors;
-use crate::hosts::HostTable;
-use crate::matcher::{Matcher, Path};
-use crate::GatewayError;
+use crate::config::hosts::HostTable;
+use crate::config::matcher::{Matcher, Path};
+use crate::filters::cors::CompiledCors;
+use crate::upstream::balancer::ClusterState;
+use crate::error::GatewayError;
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -82,7 +82,7 @@ impl Snapshot {
             let mut listeners = Vec::new();
             for l in &port.listeners {
                 let cert = match &l.tls {
-                    Some(tls) => Some(crate::tls::certified_key(tls).map_err(|e| {
+                    Some(tls) => Some(crate::pki::certified_key(tls).map_err(|e| {
                         GatewayError::Snapshot(format!("listener {}: certificate: {e}", l.name))
                     })?),
                     None => None,

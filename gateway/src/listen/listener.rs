@@ -2,17 +2,15 @@
 //! and stopped as snapshots add and remove ports. A stopped loop closes its
 //! socket; its open connections finish their requests and then close.
 
-use crate::conn::{ConnInfo, ConnStream};
-use crate::proxy::WeftProxy;
-use crate::snapshot::Snapshot;
+use crate::config::snapshot::Snapshot;
+use crate::listen::conn::{ConnInfo, ConnStream};
+use crate::listen::tls::SniResolver;
 use crate::telemetry::Metrics;
-use crate::tls::SniResolver;
 use arc_swap::ArcSwapOption;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{Ssl, Stream};
-use pingora::proxy::HttpProxy;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +21,9 @@ use weft_api::{ClientAuth, Protocol};
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-pub type Proxy = Arc<HttpProxy<WeftProxy>>;
+/// What serves the HTTP connections accepted (the gateway's Pingora proxy).
+pub trait App: ServerApp + Send + Sync + 'static {}
+impl<A: ServerApp + Send + Sync + 'static> App for A {}
 
 /// What is bound on an address; a change rebinds it.
 #[derive(Clone, Debug, PartialEq)]
@@ -39,16 +39,16 @@ struct Running {
 }
 
 /// The accept loops, by bound address.
-pub struct Listeners {
-    proxy: Proxy,
+pub struct Listeners<A> {
+    proxy: Arc<A>,
     metrics: Arc<Metrics>,
     snapshot: Arc<ArcSwapOption<Snapshot>>,
     running: HashMap<SocketAddr, Running>,
 }
 
-impl Listeners {
+impl<A: App> Listeners<A> {
     pub fn new(
-        proxy: Proxy,
+        proxy: Arc<A>,
         snapshot: Arc<ArcSwapOption<Snapshot>>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -191,9 +191,11 @@ fn tls_config(
     let builder = match client_auth {
         None => builder.with_no_client_auth(),
         Some(auth) => {
-            let verifier = crate::tls::client_verifier(&auth.roots_pem, provider)?;
+            let verifier = crate::listen::tls::client_verifier(&auth.roots_pem, provider)?;
             if auth.insecure_fallback {
-                builder.with_client_cert_verifier(Arc::new(crate::tls::FallbackVerifier(verifier)))
+                builder.with_client_cert_verifier(Arc::new(crate::listen::tls::FallbackVerifier(
+                    verifier,
+                )))
             } else {
                 builder.with_client_cert_verifier(verifier)
             }
@@ -208,9 +210,9 @@ fn tls_config(
 const TLS_HANDSHAKE: u8 = 0x16;
 
 /// What an accept loop serves its connections with.
-struct Serving {
+struct Serving<A> {
     tls: Option<Arc<Acceptor>>,
-    /// TCP and TLS ports (`crate::l4`), with the acceptor of TLS ports for
+    /// TCP and TLS ports (`crate::listen::l4`), with the acceptor of TLS ports for
     /// listeners that terminate.
     l4: Option<Option<tokio_rustls::TlsAcceptor>>,
     snapshot: Arc<ArcSwapOption<Snapshot>>,
@@ -221,13 +223,13 @@ struct Serving {
     trust_peer: bool,
     /// Whether verified clients are mesh workloads (`ClientAuth::mesh`).
     mesh_peers: bool,
-    proxy: Proxy,
+    proxy: Arc<A>,
     metrics: Arc<Metrics>,
 }
 
-async fn accept_loop(
+async fn accept_loop<A: App>(
     listener: TcpListener,
-    serving: Arc<Serving>,
+    serving: Arc<Serving<A>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
@@ -250,7 +252,9 @@ async fn accept_loop(
             if let Some(snapshot) = serving.snapshot.load_full() {
                 let metrics = serving.metrics.clone();
                 let terminate = terminate.clone();
-                tokio::spawn(crate::l4::serve(tcp, port, snapshot, terminate, metrics));
+                tokio::spawn(crate::listen::l4::serve(
+                    tcp, port, snapshot, terminate, metrics,
+                ));
             }
             continue;
         }
@@ -295,7 +299,7 @@ async fn handshake(
         }
         other => other,
     };
-    let original_dst = crate::conn::original_dst(&tcp);
+    let original_dst = crate::listen::conn::original_dst(&tcp);
     let l4: L4Stream = tcp.into();
     let Some(acceptor) = tls else {
         let info = ConnInfo {
@@ -325,7 +329,7 @@ async fn handshake(
         ),
         peer_identity: ssl
             .and_then(|s| s.peer_certificate_der())
-            .and_then(crate::tls::spiffe_id),
+            .and_then(crate::pki::spiffe_id),
         mesh_peer: false,
         original_dst,
     };

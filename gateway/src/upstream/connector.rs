@@ -12,8 +12,8 @@
 //! Pingora cannot reuse such connections (it matches pooled connections by
 //! socket, and a custom stream has none). Configs are built per snapshot.
 
-use crate::tls::certified_key;
-use crate::verify::ServerVerifier;
+use crate::pki::certified_key;
+use crate::upstream::verify::ServerVerifier;
 use async_trait::async_trait;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
@@ -55,8 +55,8 @@ impl MeshConnector {
             )?),
             Some(p) => {
                 let roots = match p.system_roots {
-                    true => crate::tls::system_roots()?,
-                    false => crate::tls::root_store(&tls.roots_pem)?,
+                    true => crate::pki::system_roots()?,
+                    false => crate::pki::root_store(&tls.roots_pem)?,
                 };
                 Arc::new(ServerVerifier::policy(roots, p.subject_alt_names.clone())?)
             }

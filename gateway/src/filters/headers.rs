@@ -1,7 +1,6 @@
 //! The HTTPRoute filters applied on the request path: header modifiers,
 //! redirects and URL rewrites.
 
-use crate::matcher::prefix_matches;
 use pingora::http::{RequestHeader, ResponseHeader};
 use weft_api::{HeaderModifier, PathModifier, Redirect};
 
@@ -27,6 +26,14 @@ pub fn modify_response(m: &HeaderModifier, resp: &mut ResponseHeader) {
     for name in &m.remove {
         resp.remove_header(name.as_str());
     }
+}
+
+/// `/foo` matches `/foo`, `/foo/` and `/foo/bar`, not `/foobar`.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    prefix.is_empty()
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// The path after a path modifier. `prefix` is the rule's PathPrefix match,

@@ -15,17 +15,17 @@ pub struct ClusterState {
     pub endpoints: Vec<SocketAddr>,
     lb: LbPolicy,
     /// TLS origination, when the cluster asks for it.
-    pub tls: Option<Arc<crate::upstream_tls::MeshConnector>>,
+    pub tls: Option<Arc<crate::upstream::connector::MeshConnector>>,
     next: AtomicUsize,
     active: Vec<AtomicUsize>,
     /// Requests and retries in flight, for the retry budget.
-    pub budget: crate::retry::Budget,
+    pub budget: crate::upstream::retry::Budget,
 }
 
 impl ClusterState {
     pub fn new(name: &str, c: &Cluster) -> Result<Self, String> {
         let tls = match &c.tls {
-            Some(t) => Some(Arc::new(crate::upstream_tls::MeshConnector::new(
+            Some(t) => Some(Arc::new(crate::upstream::connector::MeshConnector::new(
                 t, c.protocol,
             )?)),
             None => None,

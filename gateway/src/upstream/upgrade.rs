@@ -35,7 +35,7 @@ pub struct UpgradeConnector;
 #[async_trait]
 impl pingora::connectors::L4Connect for UpgradeConnector {
     async fn connect(&self, addr: &PingoraAddr) -> pingora::Result<L4Stream> {
-        let tcp = crate::upstream_tls::connect_tcp(addr).await?;
+        let tcp = crate::upstream::connector::connect_tcp(addr).await?;
         let stream = DelayedFirstRead {
             inner: tcp,
             delay: Some(Box::pin(tokio::time::sleep(FIRST_READ_DELAY))),

@@ -1,0 +1,10 @@
+//! What a route does to a request beside sending it on: header modifiers,
+//! redirects and rewrites (`headers`), CORS (`cors`), mirrors (`mirror`),
+//! and the answers the gateway gives itself: gRPC statuses (`grpc`) and the
+//! status of a failed request (`rescue`).
+
+pub mod cors;
+pub mod grpc;
+pub mod headers;
+pub mod mirror;
+pub mod rescue;

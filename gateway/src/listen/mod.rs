@@ -1,0 +1,9 @@
+//! Accepting connections: the accept loops that follow the snapshot's
+//! ports (`listener`), what each connection carries to the request phases
+//! (`conn`), downstream TLS (`tls`), and TCP and TLS listeners that forward
+//! whole connections (`l4`).
+
+pub mod conn;
+pub mod l4;
+pub mod listener;
+pub mod tls;

@@ -1,0 +1,6 @@
+//! Choosing where a request goes, with no I/O: the port's listener, the
+//! virtual host and the first matching route (`select`), and hosts the
+//! snapshot lacks asked of the controller on demand (`discovery`).
+
+pub mod discovery;
+pub mod select;

@@ -1,0 +1,10 @@
+//! What the proxy tells of its traffic: Istio's metrics (`metrics`), OTLP
+//! spans (`trace`), JSON access-log lines (`access_log`), and what a
+//! finished request leaves in the last two (`records`).
+
+pub mod access_log;
+pub mod metrics;
+pub mod records;
+pub mod trace;
+
+pub use metrics::{ByteCounters, Metrics, Reporter, RequestRecord};

@@ -1,0 +1,10 @@
+//! Reaching a backend: a cluster's endpoints and the choice among them
+//! (`balancer`), TLS and mutual TLS originated to them (`connector`,
+//! checked by `verify`), retries and their budget (`retry`), and the
+//! connections upgrades (WebSocket) start on (`upgrade`).
+
+pub mod balancer;
+pub mod connector;
+pub mod retry;
+pub mod upgrade;
+pub mod verify;
