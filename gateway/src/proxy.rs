@@ -268,10 +268,18 @@ impl ProxyHttp for WeftProxy {
             ));
         };
         ctx.endpoint = Some(i);
-        let mut peer = match &cluster.tls {
-            // Mutual TLS with the identity checked (`crate::upstream::connector`).
-            Some(tls) => tls.peer(cluster.endpoints[i]),
-            None => HttpPeer::new(cluster.endpoints[i], false, String::new()),
+        let addr = cluster.endpoints[i];
+        let mut peer = if session.is_upgrade_req() {
+            // A tunnel is never tried again, so it starts on a connection
+            // of its own, one that works around a Pingora race
+            // (`crate::upstream::upgrade`).
+            crate::upstream::upgrade::peer(addr, cluster.tls.clone())
+        } else {
+            match &cluster.tls {
+                // Mutual TLS with the identity checked (`crate::upstream::connector`).
+                Some(tls) => tls.peer(addr),
+                None => HttpPeer::new(addr, false, String::new()),
+            }
         };
         peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
         peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
@@ -291,18 +299,6 @@ impl ProxyHttp for WeftProxy {
         peer.options.read_timeout = timeout;
         if let Some(t) = timeout {
             peer.options.connection_timeout = Some(t.min(CONNECT_TIMEOUT));
-        }
-        // An upgrade (a tunnel) is never tried again, so it must not start
-        // on a pooled connection the backend may have closed: a key no pool
-        // holds gives it a fresh one. To a plain backend it goes through
-        // `crate::upstream::upgrade` (a Pingora race).
-        if session.is_upgrade_req() {
-            peer.group_key = rand::random();
-            if cluster.tls.is_none() && peer.options.custom_l4.is_none() {
-                peer.options.custom_l4 = Some(std::sync::Arc::new(
-                    crate::upstream::upgrade::UpgradeConnector,
-                ));
-            }
         }
         Ok(Box::new(peer))
     }

@@ -22,7 +22,10 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::utils::tls::{parse_x509, CertKey, WrappedX509};
 use pingora::{Error, ErrorType, OrErr};
 use std::hash::{Hash, Hasher};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use weft_api::{AppProtocol, UpstreamTls};
@@ -194,59 +197,80 @@ pub(crate) async fn connect_tcp(addr: &PingoraAddr) -> pingora::Result<TcpStream
     Ok(tcp)
 }
 
-#[async_trait]
-impl pingora::connectors::L4Connect for MeshConnector {
-    async fn connect(&self, addr: &PingoraAddr) -> pingora::Result<L4Stream> {
-        let tcp = connect_tcp(addr).await?;
-        let tls = self
-            .connector
+impl MeshConnector {
+    /// The TLS handshake over `tcp`, the server checked as the cluster asks.
+    pub async fn handshake(&self, tcp: TcpStream) -> pingora::Result<TlsStream<TcpStream>> {
+        self.connector
             .connect(self.sni.clone(), tcp)
             .await
-            .or_err(ErrorType::TLSHandshakeFailure, "mesh TLS handshake")?;
-        Ok(VirtualSocketStream::new(Box::new(MeshStream(tls))).into())
+            .or_err(ErrorType::TLSHandshakeFailure, "upstream TLS handshake")
     }
 }
 
-#[derive(Debug)]
-struct MeshStream(TlsStream<TcpStream>);
+#[async_trait]
+impl pingora::connectors::L4Connect for MeshConnector {
+    async fn connect(&self, addr: &PingoraAddr) -> pingora::Result<L4Stream> {
+        let tls = self.handshake(connect_tcp(addr).await?).await?;
+        Ok(VirtualSocketStream::new(Box::new(Socket(tls))).into())
+    }
+}
 
-impl VirtualSocket for MeshStream {
+/// A stream over TCP handed to Pingora as a virtual socket, its socket
+/// options set on the TCP connection beneath.
+#[derive(Debug)]
+pub struct Socket<S>(pub S);
+
+/// A stream with a TCP connection beneath it.
+pub trait OverTcp {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl OverTcp for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl OverTcp for TlsStream<TcpStream> {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+impl<S> VirtualSocket for Socket<S>
+where
+    S: OverTcp + AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug,
+{
     fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
         match opt {
-            VirtualSockOpt::NoDelay => self.0.get_ref().0.set_nodelay(true),
+            VirtualSockOpt::NoDelay => self.0.tcp().set_nodelay(true),
             _ => Ok(()),
         }
     }
 }
 
-impl tokio::io::AsyncRead for MeshStream {
+impl<S: AsyncRead + Unpin> AsyncRead for Socket<S> {
     fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
-impl tokio::io::AsyncWrite for MeshStream {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Socket<S> {
     fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
         buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
     }
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
     }
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
