@@ -13,6 +13,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)
 command -v openssl >/dev/null || need+=(openssl)
+{ command -v setpriv && command -v taskset; } >/dev/null || need+=(util-linux)
 # The benchmark harness's smoke test: python3, wrk, nginx (the backend),
 # h2load (HTTP/2 over TLS).
 command -v python3 >/dev/null || need+=(python3)

@@ -36,6 +36,8 @@ pub struct Svid {
     pub bundle: Vec<String>,
     pub not_after: SystemTime,
     pub received: SystemTime,
+    /// How many certificates came before this one (0 for the first).
+    pub renewals: u64,
 }
 
 impl Svid {
@@ -107,6 +109,7 @@ async fn request(
         not_after: UNIX_EPOCH
             + Duration::from_secs(u64::try_from(resp.not_after_unix).unwrap_or(0)),
         received: SystemTime::now(),
+        renewals: current.map_or(0, |c| c.renewals + 1),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The controller's admin endpoint: `GET /status` lists every resource read,
-//! with its status as the Kubernetes API would show it, and the problems met
-//! reading the manifests.
+//! with its status as the Kubernetes API would show it, the problems met
+//! reading the manifests, and each file read with a digest of the content
+//! loaded.
 
 use crate::runtime::Published;
 use crate::ControllerError;
@@ -28,5 +29,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ControllerError> {
 
 async fn status(State(state): State<watch::Receiver<Arc<Published>>>) -> Json<Value> {
     let published = state.borrow().clone();
-    Json(json!({ "items": *published.items, "problems": published.problems }))
+    Json(json!({
+        "items": *published.items,
+        "problems": published.problems,
+        "files": published.sources,
+    }))
 }

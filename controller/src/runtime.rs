@@ -5,7 +5,7 @@
 use crate::provider::folder::{self, FolderState};
 use crate::resources::{Kind, ObjKey};
 use crate::status::{self, TransitionClock};
-use crate::store::{Problem, Store};
+use crate::store::{Problem, Source, Store};
 use crate::translate::{translate, BindErrors, Options};
 use crate::ControllerError;
 use serde_json::Value;
@@ -33,6 +33,8 @@ pub struct Published {
     /// `/status` items.
     pub items: Arc<Vec<Value>>,
     pub problems: Vec<Problem>,
+    /// The files read and the content of each that is loaded.
+    pub sources: Vec<Source>,
     /// The Workloads to run (standalone mode).
     pub workloads: BTreeMap<ObjKey, crate::workload::Workload>,
     /// The sidecar config of each Workload.
@@ -140,6 +142,8 @@ impl Controller {
             gateways,
             items: previous.items.clone(),
             problems: self.store.problems.clone(),
+            // With the statuses of the same read, below.
+            sources: previous.sources.clone(),
             sidecars: t.sidecars,
             ca_secret: match self.store.lookup(Kind::Secret, CA_SECRET.0, CA_SECRET.1) {
                 Some(crate::resources::Object::Secret(secret)) => Some(secret_fields(secret)),
@@ -169,6 +173,7 @@ impl Controller {
         }
         let items = status::items(&self.store, &t.statuses, &mut self.clock, &status::now());
         published.items = Arc::new(items);
+        published.sources = self.store.sources.clone();
         self.publish.send_replace(Arc::new(published));
     }
 

@@ -32,10 +32,21 @@ pub struct Problem {
     pub message: String,
 }
 
+/// A file a provider read, as `/status` shows it: which content is loaded.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Source {
+    pub file: PathBuf,
+    /// A digest of the content loaded (the last one that parsed).
+    pub digest: String,
+    pub documents: usize,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct Store {
     entries: BTreeMap<ObjKey, Entry>,
     pub problems: Vec<Problem>,
+    /// The files read, in order.
+    pub sources: Vec<Source>,
 }
 
 impl Store {
@@ -46,6 +57,7 @@ impl Store {
         let mut store = Store {
             entries: BTreeMap::new(),
             problems,
+            sources: Vec::new(),
         };
         for (file, parsed) in docs {
             let Parsed::Object { key, doc } = parsed else {

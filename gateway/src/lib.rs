@@ -49,6 +49,8 @@ pub struct Gateway {
     bind_errors: Mutex<Vec<String>>,
     /// The last snapshot refused: its version and why.
     rejected: std::sync::Mutex<Option<(String, String)>>,
+    /// Whether the config stream to the controller is up.
+    controller_connected: std::sync::atomic::AtomicBool,
     pub(crate) interest: Option<Arc<route::discovery::Interest>>,
 }
 
@@ -92,6 +94,7 @@ impl Gateway {
             snapshot,
             bind_errors: Mutex::new(Vec::new()),
             rejected: std::sync::Mutex::new(None),
+            controller_connected: Default::default(),
             interest,
         })
     }
@@ -123,6 +126,18 @@ impl Gateway {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Whether the config stream to the controller is up now.
+    pub fn controller_connected(&self) -> bool {
+        self.controller_connected
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records whether the config stream to the controller is up.
+    pub fn set_controller_connected(&self, up: bool) {
+        self.controller_connected
+            .store(up, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn current(&self) -> Option<Arc<Snapshot>> {

@@ -539,6 +539,8 @@ impl ProxyHttp for WeftProxy {
             response_bytes: session.body_bytes_sent(),
         };
         self.metrics.record(&record);
+        self.metrics
+            .downstream_version(session.req_header().version);
         if let Some(spans) = &self.spans {
             let trace = ctx
                 .trace

@@ -19,7 +19,7 @@ fn the_harness_runs_one_short_round() {
         })
         .collect();
     if !missing.is_empty() {
-        eprintln!("SKIPPED: the bench smoke run needs {}", missing.join(", "));
+        support::cannot_run(&format!("the bench smoke run needs {}", missing.join(", ")));
         return;
     }
     let out = tempfile::tempdir().unwrap();

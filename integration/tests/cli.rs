@@ -58,7 +58,8 @@ fn requests_total(text: &str, labels: &[&str]) -> u64 {
 #[tokio::test]
 async fn the_quickstart_serves_and_reports() {
     let ip = "127.0.71.1";
-    let mut weft = Weft::start(std::path::Path::new(&repo("examples/quickstart")), ip);
+    let dir = example("quickstart", &[("127.0.0.1", "127.0.71.2")]);
+    let mut weft = Weft::start(dir.path(), ip);
     let admin = weft.admin.to_string();
     let gateway_admin = weft.gateway_admins[0].clone();
     let c = client(&[]);

@@ -63,19 +63,37 @@ fn published(config: GatewayConfig, version: &str) -> Arc<Published> {
     })
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    state: watch::Receiver<Arc<Published>>,
-) -> tokio::task::JoinHandle<()> {
-    let (reports, mut rx) = mpsc::channel(16);
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let service = ConfigService::new(state, reports);
-    tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpListenerStream::new(listener))
-            .await;
-    })
+/// A config server on a runtime of its own, as a controller process would
+/// be: dropping the `Controller` drops every connection it holds.
+struct Controller(Option<tokio::runtime::Runtime>);
+
+impl Controller {
+    fn start(listener: std::net::TcpListener, state: watch::Receiver<Arc<Published>>) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.spawn(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (reports, mut rx) = mpsc::channel(16);
+            tokio::spawn(async move { while rx.recv().await.is_some() {} });
+            let _ = tonic::transport::Server::builder()
+                .add_service(ConfigService::new(state, reports))
+                .serve_with_incoming(TcpListenerStream::new(listener))
+                .await;
+        });
+        Controller(Some(rt))
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 async fn status(path: &str) -> u16 {
@@ -115,9 +133,9 @@ async fn nack_keeps_the_last_good_snapshot_and_the_gateway_outlives_its_controll
         config(PathMatch::Prefix("/a".into()), backend_addr),
         "v1",
     ));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = serve(listener, rx.clone()).await;
+    let controller = Controller::start(listener, rx.clone());
 
     let gateway = weft_gateway::Gateway::new();
     let node = wire::gateway_node("default", "gw");
@@ -128,21 +146,33 @@ async fn nack_keeps_the_last_good_snapshot_and_the_gateway_outlives_its_controll
     ));
     until("v1 serves /a", async || status("/a").await == 200).await;
     assert_eq!(status("/b").await, 404);
+    assert!(gateway.controller_connected());
 
-    // An invalid snapshot (a regex that does not compile) is refused.
+    // An invalid snapshot (a regex that does not compile) is refused, and
+    // the running one stays.
     tx.send_replace(published(
         config(PathMatch::Regex("(".into()), backend_addr),
         "bad",
     ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    until("the gateway refuses the bad snapshot", async || {
+        gateway.last_rejected().is_some()
+    })
+    .await;
+    let (version, error) = gateway.last_rejected().unwrap();
+    assert_eq!(version, "bad");
+    assert!(error.contains("regex"), "{error}");
     assert_eq!(gateway.current().unwrap().version, "v1");
     assert_eq!(status("/a").await, 200);
 
-    // The controller goes away: traffic goes on.
-    server.abort();
-    let _ = server.await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The controller goes away: the gateway sees its stream end, and
+    // traffic goes on.
+    drop(controller);
+    until("the gateway sees its controller gone", async || {
+        !gateway.controller_connected()
+    })
+    .await;
     assert_eq!(status("/a").await, 200);
+    assert_eq!(gateway.current().unwrap().version, "v1");
 
     // It comes back on the same address with a new config: the gateway
     // reconnects by itself and applies it.
@@ -150,9 +180,19 @@ async fn nack_keeps_the_last_good_snapshot_and_the_gateway_outlives_its_controll
         config(PathMatch::Prefix("/b".into()), backend_addr),
         "v2",
     ));
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let _server = serve(listener, rx).await;
+    // The old runtime lets go of the address as it winds down.
+    let mut listener = std::net::TcpListener::bind(addr);
+    for _ in 0..200 {
+        if listener.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        listener = std::net::TcpListener::bind(addr);
+    }
+    let listener = listener.expect("the controller's address is free again");
+    let _controller = Controller::start(listener, rx);
     until("v2 serves /b", async || status("/b").await == 200).await;
+    assert!(gateway.controller_connected());
     assert_eq!(status("/a").await, 404);
     assert_eq!(gateway.current().unwrap().version, "v2");
 }

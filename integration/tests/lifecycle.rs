@@ -139,6 +139,17 @@ spec:
             && r["status"]["parents"][0]["conditions"][0]["observedGeneration"] == 2
     })
     .await;
+    let digest = || async {
+        let status = weft.status().await;
+        status["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["file"].as_str().unwrap().ends_with("/r.yaml"))
+            .map(|f| f["digest"].clone())
+            .unwrap()
+    };
+    let before = digest().await;
     weft.write(
         "r.yaml",
         &format!(
@@ -146,7 +157,12 @@ spec:
             route("r", "b.example.com", "v1").replace(": ", ":  ")
         ),
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(
+        Duration::from_secs(5),
+        "the reformatted file is read",
+        || async { digest().await != before },
+    )
+    .await;
     assert_eq!(
         weft.item("HTTPRoute", "r").await["metadata"]["generation"],
         2
@@ -289,6 +305,10 @@ async fn killing_one_of_three_endpoints_under_load_fails_no_request() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (ok, failed) = load.stop().await;
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_err(),
+        "the killed process is gone (and was reaped) while the load ran"
+    );
     assert!(ok > 100, "only {ok} requests");
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
     drop(weft);

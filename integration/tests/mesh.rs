@@ -2,7 +2,8 @@
 //! workload and the ingress gateway; productpage's plain HTTP calls go over
 //! mutual TLS through the sidecars, the callee learns the caller's SPIFFE
 //! ID, the GAMMA route splits reviews by weight, and a STRICT sidecar
-//! refuses plaintext; certificates rotate under load with no failed call.
+//! refuses plaintext; every sidecar's certificate (2 s lifetimes) rotates
+//! several times under load with no failed call.
 
 mod support;
 use std::collections::BTreeMap;
@@ -12,8 +13,8 @@ use support::*;
 #[tokio::test]
 async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
     let ip = "127.0.12.1";
-    let dir = format!("{}/../examples/bookinfo", env!("CARGO_MANIFEST_DIR"));
-    let mut weft = Weft::start(std::path::Path::new(&dir), ip);
+    let dir = example("bookinfo", &[("127.0.10.", "127.0.112.")]);
+    let mut weft = Weft::start_in(None, dir.path(), ip, &[], &["--cert-ttl-seconds", "2"]);
     let c = client(&[]);
     let url = format!("http://{ip}:9080/");
     let page = || async {
@@ -49,6 +50,23 @@ async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
     // Pages without pause for at least 3 s — several lifetimes of a 2 s
     // certificate, so every sidecar rotates under load — and at least 200
     // of them for the weights. Not one page or call may fail.
+    let sidecars: Vec<String> = (1..=5).map(|i| format!("127.0.112.{i}")).collect();
+    let renewals = || async {
+        let mut out = Vec::new();
+        for ip in &sidecars {
+            let dump: serde_json::Value = client(&[])
+                .get(format!("http://{ip}:15020/config_dump"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            out.push(dump["certificate"]["renewals"].as_u64().expect("renewals"));
+        }
+        out
+    };
+    let before = renewals().await;
     let started = std::time::Instant::now();
     let mut versions: BTreeMap<String, u32> = BTreeMap::new();
     let mut pages = 0;
@@ -63,6 +81,13 @@ async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
         }
         pages += 1;
     }
+    let after = renewals().await;
+    for ((ip, b), a) in sidecars.iter().zip(&before).zip(&after) {
+        assert!(
+            a >= &(b + 2),
+            "{ip}: {b} renewals before the load, {a} after"
+        );
+    }
     // 50/30/20 of 200, within about 4 standard deviations.
     let n = |v: &str| versions.get(v).copied().unwrap_or(0);
     assert!((72..=128).contains(&n("reviews-v1")), "{versions:?}");
@@ -76,7 +101,7 @@ async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
         .build()
         .unwrap();
     assert!(plain
-        .get("http://127.0.10.2:15006/details/0")
+        .get("http://127.0.112.2:15006/details/0")
         .send()
         .await
         .is_err());

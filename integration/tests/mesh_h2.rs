@@ -114,11 +114,18 @@ async fn inbound_connections(c: &reqwest::Client, ip: &str) -> u64 {
         .text()
         .await
         .unwrap();
-    text.lines()
+    let counts: Vec<u64> = text
+        .lines()
         .filter(|l| l.starts_with("istio_tcp_connections_opened_total{"))
         .filter(|l| l.contains("reporter=\"destination\"") && l.contains("mutual_tls"))
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
+        .collect();
+    // A call went through before any count is taken: the series exists.
+    assert!(
+        !counts.is_empty() && counts.iter().sum::<u64>() >= 1,
+        "no inbound mTLS connection counted on {ip}:\n{text}"
+    );
+    counts.iter().sum()
 }
 
 #[tokio::test]

@@ -139,6 +139,10 @@ async fn killing_one_of_three_mesh_endpoints_under_load_fails_no_call() {
     unsafe { libc::kill(pid, libc::SIGKILL) };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (ok, failed) = load.stop().await;
+    assert!(
+        std::fs::metadata(format!("/proc/{pid}")).is_err(),
+        "the killed process is gone (and was reaped) while the load ran"
+    );
     assert!(ok > 50, "only {ok} pages");
     assert_eq!(failed, 0, "{failed} of {} pages failed", ok + failed);
     drop(weft);

@@ -69,6 +69,7 @@ async fn config_dump(State(s): State<Arc<Sidecar>>) -> impl IntoResponse {
         json!({
             "spiffeId": svid.id.to_string(),
             "notAfterUnix": svid.not_after.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            "renewals": svid.renewals,
         })
     });
     Json(json!({

@@ -212,4 +212,9 @@ impl ConfigTarget for Sidecar {
     fn interest(&self) -> Option<Arc<Interest>> {
         Some(self.interest.clone())
     }
+
+    fn connected(&self, up: bool) {
+        self.inbound.set_controller_connected(up);
+        self.outbound.set_controller_connected(up);
+    }
 }

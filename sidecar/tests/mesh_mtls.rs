@@ -130,6 +130,22 @@ async fn gateway_to_sidecar_over_mutual_tls() {
             body, "URI=spiffe://cluster.local/ns/infra/sa/gateway",
             "{version}"
         );
+        // The sidecar counts the request under the HTTP version the
+        // gateway spoke to it.
+        let wire = if protocol == AppProtocol::H2c {
+            "2"
+        } else {
+            "1.1"
+        };
+        let line = format!(
+            "weft_downstream_requests_total{{http_version=\"{wire}\",reporter=\"source\"}}"
+        );
+        let text = inbound_gw.metrics.text();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&line) && !l.ends_with(" 0")),
+            "{version}: no request over HTTP/{wire} in\n{text}"
+        );
     }
 
     // A sidecar that is not the identity expected for the service is not called.

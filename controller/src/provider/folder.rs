@@ -3,7 +3,7 @@
 //! folder whenever something in it changes.
 
 use crate::resources::{documents, parse, Parsed};
-use crate::store::{Problem, Store};
+use crate::store::{Problem, Source, Store};
 use crate::ControllerError;
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeMap;
@@ -114,7 +114,17 @@ impl FolderState {
                 docs.push((path.clone(), p.clone()));
             }
         }
-        Ok(Store::build(previous, docs, problems))
+        let mut store = Store::build(previous, docs, problems);
+        store.sources = self
+            .files
+            .iter()
+            .map(|(path, (text, parsed))| Source {
+                file: path.clone(),
+                digest: crate::runtime::version_of(text.as_bytes(), &[]),
+                documents: parsed.len(),
+            })
+            .collect();
+        Ok(store)
     }
 }
 

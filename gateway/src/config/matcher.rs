@@ -1,8 +1,8 @@
 //! Matching a request against one route's match: path, method, headers and
 //! query parameters, with regexes compiled when the snapshot is built.
 
-use crate::filters::headers::prefix_matches;
 use crate::error::GatewayError;
+use crate::filters::headers::prefix_matches;
 use http::HeaderMap;
 use regex::Regex;
 use weft_api::{HttpMatch, PathMatch, StringMatch};

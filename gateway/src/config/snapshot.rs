@@ -4,9 +4,9 @@
 
 use crate::config::hosts::HostTable;
 use crate::config::matcher::{Matcher, Path};
+use crate::error::GatewayError;
 use crate::filters::cors::CompiledCors;
 use crate::upstream::balancer::ClusterState;
-use crate::error::GatewayError;
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;

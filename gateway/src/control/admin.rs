@@ -74,6 +74,7 @@ pub async fn dump(gw: &Gateway) -> serde_json::Value {
         "bound": bound,
         "bindErrors": gw.bind_errors().await,
         "lastRejected": gw.last_rejected().map(|(version, error)| json!({"version": version, "error": error})),
+        "controller": {"connected": gw.controller_connected()},
         "config": config,
     })
 }

@@ -32,6 +32,8 @@ pub trait ConfigTarget: Send + Sync {
     fn interest(&self) -> Option<Arc<Interest>> {
         None
     }
+    /// The config stream came up (`true`) or went down.
+    fn connected(&self, up: bool);
 }
 
 /// The config a target accepted last, with its version: kept to answer
@@ -104,13 +106,19 @@ impl ConfigTarget for Gateway {
     fn interest(&self) -> Option<Arc<Interest>> {
         self.interest.clone()
     }
+
+    fn connected(&self, up: bool) {
+        self.set_controller_connected(up);
+    }
 }
 
 /// Runs until the task is dropped. `controller` is `http://host:port`.
 pub async fn run(target: Arc<dyn ConfigTarget>, controller: String, node: String) {
     let mut backoff = MIN_BACKOFF;
     loop {
-        match session(target.as_ref(), &controller, &node, &mut backoff).await {
+        let ended = session(target.as_ref(), &controller, &node, &mut backoff).await;
+        target.connected(false);
+        match ended {
             Ok(()) => tracing::warn!(%controller, "config stream ended; reconnecting"),
             Err(e) => tracing::warn!(%controller, "config stream failed: {e}; reconnecting"),
         }
@@ -141,6 +149,7 @@ async fn session(
         .await?
         .into_inner();
     *backoff = MIN_BACKOFF;
+    target.connected(true);
     loop {
         let asked = async {
             match &interest {

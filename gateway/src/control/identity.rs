@@ -150,6 +150,10 @@ impl ConfigTarget for Identified {
     fn interest(&self) -> Option<Arc<Interest>> {
         self.gateway.interest.clone()
     }
+
+    fn connected(&self, up: bool) {
+        self.gateway.set_controller_connected(up);
+    }
 }
 
 #[cfg(test)]

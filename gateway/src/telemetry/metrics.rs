@@ -81,6 +81,9 @@ pub struct Metrics {
     tcp_closed: IntCounterVec,
     tcp_sent: IntCounterVec,
     tcp_received: IntCounterVec,
+    /// Requests by the HTTP version the downstream spoke (as Envoy's
+    /// `downstream_rq_http1_total`, `..._http2_total`).
+    downstream_versions: IntCounterVec,
 }
 
 /// Byte counters of one connection, bumped as bytes cross its socket.
@@ -144,8 +147,17 @@ impl Metrics {
             &TCP_LABELS,
         )
         .expect("valid metric");
+        let downstream_versions = IntCounterVec::new(
+            Opts::new(
+                "weft_downstream_requests_total",
+                "Requests by the HTTP version the downstream spoke",
+            ),
+            &["reporter", "http_version"],
+        )
+        .expect("valid metric");
         for m in [
             &requests,
+            &downstream_versions,
             &tcp_opened,
             &tcp_closed,
             &tcp_sent,
@@ -171,6 +183,7 @@ impl Metrics {
             tcp_closed,
             tcp_sent,
             tcp_received,
+            downstream_versions,
         }
     }
 
@@ -248,6 +261,20 @@ impl Metrics {
         self.response_bytes
             .with_label_values(&labels)
             .observe(r.response_bytes as f64);
+    }
+
+    /// Counts a request by the HTTP version its downstream spoke.
+    pub fn downstream_version(&self, version: http::Version) {
+        let v = match version {
+            http::Version::HTTP_09 => "0.9",
+            http::Version::HTTP_10 => "1.0",
+            http::Version::HTTP_11 => "1.1",
+            http::Version::HTTP_2 => "2",
+            _ => "3",
+        };
+        self.downstream_versions
+            .with_label_values(&[self.reporter.reporter, v])
+            .inc();
     }
 
     pub fn connection_opened(&self, mutual_tls: bool) {

@@ -16,5 +16,6 @@ pub fn svid(ca: &Authority, ns: &str, sa: &str) -> Svid {
         bundle: ca.trust_bundle(),
         not_after: SystemTime::now() + Duration::from_secs(3600),
         received: SystemTime::now(),
+        renewals: 0,
     }
 }
