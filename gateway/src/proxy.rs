@@ -1,7 +1,8 @@
 //! `WeftProxy`: the gateway's Pingora `ProxyHttp`. Each phase is a short
 //! step over the snapshot the request loaded once when it arrived:
 //!
-//! - `request_filter` routes: port → listener (by Host; by SNI for TLS, with
+//! - `request_filter` makes the request canonical (`crate::route::normalize`:
+//!   400 for what cannot be), then routes: port → listener (by Host; by SNI for TLS, with
 //!   421 when the two disagree) → virtual host → first matching route. It
 //!   answers on its own what needs no backend: 404 no route, redirects, 500
 //!   for a rule whose backends are all invalid.
@@ -19,6 +20,7 @@
 use crate::config::snapshot::{CompiledRoute, Snapshot};
 use crate::filters::headers;
 use crate::listen::conn::ConnInfo;
+use crate::route::normalize;
 use crate::route::select::{self, Decision};
 use crate::telemetry::records;
 use crate::telemetry::trace::TraceContext;
@@ -168,6 +170,11 @@ impl ProxyHttp for WeftProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // Canonical before anything reads it, and sent on that way.
+        if let Err(why) = canonical(session) {
+            tracing::debug!(?why, "request refused");
+            return respond(session, 400, None).await;
+        }
         let Some(mut snapshot) = self.snapshot.load_full() else {
             return respond(session, 503, None).await;
         };
@@ -579,6 +586,22 @@ impl WeftProxy {
         }
         allowed
     }
+}
+
+/// Makes the request canonical (`crate::route::normalize`), or says why it
+/// is refused.
+fn canonical(session: &mut Session) -> std::result::Result<(), normalize::Rejected> {
+    if let Some(h1) = session.as_downstream().as_http1() {
+        normalize::check_request_line(&h1.get_headers_raw_bytes())?;
+    }
+    if session.req_header().method == http::Method::CONNECT {
+        return Ok(());
+    }
+    let rewrite = normalize::request(session.req_header())?;
+    if !rewrite.is_empty() {
+        rewrite.apply(session.req_header_mut())?;
+    }
+    Ok(())
 }
 
 /// The peer for a host outside the config, plain HTTP: where a captured
