@@ -19,4 +19,6 @@ pub enum CaError {
     },
     #[error("CA state: {0}")]
     BadState(String),
+    #[error("TLS: {0}")]
+    Tls(String),
 }

@@ -21,6 +21,12 @@ impl SpiffeId {
         )
     }
 
+    /// The control plane's identity (the config server and the CA's
+    /// signing service), which proxies check those servers against.
+    pub fn control_plane(trust_domain: &str) -> Result<Self, CaError> {
+        SpiffeId::new(trust_domain, "weft-system", "weft-controller")
+    }
+
     pub fn new(
         trust_domain: &str,
         namespace: &str,

@@ -1,7 +1,9 @@
 //! The gRPC signing service: authenticates the caller, then signs its CSR for
-//! the identity it proved, never another.
+//! the identity it proved, never another, and only while the roster holds
+//! that identity. It is served over TLS (`crate::tls`), so tokens and
+//! certificates never cross the wire in the clear.
 
-use crate::{Authenticator, Authority, CaError};
+use crate::{Authenticator, Authority, CaError, Roster};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
@@ -12,18 +14,28 @@ use weft_api::wire::ca::{
 pub struct SigningService {
     authority: Arc<Authority>,
     auth: Arc<dyn Authenticator>,
+    roster: Arc<Roster>,
 }
 
 impl SigningService {
-    pub fn new(authority: Arc<Authority>, auth: Arc<dyn Authenticator>) -> Self {
-        SigningService { authority, auth }
+    pub fn new(
+        authority: Arc<Authority>,
+        auth: Arc<dyn Authenticator>,
+        roster: Arc<Roster>,
+    ) -> Self {
+        SigningService {
+            authority,
+            auth,
+            roster,
+        }
     }
 
     pub fn server(
         authority: Arc<Authority>,
         auth: Arc<dyn Authenticator>,
+        roster: Arc<Roster>,
     ) -> CertificateAuthorityServer<Self> {
-        CertificateAuthorityServer::new(SigningService::new(authority, auth))
+        CertificateAuthorityServer::new(SigningService::new(authority, auth, roster))
     }
 }
 
@@ -47,6 +59,12 @@ impl CertificateAuthority for SigningService {
             self.auth.authenticate(&req.token)
         }
         .map_err(status)?;
+        if !self.roster.allows(&id) {
+            tracing::warn!(identity = %id, "refused to sign: no workload has this identity now");
+            return Err(Status::permission_denied(format!(
+                "no workload has the identity {id} now"
+            )));
+        }
         let ttl = u64::try_from(req.ttl_seconds).ok().map(Duration::from_secs);
         let issued = self.authority.sign(&req.csr_pem, &id, ttl).map_err(|e| {
             tracing::warn!(identity = %id, "refused to sign: {e}");

@@ -60,24 +60,54 @@ pub trait CaClient: Send + Sync {
     async fn sign(&self, req: SignRequest) -> Result<SignResponse, CaError>;
 }
 
-/// The CA over gRPC.
+/// The CA over gRPC, over TLS: the server must prove the control plane's
+/// identity under the trust bundle the workload was given.
 pub struct GrpcCa {
-    pub endpoint: String,
+    endpoint: String,
+    channel: tonic::transport::Channel,
+}
+
+impl GrpcCa {
+    /// The signing service at `addr` (`host:port`), checked as `server`.
+    pub fn new(addr: &str, server: &SpiffeId, bundle: &[String]) -> Result<Self, CaError> {
+        let config = crate::tls::client_config(None, bundle)?;
+        Ok(GrpcCa {
+            endpoint: addr.to_string(),
+            channel: crate::tls::channel(addr, server, config)?,
+        })
+    }
 }
 
 #[tonic::async_trait]
 impl CaClient for GrpcCa {
     async fn sign(&self, req: SignRequest) -> Result<SignResponse, CaError> {
-        let unreachable =
-            |e: String| CaError::Unauthenticated(format!("CA at {}: {e}", self.endpoint));
-        let mut client = CertificateAuthorityClient::connect(self.endpoint.clone())
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
-        let resp = client
+        let resp = CertificateAuthorityClient::new(self.channel.clone())
             .sign(req)
             .await
-            .map_err(|s| unreachable(s.message().to_string()))?;
+            .map_err(|s| {
+                CaError::Unauthenticated(format!("CA at {}: {}", self.endpoint, s.message()))
+            })?;
         Ok(resp.into_inner())
+    }
+}
+
+/// The CA in this process, for an identity of the control plane itself.
+pub struct LocalCa {
+    pub authority: Arc<crate::Authority>,
+    pub id: SpiffeId,
+}
+
+#[tonic::async_trait]
+impl CaClient for LocalCa {
+    async fn sign(&self, req: SignRequest) -> Result<SignResponse, CaError> {
+        let ttl = u64::try_from(req.ttl_seconds).ok().map(Duration::from_secs);
+        let issued = self.authority.sign(&req.csr_pem, &self.id, ttl)?;
+        Ok(SignResponse {
+            cert_chain_pem: issued.chain,
+            trust_bundle_pem: self.authority.trust_bundle(),
+            spiffe_id: self.id.to_string(),
+            not_after_unix: issued.not_after.unix_timestamp(),
+        })
     }
 }
 

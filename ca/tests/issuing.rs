@@ -8,7 +8,7 @@ use std::time::Duration;
 use weft_api::wire::ca::{CertificateAuthorityClient, SignRequest};
 use weft_ca::service::SigningService;
 use weft_ca::workload::key_and_csr;
-use weft_ca::{Authority, CaError, JoinTokens, SpiffeId};
+use weft_ca::{Authority, CaError, JoinTokens, Roster, SpiffeId};
 use x509_parser::prelude::*;
 
 fn ders(pem: &str) -> Vec<CertificateDer<'static>> {
@@ -124,52 +124,105 @@ fn never_signs_an_identity_the_caller_does_not_hold() {
     ));
 }
 
+/// The control plane's own certificate, straight from the authority.
+fn control_plane_svid(ca: &Authority) -> weft_ca::workload::Svids {
+    let id = SpiffeId::control_plane("cluster.local").unwrap();
+    let (key_pem, csr) = key_and_csr(None).unwrap();
+    let issued = ca.sign(&csr, &id, None).unwrap();
+    let svid = weft_ca::workload::Svid {
+        id,
+        chain: issued.chain,
+        key_pem,
+        bundle: ca.trust_bundle(),
+        not_after: std::time::SystemTime::now() + Duration::from_secs(3600),
+        received: std::time::SystemTime::now(),
+        renewals: 0,
+    };
+    tokio::sync::watch::channel(Some(Arc::new(svid))).1
+}
+
 #[tokio::test]
-async fn the_signing_service_authenticates_with_one_time_join_tokens() {
+async fn the_signing_service_authenticates_with_one_time_join_tokens_over_tls() {
+    use weft_ca::workload::CaClient;
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(authority(dir.path()));
     let tokens = Arc::new(JoinTokens::default());
+    let roster = Arc::new(Roster::default());
     let id = SpiffeId::new("cluster.local", "shop", "frontend").unwrap();
+    roster.set([id.clone()]);
     let token = tokens.issue(id.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = SigningService::server(ca.clone(), tokens);
+    let server = SigningService::server(ca.clone(), tokens.clone(), roster.clone());
+    let tls = weft_ca::tls::server_config(control_plane_svid(&ca), None).unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(server)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            .serve_with_incoming(weft_ca::tls::incoming(listener, tls)),
     );
-    let mut client = CertificateAuthorityClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (_key, csr) = key_and_csr(None).unwrap();
+    let control_plane = SpiffeId::control_plane("cluster.local").unwrap();
+    let client =
+        weft_ca::workload::GrpcCa::new(&addr.to_string(), &control_plane, &ca.trust_bundle())
+            .unwrap();
+    let (key, csr) = key_and_csr(None).unwrap();
     let req = SignRequest {
         csr_pem: csr.clone(),
         token: token.clone(),
         ttl_seconds: 30,
         ..Default::default()
     };
-    let resp = client.sign(req.clone()).await.unwrap().into_inner();
+    let resp = client.sign(req.clone()).await.unwrap();
     assert_eq!(resp.spiffe_id, id.to_string());
     verify(&resp.cert_chain_pem, &resp.trust_bundle_pem).unwrap();
 
     let again = client.sign(req).await.unwrap_err();
-    assert_eq!(
-        again.code(),
-        tonic::Code::Unauthenticated,
-        "a join token works once"
+    assert!(
+        again.to_string().contains("already used"),
+        "a join token works once: {again}"
     );
     let other = SpiffeId::new("cluster.local", "shop", "payments").unwrap();
     let (_, wrong) = key_and_csr(Some(&other)).unwrap();
     let fresh = SignRequest {
         csr_pem: wrong,
-        token: String::new(),
-        ttl_seconds: 0,
         ..Default::default()
     };
-    assert_eq!(
-        client.sign(fresh).await.unwrap_err().code(),
-        tonic::Code::Unauthenticated
+    assert!(client.sign(fresh).await.is_err());
+
+    // A renewal proves the current certificate; it is refused once no
+    // workload has the identity.
+    let renewal = || {
+        let (_, csr) = key_and_csr(None).unwrap();
+        SignRequest {
+            proof: weft_ca::holder::prove(&key, &csr).unwrap(),
+            csr_pem: csr,
+            current_chain_pem: resp.cert_chain_pem.clone(),
+            ..Default::default()
+        }
+    };
+    assert!(client.sign(renewal()).await.is_ok());
+    roster.set([]);
+    let refused = client.sign(renewal()).await.unwrap_err();
+    assert!(refused.to_string().contains("no workload"), "{refused}");
+
+    // Plaintext gets nothing, and a server that is not the control plane's
+    // identity is not believed.
+    let mut plain = CertificateAuthorityClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    assert!(plain.sign(SignRequest::default()).await.is_err());
+    let impostor =
+        weft_ca::workload::GrpcCa::new(&addr.to_string(), &other, &ca.trust_bundle()).unwrap();
+    roster.set([id.clone()]);
+    let token = tokens.issue(id.clone());
+    let req = SignRequest {
+        csr_pem: key_and_csr(None).unwrap().1,
+        token: token.clone(),
+        ..Default::default()
+    };
+    assert!(impostor.sign(req.clone()).await.is_err());
+    assert!(
+        client.sign(req).await.is_ok(),
+        "the token was not spent on the impostor"
     );
 }
 
@@ -197,7 +250,11 @@ async fn the_identity_manager_renews_at_half_life_by_proving_the_current_certifi
     let tokens = Arc::new(JoinTokens::default());
     let id = SpiffeId::new("cluster.local", "shop", "frontend").unwrap();
     let token = tokens.issue(id.clone());
-    let client = Arc::new(InProcess(SigningService::new(ca.clone(), tokens)));
+    let client = Arc::new(InProcess(SigningService::new(
+        ca.clone(),
+        tokens,
+        Arc::new(Roster::default()),
+    )));
     let (tx, mut rx) = tokio::sync::watch::channel(None);
     let task = tokio::spawn(weft_ca::workload::manage(
         client,

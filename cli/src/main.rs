@@ -7,6 +7,7 @@ mod echo;
 mod fetch;
 mod grpc_echo;
 mod mesh;
+mod proxies;
 mod sidecar_process;
 mod up;
 mod workloads;
@@ -48,15 +49,35 @@ enum Command {
         /// of in this one.
         #[arg(long)]
         sidecar_processes: bool,
+        /// The SPIFFE trust domain of every identity.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
     },
-    /// Run one gateway that takes its config from a controller.
+    /// Run one gateway that takes its config from a controller: its
+    /// certificate from the CA's signing service (the first with a one-time
+    /// join token), its config over mutual TLS.
     Gateway {
-        /// The controller's config server, e.g. http://127.0.0.1:15010.
+        /// The controller's config server, host:port.
         #[arg(long)]
         controller: String,
+        /// The CA's signing service, host:port.
+        #[arg(long)]
+        ca: String,
+        /// The roots (PEM) the control plane's certificates chain to.
+        #[arg(long)]
+        trust_bundle: PathBuf,
         /// The Gateway to serve, as namespace/name.
         #[arg(long)]
         gateway: String,
+        /// The SPIFFE trust domain.
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        /// The one-time join token for the first certificate.
+        #[arg(long, env = "WEFT_JOIN_TOKEN", hide_env_values = true)]
+        token: String,
+        /// Lifetime asked for the gateway's certificates, in seconds.
+        #[arg(long, default_value_t = 24 * 3600)]
+        cert_ttl_seconds: u64,
         #[arg(long, default_value = "127.0.0.1:15001")]
         admin: SocketAddr,
     },
@@ -96,12 +117,15 @@ enum SidecarCommand {
     /// MIMALLOC_ARENA_EAGER_COMMIT=0 in its environment (as `weft up`
     /// starts it) an idle sidecar takes about 8 MiB less memory.
     Run {
-        /// The controller's config server, e.g. http://127.0.0.1:15010.
+        /// The controller's config server, host:port (mutual TLS).
         #[arg(long)]
         controller: String,
-        /// The CA's signing service, e.g. http://127.0.0.1:15012.
+        /// The CA's signing service, host:port (TLS).
         #[arg(long)]
         ca: String,
+        /// The roots (PEM) the control plane's certificates chain to.
+        #[arg(long)]
+        trust_bundle: PathBuf,
         /// The workload, as namespace/name.
         #[arg(long)]
         workload: String,
@@ -180,6 +204,7 @@ fn main() -> anyhow::Result<()> {
                 state,
                 cert_ttl_seconds,
                 sidecar_processes,
+                trust_domain,
             } => {
                 up::run(up::UpOptions {
                     dir,
@@ -188,14 +213,34 @@ fn main() -> anyhow::Result<()> {
                     state_dir: state,
                     cert_ttl: std::time::Duration::from_secs(cert_ttl_seconds),
                     sidecar_processes,
+                    trust_domain,
                 })
                 .await
             }
             Command::Gateway {
                 controller,
+                ca,
+                trust_bundle,
                 gateway,
+                trust_domain,
+                token,
+                cert_ttl_seconds,
                 admin,
-            } => run_gateway(controller, gateway, admin).await,
+            } => {
+                proxies::gateway(proxies::GatewayOptions {
+                    control: proxies::Control {
+                        controller,
+                        ca,
+                        trust_bundle,
+                    },
+                    gateway,
+                    trust_domain,
+                    token,
+                    ttl: std::time::Duration::from_secs(cert_ttl_seconds),
+                    admin,
+                })
+                .await
+            }
             Command::Echo {
                 listen,
                 calls,
@@ -206,6 +251,7 @@ fn main() -> anyhow::Result<()> {
                     SidecarCommand::Run {
                         controller,
                         ca,
+                        trust_bundle,
                         workload,
                         identity,
                         token,
@@ -213,25 +259,19 @@ fn main() -> anyhow::Result<()> {
                         admin,
                     },
             } => {
-                let (namespace, name) = workload.split_once('/').ok_or_else(|| {
-                    anyhow::anyhow!("--workload {workload:?} is not namespace/name")
-                })?;
-                let identity = weft_sidecar::Identity {
-                    id: weft_ca::SpiffeId::parse(&identity)?,
-                    ca: std::sync::Arc::new(weft_ca::workload::GrpcCa { endpoint: ca }),
+                proxies::sidecar(proxies::SidecarOptions {
+                    control: proxies::Control {
+                        controller,
+                        ca,
+                        trust_bundle,
+                    },
+                    workload,
+                    identity,
                     token,
                     ttl: std::time::Duration::from_secs(cert_ttl_seconds),
-                };
-                let running = weft_sidecar::run::start(weft_sidecar::run::Options {
-                    namespace: namespace.to_string(),
-                    name: name.to_string(),
-                    identity,
-                    controller,
                     admin,
-                });
-                up::stopped().await;
-                running.stop().await;
-                Ok(())
+                })
+                .await
             }
             Command::Sidecar {
                 command:
@@ -275,23 +315,5 @@ fn apply_iptables(capture: &weft_sidecar::capture::Capture) -> anyhow::Result<()
             anyhow::bail!("iptables {} failed: {status}", rule.join(" "));
         }
     }
-    Ok(())
-}
-
-async fn run_gateway(controller: String, gateway: String, admin: SocketAddr) -> anyhow::Result<()> {
-    let (ns, name) = gateway
-        .split_once('/')
-        .ok_or_else(|| anyhow::anyhow!("--gateway takes namespace/name"))?;
-    let gw = weft_gateway::Gateway::new();
-    let (bound, _admin) = weft_gateway::control::admin::serve(gw.clone(), admin).await?;
-    eprintln!("gateway {gateway}: admin on http://{bound}");
-    let client = tokio::spawn(weft_gateway::control::client::run(
-        gw.clone(),
-        controller,
-        weft_api::wire::gateway_node(ns, name),
-    ));
-    up::stopped().await;
-    client.abort();
-    gw.shutdown().await;
     Ok(())
 }

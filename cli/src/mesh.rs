@@ -1,11 +1,14 @@
 //! `weft up`'s mesh: the CA (root kept in a state folder, signing service on
-//! loopback) and one sidecar per meshed Workload, in this process. Each
-//! sidecar gets a one-time join token for its Workload's identity, fetches
-//! and rotates its certificate through the signing service, subscribes to
-//! the config server, and serves its admin port on the Workload's address
-//! (`weft_sidecar::run`); with `--sidecar-processes` each sidecar is a
-//! supervised `weft sidecar run` process instead (`sidecar_process`).
-//! Gateways get their identities here too.
+//! loopback over TLS) and one sidecar per meshed Workload, in this process.
+//! Each sidecar gets a one-time join token for its Workload's identity,
+//! fetches and rotates its certificate through the signing service,
+//! subscribes to the config server over mutual TLS, and serves its admin
+//! port on the Workload's address (`weft_sidecar::run`); with
+//! `--sidecar-processes` each sidecar is a supervised `weft sidecar run`
+//! process instead (`sidecar_process`). Gateways get their identities here
+//! too, and so does the control plane itself (its servers' certificate).
+//! The roster follows the running proxies: an identity no proxy has any
+//! more gets no renewal.
 
 use crate::sidecar_process::SidecarProcess;
 use anyhow::Context;
@@ -16,11 +19,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use weft_api::SidecarConfig;
 use weft_ca::service::SigningService;
-use weft_ca::workload::{manage, GrpcCa, Svids};
-use weft_ca::{Authority, JoinTokens, SpiffeId};
+use weft_ca::workload::{manage, GrpcCa, LocalCa, Svids};
+use weft_ca::{Authority, JoinTokens, Roster, SpiffeId};
 use weft_controller::resources::ObjKey;
 use weft_sidecar::Identity;
 
@@ -41,11 +43,19 @@ enum Proxy {
 }
 
 pub struct Mesh {
+    /// The signing service, `host:port`.
     ca: String,
     bundle: Vec<String>,
+    /// The bundle as a file, for sidecar processes.
+    bundle_file: std::path::PathBuf,
+    /// The identity the control plane's servers prove.
+    control_plane: SpiffeId,
+    control_plane_svids: Svids,
     controller: String,
     tokens: Arc<JoinTokens>,
+    roster: Arc<Roster>,
     ttl: Duration,
+    _tasks: Vec<JoinHandle<()>>,
     /// Sidecars run as `weft sidecar run` processes.
     processes: bool,
     sidecars: BTreeMap<ObjKey, Running>,
@@ -53,8 +63,9 @@ pub struct Mesh {
 
 impl Mesh {
     /// Loads or creates the CA in `state` (or takes the one the user plugs
-    /// in with `ca_secret`) and serves its signing service; sidecars will
-    /// take their config from `controller`.
+    /// in with `ca_secret`), gives the control plane its certificate, and
+    /// serves the signing service over TLS; sidecars will take their config
+    /// from `controller` (`host:port`).
     pub async fn start(
         state: &Path,
         trust_domain: &str,
@@ -63,30 +74,73 @@ impl Mesh {
         ca_secret: Option<&BTreeMap<String, String>>,
         processes: bool,
     ) -> anyhow::Result<Mesh> {
-        let authority = authority(state, trust_domain, ttl, ca_secret)?;
+        let authority = Arc::new(authority(state, trust_domain, ttl, ca_secret)?);
         let bundle = authority.trust_bundle();
+        std::fs::create_dir_all(state)?;
+        let bundle_file = state.join("trust-bundle.pem");
+        std::fs::write(&bundle_file, bundle.concat())
+            .with_context(|| format!("writing {}", bundle_file.display()))?;
+        let control_plane = SpiffeId::control_plane(trust_domain)?;
+        let (tx, control_plane_svids) = watch::channel(None);
+        let local = Arc::new(LocalCa {
+            authority: authority.clone(),
+            id: control_plane.clone(),
+        });
+        let identity = tokio::spawn(manage(local, String::new(), ttl, tx));
         let tokens = Arc::new(JoinTokens::default());
+        let roster = Arc::new(Roster::default());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let service = SigningService::server(Arc::new(authority), tokens.clone());
-        tokio::spawn(async move {
+        let service = SigningService::server(authority, tokens.clone(), roster.clone());
+        let tls = weft_ca::tls::server_config(control_plane_svids.clone(), None)?;
+        let serving = tokio::spawn(async move {
             let server = tonic::transport::Server::builder().add_service(service);
             if let Err(e) = server
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                .serve_with_incoming(weft_ca::tls::incoming(listener, tls))
                 .await
             {
                 tracing::error!("CA signing service failed: {e}");
             }
         });
         Ok(Mesh {
-            ca: format!("http://{addr}"),
+            ca: addr.to_string(),
             bundle,
+            bundle_file,
+            control_plane,
+            control_plane_svids,
             controller,
             tokens,
+            roster,
             ttl,
             processes,
             sidecars: BTreeMap::new(),
+            _tasks: vec![identity, serving],
         })
+    }
+
+    /// The signing service's address.
+    pub fn ca_addr(&self) -> &str {
+        &self.ca
+    }
+
+    /// The control plane's identity and its certificates, for the config
+    /// server's TLS.
+    pub fn control_plane(&self) -> (SpiffeId, Svids) {
+        (self.control_plane.clone(), self.control_plane_svids.clone())
+    }
+
+    /// From now on only `ids` (and the control plane) get certificates.
+    pub fn set_roster(&self, ids: impl IntoIterator<Item = SpiffeId>) {
+        self.roster
+            .set(ids.into_iter().chain([self.control_plane.clone()]));
+    }
+
+    fn ca_client(&self) -> anyhow::Result<Arc<GrpcCa>> {
+        Ok(Arc::new(GrpcCa::new(
+            &self.ca,
+            &self.control_plane,
+            &self.bundle,
+        )?))
     }
 
     /// Starts and stops sidecars to match `wanted`; a Workload whose
@@ -131,6 +185,7 @@ impl Mesh {
                 id,
                 controller: self.controller.clone(),
                 ca: self.ca.clone(),
+                bundle_file: self.bundle_file.clone(),
                 ttl: self.ttl,
                 admin,
             };
@@ -139,9 +194,7 @@ impl Mesh {
             let identity = Identity {
                 token: self.tokens.issue(id.clone()),
                 id,
-                ca: Arc::new(GrpcCa {
-                    endpoint: self.ca.clone(),
-                }),
+                ca: self.ca_client()?,
                 ttl: self.ttl,
             };
             Proxy::InProcess(weft_sidecar::run::start(weft_sidecar::run::Options {
@@ -149,6 +202,7 @@ impl Mesh {
                 name: key.name.clone(),
                 identity,
                 controller: self.controller.clone(),
+                bundle: self.bundle.clone(),
                 admin,
             }))
         };
@@ -170,10 +224,12 @@ impl Mesh {
     pub fn identity(&self, id: &str) -> anyhow::Result<(Svids, JoinHandle<()>)> {
         let id = SpiffeId::parse(id)?;
         let (tx, rx) = watch::channel(None);
-        let ca = Arc::new(GrpcCa {
-            endpoint: self.ca.clone(),
-        });
-        let task = tokio::spawn(manage(ca, self.tokens.issue(id), self.ttl, tx));
+        let task = tokio::spawn(manage(
+            self.ca_client()?,
+            self.tokens.issue(id),
+            self.ttl,
+            tx,
+        ));
         Ok((rx, task))
     }
 

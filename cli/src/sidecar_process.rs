@@ -25,6 +25,7 @@ pub struct Spec {
     pub id: SpiffeId,
     pub controller: String,
     pub ca: String,
+    pub bundle_file: std::path::PathBuf,
     pub ttl: Duration,
     pub admin: Option<SocketAddr>,
 }
@@ -55,6 +56,8 @@ fn command(spec: &Spec, token: String) -> std::io::Result<Command> {
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["sidecar", "run", "--controller", &spec.controller])
         .args(["--ca", &spec.ca])
+        .arg("--trust-bundle")
+        .arg(&spec.bundle_file)
         .arg("--workload")
         .arg(format!(
             "{}/{}",

@@ -11,13 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use weft_controller::resources::ObjKey;
 use weft_controller::runtime::{Controller, Published};
 use weft_controller::server::ConfigService;
 use weft_controller::translate::Options;
 use weft_controller::workload::{EnvVar, Workload};
-use weft_gateway::control::client::ConfigTarget;
 use weft_gateway::control::identity::Identified;
 use weft_gateway::telemetry::{Metrics, Reporter};
 use weft_gateway::Gateway;
@@ -55,6 +53,8 @@ pub struct UpOptions {
     pub cert_ttl: Duration,
     /// Sidecars as `weft sidecar run` processes, not in this one.
     pub sidecar_processes: bool,
+    /// The SPIFFE trust domain of every identity.
+    pub trust_domain: String,
 }
 
 pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -65,48 +65,58 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         state_dir,
         cert_ttl,
         sidecar_processes,
+        trust_domain,
     } = opts;
     let (mut controller, state) = Controller::new(
         dir.clone(),
         Options {
             default_address,
+            trust_domain: trust_domain.clone(),
             ..Options::default()
         },
     );
     controller.reload()?;
 
-    let (reports_tx, reports_rx) = mpsc::channel(64);
-    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let grpc_addr = grpc.local_addr()?;
-    let service = ConfigService::new(state.clone(), reports_tx);
-    tokio::spawn(async move {
-        let server = tonic::transport::Server::builder().add_service(service);
-        if let Err(e) = server
-            .serve_with_incoming(TcpListenerStream::new(grpc))
-            .await
-        {
-            tracing::error!("config server failed: {e}");
-        }
-    });
     let admin_listener = weft_controller::admin::bind(admin).await?;
     let admin = admin_listener.local_addr()?;
     let router = weft_controller::admin::router(state.clone());
     tokio::spawn(async move { axum::serve(admin_listener, router).await });
 
-    let trust_domain = weft_controller::translate::Options::default().trust_domain;
-    let controller_url = format!("http://{grpc_addr}");
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let grpc_addr = grpc.local_addr()?;
     let ca_secret = state.borrow().ca_secret.clone();
     let mut mesh = Mesh::start(
         &state_dir,
         &trust_domain,
         cert_ttl,
-        controller_url.clone(),
+        grpc_addr.to_string(),
         ca_secret.as_ref(),
         sidecar_processes,
     )
     .await?;
     // Every proxy's config carries the CA's roots.
     controller.set_trust_bundle(mesh.trust_bundle());
+    // The config server: mutual TLS, each proxy its own node only.
+    let (reports_tx, reports_rx) = mpsc::channel(64);
+    let service = ConfigService::new(state.clone(), reports_tx, &trust_domain);
+    let (control_plane, control_plane_svids) = mesh.control_plane();
+    let tls = weft_ca::tls::server_config(control_plane_svids, Some(&mesh.trust_bundle()))?;
+    tokio::spawn(async move {
+        let server = tonic::transport::Server::builder().add_service(service);
+        if let Err(e) = server
+            .serve_with_incoming(weft_ca::tls::incoming(grpc, tls))
+            .await
+        {
+            tracing::error!("config server failed: {e}");
+        }
+    });
+    let bundle = mesh.trust_bundle();
+    let dial = |svids| weft_gateway::control::client::Dial {
+        addr: grpc_addr.to_string(),
+        server: control_plane.clone(),
+        bundle: bundle.clone(),
+        svids,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let control = tokio::spawn(controller.run(reports_rx, stop_rx));
     let mut gateways: BTreeMap<ObjKey, RunningGateway> = BTreeMap::new();
@@ -122,10 +132,11 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             tracing::warn!("the CA Secret changed; restart weft up to use it");
             ca_secret_warned = true;
         }
-        reconcile_gateways(&mut gateways, &published, &controller_url, &mesh).await?;
+        mesh.set_roster(roster(&published));
+        reconcile_gateways(&mut gateways, &published, &dial, &mesh).await?;
         mesh.reconcile(&published.sidecars).await;
         workloads.reconcile(&with_proxy(&published, &mesh)).await;
-        let table = table(&dir, admin, &gateways, &published, &mesh);
+        let table = table(&dir, admin, grpc_addr, &gateways, &published, &mesh);
         if table != last_table {
             println!("{table}");
             last_table = table;
@@ -146,6 +157,20 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = control.await;
     Ok(())
+}
+
+/// The identities of every proxy `published` runs: they alone may hold
+/// certificates.
+fn roster(published: &Published) -> Vec<weft_ca::SpiffeId> {
+    let sidecars = published.sidecars.values().map(|s| s.identity.as_str());
+    let gateways = published
+        .gateways
+        .values()
+        .filter_map(|g| g.config.identity.as_deref());
+    sidecars
+        .chain(gateways)
+        .filter_map(|id| weft_ca::SpiffeId::parse(id).ok())
+        .collect()
 }
 
 /// The Workloads with their sidecar's outbound port as HTTP proxy, so
@@ -177,7 +202,7 @@ async fn stop_gateway(g: &RunningGateway) {
 async fn reconcile_gateways(
     gateways: &mut BTreeMap<ObjKey, RunningGateway>,
     published: &Published,
-    controller_url: &str,
+    dial: &impl Fn(weft_ca::workload::Svids) -> weft_gateway::control::client::Dial,
     mesh: &Mesh,
 ) -> anyhow::Result<()> {
     let gone: Vec<ObjKey> = gateways
@@ -204,17 +229,18 @@ async fn reconcile_gateways(
         let (admin, admin_task) =
             weft_gateway::control::admin::serve(gateway.clone(), "127.0.0.1:0".parse()?).await?;
         let node = weft_api::wire::gateway_node(&key.namespace, &key.name);
-        // With an identity, calls to meshed workloads go over mutual TLS.
-        let (target, identity): (Arc<dyn ConfigTarget>, _) = match &served.config.identity {
-            Some(id) => {
-                let (svids, task) = mesh.identity(id)?;
-                (Identified::start(gateway.clone(), svids), Some(task))
-            }
-            None => (gateway.clone(), None),
+        // Its identity: for the config stream, and for calls to meshed
+        // workloads over mutual TLS.
+        let Some(id) = &served.config.identity else {
+            tracing::error!(gateway = %key, "a Gateway without an identity cannot subscribe");
+            continue;
         };
+        let (svids, task) = mesh.identity(id)?;
+        let identity = Some(task);
+        let target = Identified::start(gateway.clone(), svids.clone());
         let client = tokio::spawn(weft_gateway::control::client::run(
             target,
-            controller_url.to_string(),
+            dial(svids),
             node,
         ));
         gateways.insert(
@@ -234,13 +260,15 @@ async fn reconcile_gateways(
 fn table(
     dir: &std::path::Path,
     admin: SocketAddr,
+    config: SocketAddr,
     gateways: &BTreeMap<ObjKey, RunningGateway>,
     published: &Published,
     mesh: &Mesh,
 ) -> String {
     let mut out = format!(
-        "weft up {}\n  controller  http://{admin}/status\n",
-        dir.display()
+        "weft up {}\n  controller  http://{admin}/status\n  config      {config} (mutual TLS)\n  ca          {} (TLS)\n",
+        dir.display(),
+        mesh.ca_addr()
     );
     for (key, g) in gateways {
         let mut listens = Vec::new();

@@ -8,6 +8,13 @@
 //!
 //! ACKs and NACKs are logged; a NACKed version is not sent again until the
 //! config changes.
+//!
+//! It is served over mutual TLS (`weft_ca::tls`), and a proxy may subscribe
+//! only as the node its certificate names: a gateway's identity is the one
+//! `translate::gateway_identity` gives its Gateway, a sidecar's the one its
+//! Workload's config carries. Anything else is refused, and a stream whose
+//! node stops matching (the Workload gone, its service account changed) is
+//! ended, so keys go only to the proxy that owns them.
 
 use crate::runtime::{version_of, BindReport, Node, Published};
 use std::collections::BTreeSet;
@@ -25,18 +32,32 @@ pub struct ConfigService {
     state: watch::Receiver<Arc<Published>>,
     reports: mpsc::Sender<BindReport>,
     nonce: Arc<AtomicU64>,
+    trust_domain: String,
 }
 
 impl ConfigService {
     pub fn new(
         state: watch::Receiver<Arc<Published>>,
         reports: mpsc::Sender<BindReport>,
+        trust_domain: &str,
     ) -> ConfigDiscoveryServer<Self> {
         ConfigDiscoveryServer::new(ConfigService {
             state,
             reports,
             nonce: Arc::new(AtomicU64::new(0)),
+            trust_domain: trust_domain.to_string(),
         })
+    }
+}
+
+/// Whether `peer` may receive `node`'s config under `published`.
+pub fn may_subscribe(node: &Node, peer: &str, published: &Published, trust_domain: &str) -> bool {
+    match node {
+        Node::Gateway(key) => crate::translate::gateway_identity(trust_domain, key) == peer,
+        Node::Sidecar(key) => published
+            .sidecars
+            .get(key)
+            .is_some_and(|s| s.identity == peer),
     }
 }
 
@@ -90,6 +111,12 @@ impl ConfigDiscovery for ConfigService {
         &self,
         req: Request<Streaming<ConfigRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
+        let peer = req
+            .extensions()
+            .get::<weft_ca::tls::Peer>()
+            .and_then(|p| p.identity.as_ref())
+            .map(ToString::to_string)
+            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
         let mut inbound = req.into_inner();
         let hello = inbound
             .message()
@@ -97,7 +124,15 @@ impl ConfigDiscovery for ConfigService {
             .ok_or_else(|| Status::invalid_argument("no request"))?;
         let node = Node::parse(&hello.node)
             .ok_or_else(|| Status::invalid_argument(format!("unknown node {:?}", hello.node)))?;
-        tracing::info!(node = %hello.node, "proxy subscribed");
+        let trust_domain = self.trust_domain.clone();
+        if !may_subscribe(&node, &peer, &self.state.borrow(), &trust_domain) {
+            tracing::warn!(node = %hello.node, %peer, "refused a subscription for another node");
+            return Err(Status::permission_denied(format!(
+                "{peer} may not subscribe as {}",
+                hello.node
+            )));
+        }
+        tracing::info!(node = %hello.node, %peer, "proxy subscribed");
         let (tx, rx) = mpsc::channel(4);
         let (mut state, reports, nonces) =
             (self.state.clone(), self.reports.clone(), self.nonce.clone());
@@ -108,6 +143,15 @@ impl ConfigDiscovery for ConfigService {
             let mut sent = hello.version;
             loop {
                 let published = state.borrow_and_update().clone();
+                if !may_subscribe(&node, &peer, &published, &trust_domain) {
+                    tracing::warn!(node = %name, %peer, "node no longer this identity's; ending its stream");
+                    let _ = tx
+                        .send(Err(Status::permission_denied(
+                            "the node is no longer yours",
+                        )))
+                        .await;
+                    break;
+                }
                 if let Some(mut resp) = snapshot_for(&node, &published, &hosts) {
                     if resp.version != sent {
                         resp.nonce = nonces.fetch_add(1, Ordering::Relaxed).to_string();

@@ -1,13 +1,15 @@
 //! Config distribution between the real config server and a real gateway
-//! over gRPC on loopback: a NACKed snapshot never replaces the running one,
-//! and a gateway whose controller goes away keeps serving, then reconnects.
+//! over gRPC and mutual TLS on loopback: a NACKed snapshot never replaces
+//! the running one, a gateway whose controller goes away keeps serving,
+//! then reconnects; and a proxy gets only its own node's config.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::TcpListenerStream;
 use weft_api::*;
+use weft_ca::workload::{key_and_csr, Svid, Svids};
+use weft_ca::{Authority, SpiffeId};
 use weft_controller::resources::{Kind, ObjKey};
 use weft_controller::runtime::{Published, Served};
 use weft_controller::server::ConfigService;
@@ -63,12 +65,41 @@ fn published(config: GatewayConfig, version: &str) -> Arc<Published> {
     })
 }
 
+/// A certificate of `ns`/`sa` from `ca`, as an identity manager holds it.
+fn svids(ca: &Authority, id: SpiffeId) -> Svids {
+    let (key_pem, csr) = key_and_csr(None).unwrap();
+    let issued = ca.sign(&csr, &id, None).unwrap();
+    let svid = Svid {
+        id,
+        chain: issued.chain,
+        key_pem,
+        bundle: ca.trust_bundle(),
+        not_after: std::time::SystemTime::now() + Duration::from_secs(3600),
+        received: std::time::SystemTime::now(),
+        renewals: 0,
+    };
+    watch::channel(Some(Arc::new(svid))).1
+}
+
+fn id(ns: &str, sa: &str) -> SpiffeId {
+    SpiffeId::new("cluster.local", ns, sa).unwrap()
+}
+
 /// A config server on a runtime of its own, as a controller process would
 /// be: dropping the `Controller` drops every connection it holds.
 struct Controller(Option<tokio::runtime::Runtime>);
 
 impl Controller {
-    fn start(listener: std::net::TcpListener, state: watch::Receiver<Arc<Published>>) -> Self {
+    fn start(
+        listener: std::net::TcpListener,
+        state: watch::Receiver<Arc<Published>>,
+        ca: &Authority,
+    ) -> Self {
+        let tls = weft_ca::tls::server_config(
+            svids(ca, SpiffeId::control_plane("cluster.local").unwrap()),
+            Some(&ca.trust_bundle()),
+        )
+        .unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -80,8 +111,8 @@ impl Controller {
             let (reports, mut rx) = mpsc::channel(16);
             tokio::spawn(async move { while rx.recv().await.is_some() {} });
             let _ = tonic::transport::Server::builder()
-                .add_service(ConfigService::new(state, reports))
-                .serve_with_incoming(TcpListenerStream::new(listener))
+                .add_service(ConfigService::new(state, reports, "cluster.local"))
+                .serve_with_incoming(weft_ca::tls::incoming(listener, tls))
                 .await;
         });
         Controller(Some(rt))
@@ -133,15 +164,24 @@ async fn nack_keeps_the_last_good_snapshot_and_the_gateway_outlives_its_controll
         config(PathMatch::Prefix("/a".into()), backend_addr),
         "v1",
     ));
+    let dir = tempfile::tempdir().unwrap();
+    let ca =
+        Authority::load_or_create(dir.path(), "cluster.local", Duration::from_secs(3600)).unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let controller = Controller::start(listener, rx.clone());
+    let controller = Controller::start(listener, rx.clone(), &ca);
 
     let gateway = weft_gateway::Gateway::new();
     let node = wire::gateway_node("default", "gw");
+    let dial = weft_gateway::control::client::Dial {
+        addr: addr.to_string(),
+        server: SpiffeId::control_plane("cluster.local").unwrap(),
+        bundle: ca.trust_bundle(),
+        svids: svids(&ca, id("default", "gw")),
+    };
     tokio::spawn(weft_gateway::control::client::run(
         gateway.clone(),
-        format!("http://{addr}"),
+        dial,
         node,
     ));
     until("v1 serves /a", async || status("/a").await == 200).await;
@@ -190,9 +230,91 @@ async fn nack_keeps_the_last_good_snapshot_and_the_gateway_outlives_its_controll
         listener = std::net::TcpListener::bind(addr);
     }
     let listener = listener.expect("the controller's address is free again");
-    let _controller = Controller::start(listener, rx);
+    let _controller = Controller::start(listener, rx, &ca);
     until("v2 serves /b", async || status("/b").await == 200).await;
     assert!(gateway.controller_connected());
     assert_eq!(status("/a").await, 404);
     assert_eq!(gateway.current().unwrap().version, "v2");
+}
+
+/// Subscribes as `node` presenting `svids` (or no certificate); the gRPC
+/// code the stream ends with, or `Ok` when a config came.
+async fn subscribe(
+    addr: std::net::SocketAddr,
+    ca: &Authority,
+    svids: Option<Svids>,
+    node: &str,
+) -> Result<GatewayConfig, tonic::Code> {
+    let tls = weft_ca::tls::client_config(svids, &ca.trust_bundle()).unwrap();
+    let server = SpiffeId::control_plane("cluster.local").unwrap();
+    let channel = weft_ca::tls::channel(&addr.to_string(), &server, tls).unwrap();
+    let mut client = wire::ConfigDiscoveryClient::new(channel);
+    let hello = wire::ConfigRequest {
+        node: node.to_string(),
+        ..Default::default()
+    };
+    let mut stream = client
+        .subscribe(tokio_stream::iter([hello]))
+        .await
+        .map_err(|s| s.code())?
+        .into_inner();
+    match stream.message().await {
+        Ok(Some(resp)) => Ok(wire::decode(&resp.snapshot).unwrap()),
+        Ok(None) => Err(tonic::Code::Ok),
+        Err(s) => Err(s.code()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_gets_only_its_own_nodes_config() {
+    let (_tx, rx) = watch::channel(published(
+        config(
+            PathMatch::Prefix("/a".into()),
+            "127.0.0.1:1".parse().unwrap(),
+        ),
+        "v1",
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let ca =
+        Authority::load_or_create(dir.path(), "cluster.local", Duration::from_secs(3600)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _controller = Controller::start(listener, rx, &ca);
+    let node = wire::gateway_node("default", "gw");
+
+    // The gateway's own identity gets its config.
+    let own = subscribe(addr, &ca, Some(svids(&ca, id("default", "gw"))), &node).await;
+    assert_eq!(own.map(|c| c.name), Ok("gw".to_string()));
+    // Another identity of the mesh asking for it gets nothing.
+    let intruder = svids(&ca, id("default", "intruder"));
+    assert_eq!(
+        subscribe(addr, &ca, Some(intruder.clone()), &node)
+            .await
+            .map(|c| c.name),
+        Err(tonic::Code::PermissionDenied)
+    );
+    // Nor does a sidecar node it has no Workload for.
+    assert_eq!(
+        subscribe(addr, &ca, Some(intruder), "sidecar/default/intruder")
+            .await
+            .map(|c| c.name),
+        Err(tonic::Code::PermissionDenied)
+    );
+    // A client with no certificate does not get through the handshake
+    // (TLS 1.3 tells it after its side is done: the stream fails).
+    let refused = |r: &Result<GatewayConfig, tonic::Code>| {
+        matches!(
+            r,
+            Err(tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown)
+        )
+    };
+    let r = subscribe(addr, &ca, None, &node).await;
+    assert!(refused(&r), "{r:?}");
+    // A certificate from another CA does not either.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other =
+        Authority::load_or_create(other_dir.path(), "cluster.local", Duration::from_secs(3600))
+            .unwrap();
+    let r = subscribe(addr, &ca, Some(svids(&other, id("default", "gw"))), &node).await;
+    assert!(refused(&r), "{r:?}");
 }

@@ -97,6 +97,11 @@ impl Sidecar {
         sidecar
     }
 
+    /// The certificates of the workload's identity, as they come.
+    pub fn svids(&self) -> watch::Receiver<Option<Arc<Svid>>> {
+        self.svids.clone()
+    }
+
     /// The certificate in use.
     pub fn svid(&self) -> Option<Arc<Svid>> {
         self.svids.borrow().clone()

@@ -18,8 +18,10 @@ pub struct Options {
     pub namespace: String,
     pub name: String,
     pub identity: Identity,
-    /// The controller's config server, e.g. `http://127.0.0.1:15010`.
+    /// The controller's config server, `host:port` (mutual TLS).
     pub controller: String,
+    /// The roots the control plane's certificates chain to.
+    pub bundle: Vec<String>,
     /// Where the admin port listens, if anywhere.
     pub admin: Option<SocketAddr>,
 }
@@ -37,15 +39,29 @@ pub fn start(options: Options) -> Running {
         name,
         identity,
         controller,
+        bundle,
         admin,
     } = options;
+    let server = weft_ca::SpiffeId::control_plane(&identity.id.trust_domain);
     let sidecar = Sidecar::start(&name, identity);
     let node = weft_api::wire::sidecar_node(&namespace, &name);
-    let mut tasks = vec![tokio::spawn(weft_gateway::control::client::run(
-        sidecar.clone(),
-        controller,
-        node,
-    ))];
+    let mut tasks = Vec::new();
+    match server {
+        Ok(server) => {
+            let dial = weft_gateway::control::client::Dial {
+                addr: controller,
+                server,
+                bundle,
+                svids: sidecar.svids(),
+            };
+            tasks.push(tokio::spawn(weft_gateway::control::client::run(
+                sidecar.clone(),
+                dial,
+                node,
+            )));
+        }
+        Err(e) => tracing::error!("no config stream: {e}"),
+    }
     if let Some(addr) = admin {
         tasks.push(tokio::spawn(serve_admin(sidecar.clone(), addr, name)));
     }

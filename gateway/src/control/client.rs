@@ -5,6 +5,11 @@
 //! It drives any `ConfigTarget`: a gateway, or a sidecar (whose snapshot
 //! holds both its sides). A target with an `Interest` also sends the hosts
 //! its proxy asks for, and learns which hosts each snapshot answers.
+//!
+//! The stream is mutual TLS (`weft_ca::tls`): the proxy presents its
+//! workload certificate, and the controller must prove the control plane's
+//! identity under the trust bundle the proxy was given. Before its first
+//! certificate a proxy does not dial.
 
 use crate::route::discovery::Interest;
 use crate::Gateway;
@@ -13,6 +18,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use weft_api::wire::{self, ConfigDiscoveryClient, ConfigRequest};
+use weft_ca::workload::Svids;
+use weft_ca::SpiffeId;
 
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -112,11 +119,25 @@ impl ConfigTarget for Gateway {
     }
 }
 
-/// Runs until the task is dropped. `controller` is `http://host:port`.
-pub async fn run(target: Arc<dyn ConfigTarget>, controller: String, node: String) {
+/// How a proxy reaches its controller.
+#[derive(Clone, Debug)]
+pub struct Dial {
+    /// The config server, `host:port`.
+    pub addr: String,
+    /// The identity the server must prove (`SpiffeId::control_plane`).
+    pub server: SpiffeId,
+    /// The roots the server's certificate must chain to.
+    pub bundle: Vec<String>,
+    /// The proxy's own certificates, presented to the server.
+    pub svids: Svids,
+}
+
+/// Runs until the task is dropped.
+pub async fn run(target: Arc<dyn ConfigTarget>, dial: Dial, node: String) {
     let mut backoff = MIN_BACKOFF;
+    let controller = dial.addr.clone();
     loop {
-        let ended = session(target.as_ref(), &controller, &node, &mut backoff).await;
+        let ended = session(target.as_ref(), &dial, &node, &mut backoff).await;
         target.connected(false);
         match ended {
             Ok(()) => tracing::warn!(%controller, "config stream ended; reconnecting"),
@@ -129,11 +150,15 @@ pub async fn run(target: Arc<dyn ConfigTarget>, controller: String, node: String
 
 async fn session(
     target: &dyn ConfigTarget,
-    controller: &str,
+    dial: &Dial,
     node: &str,
     backoff: &mut Duration,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut client = ConfigDiscoveryClient::connect(controller.to_string()).await?;
+    let mut svids = dial.svids.clone();
+    svids.wait_for(Option::is_some).await?;
+    let tls = weft_ca::tls::client_config(Some(svids), &dial.bundle)?;
+    let channel = weft_ca::tls::channel(&dial.addr, &dial.server, tls)?;
+    let mut client = ConfigDiscoveryClient::new(channel);
     let interest = target.interest();
     let hosts = || interest.as_ref().map(|i| i.hosts()).unwrap_or_default();
     let (tx, rx) = mpsc::channel(4);

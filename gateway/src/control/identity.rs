@@ -12,7 +12,7 @@ use crate::{Gateway, GatewayError};
 use std::sync::Arc;
 use tokio::sync::watch;
 use weft_api::{GatewayConfig, TlsCertificate};
-use weft_ca::workload::Svid;
+use weft_ca::workload::{Svid, Svids};
 
 /// `config` with every cluster that originates mesh TLS presenting `svid`
 /// and trusting the bundle the config carries and the one that came with
@@ -82,6 +82,11 @@ impl Identified {
             }
         });
         this
+    }
+
+    /// The certificates of this proxy's identity.
+    pub fn svids(&self) -> Svids {
+        self.svids.clone()
     }
 
     /// Applies `config` with the current certificate; before the first

@@ -18,6 +18,8 @@ pub struct Weft {
     pub admin: SocketAddr,
     /// Each gateway's admin URL, from the first table.
     pub gateway_admins: Vec<String>,
+    /// The config server (mutual TLS), from the first table.
+    pub config: Option<SocketAddr>,
     /// The watched folder.
     pub dir: PathBuf,
     /// The folder when the test made it, removed at the end.
@@ -274,18 +276,25 @@ impl Weft {
         };
         // The rest of the table follows at once.
         let mut gateway_admins = Vec::new();
+        let mut config = None;
         while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
             if !line.starts_with("  ") {
                 break;
             }
-            if line.trim_start().starts_with("gateway") {
-                gateway_admins.push(line.split_whitespace().last().unwrap().to_string());
+            let mut words = line.split_whitespace();
+            match words.next() {
+                Some("gateway") => {
+                    gateway_admins.push(line.split_whitespace().last().unwrap().to_string())
+                }
+                Some("config") => config = words.next().and_then(|a| a.parse().ok()),
+                _ => {}
             }
         }
         Weft {
             child,
             admin,
             gateway_admins,
+            config,
             dir: dir.to_path_buf(),
             _made: None,
             state,

@@ -1,0 +1,111 @@
+//! `weft gateway` and `weft sidecar run`: one proxy as a process of its
+//! own. Each gets its first certificate from the CA's signing service with
+//! a one-time join token, keeps it fresh, and takes its config from the
+//! controller over mutual TLS, both servers checked as the control plane
+//! under the trust bundle given.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use weft_ca::workload::{manage, GrpcCa};
+use weft_ca::SpiffeId;
+use weft_gateway::control::client::Dial;
+
+/// Where the control plane is, and what it must prove.
+pub struct Control {
+    /// The config server, host:port.
+    pub controller: String,
+    /// The signing service, host:port.
+    pub ca: String,
+    /// A PEM file of the roots the control plane's certificates chain to.
+    pub trust_bundle: PathBuf,
+}
+
+impl Control {
+    fn bundle(&self) -> anyhow::Result<Vec<String>> {
+        let pem = std::fs::read_to_string(&self.trust_bundle)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", self.trust_bundle.display()))?;
+        Ok(vec![pem])
+    }
+}
+
+pub struct GatewayOptions {
+    pub control: Control,
+    /// namespace/name
+    pub gateway: String,
+    pub trust_domain: String,
+    pub token: String,
+    pub ttl: Duration,
+    pub admin: SocketAddr,
+}
+
+pub async fn gateway(o: GatewayOptions) -> anyhow::Result<()> {
+    let (ns, name) = o
+        .gateway
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--gateway takes namespace/name"))?;
+    let bundle = o.control.bundle()?;
+    let server = SpiffeId::control_plane(&o.trust_domain)?;
+    let id = SpiffeId::new(&o.trust_domain, ns, name)?;
+    let ca = Arc::new(GrpcCa::new(&o.control.ca, &server, &bundle)?);
+    let (tx, svids) = tokio::sync::watch::channel(None);
+    let identity = tokio::spawn(manage(ca, o.token, o.ttl, tx));
+    let gw = weft_gateway::Gateway::new();
+    let (bound, _admin) = weft_gateway::control::admin::serve(gw.clone(), o.admin).await?;
+    eprintln!("gateway {}: {id}, admin on http://{bound}", o.gateway);
+    let target = weft_gateway::control::identity::Identified::start(gw.clone(), svids.clone());
+    let dial = Dial {
+        addr: o.control.controller,
+        server,
+        bundle,
+        svids,
+    };
+    let client = tokio::spawn(weft_gateway::control::client::run(
+        target,
+        dial,
+        weft_api::wire::gateway_node(ns, name),
+    ));
+    crate::up::stopped().await;
+    client.abort();
+    identity.abort();
+    gw.shutdown().await;
+    Ok(())
+}
+
+pub struct SidecarOptions {
+    pub control: Control,
+    /// namespace/name
+    pub workload: String,
+    pub identity: String,
+    pub token: String,
+    pub ttl: Duration,
+    pub admin: Option<SocketAddr>,
+}
+
+pub async fn sidecar(o: SidecarOptions) -> anyhow::Result<()> {
+    let (namespace, name) = o
+        .workload
+        .split_once('/')
+        .ok_or_else(|| anyhow::anyhow!("--workload {:?} is not namespace/name", o.workload))?;
+    let bundle = o.control.bundle()?;
+    let id = SpiffeId::parse(&o.identity)?;
+    let server = SpiffeId::control_plane(&id.trust_domain)?;
+    let identity = weft_sidecar::Identity {
+        ca: Arc::new(GrpcCa::new(&o.control.ca, &server, &bundle)?),
+        id,
+        token: o.token,
+        ttl: o.ttl,
+    };
+    let running = weft_sidecar::run::start(weft_sidecar::run::Options {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        identity,
+        controller: o.control.controller,
+        bundle,
+        admin: o.admin,
+    });
+    crate::up::stopped().await;
+    running.stop().await;
+    Ok(())
+}
