@@ -361,6 +361,10 @@ pub struct Cluster {
     /// TLS to the endpoints (mutual TLS to mesh sidecars); plaintext if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// The Service the endpoints serve, as metrics name it
+    /// (`<svc>.<ns>.svc.<cluster domain>`); the cluster's name if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
 }
 
 impl Cluster {
@@ -371,6 +375,7 @@ impl Cluster {
             endpoints,
             lb: LbPolicy::RoundRobin,
             tls: None,
+            service: None,
         }
     }
 }

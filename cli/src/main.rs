@@ -52,6 +52,9 @@ enum Command {
         /// The SPIFFE trust domain of every identity.
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
+        /// The DNS suffix of Service names (`<svc>.<ns>.svc.<domain>`).
+        #[arg(long, default_value = "cluster.local")]
+        cluster_domain: String,
     },
     /// Run one gateway that takes its config from a controller: its
     /// certificate from the CA's signing service (the first with a one-time
@@ -205,6 +208,7 @@ fn main() -> anyhow::Result<()> {
                 cert_ttl_seconds,
                 sidecar_processes,
                 trust_domain,
+                cluster_domain,
             } => {
                 up::run(up::UpOptions {
                     dir,
@@ -214,6 +218,7 @@ fn main() -> anyhow::Result<()> {
                     cert_ttl: std::time::Duration::from_secs(cert_ttl_seconds),
                     sidecar_processes,
                     trust_domain,
+                    cluster_domain,
                 })
                 .await
             }

@@ -55,6 +55,8 @@ pub struct UpOptions {
     pub sidecar_processes: bool,
     /// The SPIFFE trust domain of every identity.
     pub trust_domain: String,
+    /// The DNS suffix of Service names.
+    pub cluster_domain: String,
 }
 
 pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -66,12 +68,14 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         cert_ttl,
         sidecar_processes,
         trust_domain,
+        cluster_domain,
     } = opts;
     let (mut controller, state) = Controller::new(
         dir.clone(),
         Options {
             default_address,
             trust_domain: trust_domain.clone(),
+            cluster_domain,
             ..Options::default()
         },
     );

@@ -58,7 +58,11 @@ fn told<'a>(headers: &'a http::HeaderMap, name: &str, mesh: bool) -> Option<&'a 
         .get(name)
         .filter(|_| mesh)
         .and_then(|v| v.to_str().ok())
-        .filter(|s| s.len() <= 253)
+        .filter(|s| {
+            s.len() <= 253
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+        })
 }
 
 /// The gateway's HTTP server: Pingora's proxy running `WeftProxy`.
@@ -515,8 +519,7 @@ impl ProxyHttp for WeftProxy {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         // Only a mesh peer may say which service it called, and who it is.
         let headers = &session.req_header().headers;
-        let told_service = told(headers, MESH_SERVICE, peer.is_some())
-            .filter(|s| s.ends_with(".svc.cluster.local"));
+        let told_service = told(headers, MESH_SERVICE, peer.is_some());
         let source_workload = told(headers, SOURCE_WORKLOAD, peer.is_some());
         if ctx.access_log {
             let hop = ctx.hop(session, ctx.trace.as_ref());

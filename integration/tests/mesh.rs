@@ -62,6 +62,10 @@ async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
                 .json()
                 .await
                 .unwrap();
+            assert!(
+                !dump.to_string().contains("PRIVATE KEY"),
+                "{ip}: a key in /config_dump"
+            );
             out.push(dump["certificate"]["renewals"].as_u64().expect("renewals"));
         }
         out

@@ -356,3 +356,52 @@ async fn sidecars_run_as_processes_of_their_own() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_trust_domain_and_the_cluster_domain_are_settings() {
+    let ip = "127.0.63.1";
+    let mesh = calling_pair(
+        "dom",
+        ("front", "127.0.63.2"),
+        ("back", "127.0.63.3"),
+        "/work",
+    )
+    .replace(
+        "http://back:9080/work",
+        "http://back.dom.svc.corp.internal:9080/work",
+    );
+    let weft = Weft::up_with(
+        ip,
+        &[("mesh.yaml", &mesh), ("edge.yaml", &edge("dom", "front"))],
+        &[
+            "--trust-domain",
+            "example.org",
+            "--cluster-domain",
+            "corp.internal",
+        ],
+    );
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/");
+    wait_for_call(&c, &url, "any").await;
+    let (_, body) = get(&c, &url, "any").await;
+    assert_eq!(
+        body["calls"][0]["body"]["headers"]["X-Forwarded-Client-Cert"],
+        serde_json::json!(["URI=spiffe://example.org/ns/dom/sa/front"]),
+        "{body}"
+    );
+    assert_eq!(body["calls"][0]["body"]["pod"], "back", "{body}");
+    let metrics = text(&c, "http://127.0.63.3:15020/metrics").await;
+    assert!(
+        sample(
+            &metrics,
+            "istio_requests_total",
+            &[
+                ("reporter", "destination"),
+                ("destination_service", "back.dom.svc.corp.internal"),
+                ("source_principal", "spiffe://example.org/ns/dom/sa/front"),
+            ],
+        ) >= 1,
+        "{metrics}"
+    );
+    drop(weft);
+}

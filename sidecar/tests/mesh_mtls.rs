@@ -37,6 +37,7 @@ fn gateway_config(
         endpoints: vec![sidecar],
         lb: LbPolicy::RoundRobin,
         tls: Some(tls),
+        service: None,
     };
     GatewayConfig {
         namespace: "infra".into(),

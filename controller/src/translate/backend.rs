@@ -73,11 +73,13 @@ pub enum Caller<'a> {
 #[derive(Clone, Copy)]
 pub struct Trust<'a> {
     pub domain: &'a str,
+    /// The DNS suffix of Service names.
+    pub cluster_domain: &'a str,
     pub bundle: &'a [String],
 }
 
 impl<'a> Caller<'a> {
-    fn trust(&self) -> Trust<'a> {
+    pub fn trust(&self) -> Trust<'a> {
         match self {
             Caller::Gateway(t) | Caller::Sidecar(t) => *t,
         }
@@ -172,13 +174,18 @@ pub fn resolve(
             endpoints: endpoints(store, ns, r.name, svc, service_port),
             lb: lb_policy(svc),
             tls: policy,
+            service: Some(format!(
+                "{}.{ns}.svc.{}",
+                r.name,
+                caller.trust().cluster_domain
+            )),
         };
         let (endpoints, identities) =
             mesh_endpoints(store, ns, svc, service_port, caller.trust().domain);
         if !endpoints.is_empty() {
             cluster.endpoints = endpoints;
             cluster.tls = Some(UpstreamTls {
-                sni: format!("{}.{ns}.svc.cluster.local", r.name),
+                sni: format!("{}.{ns}.svc.{}", r.name, caller.trust().cluster_domain),
                 roots_pem: caller.trust().bundle.to_vec(),
                 identities,
                 client_cert: None,

@@ -359,8 +359,11 @@ fn virtual_hosts(
             }
             let mut names = vec![
                 format!(
-                    "{}.{}.svc.cluster.local:{}",
-                    key.name, key.namespace, sp.port
+                    "{}.{}.svc.{}:{}",
+                    key.name,
+                    key.namespace,
+                    caller.trust().cluster_domain,
+                    sp.port
                 ),
                 format!("{}.{}:{}", key.name, key.namespace, sp.port),
             ];

@@ -31,6 +31,8 @@ pub struct Options {
     pub default_address: IpAddr,
     /// The SPIFFE trust domain of workload identities.
     pub trust_domain: String,
+    /// The cluster's DNS suffix: Services are `<svc>.<ns>.svc.<domain>`.
+    pub cluster_domain: String,
     /// The roots workload certificates chain to, sent to every proxy.
     pub trust_bundle: Vec<String>,
 }
@@ -40,6 +42,7 @@ impl Default for Options {
         Options {
             default_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             trust_domain: "cluster.local".into(),
+            cluster_domain: "cluster.local".into(),
             trust_bundle: Vec::new(),
         }
     }
@@ -66,6 +69,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     let td = &opts.trust_domain;
     let trust = backend::Trust {
         domain: td,
+        cluster_domain: &opts.cluster_domain,
         bundle: &opts.trust_bundle,
     };
     route::routes(store, &mut gateways, &mut clusters, &mut statuses, trust);

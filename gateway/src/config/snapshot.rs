@@ -265,6 +265,7 @@ mod tests {
             endpoints: vec!["127.0.0.1:1".parse().unwrap()],
             lb: LbPolicy::RoundRobin,
             tls: None,
+            service: None,
         };
         let config = GatewayConfig {
             namespace: "d".into(),

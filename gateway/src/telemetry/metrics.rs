@@ -4,10 +4,47 @@
 //! and byte counters. Requests are recorded after the response (the logging
 //! phase), bytes as they cross the socket; all served as Prometheus text on
 //! the admin port's `/metrics`.
+//!
+//! Label values a peer or a request chooses (the workloads and service a
+//! mesh peer tells, a passthrough host) are admitted up to `MAX_TOLD`
+//! distinct values per label and recorded as `other` beyond, so nobody can
+//! grow the series without bound.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+/// Distinct values a told label may take; more are recorded as `other`.
+const MAX_TOLD: usize = 1000;
+
+/// The values of one told label seen so far.
+#[derive(Default)]
+struct Told(Mutex<HashSet<String>>);
+
+impl Told {
+    /// `value` if it is known or there is room for it, else `other`.
+    fn admit<'a>(&self, value: &'a str) -> &'a str {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.contains(value) {
+            return value;
+        }
+        if seen.len() >= MAX_TOLD {
+            return "other";
+        }
+        seen.insert(value.to_string());
+        value
+    }
+}
+
+/// The told labels of one set of metric families.
+#[derive(Default)]
+struct Bounds {
+    source_workload: Told,
+    destination_workload: Told,
+    destination_service: Told,
+}
 
 const LABELS: [&str; 11] = [
     "reporter",
@@ -84,6 +121,7 @@ pub struct Metrics {
     /// Requests by the HTTP version the downstream spoke (as Envoy's
     /// `downstream_rq_http1_total`, `..._http2_total`).
     downstream_versions: IntCounterVec,
+    bounds: Arc<Bounds>,
 }
 
 /// Byte counters of one connection, bumped as bytes cross its socket.
@@ -184,6 +222,7 @@ impl Metrics {
             tcp_sent,
             tcp_received,
             downstream_versions,
+            bounds: Arc::default(),
         }
     }
 
@@ -214,12 +253,15 @@ impl Metrics {
         let (source, destination) = (me.reporter == "source", me.reporter == "destination");
         let source_principal = r.source_principal.unwrap_or("unknown");
         let destination_principal = r.destination_principal.unwrap_or("unknown");
+        let bounds = &self.bounds;
         let labels = [
             me.reporter,
             if source {
                 &me.workload
             } else {
-                r.source_workload.unwrap_or("unknown")
+                bounds
+                    .source_workload
+                    .admit(r.source_workload.unwrap_or("unknown"))
             },
             if source {
                 &me.namespace
@@ -234,14 +276,16 @@ impl Metrics {
             if destination {
                 &me.workload
             } else {
-                r.destination_workload.unwrap_or("unknown")
+                bounds
+                    .destination_workload
+                    .admit(r.destination_workload.unwrap_or("unknown"))
             },
             if destination {
                 &me.namespace
             } else {
                 namespace_of(destination_principal)
             },
-            r.destination_service,
+            bounds.destination_service.admit(r.destination_service),
             if destination {
                 &me.principal
             } else {
@@ -371,6 +415,37 @@ mod tests {
         let text = m.text();
         assert!(text.contains("istio_requests_total{connection_security_policy=\"none\",destination_principal=\"unknown\",destination_service=\"echo.default.svc.cluster.local\",destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",reporter=\"source\",request_protocol=\"http\",response_code=\"200\",source_principal=\"unknown\",source_workload=\"unknown\",source_workload_namespace=\"unknown\"} 2"), "{text}");
         assert!(text.contains("istio_request_duration_milliseconds_count"));
+    }
+
+    #[test]
+    fn told_label_values_are_bounded() {
+        let m = Metrics::new(Reporter::default());
+        let hosts: Vec<String> = (0..MAX_TOLD + 50)
+            .map(|i| format!("h{i}.example"))
+            .collect();
+        for host in &hosts {
+            m.record(&RequestRecord {
+                source_principal: None,
+                destination_service: host,
+                destination_principal: None,
+                source_workload: Some(host),
+                destination_workload: None,
+                protocol: "http",
+                status: 200,
+                mutual_tls: false,
+                duration_ms: 1.0,
+                request_bytes: 0,
+                response_bytes: 0,
+            });
+        }
+        let text = m.text();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .count();
+        assert_eq!(series, MAX_TOLD + 1, "the known values and `other`");
+        assert!(text.contains("destination_service=\"other\""));
+        assert!(!text.contains("h1049.example"));
     }
 
     #[test]

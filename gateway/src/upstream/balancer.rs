@@ -9,7 +9,7 @@ use weft_api::{AppProtocol, Cluster, LbPolicy};
 #[derive(Debug)]
 pub struct ClusterState {
     pub name: String,
-    /// The service as metrics name it: `<svc>.<ns>.svc.cluster.local`.
+    /// The service as metrics name it: `<svc>.<ns>.svc.<cluster domain>`.
     pub service: String,
     pub protocol: AppProtocol,
     pub endpoints: Vec<SocketAddr>,
@@ -31,7 +31,7 @@ impl ClusterState {
             None => None,
         };
         Ok(ClusterState {
-            service: service_host(name),
+            service: c.service.clone().unwrap_or_else(|| name.to_string()),
             tls,
             name: name.to_string(),
             protocol: c.protocol,
@@ -76,17 +76,6 @@ impl ClusterState {
     }
 }
 
-/// `<ns>/<svc>:<port>` → `<svc>.<ns>.svc.cluster.local`; other names as they are.
-fn service_host(cluster: &str) -> String {
-    match cluster.split_once('/') {
-        Some((ns, rest)) => {
-            let svc = rest.rsplit_once(':').map_or(rest, |(s, _)| s);
-            format!("{svc}.{ns}.svc.cluster.local")
-        }
-        None => cluster.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +91,7 @@ mod tests {
                 endpoints,
                 lb,
                 tls: None,
+                service: None,
             },
         )
         .unwrap()
