@@ -22,6 +22,39 @@ pub struct GatewayConfig {
     /// `UpstreamTls`); its certificate comes from the CA, not the config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// The bounds the proxy keeps under load.
+    #[serde(default, skip_serializing_if = "Limits::is_default")]
+    pub limits: Limits,
+}
+
+/// Bounds a proxy keeps under hostile load (a Gateway's annotations may
+/// change them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Limits {
+    /// Open downstream connections per listening address; more wait in
+    /// the kernel's backlog until one closes.
+    pub max_connections: u32,
+    /// The largest request body copied to a mirror.
+    pub mirror_body_bytes: u64,
+    /// A TCP or TLS (L4) connection idle this long, both ways, is closed.
+    pub l4_idle_seconds: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 10_000,
+            mirror_body_bytes: 64 * 1024,
+            l4_idle_seconds: 3600,
+        }
+    }
+}
+
+impl Limits {
+    pub fn is_default(&self) -> bool {
+        *self == Limits::default()
+    }
 }
 
 /// A listening port: the unit the gateway binds, holding every Gateway
@@ -46,6 +79,10 @@ pub struct Port {
     /// of getting 404.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub passthrough: bool,
+    /// A sidecar's port: the caller is the workload or a mesh peer, not a
+    /// client to name in `x-forwarded-for` (which gateways append).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sidecar: bool,
 }
 
 /// Mutual TLS on a port: client certificates must chain to these roots.

@@ -61,6 +61,7 @@ mod tests {
                 client_auth: None,
                 host_with_port: true,
                 passthrough: true,
+                sidecar: true,
             }],
             clusters,
             ..Default::default()

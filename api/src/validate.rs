@@ -166,11 +166,13 @@ mod tests {
                 client_auth: None,
                 host_with_port: false,
                 passthrough: false,
+                sidecar: false,
                 listeners: vec![Listener::any_host("http", None, vec![route])],
             }],
             clusters,
             access_log: false,
             identity: None,
+            limits: Default::default(),
         }
     }
 

@@ -77,6 +77,7 @@ impl Gateway {
                 snapshot: snapshot.clone(),
                 metrics: metrics.clone(),
                 access_log: telemetry::access_log::AccessLog::start(),
+                mirrors: filters::mirror::Mirrors::new(metrics.clone()),
                 interest: interest.clone(),
                 spans,
             },

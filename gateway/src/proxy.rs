@@ -18,13 +18,16 @@
 //! (`crate::filters::grpc`).
 
 use crate::config::snapshot::{CompiledRoute, Snapshot};
+use crate::filters::forwarded::{self, MESH_SERVICE, PEER_WORKLOAD, SOURCE_WORKLOAD};
 use crate::filters::headers;
+use crate::filters::mirror::{Copy, Mirrors};
 use crate::listen::conn::ConnInfo;
 use crate::route::normalize;
 use crate::route::select::{self, Decision};
 use crate::telemetry::records;
 use crate::telemetry::trace::TraceContext;
 use crate::upstream::balancer::ClusterState;
+use crate::upstream::deadline::Deadline;
 use crate::upstream::retry::{Failure, Request, RetryState};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -33,25 +36,11 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::sync::Arc;
 use std::time::Duration;
-use weft_api::{AppProtocol, HttpFilter};
+use weft_api::HttpFilter;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_CONNECT_TRIES: u32 = 3;
-/// Pooled upstream connections unused this long are closed.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a request for an unknown host waits for the controller's answer.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
-/// Carries the client's SPIFFE ID to the backend, as Envoy does.
-const XFCC: &str = "x-forwarded-client-cert";
-/// The service a meshed call was for, told by the calling proxy to the
-/// called one (over mutual TLS only) so both report the same
-/// `destination_service`, as Istio's metadata exchange does.
-const MESH_SERVICE: &str = "x-weft-service";
-/// The workload at each end, told the same way: the caller's on the
-/// request, the callee's on the response.
-const SOURCE_WORKLOAD: &str = "x-weft-source-workload";
-const PEER_WORKLOAD: &str = "x-weft-workload";
-
 /// A header sent by a mesh peer (mutual TLS), as a label value.
 fn told<'a>(headers: &'a http::HeaderMap, name: &str, mesh: bool) -> Option<&'a str> {
     headers
@@ -72,6 +61,8 @@ pub struct WeftProxy {
     pub snapshot: Arc<ArcSwapOption<Snapshot>>,
     pub metrics: Arc<crate::telemetry::Metrics>,
     pub access_log: crate::telemetry::access_log::AccessLog,
+    /// Where RequestMirror copies go.
+    pub mirrors: Arc<Mirrors>,
     /// Hosts asked for on demand (a sidecar's outbound side).
     pub interest: Option<Arc<crate::route::discovery::Interest>>,
     /// Where spans go, when a collector is configured.
@@ -104,6 +95,14 @@ pub struct RequestCtx {
     /// A host outside the config, sent on as plain HTTP: `host:port`, and
     /// where a captured connection was bound.
     pub(crate) passthrough: Option<(String, Option<std::net::SocketAddr>)>,
+    /// The request's `x-request-id`, kept or made here.
+    pub(crate) request_id: String,
+    /// At a gateway: the client's address and the listener's scheme.
+    pub(crate) edge: Option<(std::net::IpAddr, &'static str)>,
+    /// The copy for the route's mirrors, sent once the body is whole.
+    pub(crate) mirror: Option<Copy>,
+    /// `timeouts.request`, enforced on the whole exchange.
+    pub(crate) deadline: Option<Deadline>,
 }
 
 impl RequestCtx {
@@ -123,6 +122,7 @@ impl RequestCtx {
                 _ => None,
             },
             trace,
+            request_id: &self.request_id,
         }
     }
 
@@ -170,6 +170,10 @@ impl ProxyHttp for WeftProxy {
             retry: RetryState::default(),
             destination_workload: None,
             passthrough: None,
+            request_id: String::new(),
+            edge: None,
+            mirror: None,
+            deadline: None,
         }
     }
 
@@ -205,13 +209,24 @@ impl ProxyHttp for WeftProxy {
             }
         }
         ctx.access_log = snapshot.config.access_log;
-        let (host, route, backend, cluster) = match decision {
+        ctx.request_id = forwarded::request_id(req);
+        ctx.edge = port
+            .and_then(|p| snapshot.ports.get(&p))
+            .filter(|t| !t.sidecar)
+            .and_then(|t| {
+                let addr = conn?.client?.ip();
+                let scheme = match t.protocol {
+                    weft_api::Protocol::Https | weft_api::Protocol::Tls => "https",
+                    weft_api::Protocol::Http | weft_api::Protocol::Tcp => "http",
+                };
+                Some((addr, scheme))
+            });
+        let (route, backend, cluster) = match decision {
             Decision::Forward {
-                host,
                 route,
                 backend,
                 cluster,
-            } => (host, route, backend, cluster),
+            } => (route, backend, cluster),
             Decision::UnknownHost {
                 host,
                 passthrough: true,
@@ -230,16 +245,26 @@ impl ProxyHttp for WeftProxy {
                 return Ok(true);
             }
         };
-        for (mirror, percent) in &route.mirrors {
-            if *percent >= 100.0 || rand::random::<f64>() * 100.0 < *percent {
-                crate::filters::mirror::send(mirror, req, &host);
-            }
+        let mirrored: Vec<_> = route
+            .mirrors
+            .iter()
+            .filter(|(_, percent)| *percent >= 100.0 || rand::random::<f64>() * 100.0 < *percent)
+            .map(|(cluster, _)| cluster.clone())
+            .collect();
+        if !mirrored.is_empty() {
+            let head = mirror_head(session, ctx, &route)?;
+            let limit = snapshot.config.limits.mirror_body_bytes;
+            ctx.mirror = Some(Copy::new(mirrored, head, limit as usize));
         }
         cluster.budget.start();
         ctx.retry.deadline = route
             .timeouts
             .request_ms
             .map(|ms| ctx.started + Duration::from_millis(ms));
+        // A tunnel outlives the request that opened it.
+        if !session.is_upgrade_req() {
+            ctx.deadline = ctx.retry.deadline.map(Deadline::start);
+        }
         // Keep the body for a retry (Pingora buffers a bounded amount); an
         // upgrade's "body" is the tunnel, never replayed.
         if !session.is_upgrade_req() {
@@ -249,6 +274,28 @@ impl ProxyHttp for WeftProxy {
         ctx.cluster = Some(cluster);
         ctx.route = Some(route);
         Ok(false)
+    }
+
+    /// The body streams to the backend; a copy goes to the route's mirrors
+    /// once it is whole.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(copy) = ctx.mirror.as_mut() {
+            if let Some(chunk) = body {
+                copy.push(chunk);
+            }
+            if end_of_stream {
+                if let Some(copy) = ctx.mirror.take() {
+                    self.mirrors.send(copy);
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -284,19 +331,10 @@ impl ProxyHttp for WeftProxy {
             // A tunnel is never tried again, so it starts on a connection
             // of its own, one that works around a Pingora race
             // (`crate::upstream::upgrade`).
-            crate::upstream::upgrade::peer(addr, cluster.tls.clone())
+            crate::upstream::upgrade::peer(cluster, addr)
         } else {
-            match &cluster.tls {
-                // Mutual TLS with the identity checked (`crate::upstream::connector`).
-                Some(tls) => tls.peer(addr),
-                None => HttpPeer::new(addr, false, String::new()),
-            }
+            cluster.peer(addr)
         };
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        if cluster.protocol == AppProtocol::H2c {
-            peer.options.set_http_version(2, 2);
-        }
         // The per-try timeout, cut to what is left of the request's.
         let per_try = ctx
             .route
@@ -309,9 +347,50 @@ impl ProxyHttp for WeftProxy {
         };
         peer.options.read_timeout = timeout;
         if let Some(t) = timeout {
-            peer.options.connection_timeout = Some(t.min(CONNECT_TIMEOUT));
+            peer.options.connection_timeout =
+                Some(t.min(crate::upstream::balancer::CONNECT_TIMEOUT));
         }
         Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(deadline) = &ctx.deadline {
+            let h2 = ctx
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.protocol == weft_api::AppProtocol::H2c);
+            if h2 {
+                deadline.off_socket();
+            } else {
+                deadline.on_socket(fd);
+            }
+        }
+        Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(deadline) = &ctx.deadline {
+            if end_of_stream {
+                deadline.finish();
+            } else if deadline.passed() {
+                return Err(Error::explain(ReadTimedout, "request deadline").into_up());
+            }
+        }
+        Ok(None)
     }
 
     async fn upstream_request_filter(
@@ -321,15 +400,15 @@ impl ProxyHttp for WeftProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         // Only weft says who the client is.
-        upstream.remove_header(XFCC);
-        upstream.remove_header(MESH_SERVICE);
-        upstream.remove_header(SOURCE_WORKLOAD);
+        let client = forwarded::Client {
+            identity: ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()),
+            edge: ctx.edge,
+            request_id: &ctx.request_id,
+        };
+        forwarded::apply(&client, upstream)?;
         if let Some(c) = ctx.cluster.as_ref().filter(|c| c.tls.is_some()) {
             upstream.insert_header(MESH_SERVICE, c.service.as_str())?;
             upstream.insert_header(SOURCE_WORKLOAD, self.metrics.reporter().workload.as_str())?;
-        }
-        if let Some(id) = ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()) {
-            upstream.insert_header(XFCC, format!("URI={id}"))?;
         }
         let trace = ctx
             .trace
@@ -482,9 +561,13 @@ impl ProxyHttp for WeftProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = crate::filters::rescue::status_for(e);
+        // Whatever broke the exchange, past the deadline it is a timeout.
+        let code = match &ctx.deadline {
+            Some(d) if d.passed() => 504,
+            _ => crate::filters::rescue::status_for(e),
+        };
         let sent = if code == 0 {
             Ok(())
         } else if crate::filters::grpc::is_grpc(session.req_header()) {
@@ -591,6 +674,40 @@ impl WeftProxy {
     }
 }
 
+/// The head a mirror gets: the request as the proxy sends it on, with the
+/// rule's request header filters, in origin form with a `Host`.
+fn mirror_head(
+    session: &Session,
+    ctx: &RequestCtx,
+    route: &CompiledRoute,
+) -> Result<RequestHeader> {
+    let mut head = session.req_header().clone();
+    let client = forwarded::Client {
+        identity: ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()),
+        edge: ctx.edge,
+        request_id: &ctx.request_id,
+    };
+    forwarded::apply(&client, &mut head)?;
+    for f in &route.filters {
+        if let HttpFilter::RequestHeaders(m) = f {
+            headers::modify_request(m, &mut head);
+        }
+    }
+    if head.headers.get(http::header::HOST).is_none() {
+        if let Some(authority) = head.uri.authority().map(|a| a.to_string()) {
+            head.insert_header(http::header::HOST, authority)?;
+        }
+    }
+    if head.uri.authority().is_some() {
+        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = target
+            .parse()
+            .map_err(|e| Error::because(InternalError, "origin-form URI", e))?;
+        head.set_uri(uri);
+    }
+    Ok(head)
+}
+
 /// Makes the request canonical (`crate::route::normalize`), or says why it
 /// is refused.
 fn canonical(session: &mut Session) -> std::result::Result<(), normalize::Rejected> {
@@ -623,6 +740,6 @@ async fn passthrough_peer(
             .ok_or_else(|| Error::explain(HTTPStatus(502), format!("cannot resolve {host}")))?,
     };
     let mut peer = HttpPeer::new(addr, false, String::new());
-    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+    peer.options.connection_timeout = Some(crate::upstream::balancer::CONNECT_TIMEOUT);
     Ok(Box::new(peer))
 }

@@ -29,6 +29,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
             client_auth: None,
             host_with_port: false,
             passthrough: false,
+            sidecar: false,
             listeners: vec![Listener::any_host(
                 "http",
                 None,
@@ -45,6 +46,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
         clusters,
         access_log: false,
         identity: None,
+        limits: Default::default(),
     }
 }
 

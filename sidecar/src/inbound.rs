@@ -44,6 +44,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
             }),
             host_with_port: false,
             passthrough: false,
+            sidecar: true,
             listeners: vec![Listener::any_host(
                 format!("inbound-{}", p.app.port()),
                 Some(cert.clone()),
@@ -58,5 +59,6 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         clusters,
         access_log: spec.access_log,
         identity: None,
+        limits: Default::default(),
     }
 }

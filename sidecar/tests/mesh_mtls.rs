@@ -49,6 +49,7 @@ fn gateway_config(
             client_auth: None,
             host_with_port: false,
             passthrough: false,
+            sidecar: false,
             listeners: vec![Listener::any_host(
                 "http",
                 None,
@@ -62,6 +63,7 @@ fn gateway_config(
         clusters: BTreeMap::from([("shop/backend:80".to_string(), cluster)]),
         access_log: false,
         identity: None,
+        limits: Default::default(),
     }
 }
 

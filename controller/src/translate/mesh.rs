@@ -90,6 +90,7 @@ pub fn sidecars(
                 client_auth: None,
                 host_with_port: true,
                 passthrough: true,
+                sidecar: true,
                 listeners: vec![Listener {
                     name: "outbound".into(),
                     hostname: None,
@@ -103,6 +104,7 @@ pub fn sidecars(
                 .collect(),
             access_log: access_log(store, &key.namespace, w),
             identity: Some(identity.clone()),
+            limits: Default::default(),
         };
         let config = SidecarConfig {
             namespace: key.namespace.clone(),

@@ -149,6 +149,7 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
                 client_auth: l.client_auth.clone(),
                 host_with_port: false,
                 passthrough: false,
+                sidecar: false,
             }),
         }
     }
@@ -170,5 +171,6 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
             .collect(),
         access_log: gw.access_log,
         identity: None,
+        limits: Default::default(),
     }
 }

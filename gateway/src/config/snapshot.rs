@@ -30,6 +30,8 @@ pub struct PortTable {
     pub host_with_port: bool,
     /// Unknown hosts go to the host they name (`weft_api::Port::passthrough`).
     pub passthrough: bool,
+    /// A sidecar's port (`weft_api::Port::sidecar`).
+    pub sidecar: bool,
     pub listeners: Vec<ListenerTable>,
     hosts: HostTable,
 }
@@ -113,6 +115,7 @@ impl Snapshot {
                     protocol: port.protocol,
                     host_with_port: port.host_with_port,
                     passthrough: port.passthrough,
+                    sidecar: port.sidecar,
                     listeners,
                     hosts,
                 },
@@ -277,6 +280,7 @@ mod tests {
                 client_auth: None,
                 host_with_port: false,
                 passthrough: false,
+                sidecar: false,
                 listeners: vec![
                     listener(
                         "wild",
@@ -297,6 +301,7 @@ mod tests {
             .into(),
             access_log: false,
             identity: None,
+            limits: Default::default(),
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];

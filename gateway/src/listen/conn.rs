@@ -37,6 +37,8 @@ pub struct ConnInfo {
     /// Where the client meant to connect, when iptables redirected it here
     /// (`SO_ORIGINAL_DST`): transparent capture.
     pub original_dst: Option<std::net::SocketAddr>,
+    /// The client's address.
+    pub client: Option<std::net::SocketAddr>,
 }
 
 /// The destination a redirected connection was bound for; `None` when it

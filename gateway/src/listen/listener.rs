@@ -300,6 +300,7 @@ async fn handshake(
         other => other,
     };
     let original_dst = crate::listen::conn::original_dst(&tcp);
+    let client = tcp.peer_addr().ok();
     let l4: L4Stream = tcp.into();
     let Some(acceptor) = tls else {
         let info = ConnInfo {
@@ -308,6 +309,7 @@ async fn handshake(
             peer_identity: None,
             mesh_peer: false,
             original_dst,
+            client,
         };
         return Some((Box::new(l4), info));
     };
@@ -332,6 +334,7 @@ async fn handshake(
             .and_then(crate::pki::spiffe_id),
         mesh_peer: false,
         original_dst,
+        client,
     };
     Some((Box::new(tls), info))
 }

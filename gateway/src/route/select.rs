@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use weft_api::{HttpFilter, Protocol};
 
-pub enum Decision<'a> {
+pub enum Decision {
     /// Answer with this status (and redirect location) without a backend.
     Respond(u16, Option<String>),
     /// Answer a CORS preflight with these headers (none for an origin that
@@ -25,7 +25,6 @@ pub enum Decision<'a> {
     /// captured connection was bound, else to the host's name resolved).
     UnknownHost { host: String, passthrough: bool },
     Forward {
-        host: Cow<'a, str>,
         route: Arc<CompiledRoute>,
         backend: usize,
         cluster: Arc<ClusterState>,
@@ -53,11 +52,7 @@ pub struct Arrival<'a> {
 }
 
 /// Where `req`, arrived as `arrival` says, goes under `snapshot`.
-pub fn decide<'a>(
-    snapshot: &Snapshot,
-    arrival: Arrival<'_>,
-    req: &'a RequestHeader,
-) -> Decision<'a> {
+pub fn decide(snapshot: &Snapshot, arrival: Arrival<'_>, req: &RequestHeader) -> Decision {
     let port = arrival.port;
     let Some(table) = port.and_then(|p| snapshot.ports.get(&p)) else {
         return Decision::Respond(404, None);
@@ -123,7 +118,6 @@ pub fn decide<'a>(
     };
     match &route.backends[backend].target {
         Ok(cluster) => Decision::Forward {
-            host,
             cluster: cluster.clone(),
             route: route.clone(),
             backend,

@@ -121,6 +121,8 @@ pub struct Metrics {
     /// Requests by the HTTP version the downstream spoke (as Envoy's
     /// `downstream_rq_http1_total`, `..._http2_total`).
     downstream_versions: IntCounterVec,
+    /// Mirrored requests by outcome.
+    mirrors: IntCounterVec,
     bounds: Arc<Bounds>,
 }
 
@@ -193,9 +195,18 @@ impl Metrics {
             &["reporter", "http_version"],
         )
         .expect("valid metric");
+        let mirrors = IntCounterVec::new(
+            Opts::new(
+                "weft_mirror_requests_total",
+                "Mirrored requests: sent, failed, timed_out, no_endpoint, or not sent (body_too_large, too_many)",
+            ),
+            &["reporter", "result"],
+        )
+        .expect("valid metric");
         for m in [
             &requests,
             &downstream_versions,
+            &mirrors,
             &tcp_opened,
             &tcp_closed,
             &tcp_sent,
@@ -222,6 +233,7 @@ impl Metrics {
             tcp_sent,
             tcp_received,
             downstream_versions,
+            mirrors,
             bounds: Arc::default(),
         }
     }
@@ -305,6 +317,13 @@ impl Metrics {
         self.response_bytes
             .with_label_values(&labels)
             .observe(r.response_bytes as f64);
+    }
+
+    /// Counts a mirrored request by its outcome.
+    pub fn mirror(&self, result: &'static str) {
+        self.mirrors
+            .with_label_values(&[self.reporter.reporter, result])
+            .inc();
     }
 
     /// Counts a request by the HTTP version its downstream spoke.

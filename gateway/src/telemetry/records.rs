@@ -17,6 +17,7 @@ pub struct Hop<'a> {
     pub upstream: Option<SocketAddr>,
     /// This hop of the request's trace.
     pub trace: Option<&'a TraceContext>,
+    pub request_id: &'a str,
 }
 
 /// The span of a finished request.
@@ -41,6 +42,7 @@ pub fn span_of(
     if let Some(route) = hop.route {
         attributes.push(("weft.route", route.to_string()));
     }
+    attributes.push(("weft.request_id", hop.request_id.to_string()));
     if let Some(peer) = peer {
         attributes.push(("weft.peer_principal", peer.to_string()));
     }
@@ -78,6 +80,7 @@ pub fn access_line(session: &Session, hop: &Hop<'_>, status: u16, peer: Option<&
         "user_agent": header("user-agent"),
         "downstream_peer_principal": peer,
         "traceparent": hop.trace.map(TraceContext::header),
+        "request_id": hop.request_id,
     })
     .to_string()
 }

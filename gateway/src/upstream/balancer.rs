@@ -1,10 +1,17 @@
 //! A cluster's endpoints and the choice among them: round robin, or least
 //! request (the less busy of two endpoints picked at random).
 
+use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use weft_api::{AppProtocol, Cluster, LbPolicy};
+
+/// How long a connection to an endpoint may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pooled upstream connections unused this long are closed.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct ClusterState {
@@ -41,6 +48,21 @@ impl ClusterState {
             active: c.endpoints.iter().map(|_| AtomicUsize::new(0)).collect(),
             budget: Default::default(),
         })
+    }
+
+    /// The peer for the endpoint at `addr`: TLS as the cluster asks
+    /// (`crate::upstream::connector`), HTTP/2 to h2c clusters, pooled.
+    pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
+        let mut peer = match &self.tls {
+            Some(tls) => tls.peer(addr),
+            None => HttpPeer::new(addr, false, String::new()),
+        };
+        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+        if self.protocol == AppProtocol::H2c {
+            peer.options.set_http_version(2, 2);
+        }
+        peer
     }
 
     /// The endpoint for the next request, marked active until `finish`.

@@ -1,10 +1,12 @@
 //! Reaching a backend: a cluster's endpoints and the choice among them
 //! (`balancer`), TLS and mutual TLS originated to them (`connector`,
-//! checked by `verify`), retries and their budget (`retry`), and the
+//! checked by `verify`), retries and their budget (`retry`), the request
+//! deadline that cuts a trickling answer (`deadline`), and the
 //! connections upgrades (WebSocket) start on (`upgrade`).
 
 pub mod balancer;
 pub mod connector;
+pub mod deadline;
 pub mod retry;
 pub mod upgrade;
 pub mod verify;

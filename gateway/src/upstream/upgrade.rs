@@ -20,6 +20,7 @@
 //! HTTP ones. Upgrades never share connections, so nothing is lost to the
 //! pool. Remove this once Pingora carries the fix.
 
+use crate::upstream::balancer::{ClusterState, CONNECT_TIMEOUT};
 use crate::upstream::connector::{connect_tcp, MeshConnector, OverTcp, Socket};
 use async_trait::async_trait;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
@@ -40,9 +41,12 @@ const HOLD_LIMIT: Duration = Duration::from_secs(1);
 
 /// The peer an upgrade request goes to at `addr`: a connection of its own
 /// (a key no pool holds), through `UpgradeConnector`.
-pub fn peer(addr: std::net::SocketAddr, tls: Option<Arc<MeshConnector>>) -> HttpPeer {
+pub fn peer(cluster: &ClusterState, addr: std::net::SocketAddr) -> HttpPeer {
     let mut peer = HttpPeer::new(addr, false, String::new());
-    peer.options.custom_l4 = Some(Arc::new(UpgradeConnector { tls }));
+    peer.options.custom_l4 = Some(Arc::new(UpgradeConnector {
+        tls: cluster.tls.clone(),
+    }));
+    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
     peer.group_key = rand::random();
     peer
 }
