@@ -216,3 +216,153 @@ spec:
         .collect();
     assert_eq!(kinds, ["TCPRoute", "TLSRoute", "TLSRoute"], "{gw}");
 }
+
+/// TCPRoutes to a meshed Service and to one a BackendTLSPolicy names: the
+/// bytes reach each backend, over mutual TLS to the destination's sidecar
+/// (which counts the connection as mTLS) and over TLS checked as the
+/// policy says; never in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l4_routes_to_meshed_and_tls_backends_stay_encrypted() {
+    let ip = "127.0.55.21";
+    let server_ca = support::pki::ca();
+    let server = support::pki::issue(&server_ca, &["secure.example.com"], &[]);
+    let secure = {
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&server, None)));
+        let l = TcpListener::bind(format!("{ip}:0")).await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(s).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 1024];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let mut out = b"secure:".to_vec();
+                    out.extend_from_slice(&buf[..n]);
+                    let _ = s.write_all(&out).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        port
+    };
+    let files = format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: l4m, labels: {{weft.dev/mesh: enabled}}}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: db, namespace: l4m, labels: {{app: db}}}}
+spec:
+  serviceAccountName: db
+  address: 127.0.55.22
+  command: [weft, echo, --listen, "127.0.55.22:9080"]
+  ports: [{{name: http, containerPort: 9080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: db, namespace: l4m}}
+spec: {{selector: {{app: db}}, ports: [{{name: tcp, port: 9080, targetPort: http}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: l4m}}
+spec:
+  gatewayClassName: weft
+  listeners:
+  - {{name: db, port: 9500, protocol: TCP}}
+  - {{name: secure, port: 9501, protocol: TCP}}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: db, namespace: l4m}}
+spec:
+  parentRefs: [{{name: edge, sectionName: db}}]
+  rules: [{{backendRefs: [{{name: db, port: 9080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: secure, namespace: l4m}}
+spec:
+  parentRefs: [{{name: edge, sectionName: secure}}]
+  rules: [{{backendRefs: [{{name: secure, port: 80}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: secure, namespace: l4m}}
+spec: {{ports: [{{name: tls, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: secure-1, namespace: l4m, labels: {{kubernetes.io/service-name: secure}}}}
+addressType: IPv4
+ports: [{{name: tls, port: {secure}}}]
+endpoints: [{{addresses: ["{ip}"]}}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: secure-ca, namespace: l4m}}
+data:
+  ca.crt: |
+{ca}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: secure, namespace: l4m}}
+spec:
+  targetRefs: [{{group: "", kind: Service, name: secure}}]
+  validation: {{hostname: secure.example.com, caCertificateRefs: [{{group: "", kind: ConfigMap, name: secure-ca}}]}}
+"#,
+        ca = support::pki::indent(&server_ca.pem),
+    );
+    let weft = Weft::up(ip, &[("all.yaml", &files)]);
+    let call = |port: u16, msg: String| async move {
+        let mut s = TcpStream::connect((ip, port)).await.unwrap();
+        s.write_all(msg.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let get = "GET /over-tcp HTTP/1.1\r\nHost: db\r\nConnection: close\r\n\r\n".to_string();
+    eventually(
+        Duration::from_secs(30),
+        "the meshed backend answers",
+        || async { call(9500, get.clone()).await.starts_with("HTTP/1.1 200") },
+    )
+    .await;
+    let answer = call(9500, get.clone()).await;
+    assert!(answer.contains("\"pod\":\"db\""), "{answer}");
+    let metrics = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get("http://127.0.55.22:15020/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains("reporter=\"destination\"")
+                && l.contains("connection_security_policy=\"mutual_tls\"")),
+        "{metrics}"
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the TLS backend answers",
+        || async { call(9501, "hello".into()).await == "secure:hello" },
+    )
+    .await;
+    drop(weft);
+}

@@ -6,6 +6,7 @@ use crate::config::snapshot::Snapshot;
 use crate::listen::conn::{ConnInfo, ConnStream};
 use crate::listen::tls::SniResolver;
 use crate::telemetry::Metrics;
+use crate::upstream::connector::MESH_TCP_ALPN;
 use arc_swap::ArcSwapOption;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::Acceptor;
@@ -30,6 +31,8 @@ impl<A: ServerApp + Send + Sync + 'static> App for A {}
 struct Binding {
     protocol: Protocol,
     client_auth: Option<ClientAuth>,
+    /// Connections open at once; more wait in the backlog.
+    max_connections: u32,
 }
 
 struct Running {
@@ -69,6 +72,7 @@ impl<A: App> Listeners<A> {
                 let binding = Binding {
                     protocol: port.protocol,
                     client_auth: port.client_auth.clone(),
+                    max_connections: snapshot.config.limits.max_connections,
                 };
                 wanted.insert(SocketAddr::new(*addr, port.port), binding);
             }
@@ -162,6 +166,9 @@ impl<A: App> Listeners<A> {
                 .as_ref()
                 .is_some_and(|c| c.insecure_fallback),
             mesh_peers: binding.client_auth.as_ref().is_some_and(|c| c.mesh),
+            slots: Arc::new(tokio::sync::Semaphore::new(
+                binding.max_connections.max(1) as usize
+            )),
             tls: acceptor,
             l4,
             snapshot: self.snapshot.clone(),
@@ -203,6 +210,10 @@ fn tls_config(
     };
     let mut config = builder.with_cert_resolver(Arc::new(SniResolver { port, snapshot }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if client_auth.is_some_and(|a| a.mesh) {
+        // A mesh peer's whole connection (TCPRoute, TLSRoute) for the app.
+        config.alpn_protocols.push(MESH_TCP_ALPN.to_vec());
+    }
     Ok(Arc::new(config))
 }
 
@@ -223,6 +234,8 @@ struct Serving<A> {
     trust_peer: bool,
     /// Whether verified clients are mesh workloads (`ClientAuth::mesh`).
     mesh_peers: bool,
+    /// One permit per open connection (`Limits::max_connections`).
+    slots: Arc<tokio::sync::Semaphore>,
     proxy: Arc<A>,
     metrics: Arc<Metrics>,
 }
@@ -234,6 +247,12 @@ async fn accept_loop<A: App>(
 ) {
     let port = listener.local_addr().map(|a| a.port()).unwrap_or_default();
     loop {
+        // At the cap, no more is accepted until a connection closes.
+        let slot = tokio::select! {
+            slot = serving.slots.clone().acquire_owned() => slot,
+            _ = stop.changed() => break,
+        };
+        let Ok(slot) = slot else { break };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.changed() => break,
@@ -252,13 +271,15 @@ async fn accept_loop<A: App>(
             if let Some(snapshot) = serving.snapshot.load_full() {
                 let metrics = serving.metrics.clone();
                 let terminate = terminate.clone();
-                tokio::spawn(crate::listen::l4::serve(
-                    tcp, port, snapshot, terminate, metrics,
-                ));
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    crate::listen::l4::serve(tcp, port, snapshot, terminate, metrics).await;
+                });
             }
             continue;
         }
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = serving.tls.clone();
             let handshaken = handshake(tcp, port, tls, serving.plaintext_too).await;
             if let Some((inner, mut info)) = handshaken {
@@ -266,6 +287,13 @@ async fn accept_loop<A: App>(
                     info.peer_identity = None;
                 }
                 info.mesh_peer = serving.mesh_peers && info.peer_identity.is_some();
+                if info.mesh_peer && is_mesh_tcp(&inner) {
+                    if let Some(snapshot) = serving.snapshot.load_full() {
+                        let metrics = serving.metrics.clone();
+                        crate::listen::l4::serve_mesh(inner, port, snapshot, metrics).await;
+                    }
+                    return;
+                }
                 let mtls = info.peer_identity.is_some();
                 serving.metrics.connection_opened(mtls);
                 let bytes = serving.metrics.byte_counters(mtls);
@@ -278,6 +306,15 @@ async fn accept_loop<A: App>(
             }
         });
     }
+}
+
+/// Whether a mesh peer asked for its connection to go to the application
+/// as it is (`MESH_TCP_ALPN`).
+fn is_mesh_tcp(stream: &Stream) -> bool {
+    matches!(
+        stream.selected_alpn_proto(),
+        Some(pingora::protocols::ALPN::Custom(c)) if c.protocol() == MESH_TCP_ALPN
+    )
 }
 
 /// Turns an accepted socket into the stream Pingora serves: TLS terminated

@@ -1,9 +1,10 @@
 //! Accepting connections: the accept loops that follow the snapshot's
 //! ports (`listener`), what each connection carries to the request phases
 //! (`conn`), downstream TLS (`tls`), and TCP and TLS listeners that forward
-//! whole connections (`l4`).
+//! whole connections (`l4`, after reading a TLS client's hello: `hello`).
 
 pub mod conn;
+pub mod hello;
 pub mod l4;
 pub mod listener;
 pub mod tls;

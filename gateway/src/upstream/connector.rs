@@ -39,9 +39,17 @@ struct Native {
     cert_key: Option<Arc<CertKey>>,
 }
 
+/// The ALPN protocol that asks a sidecar's inbound port to pass the bytes
+/// that follow the handshake to its application as they are: a TCP (L4)
+/// stream carried over mutual TLS.
+pub const MESH_TCP_ALPN: &[u8] = b"weft-tcp";
+
 pub struct MeshConnector {
     native: Option<Native>,
     connector: tokio_rustls::TlsConnector,
+    /// For whole connections (TCPRoute, TLSRoute): `MESH_TCP_ALPN` to a
+    /// mesh sidecar, no ALPN to a backend a BackendTLSPolicy names.
+    l4: tokio_rustls::TlsConnector,
     sni: rustls::pki_types::ServerName<'static>,
     /// Keeps pools apart when identity or trust changes.
     pub group_key: u64,
@@ -78,6 +86,11 @@ impl MeshConnector {
             }
             None => builder.with_no_client_auth(),
         };
+        let mut l4 = config.clone();
+        l4.alpn_protocols = match &tls.policy {
+            None => vec![MESH_TCP_ALPN.to_vec()],
+            Some(_) => vec![],
+        };
         // What Pingora will speak over the stream decides what we offer.
         config.alpn_protocols = match protocol {
             AppProtocol::H2c => vec![b"h2".to_vec()],
@@ -97,6 +110,7 @@ impl MeshConnector {
         Ok(MeshConnector {
             native: native(tls)?,
             connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            l4: tokio_rustls::TlsConnector::from(Arc::new(l4)),
             sni,
             group_key: h.finish(),
             principal: match tls.identities.as_slice() {
@@ -204,6 +218,11 @@ impl MeshConnector {
             .connect(self.sni.clone(), tcp)
             .await
             .or_err(ErrorType::TLSHandshakeFailure, "upstream TLS handshake")
+    }
+
+    /// The TLS handshake for a whole connection (L4) over `tcp`.
+    pub async fn handshake_l4(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+        self.l4.connect(self.sni.clone(), tcp).await
     }
 }
 
