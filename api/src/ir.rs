@@ -39,6 +39,9 @@ pub struct Limits {
     pub mirror_body_bytes: u64,
     /// A TCP or TLS (L4) connection idle this long, both ways, is closed.
     pub l4_idle_seconds: u64,
+    /// An HTTP/1 request header must arrive whole within this long of its
+    /// first byte (of the connection, for the first request).
+    pub request_header_seconds: u64,
 }
 
 impl Default for Limits {
@@ -47,6 +50,7 @@ impl Default for Limits {
             max_connections: 10_000,
             mirror_body_bytes: 64 * 1024,
             l4_idle_seconds: 3600,
+            request_header_seconds: 10,
         }
     }
 }

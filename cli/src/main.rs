@@ -193,6 +193,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into files or pipes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -16,6 +16,7 @@ pub mod status;
 pub mod store;
 pub mod translate;
 pub mod workload;
+pub mod yaml;
 
 pub use error::ControllerError;
 

@@ -263,15 +263,7 @@ impl Object {
 /// Splits a file's text into documents: multi-document YAML (JSON is YAML).
 /// Empty documents are skipped.
 pub fn documents(text: &str) -> Result<Vec<Value>, String> {
-    use serde::Deserialize;
-    let mut docs = Vec::new();
-    for de in serde_yaml::Deserializer::from_str(text) {
-        let value = Value::deserialize(de).map_err(|e| e.to_string())?;
-        if !value.is_null() {
-            docs.push(value);
-        }
-    }
-    Ok(docs)
+    crate::yaml::documents(text, &crate::yaml::Budget::default())
 }
 
 #[cfg(test)]

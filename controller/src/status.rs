@@ -104,8 +104,10 @@ fn collect_problems(v: &Value, at: &str, out: &mut Vec<String>) {
             let text = |k: &str| map.get(k).and_then(Value::as_str).unwrap_or("");
             let bad = matches!(
                 (text("type"), text("status")),
-                ("Accepted" | "Programmed" | "ResolvedRefs", "False")
-                    | ("Conflicted" | "PartiallyInvalid", "True")
+                (
+                    "Accepted" | "Programmed" | "ResolvedRefs" | "weft.dev/Limits",
+                    "False"
+                ) | ("Conflicted" | "PartiallyInvalid", "True")
             );
             if bad {
                 out.push(format!(

@@ -47,6 +47,24 @@ pub fn parse_text(text: &str) -> Result<Vec<Parsed>, Vec<String>> {
     }
 }
 
+/// A file's text, refused when it is over `MAX_FILE_BYTES`.
+fn read_bounded(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let max = crate::yaml::MAX_FILE_BYTES;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    file.take(max + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > max {
+        return Err(format!(
+            "the file is larger than {} MiB; not read",
+            max >> 20
+        ));
+    }
+    Ok(text)
+}
+
 impl FolderState {
     /// Reads the folder and builds the next store from `previous`.
     pub fn read(&mut self, dir: &Path, previous: &Store) -> Result<Store, ControllerError> {
@@ -62,13 +80,19 @@ impl FolderState {
         let mut problems = Vec::new();
         let mut next = BTreeMap::new();
         for path in paths {
-            let text = match std::fs::read_to_string(&path) {
+            let text = match read_bounded(&path) {
                 Ok(t) => t,
-                Err(e) => {
+                Err(message) => {
+                    tracing::error!(file = %path.display(), "{message}");
                     problems.push(Problem {
                         file: path.clone(),
-                        message: e.to_string(),
+                        message,
                     });
+                    // Its last good objects stay, as for a file that does
+                    // not parse.
+                    if let Some(last_good) = self.files.remove(&path) {
+                        next.insert(path, last_good);
+                    }
                     continue;
                 }
             };

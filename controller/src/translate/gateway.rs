@@ -72,6 +72,10 @@ pub struct GatewayCtx {
     pub key: ObjKey,
     /// The annotation `weft.dev/access-log: "true"` turns on access logs.
     pub access_log: bool,
+    /// Bounds under load, from annotations (`super::limits`), and what
+    /// was wrong with those annotations.
+    pub limits: weft_api::Limits,
+    pub limits_problems: Vec<String>,
     pub generation: i64,
     pub addresses: Vec<IpAddr>,
     pub address_problem: Option<String>,
@@ -198,9 +202,12 @@ fn gateway(
     let access_log = annotations
         .and_then(|a| a.get(ACCESS_LOG_ANNOTATION))
         .is_some_and(|v| v == "true");
+    let (limits, limits_problems) = super::limits::from_annotations(annotations);
     GatewayCtx {
         key: key.clone(),
         access_log,
+        limits,
+        limits_problems,
         generation,
         addresses,
         address_problem,
@@ -434,6 +441,15 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
         resolved.fail(reason, format!("backend client certificate: {message}"));
     }
     conditions.push(resolved.condition("ResolvedRefs", "References resolved", g));
+    if !gw.limits_problems.is_empty() {
+        conditions.push(Condition::new(
+            "weft.dev/Limits",
+            false,
+            "InvalidAnnotation",
+            gw.limits_problems.join("; "),
+            g,
+        ));
+    }
     if gw.insecure_frontend {
         conditions.push(Condition::new(
             "InsecureFrontendValidationMode",

@@ -9,6 +9,7 @@ mod gateway;
 mod grpc;
 pub mod hostname;
 mod l4;
+mod limits;
 mod listenerset;
 pub mod mesh;
 mod policy;
@@ -170,7 +171,7 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
             .filter_map(|c| clusters.get(&c).map(|v| (c, with_client_cert(v.clone()))))
             .collect(),
         access_log: gw.access_log,
+        limits: gw.limits.clone(),
         identity: None,
-        limits: Default::default(),
     }
 }

@@ -9,6 +9,7 @@
 //! stream's write buffer after accept; a stream built from an accepted
 //! socket, as ours are, has none, and each header and body went out alone.
 
+use crate::listen::header_clock::HeaderClock;
 use crate::telemetry::ByteCounters;
 use async_trait::async_trait;
 use pingora::http::ResponseHeader;
@@ -75,10 +76,17 @@ pub struct ConnStream {
     inner: tokio::io::BufWriter<Stream>,
     info: Arc<ProxyDigest>,
     bytes: Option<ByteCounters>,
+    /// The request header deadline (HTTP/1).
+    clock: Option<HeaderClock>,
 }
 
 impl ConnStream {
-    pub fn new(inner: Stream, info: ConnInfo, bytes: Option<ByteCounters>) -> Self {
+    pub fn new(
+        inner: Stream,
+        info: ConnInfo,
+        bytes: Option<ByteCounters>,
+        clock: Option<HeaderClock>,
+    ) -> Self {
         let response = ResponseHeader::build(200, Some(0)).expect("a 200 header builds");
         let digest = ProxyDigest {
             response: Box::new(response),
@@ -88,14 +96,20 @@ impl ConnStream {
             inner: tokio::io::BufWriter::with_capacity(WRITE_BUFFER, inner),
             info: Arc::new(digest),
             bytes,
+            clock,
         }
     }
 }
 
 impl ConnStream {
-    fn count_sent(&self, poll: &Poll<std::io::Result<usize>>) {
-        if let (Poll::Ready(Ok(n)), Some(b)) = (poll, &self.bytes) {
-            b.sent.inc_by(*n as u64);
+    fn count_sent(&mut self, poll: &Poll<std::io::Result<usize>>, first: &[u8]) {
+        if let Poll::Ready(Ok(n)) = poll {
+            if let Some(b) = &self.bytes {
+                b.sent.inc_by(*n as u64);
+            }
+            if let Some(clock) = &mut self.clock {
+                clock.wrote(&first[..(*n).min(first.len())]);
+            }
         }
     }
 }
@@ -114,10 +128,24 @@ impl AsyncRead for ConnStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if let Some(clock) = &mut self.clock {
+            if clock.late(cx) {
+                return Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "request header not received in time",
+                )));
+            }
+        }
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(b)) = (&poll, &self.bytes) {
-            b.received.inc_by((buf.filled().len() - before) as u64);
+        if let Poll::Ready(Ok(())) = &poll {
+            let read = &buf.filled()[before..];
+            if let Some(b) = &self.bytes {
+                b.received.inc_by(read.len() as u64);
+            }
+            if let Some(clock) = &mut self.clock {
+                clock.read(read);
+            }
         }
         poll
     }
@@ -130,7 +158,7 @@ impl AsyncWrite for ConnStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.count_sent(&poll);
+        self.count_sent(&poll, buf);
         poll
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -145,7 +173,8 @@ impl AsyncWrite for ConnStream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.count_sent(&poll);
+        let first = bufs.first().map_or(&[][..], |b| &b[..]);
+        self.count_sent(&poll, first);
         poll
     }
     fn is_write_vectored(&self) -> bool {

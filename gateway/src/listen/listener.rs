@@ -4,6 +4,7 @@
 
 use crate::config::snapshot::Snapshot;
 use crate::listen::conn::{ConnInfo, ConnStream};
+use crate::listen::header_clock::HeaderClock;
 use crate::listen::tls::SniResolver;
 use crate::telemetry::Metrics;
 use crate::upstream::connector::MESH_TCP_ALPN;
@@ -33,6 +34,8 @@ struct Binding {
     client_auth: Option<ClientAuth>,
     /// Connections open at once; more wait in the backlog.
     max_connections: u32,
+    /// The request header deadline.
+    header_timeout: Duration,
 }
 
 struct Running {
@@ -73,6 +76,9 @@ impl<A: App> Listeners<A> {
                     protocol: port.protocol,
                     client_auth: port.client_auth.clone(),
                     max_connections: snapshot.config.limits.max_connections,
+                    header_timeout: Duration::from_secs(
+                        snapshot.config.limits.request_header_seconds,
+                    ),
                 };
                 wanted.insert(SocketAddr::new(*addr, port.port), binding);
             }
@@ -169,6 +175,7 @@ impl<A: App> Listeners<A> {
             slots: Arc::new(tokio::sync::Semaphore::new(
                 binding.max_connections.max(1) as usize
             )),
+            header_timeout: binding.header_timeout,
             tls: acceptor,
             l4,
             snapshot: self.snapshot.clone(),
@@ -236,6 +243,7 @@ struct Serving<A> {
     mesh_peers: bool,
     /// One permit per open connection (`Limits::max_connections`).
     slots: Arc<tokio::sync::Semaphore>,
+    header_timeout: Duration,
     proxy: Arc<A>,
     metrics: Arc<Metrics>,
 }
@@ -297,7 +305,11 @@ async fn accept_loop<A: App>(
                 let mtls = info.peer_identity.is_some();
                 serving.metrics.connection_opened(mtls);
                 let bytes = serving.metrics.byte_counters(mtls);
-                let stream: Stream = Box::new(ConnStream::new(inner, info, Some(bytes)));
+                let clock = match inner.selected_alpn_proto() {
+                    Some(pingora::protocols::ALPN::H2) => None,
+                    _ => Some(HeaderClock::start(serving.header_timeout)),
+                };
+                let stream: Stream = Box::new(ConnStream::new(inner, info, Some(bytes), clock));
                 let mut next = Some(stream);
                 while let Some(stream) = next.take() {
                     next = serving.proxy.process_new(stream, &stop).await;

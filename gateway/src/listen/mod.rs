@@ -4,6 +4,7 @@
 //! whole connections (`l4`, after reading a TLS client's hello: `hello`).
 
 pub mod conn;
+pub mod header_clock;
 pub mod hello;
 pub mod l4;
 pub mod listener;
