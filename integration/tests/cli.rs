@@ -35,6 +35,7 @@ fn analyze_passes_the_quickstart_and_fails_a_broken_folder() {
             "parentRefs: [{name: gw, sectionName: nope}]",
         );
     std::fs::write(dir.path().join("all.yaml"), bad).unwrap();
+    std::fs::write(dir.path().join("broken.yaml"), "kind: [").unwrap();
     let out = Command::new(WEFT)
         .args(["analyze", dir.path().to_str().unwrap()])
         .output()
@@ -44,6 +45,12 @@ fn analyze_passes_the_quickstart_and_fails_a_broken_folder() {
     assert!(
         err.contains("HTTPRoute default/r") && err.contains("NoMatchingParent"),
         "{err}"
+    );
+    // Logs written to a pipe carry no colour codes.
+    assert!(err.contains("ERROR"), "{err}");
+    assert!(
+        !err.contains('\u{1b}'),
+        "ANSI escapes in piped logs: {err:?}"
     );
 }
 

@@ -230,6 +230,25 @@ impl GetSocketDigest for ConnStream {
 #[async_trait]
 impl Peek for ConnStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        self.inner.get_mut().try_peek(buf).await
+        // Pingora peeks for the HTTP/2 preface before it reads a request:
+        // a client that sends nothing is timed here too.
+        let ConnStream { inner, clock, .. } = self;
+        let Some(clock) = clock else {
+            return inner.get_mut().try_peek(buf).await;
+        };
+        let late = std::future::poll_fn(|cx| {
+            if clock.late(cx) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        tokio::select! {
+            peeked = inner.get_mut().try_peek(buf) => peeked,
+            () = late => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no request in time",
+            )),
+        }
     }
 }
