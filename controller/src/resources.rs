@@ -140,7 +140,7 @@ pub enum Object {
 
 /// One object as read: shared, never copied, between the folder's cache of
 /// parsed files and every store built from it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Doc {
     /// As written.
     pub api_version: String,
@@ -239,6 +239,26 @@ fn typed(kind: Kind, doc: Value) -> Result<Object, serde_json::Error> {
 }
 
 impl Object {
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Namespace(o) => &mut o.metadata,
+            Object::GatewayClass(o) => &mut o.metadata,
+            Object::Gateway(o) => &mut o.metadata,
+            Object::HttpRoute(o) => &mut o.metadata,
+            Object::GrpcRoute(o) => &mut o.metadata,
+            Object::TlsRoute(o) => &mut o.metadata,
+            Object::TcpRoute(o) => &mut o.metadata,
+            Object::BackendTlsPolicy(o) => &mut o.metadata,
+            Object::ListenerSet(o) => &mut o.metadata,
+            Object::ReferenceGrant(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::EndpointSlice(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
+            Object::Workload(o) => &mut o.metadata,
+        }
+    }
+
     pub fn metadata(&self) -> &ObjectMeta {
         match self {
             Object::Namespace(o) => &o.metadata,

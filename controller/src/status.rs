@@ -74,6 +74,13 @@ pub fn items(
                 metadata.insert("namespace".into(), json!(key.namespace));
             }
             metadata.insert("generation".into(), json!(entry.generation));
+            let meta = entry.object.metadata();
+            if let Some(created) = &meta.creation_timestamp {
+                metadata.insert("creationTimestamp".into(), json!(created.0.to_string()));
+            }
+            if let Some(uid) = &meta.uid {
+                metadata.insert("uid".into(), json!(uid));
+            }
             if let Some(labels) = &entry.object.metadata().labels {
                 metadata.insert("labels".into(), json!(labels));
             }

@@ -1,5 +1,8 @@
 //! The store: every object the providers read, keyed by kind, namespace and
-//! name, with the `metadata.generation` the API server would have given it.
+//! name, with what the API server would have given it: `metadata.generation`
+//! (bumped by spec changes), and `creationTimestamp` and `uid` (set when the
+//! object is first read, kept while it lives), so that "the oldest wins"
+//! means in standalone mode what it means on Kubernetes.
 
 use crate::resources::{Doc, Kind, ObjKey, Object, Parsed};
 use std::collections::BTreeMap;
@@ -7,11 +10,36 @@ use std::ops::Deref;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// An object in the store: its document (shared with the provider's cache,
-/// so building a store copies no objects) and what the store adds.
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+/// `doc` with the creation timestamp and uid of `from`.
+fn stamp(doc: &Arc<Doc>, from: &ObjectMeta) -> Arc<Doc> {
+    let meta = doc.object.metadata();
+    if meta.creation_timestamp == from.creation_timestamp && meta.uid == from.uid {
+        return doc.clone();
+    }
+    let mut d = Doc::clone(doc);
+    let meta = d.object.metadata_mut();
+    meta.creation_timestamp = from.creation_timestamp.clone();
+    meta.uid = from.uid.clone();
+    Arc::new(d)
+}
+
+/// A random uid, as the API server gives (a UUID).
+fn new_uid() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-4{}-a{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
+/// An object in the store: its document, with the creation timestamp and
+/// uid the store gave it, and what the store adds.
 #[derive(Clone, Debug)]
 pub struct Entry {
     pub doc: Arc<Doc>,
+    /// The document as the provider read it (shared with its cache, so an
+    /// unchanged object is recognised without comparing it).
+    source: Arc<Doc>,
     /// Bumped whenever the spec changes; unchanged by a reformatted file.
     pub generation: i64,
     pub file: PathBuf,
@@ -53,7 +81,14 @@ impl Store {
     /// Builds the store from parsed documents (in file order), carrying the
     /// generations of `previous` forward: an object keeps its generation while
     /// its spec is unchanged, and gets the next one when the spec changes.
-    pub fn build(previous: &Store, docs: Vec<(PathBuf, Parsed)>, problems: Vec<Problem>) -> Store {
+    /// An object new to the store is created `now` (unless its manifest
+    /// says when), with a new uid.
+    pub fn build(
+        previous: &Store,
+        docs: Vec<(PathBuf, Parsed)>,
+        problems: Vec<Problem>,
+        now: &Time,
+    ) -> Store {
         let mut store = Store {
             entries: BTreeMap::new(),
             problems,
@@ -63,9 +98,12 @@ impl Store {
             let Parsed::Object { key, doc } = parsed else {
                 continue;
             };
-            let generation = match previous.entries.get(&key) {
+            let old = previous.entries.get(&key);
+            let generation = match old {
                 // The same parse of an unchanged file needs no comparison.
-                Some(old) if Arc::ptr_eq(&old.doc, &doc) || old.spec == doc.spec => old.generation,
+                Some(old) if Arc::ptr_eq(&old.source, &doc) || old.spec == doc.spec => {
+                    old.generation
+                }
                 Some(old) => old.generation + 1,
                 None => doc.object.metadata().generation.unwrap_or(1).max(1),
             };
@@ -79,14 +117,38 @@ impl Store {
                 });
                 continue;
             }
+            let stamped = match old {
+                Some(old) if Arc::ptr_eq(&old.source, &doc) => old.doc.clone(),
+                Some(old) => stamp(&doc, old.doc.object.metadata()),
+                None => {
+                    let meta = doc.object.metadata();
+                    let born = ObjectMeta {
+                        creation_timestamp: Some(
+                            meta.creation_timestamp.clone().unwrap_or_else(|| now.clone()),
+                        ),
+                        uid: Some(meta.uid.clone().unwrap_or_else(new_uid)),
+                        ..Default::default()
+                    };
+                    stamp(&doc, &born)
+                }
+            };
             let entry = Entry {
-                doc,
+                doc: stamped,
+                source: doc,
                 generation,
                 file,
             };
             store.entries.insert(key, entry);
         }
         store
+    }
+
+    /// The time an object is created at when it is first read.
+    pub fn now() -> Time {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs as i64).unwrap_or_default())
     }
 
     pub fn get(&self, key: &ObjKey) -> Option<&Entry> {
@@ -142,7 +204,7 @@ mod tests {
             .into_iter()
             .map(|d| ("f.yaml".into(), parse(d).unwrap()))
             .collect();
-        Store::build(previous, parsed, vec![])
+        Store::build(previous, parsed, vec![], &Store::now())
     }
 
     const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {hostnames: [a.example.com]}\n";
@@ -161,6 +223,52 @@ mod tests {
         assert_eq!(same.get(&key).unwrap().generation, 1);
         let changed = build(&same, &ROUTE.replace("a.example", "b.example"));
         assert_eq!(changed.get(&key).unwrap().generation, 2);
+    }
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).unwrap())
+    }
+
+    fn stamps(store: &Store, key: &ObjKey) -> (Time, String) {
+        let meta = store.get(key).unwrap().object.metadata().clone();
+        (meta.creation_timestamp.unwrap(), meta.uid.unwrap())
+    }
+
+    #[test]
+    fn objects_are_created_when_first_read_and_keep_it_while_they_live() {
+        let route = |name: &str, host: &str| {
+            ROUTE.replace("name: r", &format!("name: {name}")).replace("a.example.com", host)
+        };
+        let key = |name: &str| ObjKey {
+            kind: Kind::HttpRoute,
+            namespace: "default".into(),
+            name: name.into(),
+        };
+        let read = |previous: &Store, yaml: &str, now: i64| {
+            let parsed = documents(yaml)
+                .unwrap()
+                .into_iter()
+                .map(|d| ("f.yaml".into(), parse(d).unwrap()))
+                .collect();
+            Store::build(previous, parsed, vec![], &at(now))
+        };
+        let one = read(&Store::default(), &route("b", "a.example.com"), 100);
+        let (born, uid) = stamps(&one, &key("b"));
+        assert_eq!(born, at(100));
+        // Edited and joined by a newer object: it keeps its age and uid.
+        let two = read(
+            &one,
+            &format!("{}---\n{}", route("b", "c.example.com"), route("a", "a.example.com")),
+            200,
+        );
+        assert_eq!(stamps(&two, &key("b")), (at(100), uid.clone()));
+        assert_eq!(stamps(&two, &key("a")).0, at(200));
+        // Gone and back: a new object.
+        let gone = read(&two, &route("a", "a.example.com"), 300);
+        let back = read(&gone, &route("b", "a.example.com"), 400);
+        let (again, new_uid) = stamps(&back, &key("b"));
+        assert_eq!(again, at(400));
+        assert_ne!(new_uid, uid);
     }
 
     #[test]

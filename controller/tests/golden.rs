@@ -12,7 +12,7 @@ use weft_controller::translate::{translate, Options};
 fn render(input: &str) -> String {
     let parsed = parse_text(input).expect("golden inputs parse");
     let docs = parsed.into_iter().map(|p| ("in.yaml".into(), p)).collect();
-    let store = Store::build(&Store::default(), docs, vec![]);
+    let store = Store::build(&Store::default(), docs, vec![], &Store::now());
     let out = translate(&store, &Options::default(), &BTreeMap::new());
     let statuses: Vec<serde_json::Value> = out
         .statuses

@@ -15,7 +15,7 @@ fn the_trust_bundle_is_distributed_with_the_config() {
         .into_iter()
         .map(|p| ("mesh.yaml".into(), p))
         .collect();
-    let store = Store::build(&Store::default(), docs, vec![]);
+    let store = Store::build(&Store::default(), docs, vec![], &Store::now());
     let bundle = vec!["-----BEGIN CERTIFICATE-----\nroot\n-----END CERTIFICATE-----\n".to_string()];
     let opts = Options {
         trust_bundle: bundle.clone(),

@@ -366,3 +366,70 @@ spec:
     .await;
     drop(weft);
 }
+
+/// Objects get their age when weft up first reads them: a TCPRoute added
+/// later does not take a listener from an older one, whatever its name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_tcp_route_keeps_its_listener() {
+    let ip = "127.0.55.31";
+    let (first, later) = (tagged_echo("first").await, tagged_echo("later").await);
+    let tcp_route = |name: &str, backend: &str| {
+        format!(
+            "apiVersion: gateway.networking.k8s.io/v1alpha2\nkind: TCPRoute\nmetadata: {{name: {name}}}\nspec:\n  parentRefs: [{{name: gw}}]\n  rules: [{{backendRefs: [{{name: {backend}, port: 80}}]}}]\n"
+        )
+    };
+    let setup = format!(
+        "{}---\n{}---\n{}",
+        gateway("  listeners: [{name: tcp, port: 9410, protocol: TCP}]\n"),
+        slice_service("first", IP, first, None),
+        slice_service("later", IP, later, None),
+    );
+    let weft = Weft::up(
+        ip,
+        &[("setup.yaml", &setup), ("zeta.yaml", &tcp_route("zeta", "first"))],
+    );
+    let call = || async {
+        let Ok(mut s) = TcpStream::connect((ip, 9410)).await else {
+            return String::new();
+        };
+        let _ = s.write_all(b"x").await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    eventually(Duration::from_secs(20), "zeta serves", || async {
+        call().await == "first:x"
+    })
+    .await;
+    let zeta = weft.item("TCPRoute", "zeta").await;
+    let born = zeta["metadata"]["creationTimestamp"].as_str().unwrap().to_string();
+    assert!(zeta["metadata"]["uid"].is_string(), "{zeta}");
+    // A second later, a route that sorts first by name.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    weft.write("alpha.yaml", &tcp_route("alpha", "later"));
+    eventually(Duration::from_secs(10), "alpha is read", || async {
+        weft.status().await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["kind"] == "TCPRoute" && i["metadata"]["name"] == "alpha")
+    })
+    .await;
+    let alpha = weft.item("TCPRoute", "alpha").await;
+    assert!(
+        alpha["metadata"]["creationTimestamp"].as_str().unwrap() > born.as_str(),
+        "{alpha}"
+    );
+    assert_eq!(weft.item("TCPRoute", "zeta").await["metadata"]["creationTimestamp"], born.as_str());
+    // The gateway runs a config that holds both routes.
+    let dump = format!("{}/config_dump", weft.gateway_admins[0]);
+    eventually(Duration::from_secs(10), "the gateway has both routes", || async {
+        let text = reqwest::get(&dump).await.unwrap().text().await.unwrap();
+        text.contains("tcproute/default/alpha") || text.contains("default/alpha")
+    })
+    .await;
+    for _ in 0..10 {
+        assert_eq!(call().await, "first:x", "the older route keeps the listener");
+    }
+    drop(weft);
+}

@@ -91,7 +91,7 @@ async fn an_application_calls_a_service_through_both_sidecars() {
         .into_iter()
         .map(|p| ("mesh.yaml".into(), p))
         .collect();
-    let store = Store::build(&Store::default(), docs, vec![]);
+    let store = Store::build(&Store::default(), docs, vec![], &Store::now());
     let t = translate(&store, &Options::default(), &BTreeMap::new());
     let dir = tempfile::tempdir().unwrap();
     let ca =

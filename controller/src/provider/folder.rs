@@ -138,7 +138,7 @@ impl FolderState {
                 docs.push((path.clone(), p.clone()));
             }
         }
-        let mut store = Store::build(previous, docs, problems);
+        let mut store = Store::build(previous, docs, problems, &Store::now());
         store.sources = self
             .files
             .iter()

@@ -79,6 +79,8 @@ pub struct GatewayCtx {
     pub generation: i64,
     pub addresses: Vec<IpAddr>,
     pub address_problem: Option<String>,
+    /// `spec.infrastructure.parametersRef` names nothing weft can read.
+    pub parameters_problem: Option<String>,
     pub listeners: Vec<ListenerCtx>,
     /// Some port validates client certificates in `AllowInsecureFallback`.
     pub insecure_frontend: bool,
@@ -203,6 +205,26 @@ fn gateway(
         .and_then(|a| a.get(ACCESS_LOG_ANNOTATION))
         .is_some_and(|v| v == "true");
     let (limits, limits_problems) = super::limits::from_annotations(annotations);
+    let parameters_problem = gw
+        .spec
+        .infrastructure
+        .as_ref()
+        .and_then(|i| i.parameters_ref.as_ref())
+        .and_then(|r| {
+            let kind = match (r.group.as_str(), r.kind.as_str()) {
+                ("", "ConfigMap") => Some(crate::resources::Kind::ConfigMap),
+                ("", "Secret") => Some(crate::resources::Kind::Secret),
+                _ => None,
+            };
+            let found = kind.is_some_and(|k| store.lookup(k, &key.namespace, &r.name).is_some());
+            (!found).then(|| {
+                let group = if r.group.is_empty() { "core" } else { &r.group };
+                format!(
+                    "parametersRef {} {} (group {group}): no such object weft can read",
+                    r.kind, r.name
+                )
+            })
+        });
     GatewayCtx {
         key: key.clone(),
         access_log,
@@ -211,6 +233,7 @@ fn gateway(
         generation,
         addresses,
         address_problem,
+        parameters_problem,
         listeners,
         insecure_frontend: super::frontend::insecure(gw.spec.tls.as_ref()),
         backend_client_cert,
@@ -413,6 +436,10 @@ pub fn status(gw: &GatewayCtx, bind_errors: &[String]) -> Value {
     let mut programmed = Verdict::ok("Programmed");
     if let Some(problem) = &gw.address_problem {
         accepted.fail("UnsupportedAddress", problem.clone());
+        programmed.fail("Invalid", "the Gateway is not accepted");
+    }
+    if let Some(problem) = &gw.parameters_problem {
+        accepted.fail("InvalidParameters", problem.clone());
         programmed.fail("Invalid", "the Gateway is not accepted");
     }
     if !bind_errors.is_empty() {

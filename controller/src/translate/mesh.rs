@@ -238,9 +238,10 @@ fn mesh_routes(
             if let Some((reason, message)) = &problems.unresolved {
                 resolved.fail(reason, message.clone());
             }
+            // As the route wrote it, group and kind filled in.
             let mut parent_ref = json!({"group": "", "kind": "Service", "name": parent.name});
-            if svc_ns != key.namespace {
-                parent_ref["namespace"] = json!(svc_ns);
+            if let Some(ns) = &parent.namespace {
+                parent_ref["namespace"] = json!(ns);
             }
             if let Some(port) = parent.port {
                 parent_ref["port"] = json!(port);

@@ -85,7 +85,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         let accepted = status["conditions"][0]["status"] == "True";
         statuses.insert(gw.key.clone(), status);
         listenerset::statuses(gw, accepted, &mut statuses);
-        if gw.address_problem.is_none() {
+        if gw.address_problem.is_none() && gw.parameters_problem.is_none() {
             let mut config = ir(gw, &clusters);
             config.identity = Some(gateway_identity(td, &gw.key));
             out.insert(gw.key.clone(), config);

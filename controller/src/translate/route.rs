@@ -276,7 +276,7 @@ fn attach_all(
             ));
         }
         parents.push(json!({
-            "parentRef": parent_ref(parent, &key.namespace),
+            "parentRef": parent_ref(parent),
             "controllerName": CONTROLLER_NAME,
             "conditions": conditions,
         }));
@@ -369,16 +369,16 @@ fn program(listener: &mut ListenerCtx, route: &Attaching<'_>) {
     }
 }
 
-/// The parentRef as the status spells it: group and kind always, namespace
-/// when it is not the route's.
-fn parent_ref(p: &ParentRef, route_ns: &str) -> Value {
+/// The parentRef as the status spells it: as the route wrote it (a
+/// namespace it wrote stays, even its own), with group and kind filled in.
+fn parent_ref(p: &ParentRef) -> Value {
     let mut m = Map::new();
     m.insert(
         "group".into(),
         json!(p.group.as_deref().unwrap_or(GATEWAY_GROUP)),
     );
     m.insert("kind".into(), json!(p.kind.as_deref().unwrap_or("Gateway")));
-    if let Some(ns) = p.namespace.as_deref().filter(|ns| *ns != route_ns) {
+    if let Some(ns) = p.namespace.as_deref() {
         m.insert("namespace".into(), json!(ns));
     }
     m.insert("name".into(), json!(p.name));
