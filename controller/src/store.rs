@@ -29,7 +29,14 @@ fn stamp(doc: &Arc<Doc>, from: &ObjectMeta) -> Arc<Doc> {
 fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
     let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-4{}-a{}-{}", &h[..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
 
 /// An object in the store: its document, with the creation timestamp and
@@ -124,7 +131,9 @@ impl Store {
                     let meta = doc.object.metadata();
                     let born = ObjectMeta {
                         creation_timestamp: Some(
-                            meta.creation_timestamp.clone().unwrap_or_else(|| now.clone()),
+                            meta.creation_timestamp
+                                .clone()
+                                .unwrap_or_else(|| now.clone()),
                         ),
                         uid: Some(meta.uid.clone().unwrap_or_else(new_uid)),
                         ..Default::default()
@@ -237,7 +246,9 @@ mod tests {
     #[test]
     fn objects_are_created_when_first_read_and_keep_it_while_they_live() {
         let route = |name: &str, host: &str| {
-            ROUTE.replace("name: r", &format!("name: {name}")).replace("a.example.com", host)
+            ROUTE
+                .replace("name: r", &format!("name: {name}"))
+                .replace("a.example.com", host)
         };
         let key = |name: &str| ObjKey {
             kind: Kind::HttpRoute,
@@ -258,7 +269,11 @@ mod tests {
         // Edited and joined by a newer object: it keeps its age and uid.
         let two = read(
             &one,
-            &format!("{}---\n{}", route("b", "c.example.com"), route("a", "a.example.com")),
+            &format!(
+                "{}---\n{}",
+                route("b", "c.example.com"),
+                route("a", "a.example.com")
+            ),
             200,
         );
         assert_eq!(stamps(&two, &key("b")), (at(100), uid.clone()));

@@ -28,7 +28,7 @@ use crate::telemetry::records;
 use crate::telemetry::trace::TraceContext;
 use crate::upstream::balancer::ClusterState;
 use crate::upstream::deadline::Deadline;
-use crate::upstream::retry::{Failure, Request, RetryState};
+use crate::upstream::retry::{Failure, Request, RetryState, Verdict};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -38,7 +38,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use weft_api::HttpFilter;
 
-const MAX_CONNECT_TRIES: u32 = 3;
 /// How long a request for an unknown host waits for the controller's answer.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
 /// A header sent by a mesh peer (mutual TLS), as a label value.
@@ -88,7 +87,6 @@ pub struct RequestCtx {
     pub(crate) cluster: Option<Arc<ClusterState>>,
     pub(crate) endpoint: Option<usize>,
     pub(crate) failed_endpoint: Option<usize>,
-    pub(crate) connect_tries: u32,
     pub(crate) retry: RetryState,
     /// The workload that answered, as its sidecar said.
     pub(crate) destination_workload: Option<String>,
@@ -166,7 +164,6 @@ impl ProxyHttp for WeftProxy {
             cluster: None,
             endpoint: None,
             failed_endpoint: None,
-            connect_tries: 0,
             retry: RetryState::default(),
             destination_workload: None,
             passthrough: None,
@@ -464,13 +461,20 @@ impl ProxyHttp for WeftProxy {
         ctx.destination_workload = told(&resp.headers, PEER_WORKLOAD, mesh).map(str::to_string);
         resp.remove_header(PEER_WORKLOAD);
         let status = resp.status.as_u16();
-        if status >= 400 && self.may_retry(session, ctx, Failure::Status(status)) {
-            ctx.retry.on_status = true;
-            let mut e = Error::explain(HTTPStatus(status), "retrying on status");
-            e.set_retry(true);
-            return Err(e);
+        if status < 400 {
+            return Ok(());
         }
-        Ok(())
+        match self.may_retry(session, ctx, Failure::Status(status)) {
+            Verdict::Retry => {
+                ctx.retry.on_status = true;
+                let mut e = Error::explain(HTTPStatus(status), "retrying on status");
+                e.set_retry(true);
+                Err(e)
+            }
+            // The retry this answer called for has no time left.
+            Verdict::PastDeadline => Err(Error::explain(HTTPStatus(504), "request timeout")),
+            Verdict::No => Ok(()),
+        }
     }
 
     fn error_while_proxy(
@@ -479,22 +483,19 @@ impl ProxyHttp for WeftProxy {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        client_reused: bool,
+        _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
         if std::mem::take(&mut ctx.retry.on_status) {
             return e;
         }
-        // A pooled connection the upstream had closed: tried again on a new
-        // one, as Pingora does, without counting as a retry.
-        let replayable = !session.as_ref().retry_buffer_truncated() && !session.is_upgrade_req();
-        e.retry.decide_reuse(client_reused);
-        let stale = e.retry() && replayable && session.req_header().method.is_idempotent();
+        // Every try counts, a reconnect after a pooled connection the
+        // upstream had closed included: the route's attempts are a bound.
         let failure = match e.etype() {
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
             _ => Failure::Reset,
         };
-        let retry = stale || self.may_retry(session, ctx, failure);
+        let retry = self.may_retry(session, ctx, failure) == Verdict::Retry;
         e.set_retry(retry);
         e
     }
@@ -543,17 +544,14 @@ impl ProxyHttp for WeftProxy {
 
     fn fail_to_connect(
         &self,
-        _s: &mut Session,
+        session: &mut Session,
         _p: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.connect_tries += 1;
-        ctx.failed_endpoint = ctx.endpoint;
-        let endpoints = ctx.cluster.as_ref().map_or(0, |c| c.endpoints.len());
-        if endpoints > 1 && ctx.connect_tries < MAX_CONNECT_TRIES {
-            e.set_retry(true);
-        }
+        // Another endpoint, if the route's attempts allow it.
+        let retry = self.may_retry(session, ctx, Failure::Connect) == Verdict::Retry;
+        e.set_retry(retry);
         e
     }
 
@@ -563,9 +561,11 @@ impl ProxyHttp for WeftProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        // Whatever broke the exchange, past the deadline it is a timeout.
+        // Whatever broke the exchange, past the deadline (or with no time
+        // left for the retry it needed) it is a timeout.
         let code = match &ctx.deadline {
             Some(d) if d.passed() => 504,
+            _ if ctx.retry.timed_out => 504,
             _ => crate::filters::rescue::status_for(e),
         };
         let sent = if code == 0 {
@@ -653,9 +653,9 @@ impl ProxyHttp for WeftProxy {
 
 impl WeftProxy {
     /// Whether the failed try is tried again (on another endpoint).
-    fn may_retry(&self, session: &Session, ctx: &mut RequestCtx, failure: Failure) -> bool {
+    fn may_retry(&self, session: &Session, ctx: &mut RequestCtx, failure: Failure) -> Verdict {
         let Some(cluster) = ctx.cluster.clone() else {
-            return false;
+            return Verdict::No;
         };
         let req = Request {
             idempotent: session.req_header().method.is_idempotent(),
@@ -665,12 +665,12 @@ impl WeftProxy {
                 && !session.is_upgrade_req(),
         };
         let policy = ctx.route.as_ref().and_then(|r| r.retry.as_ref());
-        let allowed = ctx.retry.allow(policy, failure, &req, &cluster.budget);
-        if allowed {
+        let verdict = ctx.retry.allow(policy, failure, &req, &cluster.budget);
+        if verdict == Verdict::Retry {
             tracing::debug!(?failure, cluster = %cluster.name, "retrying");
             ctx.failed_endpoint = ctx.endpoint;
         }
-        allowed
+        verdict
     }
 }
 

@@ -42,6 +42,13 @@ spec:
     backendRefs: [{name: raw, port: 80}]
   - matches: [{path: {value: /invalid}}]
     backendRefs: [{name: nowhere, port: 80}]
+  - matches: [{path: {value: /backend-redirect}}]
+    backendRefs:
+    - name: v1
+      port: 80
+      filters:
+      - type: RequestRedirect
+        requestRedirect: {scheme: https, hostname: redirect.example.com, port: 8443, statusCode: 302}
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,6 +153,19 @@ async fn filters_and_timeouts() {
     assert_eq!(get(&c, &url("/slow"), "f.example.com").await.0, 504);
 
     assert_eq!(get(&c, &url("/invalid"), "f.example.com").await.0, 500);
+
+    // A RequestRedirect on the backendRef chosen answers for it.
+    let resp = c
+        .get(url("/backend-redirect?x=1"))
+        .header("host", "f.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 302);
+    assert_eq!(
+        resp.headers()["location"],
+        "https://redirect.example.com:8443/backend-redirect?x=1"
+    );
     let route = weft.item("HTTPRoute", "f").await;
     let resolved = &route["status"]["parents"][0]["conditions"][1];
     assert_eq!(

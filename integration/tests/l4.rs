@@ -386,7 +386,10 @@ async fn the_oldest_tcp_route_keeps_its_listener() {
     );
     let weft = Weft::up(
         ip,
-        &[("setup.yaml", &setup), ("zeta.yaml", &tcp_route("zeta", "first"))],
+        &[
+            ("setup.yaml", &setup),
+            ("zeta.yaml", &tcp_route("zeta", "first")),
+        ],
     );
     let call = || async {
         let Ok(mut s) = TcpStream::connect((ip, 9410)).await else {
@@ -402,7 +405,10 @@ async fn the_oldest_tcp_route_keeps_its_listener() {
     })
     .await;
     let zeta = weft.item("TCPRoute", "zeta").await;
-    let born = zeta["metadata"]["creationTimestamp"].as_str().unwrap().to_string();
+    let born = zeta["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(zeta["metadata"]["uid"].is_string(), "{zeta}");
     // A second later, a route that sorts first by name.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -420,16 +426,27 @@ async fn the_oldest_tcp_route_keeps_its_listener() {
         alpha["metadata"]["creationTimestamp"].as_str().unwrap() > born.as_str(),
         "{alpha}"
     );
-    assert_eq!(weft.item("TCPRoute", "zeta").await["metadata"]["creationTimestamp"], born.as_str());
+    assert_eq!(
+        weft.item("TCPRoute", "zeta").await["metadata"]["creationTimestamp"],
+        born.as_str()
+    );
     // The gateway runs a config that holds both routes.
     let dump = format!("{}/config_dump", weft.gateway_admins[0]);
-    eventually(Duration::from_secs(10), "the gateway has both routes", || async {
-        let text = reqwest::get(&dump).await.unwrap().text().await.unwrap();
-        text.contains("tcproute/default/alpha") || text.contains("default/alpha")
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the gateway has both routes",
+        || async {
+            let text = reqwest::get(&dump).await.unwrap().text().await.unwrap();
+            text.contains("tcproute/default/alpha") || text.contains("default/alpha")
+        },
+    )
     .await;
     for _ in 0..10 {
-        assert_eq!(call().await, "first:x", "the older route keeps the listener");
+        assert_eq!(
+            call().await,
+            "first:x",
+            "the older route keeps the listener"
+        );
     }
     drop(weft);
 }

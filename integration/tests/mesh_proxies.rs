@@ -405,3 +405,72 @@ async fn the_trust_domain_and_the_cluster_domain_are_settings() {
     );
     drop(weft);
 }
+
+/// A redirect on a mesh route names the service called and its port, not
+/// the sidecar's proxy port.
+#[tokio::test]
+async fn mesh_redirects_keep_the_service_port() {
+    let ip = "127.0.64.1";
+    let mesh = format!(
+        "{}---\n{}",
+        calling_pair(
+            "redir",
+            ("caller", "127.0.64.2"),
+            ("echo", "127.0.64.3"),
+            "/"
+        ),
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: redirects, namespace: redir}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 9080}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /port}}]
+    filters: [{type: RequestRedirect, requestRedirect: {port: 8083}}]
+  - matches: [{path: {type: PathPrefix, value: /host}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, statusCode: 301}}]
+  - matches: [{path: {type: PathPrefix, value: /scheme}}]
+    filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]
+  - backendRefs: [{name: echo, port: 9080}]
+"#
+    );
+    let weft = Weft::up(ip, &[("mesh.yaml", &mesh)]);
+    // The test is the caller's application, using its sidecar as proxy.
+    let app = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http("http://127.0.64.2:15001").unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let location = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            let r = app
+                .get(format!("http://echo:9080{path}"))
+                .send()
+                .await
+                .ok()?;
+            let l = r.headers().get("location")?.to_str().ok()?.to_string();
+            Some((r.status().as_u16(), l))
+        }
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the mesh route redirects",
+        || async { location("/port/a").await.is_some() },
+    )
+    .await;
+    assert_eq!(
+        location("/port/a?q=1").await,
+        Some((302, "http://echo:8083/port/a?q=1".into()))
+    );
+    assert_eq!(
+        location("/host").await,
+        Some((301, "http://example.org:9080/host".into()))
+    );
+    assert_eq!(
+        location("/scheme").await,
+        Some((302, "https://echo/scheme".into()))
+    );
+    drop(weft);
+}

@@ -147,3 +147,121 @@ async fn killing_one_of_three_mesh_endpoints_under_load_fails_no_call() {
     assert_eq!(failed, 0, "{failed} of {} pages failed", ok + failed);
     drop(weft);
 }
+
+/// A backend that counts the tries of each path and resets the connection
+/// (or, for `/slow500`, answers 500 after 100 ms) until a path has failed
+/// as often as its `fail` query says.
+async fn counting_backend(
+    ip: &str,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u32>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let port = l.local_addr().unwrap().port();
+    let tries = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+    let counted = tries.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let counted = counted.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut buf = vec![0u8; 4096];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    let line = String::from_utf8_lossy(&buf[..n])
+                        .lines()
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let target = line.split(' ').nth(1).unwrap_or("/").to_string();
+                    let fail: u32 = target
+                        .split("fail=")
+                        .nth(1)
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0);
+                    let n = {
+                        let mut t = counted.lock().unwrap();
+                        let n = t.entry(target.clone()).or_insert(0);
+                        *n += 1;
+                        *n
+                    };
+                    if target.starts_with("/slow500") {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let _ = s
+                            .write_all(
+                                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
+                            )
+                            .await;
+                        continue;
+                    }
+                    if n <= fail {
+                        // A reset: no answer, the connection dropped at once.
+                        let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                        return;
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                }
+            });
+        }
+    });
+    (port, tries)
+}
+
+/// Every try counts against a route's attempts (reconnects on pooled
+/// connections included), and a retry the request timeout leaves no time
+/// for ends the request with 504, not the last failure's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_bound_every_try_and_the_request_timeout_wins() {
+    let ip = "127.0.46.31";
+    let (port, tries) = counting_backend(ip).await;
+    let manifests = format!(
+        "{}---\n{}",
+        base(ip),
+        slice_service("count", ip, port, None)
+    );
+    let routes = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: attempts}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [attempts.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /slow500}}]
+    retry: {attempts: 5, codes: [500], backoff: 10ms}
+    timeouts: {backendRequest: 200ms, request: 400ms}
+    backendRefs: [{name: count, port: 80}]
+  - retry: {attempts: 3, backoff: 10ms}
+    backendRefs: [{name: count, port: 80}]
+"#;
+    let weft = Weft::up(ip, &[("base.yaml", &manifests), ("routes.yaml", routes)]);
+    let c = client(&[]);
+    let url = |p: &str| format!("http://{ip}:8080{p}");
+    eventually(Duration::from_secs(20), "the route serves", || async {
+        get(&c, &url("/ready"), "attempts.example.com").await.0 == 200
+    })
+    .await;
+    let tries_of = |p: &str| tries.lock().unwrap().get(p).copied().unwrap_or(0);
+
+    // Two resets, then an answer: within three retries.
+    let (status, _) = get(&c, &url("/a?fail=2"), "attempts.example.com").await;
+    assert_eq!((status, tries_of("/a?fail=2")), (200, 3));
+    // Four resets: one try and three retries, no more.
+    let (status, _) = get(&c, &url("/b?fail=4"), "attempts.example.com").await;
+    assert!(matches!(status, 500..=503), "{status}");
+    assert_eq!(tries_of("/b?fail=4"), 4, "1 try + 3 retries");
+
+    // 500s after 100 ms each: retried until the 400 ms request timeout
+    // leaves no room for another try, which ends it as a timeout.
+    let (status, _) = get(&c, &url("/slow500"), "attempts.example.com").await;
+    assert_eq!(status, 504);
+    assert!(tries_of("/slow500") < 6, "{} tries", tries_of("/slow500"));
+    drop(weft);
+}

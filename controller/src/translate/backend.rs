@@ -119,7 +119,11 @@ pub fn resolve(
         namespace: ns,
         name: r.name,
     };
-    if !permitted(store, &from, &to) {
+    // Mesh routes augment Services that callers can reach anyway, so they
+    // may send to any namespace without a ReferenceGrant (GEP-1294);
+    // routes bound to Gateways expose backends and need one.
+    let mesh = matches!(caller, Caller::Sidecar(_));
+    if !mesh && !permitted(store, &from, &to) {
         return Err((
             "RefNotPermitted",
             format!(

@@ -97,25 +97,39 @@ pub fn decide(snapshot: &Snapshot, arrival: Arrival<'_>, req: &RequestHeader) ->
             });
         }
     }
-    for f in &route.filters {
-        if let HttpFilter::Redirect(r) = f {
-            let parts = filters::RequestParts {
-                scheme: match table.protocol {
-                    Protocol::Https | Protocol::Tls => "https",
-                    Protocol::Http | Protocol::Tcp => "http",
-                },
-                host: &host,
-                listener_port: port.unwrap_or_default(),
-                path,
-                query,
-                prefix: route.prefix(),
-            };
-            return Decision::Respond(r.status, Some(filters::location(r, &parts)));
-        }
+    // A redirect answers at once: the rule's, else the chosen backend's.
+    let redirect = |r: &weft_api::Redirect| {
+        // A sidecar's proxy port names hosts with the port of the service
+        // called, and that is the port a redirect keeps (not the proxy's).
+        let (host, listener_port) = match table.host_with_port {
+            true => match host.rsplit_once(':') {
+                Some((name, p)) => (name, p.parse().unwrap_or(80)),
+                None => (&*host, 80),
+            },
+            false => (&*host, port.unwrap_or_default()),
+        };
+        let parts = filters::RequestParts {
+            scheme: match table.protocol {
+                Protocol::Https | Protocol::Tls => "https",
+                Protocol::Http | Protocol::Tcp => "http",
+            },
+            host,
+            listener_port,
+            path,
+            query,
+            prefix: route.prefix(),
+        };
+        Decision::Respond(r.status, Some(filters::location(r, &parts)))
+    };
+    if let Some(r) = route.filters.iter().find_map(as_redirect) {
+        return redirect(r);
     }
     let Some(backend) = route.pick_backend() else {
         return Decision::Respond(500, None);
     };
+    if let Some(r) = route.backends[backend].filters.iter().find_map(as_redirect) {
+        return redirect(r);
+    }
     match &route.backends[backend].target {
         Ok(cluster) => Decision::Forward {
             cluster: cluster.clone(),
@@ -123,5 +137,12 @@ pub fn decide(snapshot: &Snapshot, arrival: Arrival<'_>, req: &RequestHeader) ->
             backend,
         },
         Err(status) => Decision::Respond(*status, None),
+    }
+}
+
+fn as_redirect(f: &HttpFilter) -> Option<&weft_api::Redirect> {
+    match f {
+        HttpFilter::Redirect(r) => Some(r),
+        _ => None,
     }
 }

@@ -3,11 +3,15 @@
 //!
 //! A route's `Retry` says how often and on which response codes; without
 //! one the default applies, as in Istio: idempotent requests are retried
-//! twice on a reset connection or a 503. Either way a retry also needs a
-//! replayable request (nothing of the response sent downstream, the body
-//! still buffered), time left before the request's deadline, and room in
-//! the cluster's budget: at most a fifth of its requests in flight (or 10,
-//! whichever is more) may be in retry at once.
+//! twice on a reset connection or a 503. A connection that could not be
+//! made is retried for any request (nothing was sent). Every retry counts
+//! against the attempts, whatever failed, Pingora's reconnects on a pooled
+//! connection included. A retry also needs a replayable request (nothing
+//! of the response sent downstream, the body still buffered), time left
+//! before the request's deadline (a retry the deadline stops ends the
+//! request as a timeout), and room in the cluster's budget: at most a fifth
+//! of its requests in flight (or 10, whichever is more) may be in retry at
+//! once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -35,6 +39,17 @@ pub enum Failure {
     Reset,
     /// No response within the per-try timeout.
     Timeout,
+    /// No connection could be made.
+    Connect,
+}
+
+/// Whether a failed try is tried again.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Verdict {
+    Retry,
+    No,
+    /// A retry was due, but the request's deadline leaves no time for it.
+    PastDeadline,
 }
 
 /// A cluster's requests and retries in flight.
@@ -79,6 +94,8 @@ pub struct RetryState {
     pub wait: Option<Duration>,
     /// The last try failed on its status and is being retried.
     pub on_status: bool,
+    /// Retrying stopped at the deadline: the request timed out.
+    pub timed_out: bool,
     /// When the whole request (all tries) must be done.
     pub deadline: Option<Instant>,
 }
@@ -99,8 +116,9 @@ impl RetryState {
         failure: Failure,
         req: &Request,
         budget: &Budget,
-    ) -> bool {
+    ) -> Verdict {
         let wanted = match (policy, failure) {
+            (_, Failure::Connect) => true,
             (None, Failure::Status(503) | Failure::Reset) => req.idempotent,
             (None, _) => false,
             (Some(p), Failure::Status(code)) => p.codes.contains(&code),
@@ -108,22 +126,23 @@ impl RetryState {
         };
         let policy = policy.unwrap_or(&DEFAULT);
         if !wanted || !req.replayable || self.retries >= policy.attempts {
-            return false;
+            return Verdict::No;
         }
         let wait = backoff(policy, self.retries + 1);
         if self.deadline.is_some_and(|d| Instant::now() + wait >= d) {
-            return false;
+            self.timed_out = true;
+            return Verdict::PastDeadline;
         }
         if !self.in_budget {
             if !budget.acquire() {
                 tracing::debug!("retry budget exhausted");
-                return false;
+                return Verdict::No;
             }
             self.in_budget = true;
         }
         self.retries += 1;
         self.wait = Some(wait);
-        true
+        Verdict::Retry
     }
 
     /// The time left before the deadline, if there is one.
@@ -151,6 +170,7 @@ fn backoff(policy: &Retry, n: u32) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use Verdict::{No, PastDeadline, Retry as Yes};
 
     const GET: Request = Request {
         idempotent: true,
@@ -165,13 +185,17 @@ mod tests {
     fn default_policy_retries_idempotent_resets_and_503_twice() {
         let budget = Budget::default();
         let mut s = RetryState::default();
-        assert!(s.allow(None, Failure::Reset, &GET, &budget));
-        assert!(s.allow(None, Failure::Status(503), &GET, &budget));
-        assert!(!s.allow(None, Failure::Reset, &GET, &budget), "two at most");
+        assert_eq!(s.allow(None, Failure::Reset, &GET, &budget), Yes);
+        assert_eq!(s.allow(None, Failure::Status(503), &GET, &budget), Yes);
+        assert_eq!(
+            s.allow(None, Failure::Reset, &GET, &budget),
+            No,
+            "two at most"
+        );
         let mut s = RetryState::default();
-        assert!(!s.allow(None, Failure::Reset, &POST, &budget));
-        assert!(!s.allow(None, Failure::Status(500), &GET, &budget));
-        assert!(!s.allow(None, Failure::Timeout, &GET, &budget));
+        assert_eq!(s.allow(None, Failure::Reset, &POST, &budget), No);
+        assert_eq!(s.allow(None, Failure::Status(500), &GET, &budget), No);
+        assert_eq!(s.allow(None, Failure::Timeout, &GET, &budget), No);
     }
 
     #[test]
@@ -183,17 +207,52 @@ mod tests {
         };
         let budget = Budget::default();
         let mut s = RetryState::default();
-        assert!(s.allow(Some(&policy), Failure::Status(500), &POST, &budget));
-        assert!(!s.allow(Some(&policy), Failure::Status(503), &POST, &budget));
-        assert!(s.allow(Some(&policy), Failure::Timeout, &GET, &budget));
-        assert!(s.allow(Some(&policy), Failure::Status(502), &GET, &budget));
-        assert!(!s.allow(Some(&policy), Failure::Status(502), &GET, &budget));
+        assert_eq!(
+            s.allow(Some(&policy), Failure::Status(500), &POST, &budget),
+            Yes
+        );
+        assert_eq!(
+            s.allow(Some(&policy), Failure::Status(503), &POST, &budget),
+            No
+        );
+        assert_eq!(s.allow(Some(&policy), Failure::Timeout, &GET, &budget), Yes);
+        assert_eq!(
+            s.allow(Some(&policy), Failure::Status(502), &GET, &budget),
+            Yes
+        );
+        assert_eq!(
+            s.allow(Some(&policy), Failure::Status(502), &GET, &budget),
+            No
+        );
         let unreplayable = Request {
             idempotent: true,
             replayable: false,
         };
         let mut s = RetryState::default();
-        assert!(!s.allow(Some(&policy), Failure::Status(500), &unreplayable, &budget));
+        assert_eq!(
+            s.allow(Some(&policy), Failure::Status(500), &unreplayable, &budget),
+            No
+        );
+    }
+
+    #[test]
+    fn every_failure_counts_against_the_attempts() {
+        let policy = Retry {
+            attempts: 3,
+            backoff_ms: 1,
+            codes: vec![],
+        };
+        let budget = Budget::default();
+        let mut s = RetryState::default();
+        // A connection not made is retried even for a POST, and counts.
+        assert_eq!(
+            s.allow(Some(&policy), Failure::Connect, &POST, &budget),
+            Yes
+        );
+        assert_eq!(s.allow(Some(&policy), Failure::Reset, &GET, &budget), Yes);
+        assert_eq!(s.allow(Some(&policy), Failure::Connect, &GET, &budget), Yes);
+        assert_eq!(s.allow(Some(&policy), Failure::Connect, &GET, &budget), No);
+        assert_eq!(s.retries, 3);
     }
 
     #[test]
@@ -211,13 +270,21 @@ mod tests {
     }
 
     #[test]
-    fn no_retry_past_the_deadline() {
+    fn a_retry_the_deadline_stops_is_a_timeout() {
         let budget = Budget::default();
         let mut s = RetryState {
             deadline: Some(Instant::now() + Duration::from_millis(5)),
             ..Default::default()
         };
-        assert!(!s.allow(None, Failure::Reset, &GET, &budget));
+        assert_eq!(s.allow(None, Failure::Reset, &GET, &budget), PastDeadline);
+        assert!(s.timed_out);
+        // One that was not due is not.
+        let mut s = RetryState {
+            deadline: Some(Instant::now() + Duration::from_millis(5)),
+            ..Default::default()
+        };
+        assert_eq!(s.allow(None, Failure::Reset, &POST, &budget), No);
+        assert!(!s.timed_out);
     }
 
     #[test]
@@ -230,13 +297,13 @@ mod tests {
         let allowed = states
             .iter_mut()
             .map(|s| s.allow(None, Failure::Reset, &GET, &budget))
-            .filter(|allowed| *allowed)
+            .filter(|v| *v == Yes)
             .count();
         assert_eq!(allowed, 20, "a fifth of 100 in flight");
         // A request already in retry keeps its place for its next retry.
-        assert!(states[0].allow(None, Failure::Reset, &GET, &budget));
+        assert_eq!(states[0].allow(None, Failure::Reset, &GET, &budget), Yes);
         budget.release();
         let mut late = RetryState::default();
-        assert!(late.allow(None, Failure::Reset, &GET, &budget));
+        assert_eq!(late.allow(None, Failure::Reset, &GET, &budget), Yes);
     }
 }
