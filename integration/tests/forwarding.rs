@@ -207,17 +207,7 @@ async fn request_ids_cross_the_mesh_and_mirrors_use_mutual_tls() {
         "the sidecar keeps the gateway's id: {body}"
     );
     // The mirror reached back's sidecar over mutual TLS as the gateway.
-    let metrics = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get("http://127.0.81.3:15020/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text_of("http://127.0.81.3:15020/metrics").await;
     let mirrored = metrics.lines().any(|l| {
         l.starts_with("istio_requests_total{")
             && l.contains("reporter=\"destination\"")

@@ -226,28 +226,7 @@ async fn l4_routes_to_meshed_and_tls_backends_stay_encrypted() {
     let ip = "127.0.55.21";
     let server_ca = support::pki::ca();
     let server = support::pki::issue(&server_ca, &["secure.example.com"], &[]);
-    let secure = {
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&server, None)));
-        let l = TcpListener::bind(format!("{ip}:0")).await.unwrap();
-        let port = l.local_addr().unwrap().port();
-        tokio::spawn(async move {
-            while let Ok((s, _)) = l.accept().await {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(mut s) = acceptor.accept(s).await else {
-                        return;
-                    };
-                    let mut buf = [0u8; 1024];
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    let mut out = b"secure:".to_vec();
-                    out.extend_from_slice(&buf[..n]);
-                    let _ = s.write_all(&out).await;
-                    let _ = s.shutdown().await;
-                });
-            }
-        });
-        port
-    };
+    let secure = tls_echo("secure", &server).await;
     let files = format!(
         r#"apiVersion: v1
 kind: Namespace
@@ -305,7 +284,7 @@ kind: EndpointSlice
 metadata: {{name: secure-1, namespace: l4m, labels: {{kubernetes.io/service-name: secure}}}}
 addressType: IPv4
 ports: [{{name: tls, port: {secure}}}]
-endpoints: [{{addresses: ["{ip}"]}}]
+endpoints: [{{addresses: ["{IP}"]}}]
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -339,17 +318,7 @@ spec:
     .await;
     let answer = call(9500, get.clone()).await;
     assert!(answer.contains("\"pod\":\"db\""), "{answer}");
-    let metrics = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .unwrap()
-        .get("http://127.0.55.22:15020/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text_of("http://127.0.55.22:15020/metrics").await;
     assert!(
         metrics
             .lines()

@@ -383,6 +383,21 @@ where
     panic!("{what}: not within {limit:?}");
 }
 
+/// The text at `url` (an admin endpoint's `/metrics`, say), no proxy.
+pub async fn text_of(url: &str) -> String {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// GET `url` with `Host: host`; the status and the echo's JSON (or null).
 pub async fn get(c: &reqwest::Client, url: &str, host: &str) -> (u16, serde_json::Value) {
     match c.get(url).header("host", host).send().await {
