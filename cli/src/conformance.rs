@@ -1,9 +1,13 @@
 //! `weft conformance-report`: the Gateway API features weft implements, in
 //! the shape of the upstream suite's `ConformanceReport`, profile by
-//! profile. It is a statement, not a test run: the upstream suite needs a
-//! Kubernetes cluster and has not been run against weft, so the report
-//! carries no results or statistics, and says so. Each supported feature
-//! names the weft test that exercises it.
+//! profile. The upstream suite needs a Kubernetes cluster and has not been
+//! run against weft, so the report carries no upstream results and says
+//! so. A feature is listed as supported only where one of weft's own
+//! end-to-end tests sends traffic that exercises it: such a test says so in
+//! a `/// Conformance: <feature>, ...` line above it, and the report reads
+//! those lines from the test sources (built into this binary) and names
+//! each test as the feature's evidence. A feature no test exercises is
+//! listed as unsupported, with why.
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -12,155 +16,230 @@ use std::collections::BTreeMap;
 /// `gateway-api` crate).
 pub const GATEWAY_API_VERSION: &str = "v1.5.1";
 
-/// A feature of a profile: whether weft implements it, and where that is
-/// shown (a golden case or an end-to-end test), or why not.
-struct Feature {
-    name: &'static str,
-    supported: bool,
-    note: &'static str,
+/// The end-to-end tests, as built into the binary: (path, source).
+const TESTS: &[(&str, &str)] = &[
+    (
+        "integration/tests/backend_tls.rs",
+        include_str!("../../integration/tests/backend_tls.rs"),
+    ),
+    (
+        "integration/tests/bench_smoke.rs",
+        include_str!("../../integration/tests/bench_smoke.rs"),
+    ),
+    (
+        "integration/tests/capture.rs",
+        include_str!("../../integration/tests/capture.rs"),
+    ),
+    (
+        "integration/tests/cli.rs",
+        include_str!("../../integration/tests/cli.rs"),
+    ),
+    (
+        "integration/tests/client_certs.rs",
+        include_str!("../../integration/tests/client_certs.rs"),
+    ),
+    (
+        "integration/tests/distribution.rs",
+        include_str!("../../integration/tests/distribution.rs"),
+    ),
+    (
+        "integration/tests/filters.rs",
+        include_str!("../../integration/tests/filters.rs"),
+    ),
+    (
+        "integration/tests/forwarding.rs",
+        include_str!("../../integration/tests/forwarding.rs"),
+    ),
+    (
+        "integration/tests/grpc.rs",
+        include_str!("../../integration/tests/grpc.rs"),
+    ),
+    (
+        "integration/tests/hostile.rs",
+        include_str!("../../integration/tests/hostile.rs"),
+    ),
+    (
+        "integration/tests/l4.rs",
+        include_str!("../../integration/tests/l4.rs"),
+    ),
+    (
+        "integration/tests/lifecycle.rs",
+        include_str!("../../integration/tests/lifecycle.rs"),
+    ),
+    (
+        "integration/tests/mesh.rs",
+        include_str!("../../integration/tests/mesh.rs"),
+    ),
+    (
+        "integration/tests/mesh_h2.rs",
+        include_str!("../../integration/tests/mesh_h2.rs"),
+    ),
+    (
+        "integration/tests/mesh_proxies.rs",
+        include_str!("../../integration/tests/mesh_proxies.rs"),
+    ),
+    (
+        "integration/tests/normalization.rs",
+        include_str!("../../integration/tests/normalization.rs"),
+    ),
+    (
+        "integration/tests/plugged_ca.rs",
+        include_str!("../../integration/tests/plugged_ca.rs"),
+    ),
+    (
+        "integration/tests/reload.rs",
+        include_str!("../../integration/tests/reload.rs"),
+    ),
+    (
+        "integration/tests/retries.rs",
+        include_str!("../../integration/tests/retries.rs"),
+    ),
+    (
+        "integration/tests/routing.rs",
+        include_str!("../../integration/tests/routing.rs"),
+    ),
+    (
+        "integration/tests/tracing.rs",
+        include_str!("../../integration/tests/tracing.rs"),
+    ),
+];
+
+const MARKER: &str = "/// Conformance:";
+
+/// Each feature key some test claims, with the tests (`file::function`)
+/// that claim it.
+fn evidence() -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (path, source) in TESTS {
+        let mut pending: Vec<String> = Vec::new();
+        for line in source.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix(MARKER) {
+                pending.extend(
+                    rest.split(',')
+                        .map(str::trim)
+                        .filter(|k| !k.is_empty())
+                        .map(str::to_string),
+                );
+            } else if let Some(name) = function_name(line) {
+                for key in pending.drain(..) {
+                    out.entry(key).or_default().push(format!("{path}::{name}"));
+                }
+            }
+        }
+    }
+    out
 }
 
-const fn yes(name: &'static str, note: &'static str) -> Feature {
+/// The name of the function a line declares, if it does.
+fn function_name(line: &str) -> Option<&str> {
+    let rest = line
+        .strip_prefix("async fn ")
+        .or_else(|| line.strip_prefix("fn "))?;
+    rest.split('(').next()
+}
+
+/// A feature of a profile: its name, the key tests claim it by (its name,
+/// but for the mesh profiles' core route kinds), and why weft does not
+/// support it when no test exercises it.
+struct Feature {
+    name: &'static str,
+    key: &'static str,
+    why_not: &'static str,
+}
+
+/// A feature weft means to support: supported once a test exercises it.
+const fn f(name: &'static str) -> Feature {
     Feature {
         name,
-        supported: true,
-        note,
+        key: name,
+        why_not: "no end-to-end test exercises it yet",
     }
 }
 
-const fn no(name: &'static str, note: &'static str) -> Feature {
+/// A feature that tests claim by another key than its name.
+const fn keyed(name: &'static str, key: &'static str) -> Feature {
     Feature {
         name,
-        supported: false,
-        note,
+        key,
+        why_not: "no end-to-end test exercises it yet",
+    }
+}
+
+/// A feature weft does not implement.
+const fn no(name: &'static str, why_not: &'static str) -> Feature {
+    Feature {
+        name,
+        key: "",
+        why_not,
     }
 }
 
 /// Extended features every GATEWAY-* profile shares.
 const GATEWAY_EXTENDED: &[Feature] = &[
-    yes("GatewayPort8080", "integration/tests/routing.rs"),
-    yes("GatewayStaticAddresses", "testdata/translate/listeners"),
-    yes("GatewayHTTPListenerIsolation", "gateway/src/hosts.rs tests"),
+    f("GatewayPort8080"),
+    f("GatewayStaticAddresses"),
+    f("GatewayHTTPListenerIsolation"),
     no(
         "GatewayInfrastructurePropagation",
         "no infrastructure is provisioned per Gateway",
     ),
-    yes("GatewayAddressEmpty", "testdata/translate/listeners"),
-    yes(
-        "GatewayHTTPSListenerDetectMisdirectedRequests",
-        "integration/tests/routing.rs (421)",
-    ),
-    yes(
-        "ListenerSet",
-        "testdata/translate/listenerset, integration/tests/routing.rs",
-    ),
-    yes(
-        "GatewayBackendClientCertificate",
-        "integration/tests/backend_tls.rs",
-    ),
-    yes(
-        "GatewayFrontendClientCertificateValidation",
-        "integration/tests/client_certs.rs",
-    ),
-    yes(
-        "GatewayFrontendClientCertificateValidationInsecureFallback",
-        "integration/tests/client_certs.rs",
-    ),
+    f("GatewayAddressEmpty"),
+    f("GatewayHTTPSListenerDetectMisdirectedRequests"),
+    f("ListenerSet"),
+    f("GatewayBackendClientCertificate"),
+    f("GatewayFrontendClientCertificateValidation"),
+    f("GatewayFrontendClientCertificateValidationInsecureFallback"),
 ];
 
 const HTTP_EXTENDED: &[Feature] = &[
     no("HTTPRouteDestinationPortMatching", "not yet"),
-    yes(
-        "HTTPRouteBackendRequestHeaderModification",
-        "testdata/translate/filters",
-    ),
-    yes("HTTPRouteQueryParamMatching", "testdata/translate/basic"),
-    yes("HTTPRouteMethodMatching", "testdata/translate/basic"),
-    yes(
-        "HTTPRouteResponseHeaderModification",
-        "integration/tests/filters.rs",
-    ),
-    yes("HTTPRoutePortRedirect", "testdata/translate/features"),
-    yes("HTTPRouteSchemeRedirect", "integration/tests/filters.rs"),
-    yes("HTTPRoutePathRedirect", "integration/tests/filters.rs"),
-    yes("HTTPRouteHostRewrite", "integration/tests/filters.rs"),
-    yes("HTTPRoutePathRewrite", "integration/tests/filters.rs"),
-    yes("HTTPRouteRequestMirror", "integration/tests/filters.rs"),
-    yes(
-        "HTTPRouteRequestMultipleMirrors",
-        "testdata/translate/features",
-    ),
-    yes(
-        "HTTPRouteRequestPercentageMirror",
-        "testdata/translate/features",
-    ),
-    yes("HTTPRouteRequestTimeout", "integration/tests/filters.rs"),
-    yes("HTTPRouteBackendTimeout", "testdata/translate/features"),
-    yes("HTTPRouteParentRefPort", "testdata/translate/features"),
-    yes(
-        "HTTPRouteBackendProtocolH2C",
-        "integration/tests/routing.rs",
-    ),
-    yes(
-        "HTTPRouteBackendProtocolWebSocket",
-        "integration/tests/routing.rs",
-    ),
-    yes("HTTPRouteNamedRouteRule", "testdata/translate/features"),
-    yes("HTTPRouteCORS", "integration/tests/filters.rs"),
-    yes(
-        "HTTPRoute303RedirectStatusCode",
-        "testdata/translate/features",
-    ),
-    yes(
-        "HTTPRoute307RedirectStatusCode",
-        "testdata/translate/features",
-    ),
-    yes(
-        "HTTPRoute308RedirectStatusCode",
-        "testdata/translate/features",
-    ),
-    yes("HTTPRouteRetry", "integration/tests/retries.rs"),
-    yes(
-        "HTTPRouteRetryBackendTimeout",
-        "testdata/translate/features",
-    ),
-    yes(
-        "HTTPRouteRetryConnectionError",
-        "integration/tests/retries.rs",
-    ),
-    yes("BackendTLSPolicy", "integration/tests/backend_tls.rs"),
-    yes(
-        "BackendTLSPolicySANValidation",
-        "integration/tests/backend_tls.rs",
-    ),
+    f("HTTPRouteBackendRequestHeaderModification"),
+    f("HTTPRouteQueryParamMatching"),
+    f("HTTPRouteMethodMatching"),
+    f("HTTPRouteResponseHeaderModification"),
+    f("HTTPRoutePortRedirect"),
+    f("HTTPRouteSchemeRedirect"),
+    f("HTTPRoutePathRedirect"),
+    f("HTTPRouteHostRewrite"),
+    f("HTTPRoutePathRewrite"),
+    f("HTTPRouteRequestMirror"),
+    f("HTTPRouteRequestMultipleMirrors"),
+    f("HTTPRouteRequestPercentageMirror"),
+    f("HTTPRouteRequestTimeout"),
+    f("HTTPRouteBackendTimeout"),
+    f("HTTPRouteParentRefPort"),
+    f("HTTPRouteBackendProtocolH2C"),
+    f("HTTPRouteBackendProtocolWebSocket"),
+    f("HTTPRouteNamedRouteRule"),
+    f("HTTPRouteCORS"),
+    f("HTTPRoute303RedirectStatusCode"),
+    f("HTTPRoute307RedirectStatusCode"),
+    f("HTTPRoute308RedirectStatusCode"),
+    f("HTTPRouteRetry"),
+    f("HTTPRouteRetryBackendTimeout"),
+    f("HTTPRouteRetryConnectionError"),
+    f("BackendTLSPolicy"),
+    f("BackendTLSPolicySANValidation"),
 ];
 
-const TLS_EXTENDED: &[Feature] = &[
-    yes("TLSRouteModeTerminate", "integration/tests/l4.rs"),
-    yes("TLSRouteModeMixed", "integration/tests/l4.rs"),
-];
+const TLS_EXTENDED: &[Feature] = &[f("TLSRouteModeTerminate"), f("TLSRouteModeMixed")];
 
-const GRPC_EXTENDED: &[Feature] = &[yes("GRPCRouteNamedRouteRule", "testdata/translate/grpc")];
+const GRPC_EXTENDED: &[Feature] = &[f("GRPCRouteNamedRouteRule")];
 
 const MESH_EXTENDED: &[Feature] = &[
     no(
         "MeshClusterIPMatching",
         "standalone mode has no cluster IPs",
     ),
-    yes("MeshConsumerRoute", "testdata/translate/mesh"),
-    yes("MeshHTTPRouteRewritePath", "testdata/translate/features"),
-    yes("MeshHTTPRouteSchemeRedirect", "testdata/translate/features"),
-    yes("MeshHTTPRouteRedirectPort", "testdata/translate/features"),
-    yes("MeshHTTPRouteRedirectPath", "testdata/translate/features"),
-    yes(
-        "MeshHTTPRouteBackendRequestHeaderModification",
-        "testdata/translate/features",
-    ),
-    yes(
-        "MeshHTTPRouteQueryParamMatching",
-        "testdata/translate/features",
-    ),
-    yes("MeshHTTPRouteNamedRouteRule", "testdata/translate/features"),
+    f("MeshConsumerRoute"),
+    f("MeshHTTPRouteRewritePath"),
+    f("MeshHTTPRouteSchemeRedirect"),
+    f("MeshHTTPRouteRedirectPort"),
+    f("MeshHTTPRouteRedirectPath"),
+    f("MeshHTTPRouteBackendRequestHeaderModification"),
+    f("MeshHTTPRouteQueryParamMatching"),
+    f("MeshHTTPRouteNamedRouteRule"),
 ];
 
 /// A profile: its core features (all implemented, or the profile is not
@@ -174,66 +253,41 @@ struct Profile {
 const PROFILES: &[Profile] = &[
     Profile {
         name: "GATEWAY-HTTP",
-        core: &[
-            yes("Gateway", "testdata/translate/basic"),
-            yes("ReferenceGrant", "testdata/translate/attachment"),
-            yes("HTTPRoute", "integration/tests/routing.rs"),
-        ],
+        core: &[f("Gateway"), f("ReferenceGrant"), f("HTTPRoute")],
         extended: &[GATEWAY_EXTENDED, HTTP_EXTENDED],
     },
     Profile {
         name: "GATEWAY-TLS",
-        core: &[
-            yes("Gateway", "testdata/translate/basic"),
-            yes("ReferenceGrant", "testdata/translate/attachment"),
-            yes("TLSRoute", "integration/tests/l4.rs"),
-        ],
+        core: &[f("Gateway"), f("ReferenceGrant"), f("TLSRoute")],
         extended: &[GATEWAY_EXTENDED, TLS_EXTENDED],
     },
     Profile {
         name: "GATEWAY-GRPC",
-        core: &[
-            yes("Gateway", "testdata/translate/basic"),
-            yes("ReferenceGrant", "testdata/translate/grpc"),
-            yes("GRPCRoute", "integration/tests/grpc.rs"),
-        ],
+        core: &[f("Gateway"), f("ReferenceGrant"), f("GRPCRoute")],
         extended: &[GATEWAY_EXTENDED, GRPC_EXTENDED],
     },
     Profile {
         name: "GATEWAY-TCP",
-        core: &[
-            yes("Gateway", "testdata/translate/basic"),
-            yes("ReferenceGrant", "testdata/translate/attachment"),
-            yes("TCPRoute", "integration/tests/l4.rs"),
-        ],
+        core: &[f("Gateway"), f("ReferenceGrant"), f("TCPRoute")],
         extended: &[GATEWAY_EXTENDED],
     },
     Profile {
         name: "GATEWAY-UDP",
         core: &[
-            yes("Gateway", "testdata/translate/basic"),
-            yes("ReferenceGrant", "testdata/translate/attachment"),
+            f("Gateway"),
+            f("ReferenceGrant"),
             no("UDPRoute", "weft does not proxy UDP"),
         ],
         extended: &[GATEWAY_EXTENDED],
     },
     Profile {
         name: "MESH-HTTP",
-        core: &[
-            yes("Mesh", "integration/tests/mesh.rs"),
-            yes("HTTPRoute", "testdata/translate/mesh"),
-        ],
+        core: &[f("Mesh"), keyed("HTTPRoute", "Mesh/HTTPRoute")],
         extended: &[MESH_EXTENDED],
     },
     Profile {
         name: "MESH-GRPC",
-        core: &[
-            yes("Mesh", "integration/tests/mesh.rs"),
-            yes(
-                "GRPCRoute",
-                "integration/tests/mesh_h2.rs, testdata/translate/features",
-            ),
-        ],
+        core: &[f("Mesh"), keyed("GRPCRoute", "Mesh/GRPCRoute")],
         extended: &[MESH_EXTENDED],
     },
 ];
@@ -269,9 +323,10 @@ struct ProfileReport {
     summary: String,
     core: CoreReport,
     extended: ExtendedReport,
-    /// Where each supported feature is shown: weft's own tests.
+    /// For each feature, the weft tests that send traffic exercising it,
+    /// or why it is not supported.
     #[serde(rename = "x-weft-evidence")]
-    evidence: BTreeMap<&'static str, &'static str>,
+    evidence: BTreeMap<&'static str, String>,
 }
 
 #[derive(Serialize)]
@@ -290,14 +345,16 @@ struct ExtendedReport {
 }
 
 fn report(date: String) -> Report {
+    let tested = evidence();
+    let supported = |f: &Feature| !f.key.is_empty() && tested.contains_key(f.key);
     let profiles = PROFILES
         .iter()
         .map(|p| {
             let extended: Vec<&Feature> = p.extended.iter().flat_map(|f| f.iter()).collect();
-            let names = |features: &[&Feature], supported: bool| {
+            let names = |features: &[&Feature], want: bool| {
                 let mut v: Vec<&'static str> = features
                     .iter()
-                    .filter(|f| f.supported == supported)
+                    .filter(|f| supported(f) == want)
                     .map(|f| f.name)
                     .collect();
                 v.sort_unstable();
@@ -308,8 +365,9 @@ fn report(date: String) -> Report {
             let core_missing = names(&core, false);
             let summary = if core_missing.is_empty() {
                 format!(
-                    "Core features implemented; {} of {} extended features. The upstream \
-                     conformance suite has not been run (it needs Kubernetes): no results.",
+                    "Core features shown by weft's tests; {} of {} extended features. The \
+                     upstream conformance suite has not been run (it needs Kubernetes): no \
+                     upstream results.",
                     names(&extended, true).len(),
                     extended.len()
                 )
@@ -333,7 +391,13 @@ fn report(date: String) -> Report {
                 evidence: core
                     .iter()
                     .chain(&extended)
-                    .map(|f| (f.name, f.note))
+                    .map(|f| {
+                        let why = match tested.get(f.key).filter(|_| !f.key.is_empty()) {
+                            Some(tests) => tests.join(", "),
+                            None => format!("unsupported: {}", f.why_not),
+                        };
+                        (f.name, why)
+                    })
                     .collect(),
             }
         })
@@ -376,33 +440,89 @@ pub fn render() -> anyhow::Result<String> {
 mod tests {
     use super::*;
 
+    fn all_features() -> Vec<&'static Feature> {
+        PROFILES
+            .iter()
+            .flat_map(|p| {
+                p.core
+                    .iter()
+                    .chain(p.extended.iter().flat_map(|f| f.iter()))
+            })
+            .collect()
+    }
+
     #[test]
-    fn every_feature_is_listed_once_per_profile_and_sorted() {
+    fn every_claim_names_a_known_feature_and_a_test() {
+        let keys: Vec<&str> = all_features().iter().map(|f| f.key).collect();
+        for (key, tests) in evidence() {
+            assert!(
+                keys.contains(&key.as_str()),
+                "{key} in {tests:?} is no feature"
+            );
+            for t in tests {
+                let (path, name) = t.split_once("::").unwrap();
+                let source = TESTS.iter().find(|(p, _)| *p == path).unwrap().1;
+                // The claim sits on a test function.
+                let at = source.find(&format!("fn {name}(")).unwrap();
+                let before = &source[..at];
+                let attribute = before.rfind("#[").unwrap();
+                assert!(
+                    before[attribute..].starts_with("#[tokio::test")
+                        || before[attribute..].starts_with("#[test]"),
+                    "{t} is not a test"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_test_file_is_read() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../integration/tests");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".rs"))
+            .map(|n| format!("integration/tests/{n}"))
+            .collect();
+        on_disk.sort();
+        let read: Vec<&str> = TESTS.iter().map(|(p, _)| *p).collect();
+        assert_eq!(on_disk, read);
+    }
+
+    #[test]
+    fn supported_features_are_exactly_those_tests_claim() {
         let r = report("2026-01-01T00:00:00Z".into());
+        let tested = evidence();
         for p in &r.profiles {
             let ext = &p.extended;
             for f in &ext.supported_features {
                 assert!(!ext.unsupported_features.contains(f), "{} {f}", p.name);
+                assert!(!p.evidence[f].starts_with("unsupported"), "{} {f}", p.name);
+            }
+            for f in &ext.unsupported_features {
+                assert!(p.evidence[f].starts_with("unsupported"), "{} {f}", p.name);
             }
             let mut sorted = ext.supported_features.clone();
             sorted.sort_unstable();
             assert_eq!(sorted, ext.supported_features);
-            assert_eq!(
-                p.evidence.len(),
-                p.core.supported_features.len()
-                    + p.core.unsupported_features.len()
-                    + ext.supported_features.len()
-                    + ext.unsupported_features.len()
-            );
         }
-        let udp = r.profiles.iter().find(|p| p.name == "GATEWAY-UDP").unwrap();
-        assert!(udp.summary.starts_with("Not claimed"), "{}", udp.summary);
         let http = r
             .profiles
             .iter()
             .find(|p| p.name == "GATEWAY-HTTP")
             .unwrap();
         assert!(http.extended.supported_features.contains(&"HTTPRouteCORS"));
+        assert!(tested["HTTPRouteCORS"]
+            .iter()
+            .any(|t| t.ends_with("filters.rs::cors")));
+        let udp = r.profiles.iter().find(|p| p.name == "GATEWAY-UDP").unwrap();
+        assert!(udp.summary.starts_with("Not claimed"), "{}", udp.summary);
+        let mesh = r.profiles.iter().find(|p| p.name == "MESH-HTTP").unwrap();
+        assert!(
+            mesh.evidence["HTTPRoute"].contains("mesh.rs::"),
+            "{:?}",
+            mesh.evidence
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ spec:
     )
 }
 
+/// Conformance: BackendTLSPolicy, BackendTLSPolicySANValidation, GatewayBackendClientCertificate
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_tls_policies() {
     let (server_ca, other_ca, client_ca) = (ca(), ca(), ca());

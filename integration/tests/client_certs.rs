@@ -74,6 +74,8 @@ async fn get_response(
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Conformance: GatewayFrontendClientCertificateValidation,
+/// Conformance: GatewayFrontendClientCertificateValidationInsecureFallback
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_validated() {
     let (trusted, other) = (ca(), ca());

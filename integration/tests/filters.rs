@@ -49,8 +49,43 @@ spec:
       filters:
       - type: RequestRedirect
         requestRedirect: {scheme: https, hostname: redirect.example.com, port: 8443, statusCode: 302}
+  - matches: [{path: {value: /r303}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: r.example.com, statusCode: 303}}]
+  - matches: [{path: {value: /r307}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: r.example.com, statusCode: 307}}]
+  - matches: [{path: {value: /r308}}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: r.example.com, statusCode: 308}}]
+  - matches: [{path: {value: /port}}]
+    filters: [{type: RequestRedirect, requestRedirect: {port: 8443}}]
+  - matches: [{path: {value: /slow-backend}}]
+    timeouts: {backendRequest: 500ms}
+    backendRefs: [{name: raw, port: 80}]
+  - matches: [{path: {value: /backend-headers}}]
+    backendRefs:
+    - name: v1
+      port: 80
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Backend, value: "yes"}]}}]
+  - matches: [{path: {value: /mirrors}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: raw, port: 80}}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: raw2, port: 80}}
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{path: {value: /pct100}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: raw, port: 80}, percent: 100}}]
+    backendRefs: [{name: v1, port: 80}]
+  - matches: [{path: {value: /pct0}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: raw, port: 80}, percent: 0}}]
+    backendRefs: [{name: v1, port: 80}]
 "#;
 
+/// Conformance: HTTPRouteResponseHeaderModification, HTTPRouteBackendRequestHeaderModification,
+/// Conformance: HTTPRoutePortRedirect, HTTPRouteSchemeRedirect, HTTPRoutePathRedirect,
+/// Conformance: HTTPRouteHostRewrite, HTTPRoutePathRewrite, HTTPRouteRequestMirror,
+/// Conformance: HTTPRouteRequestMultipleMirrors, HTTPRouteRequestPercentageMirror,
+/// Conformance: HTTPRouteRequestTimeout, HTTPRouteBackendTimeout, HTTPRoute303RedirectStatusCode,
+/// Conformance: HTTPRoute307RedirectStatusCode, HTTPRoute308RedirectStatusCode
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filters_and_timeouts() {
     let ip = "127.0.51.1";
@@ -86,7 +121,11 @@ async fn filters_and_timeouts() {
             });
         }
     });
-    let raw_service = slice_service("raw", ip, port, None);
+    let raw_service = format!(
+        "{}---\n{}",
+        slice_service("raw", ip, port, None),
+        slice_service("raw2", ip, port, None)
+    );
     let weft = Weft::up(
         ip,
         &[
@@ -166,6 +205,73 @@ async fn filters_and_timeouts() {
         resp.headers()["location"],
         "https://redirect.example.com:8443/backend-redirect?x=1"
     );
+
+    // Redirect status codes, and the port of a rule's redirect.
+    for (path, code) in [("/r303", 303), ("/r307", 307), ("/r308", 308)] {
+        let resp = c
+            .get(url(path))
+            .header("host", "f.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), code, "{path}");
+        assert_eq!(
+            resp.headers()["location"],
+            format!("http://r.example.com:8080{path}")
+        );
+    }
+    let resp = c
+        .get(url("/port"))
+        .header("host", "f.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["location"], "http://f.example.com:8443/port");
+
+    // backendRequest cuts one try: the backend answers /slow... after 3 s.
+    assert_eq!(get(&c, &url("/slow-backend"), "f.example.com").await.0, 504);
+
+    // A header filter on the backendRef.
+    let (_, body) = get(&c, &url("/backend-headers"), "f.example.com").await;
+    assert_eq!(
+        body["headers"]["X-Backend"],
+        serde_json::json!(["yes"]),
+        "{body}"
+    );
+
+    // Two mirrors each get a copy; a mirror at 100% gets every request, one
+    // at 0% none.
+    assert_eq!(get(&c, &url("/mirrors"), "f.example.com").await.0, 200);
+    let copies = |prefix: &'static str| {
+        let seen = seen.clone();
+        move || {
+            seen.lock()
+                .unwrap()
+                .iter()
+                .filter(|l| l.starts_with(prefix))
+                .count()
+        }
+    };
+    let mirrors = copies("GET /mirrors ");
+    eventually(
+        Duration::from_secs(5),
+        "both mirrors get a copy",
+        || async { mirrors() == 2 },
+    )
+    .await;
+    for _ in 0..10 {
+        assert_eq!(get(&c, &url("/pct100"), "f.example.com").await.0, 200);
+        assert_eq!(get(&c, &url("/pct0"), "f.example.com").await.0, 200);
+    }
+    let (all, none) = (copies("GET /pct100 "), copies("GET /pct0 "));
+    eventually(
+        Duration::from_secs(5),
+        "every request at 100% is mirrored",
+        || async { all() == 10 },
+    )
+    .await;
+    assert_eq!(none(), 0, "a mirror at 0% got a copy");
+
     let route = weft.item("HTTPRoute", "f").await;
     let resolved = &route["status"]["parents"][0]["conditions"][1];
     assert_eq!(
@@ -255,6 +361,7 @@ spec:
 
 /// The CORS filter: the gateway answers preflights itself (the echo
 /// backend would answer with JSON), and adds headers for allowed origins.
+/// Conformance: HTTPRouteCORS
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors() {
     let ip = "127.0.54.1";

@@ -17,7 +17,8 @@ spec:
   parentRefs: [{name: gw}]
   hostnames: [grpc.example.com]
   rules:
-  - matches:
+  - name: echo
+    matches:
     - method: {service: gateway_api_conformance.echo_basic.grpcecho.GrpcEcho, method: Echo}
     backendRefs: [{name: v1, port: 80}]
   - matches:
@@ -92,6 +93,7 @@ async fn call(
     Ok(assertions.context.unwrap_or_default().pod)
 }
 
+/// Conformance: GRPCRoute, GRPCRouteNamedRouteRule
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_routes() {
     let ip = "127.0.53.1";

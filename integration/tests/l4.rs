@@ -105,6 +105,7 @@ async fn tls_call(port: u16, sni: &str, root: &str, msg: &str) -> Result<String,
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Conformance: TCPRoute, TLSRoute, TLSRouteModeTerminate, TLSRouteModeMixed
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_and_tls_routes() {
     let (a, b) = (tagged_echo("a").await, tagged_echo("b").await);

@@ -58,6 +58,7 @@ async fn sigterm_stops_everything_and_dead_workloads_come_back() {
     );
 }
 
+/// Conformance: GatewayStaticAddresses, GatewayAddressEmpty
 #[tokio::test]
 async fn status_shows_generations_parent_refs_and_unusable_addresses() {
     let ip = "127.0.42.1";
@@ -71,11 +72,37 @@ spec:
   addresses: [{type: IPAddress, value: 192.0.2.55}]
   listeners: [{name: http, port: 8080, protocol: HTTP}]
 "#;
+    // A static address weft can bind, and an address entry with no value
+    // (the default address is assigned).
+    let near = r#"apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: near}
+spec:
+  gatewayClassName: weft
+  addresses: [{type: IPAddress, value: 127.0.42.2}]
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: empty}
+spec:
+  gatewayClassName: weft
+  addresses: [{type: IPAddress}]
+  listeners: [{name: http, port: 8081, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: on-both}
+spec:
+  parentRefs: [{name: near}, {name: empty}]
+  rules: [{backendRefs: [{name: v2, port: 80}]}]
+"#;
     let weft = Weft::up(
         ip,
         &[
             ("base.yaml", &base(ip)),
             ("far.yaml", far),
+            ("near.yaml", near),
             ("r.yaml", &route("r", "a.example.com", "v1")),
         ],
     );
@@ -109,6 +136,21 @@ spec:
     .await;
     let far = weft.item("Gateway", "far").await;
     assert_eq!(far["status"]["addresses"], serde_json::json!([]), "{far}");
+    // Traffic to the static address, and to the one assigned.
+    for (gateway, addr) in [("near", "127.0.42.2:8080"), ("empty", "127.0.42.1:8081")] {
+        let url = format!("http://{addr}/");
+        eventually(Duration::from_secs(10), gateway, || async {
+            get(&c, &url, "any.example.com").await.1["pod"] == "v2"
+        })
+        .await;
+        let item = weft.item("Gateway", gateway).await;
+        let (ip, _) = addr.split_once(':').unwrap();
+        assert_eq!(
+            item["status"]["addresses"],
+            serde_json::json!([{"type": "IPAddress", "value": ip}]),
+            "{item}"
+        );
+    }
     let gw = weft.item("Gateway", "gw").await;
     assert_eq!(
         gw["status"]["addresses"][0],

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use support::*;
 
+/// Conformance: Mesh, Mesh/HTTPRoute
 #[tokio::test]
 async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
     let ip = "127.0.12.1";

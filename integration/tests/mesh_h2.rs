@@ -128,6 +128,7 @@ async fn inbound_connections(c: &reqwest::Client, ip: &str) -> u64 {
     counts.iter().sum()
 }
 
+/// Conformance: Mesh/GRPCRoute
 #[tokio::test]
 async fn grpc_over_h2_between_sidecars_on_pooled_connections() {
     let recorder = Recorder::default();

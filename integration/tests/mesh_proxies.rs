@@ -406,10 +406,17 @@ async fn the_trust_domain_and_the_cluster_domain_are_settings() {
     drop(weft);
 }
 
-/// A redirect on a mesh route names the service called and its port, not
-/// the sidecar's proxy port.
+/// GAMMA routes through the callers' sidecars: a redirect names the
+/// service called and its port, not the sidecar's proxy port; path
+/// redirects, rewrites, backendRef header filters, query matches and named
+/// rules apply; and a consumer route (in the caller's namespace, for a
+/// Service of another) applies to that namespace's callers alone.
+/// Conformance: MeshHTTPRouteRedirectPort, MeshHTTPRouteSchemeRedirect,
+/// Conformance: MeshHTTPRouteRedirectPath, MeshHTTPRouteRewritePath,
+/// Conformance: MeshHTTPRouteBackendRequestHeaderModification, MeshHTTPRouteQueryParamMatching,
+/// Conformance: MeshHTTPRouteNamedRouteRule, MeshConsumerRoute
 #[tokio::test]
-async fn mesh_redirects_keep_the_service_port() {
+async fn mesh_routes_through_the_sidecars() {
     let ip = "127.0.64.1";
     let mesh = format!(
         "{}---\n{}",
@@ -425,13 +432,48 @@ metadata: {name: redirects, namespace: redir}
 spec:
   parentRefs: [{group: "", kind: Service, name: echo, port: 9080}]
   rules:
-  - matches: [{path: {type: PathPrefix, value: /port}}]
+  - name: port
+    matches: [{path: {type: PathPrefix, value: /port}}]
     filters: [{type: RequestRedirect, requestRedirect: {port: 8083}}]
+  - matches: [{path: {type: PathPrefix, value: /path}}]
+    filters: [{type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /new}}}]
+  - matches: [{path: {type: PathPrefix, value: /rewrite}}]
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}}]
+    backendRefs: [{name: echo, port: 9080}]
+  - matches: [{path: {type: PathPrefix, value: /headers}}]
+    backendRefs:
+    - name: echo
+      port: 9080
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: X-Mesh, value: "yes"}]}}]
+  - matches: [{path: {type: PathPrefix, value: /query}, queryParams: [{name: r, value: "1"}]}]
+    filters: [{type: RequestRedirect, requestRedirect: {hostname: q.example.org}}]
   - matches: [{path: {type: PathPrefix, value: /host}}]
     filters: [{type: RequestRedirect, requestRedirect: {hostname: example.org, statusCode: 301}}]
   - matches: [{path: {type: PathPrefix, value: /scheme}}]
     filters: [{type: RequestRedirect, requestRedirect: {scheme: https}}]
   - backendRefs: [{name: echo, port: 9080}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: redir2, labels: {weft.dev/mesh: enabled}}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: consumer, namespace: redir2, labels: {app: consumer}}
+spec:
+  serviceAccountName: consumer
+  address: 127.0.64.4
+  command: [weft, echo, --listen, "127.0.64.4:9080"]
+  ports: [{name: http, containerPort: 9080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: consumer, namespace: redir2}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, namespace: redir, port: 9080}]
+  rules:
+  - filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: X-Consumer, value: "yes"}]}}]
+    backendRefs: [{name: echo, namespace: redir, port: 9080}]
 "#
     );
     let weft = Weft::up(ip, &[("mesh.yaml", &mesh)]);
@@ -472,5 +514,59 @@ spec:
         location("/scheme").await,
         Some((302, "https://echo/scheme".into()))
     );
+    assert_eq!(
+        location("/path/x").await,
+        Some((302, "http://echo:9080/new".into()))
+    );
+    assert_eq!(
+        location("/query?r=1").await,
+        Some((302, "http://q.example.org:9080/query?r=1".into()))
+    );
+    assert_eq!(location("/query?r=2").await, None, "no match, no redirect");
+    let body = |path: &'static str| {
+        let app = app.clone();
+        async move {
+            let r = app
+                .get(format!("http://echo:9080{path}"))
+                .send()
+                .await
+                .unwrap();
+            r.json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    assert_eq!(body("/rewrite/a").await["path"], "/new/a");
+    assert_eq!(
+        body("/headers").await["headers"]["X-Mesh"],
+        serde_json::json!(["yes"])
+    );
+
+    // The consumer route: for callers in redir2 only.
+    let consumer = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::http("http://127.0.64.4:15001").unwrap())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let consumed = || async {
+        consumer
+            .get("http://echo.redir:9080/c")
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+            .and_then(|r| {
+                r.headers()
+                    .get("x-consumer")
+                    .map(|v| v.to_str().unwrap().to_string())
+            })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the consumer's calls take its route",
+        || async { consumed().await.as_deref() == Some("yes") },
+    )
+    .await;
+    let producer = app.get("http://echo.redir:9080/c").send().await.unwrap();
+    assert_eq!(producer.status(), 200);
+    assert!(producer.headers().get("x-consumer").is_none());
     drop(weft);
 }

@@ -19,6 +19,7 @@ fn service(name: &str, ns: &str) -> String {
     )
 }
 
+/// Conformance: HTTPRouteRetry
 #[tokio::test]
 async fn route_retry_on_codes_hides_a_failing_endpoint() {
     let ip = "127.0.45.1";
@@ -191,6 +192,9 @@ async fn counting_backend(
                         *n += 1;
                         *n
                     };
+                    if target.starts_with("/slowfirst") && n == 1 {
+                        tokio::time::sleep(Duration::from_millis(400)).await;
+                    }
                     if target.starts_with("/slow500") {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         let _ = s
@@ -218,6 +222,7 @@ async fn counting_backend(
 /// Every try counts against a route's attempts (reconnects on pooled
 /// connections included), and a retry the request timeout leaves no time
 /// for ends the request with 504, not the last failure's status.
+/// Conformance: HTTPRouteRetryConnectionError, HTTPRouteRetryBackendTimeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attempts_bound_every_try_and_the_request_timeout_wins() {
     let ip = "127.0.46.31";
@@ -238,6 +243,10 @@ spec:
     retry: {attempts: 5, codes: [500], backoff: 10ms}
     timeouts: {backendRequest: 200ms, request: 400ms}
     backendRefs: [{name: count, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /slowfirst}}]
+    retry: {attempts: 2, backoff: 10ms}
+    timeouts: {backendRequest: 100ms}
+    backendRefs: [{name: count, port: 80}]
   - retry: {attempts: 3, backoff: 10ms}
     backendRefs: [{name: count, port: 80}]
 "#;
@@ -257,6 +266,10 @@ spec:
     let (status, _) = get(&c, &url("/b?fail=4"), "attempts.example.com").await;
     assert!(matches!(status, 500..=503), "{status}");
     assert_eq!(tries_of("/b?fail=4"), 4, "1 try + 3 retries");
+
+    // A try cut by backendRequest is retried: the first try is 400 ms late.
+    let (status, _) = get(&c, &url("/slowfirst"), "attempts.example.com").await;
+    assert_eq!((status, tries_of("/slowfirst")), (200, 2));
 
     // 500s after 100 ms each: retried until the 400 ms request timeout
     // leaves no room for another try, which ends it as a timeout.

@@ -20,6 +20,9 @@ fn tls_secret(name: &str, hosts: &[&str]) -> (String, String) {
     (yaml, cert)
 }
 
+/// Conformance: Gateway, HTTPRoute, GatewayPort8080, HTTPRouteQueryParamMatching,
+/// Conformance: HTTPRouteMethodMatching, HTTPRouteParentRefPort, HTTPRouteNamedRouteRule,
+/// Conformance: ReferenceGrant, HTTPRouteBackendProtocolH2C
 #[tokio::test]
 async fn routes_by_host_header_and_weight() {
     let routes = format!(
@@ -32,8 +35,52 @@ spec:
   hostnames: [shop.example.com]
   rules:
   - backendRefs: [{name: v1, port: 80, weight: 80}, {name: v2, port: 80, weight: 20}]
-  - matches: [{headers: [{name: x-version, value: v2}]}]
+  - name: by-header
+    matches: [{headers: [{name: x-version, value: v2}]}]
     backendRefs: [{name: v2, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matches}
+spec:
+  parentRefs: [{name: gw, port: 8080}]
+  hostnames: [match.example.com]
+  rules:
+  - matches: [{queryParams: [{name: v, value: "2"}]}, {method: POST}]
+    backendRefs: [{name: v2, port: 80}]
+  - backendRefs: [{name: v1, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wrong-port}
+spec:
+  parentRefs: [{name: gw, port: 8081}]
+  hostnames: [wrong-port.example.com]
+  rules: [{backendRefs: [{name: v1, port: 80}]}]
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team2}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shared, namespace: team2}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: shared-1, namespace: team2, labels: {kubernetes.io/service-name: shared}}
+addressType: IPv4
+ports: [{name: http, port: 9002}]
+endpoints: [{addresses: ["127.0.21.1"]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cross}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [cross.example.com]
+  rules: [{backendRefs: [{name: shared, namespace: team2, port: 80}]}]
 "#,
         route("other", "other.example.com", "v2")
     ) + "---\n"
@@ -74,6 +121,44 @@ spec:
         .unwrap();
     assert_eq!(v2.json::<serde_json::Value>().await.unwrap()["pod"], "v2");
 
+    // Query parameter and method matches; a parentRef's port.
+    let m = format!("http://{IP}:8080/m");
+    assert_eq!(
+        get(&c, &format!("{m}?v=2"), "match.example.com").await.1["pod"],
+        "v2"
+    );
+    assert_eq!(
+        get(&c, &format!("{m}?v=3"), "match.example.com").await.1["pod"],
+        "v1"
+    );
+    let post = c
+        .post(&m)
+        .header("host", "match.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.json::<serde_json::Value>().await.unwrap()["pod"], "v2");
+    assert_eq!(get(&c, &m, "wrong-port.example.com").await.0, 404);
+
+    // A backend in another namespace: refused until a ReferenceGrant there
+    // allows it.
+    assert_eq!(get(&c, &url, "cross.example.com").await.0, 500);
+    weft.write(
+        "grant.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: routes, namespace: team2}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: default}]\n  to: [{group: \"\", kind: Service}]\n",
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the grant lets the route through",
+        || async { get(&c, &url, "cross.example.com").await.1["pod"] == "v2" },
+    )
+    .await;
+
+    // An h2c backend (Service appProtocol kubernetes.io/h2c) gets HTTP/2.
+    let (status, body) = get(&c, &url, "h2c.example.com").await;
+    assert_eq!((status, body["pod"].as_str()), (200, Some("v1")), "{body}");
+    assert_eq!(body["proto"], "HTTP/2.0");
+
     let mut v1 = 0;
     for _ in 0..400 {
         if get(&c, &url, "shop.example.com").await.1["pod"] == "v1" {
@@ -102,6 +187,7 @@ spec:
     drop(weft);
 }
 
+/// Conformance: GatewayHTTPSListenerDetectMisdirectedRequests
 #[tokio::test]
 async fn https_terminates_by_sni_with_h2_and_refuses_misdirected_requests() {
     let ip = "127.0.22.1";
@@ -187,6 +273,7 @@ spec:
     drop(weft);
 }
 
+/// Conformance: HTTPRouteBackendProtocolWebSocket
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_upgrades_become_a_tunnel() {
     let ip = "127.0.23.1";
@@ -236,6 +323,7 @@ async fn websocket_upgrades_become_a_tunnel() {
 /// A ListenerSet adds a listener to a Gateway that allows it; routes attach
 /// to it by a ListenerSet parentRef and are served on its port, while a
 /// ListenerSet the Gateway does not allow adds nothing.
+/// Conformance: ListenerSet, GatewayHTTPListenerIsolation
 #[tokio::test]
 async fn listener_sets_add_listeners_to_a_gateway() {
     let ip = "127.0.58.1";
@@ -248,7 +336,9 @@ kind: ListenerSet
 metadata: {name: extra}
 spec:
   parentRef: {name: gw}
-  listeners: [{name: extra, port: 8081, protocol: HTTP, hostname: extra.example.com}]
+  listeners:
+  - {name: extra, port: 8081, protocol: HTTP, hostname: extra.example.com}
+  - {name: wild, port: 8081, protocol: HTTP, hostname: "*.example.com"}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: ListenerSet
@@ -263,6 +353,15 @@ metadata: {name: on-set}
 spec:
   parentRefs: [{kind: ListenerSet, name: extra}]
   rules: [{backendRefs: [{name: v2, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wild-only}
+spec:
+  parentRefs: [{kind: ListenerSet, name: extra, sectionName: wild}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /wild}}]
+    backendRefs: [{name: v1, port: 80}]
 "#;
     // The base Gateway, allowing ListenerSets from its own namespace.
     let base = base(ip).replace(
@@ -280,13 +379,18 @@ spec:
     .await;
     let (_, body) = get(&c, &url, "extra.example.com").await;
     assert_eq!(body["pod"], "v2");
-    // Only the listener's hostname.
-    assert_eq!(get(&c, &url, "other.example.com").await.0, 404);
+    // Listener isolation: a host a listener names is served by its routes
+    // alone, not by those of a wildcard listener on the same port.
+    let wild = format!("http://{ip}:8081/wild");
+    assert_eq!(get(&c, &wild, "extra.example.com").await.1["pod"], "v2");
+    assert_eq!(get(&c, &wild, "foo.example.com").await.1["pod"], "v1");
+    assert_eq!(get(&c, &wild, "foo.other.org").await.0, 404);
     // Not allowed: nothing listens on its port.
     assert!(c.get(format!("http://{ip}:8082/")).send().await.is_err());
     let set = weft.item("ListenerSet", "extra").await;
     assert_eq!(set["status"]["conditions"][0]["status"], "True", "{set}");
     assert_eq!(set["status"]["listeners"][0]["attachedRoutes"], 1, "{set}");
+    assert_eq!(set["status"]["listeners"][1]["attachedRoutes"], 2, "{set}");
     let gw = weft.item("Gateway", "gw").await;
     assert_eq!(gw["status"]["attachedListenerSets"], 1, "{gw}");
     assert_eq!(gw["status"]["listeners"].as_array().unwrap().len(), 1);
