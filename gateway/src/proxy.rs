@@ -1,58 +1,58 @@
-//! `WeftProxy`: the gateway's Pingora `ProxyHttp`. Each phase is a short
-//! step over the snapshot the request loaded once when it arrived:
+//! `WeftProxy`: the gateway's Pingora `ProxyHttp`, the request's journey.
+//! Each phase is a short step over the snapshot the request loaded once
+//! when it arrived (what a request carries: `ctx`; longer steps: `steps`):
 //!
 //! - `request_filter` makes the request canonical (`crate::route::normalize`:
-//!   400 for what cannot be), then routes: port → listener (by Host; by SNI for TLS, with
-//!   421 when the two disagree) → virtual host → first matching route. It
-//!   answers on its own what needs no backend: 404 no route, redirects, 500
-//!   for a rule whose backends are all invalid.
+//!   400 for what cannot be), then routes: port → listener (by Host; by SNI
+//!   for TLS, with 421 when the two disagree) → virtual host → first
+//!   matching route. It answers on its own what needs no backend: 404 no
+//!   route, redirects, 500 for a rule whose backends are all invalid. It
+//!   starts the request's deadline and the copy for its mirrors.
+//! - `request_body_filter` copies the body for the mirrors, and sends the
+//!   copies once it is whole.
 //! - `upstream_peer` picks an endpoint of the chosen backend's cluster; 503
 //!   when the cluster has none.
-//! - `upstream_request_filter` applies request header filters and rewrites.
-//! - `response_filter` applies response header filters.
-//! - `fail_to_connect` retries a failed connection on another endpoint.
+//! - `connected_to_upstream` tells the deadline which socket to cut.
+//! - `upstream_request_filter` says who the client is
+//!   (`crate::filters::forwarded`) and applies request filters and rewrites.
+//! - `upstream_response_filter` retries on status; `response_filter`
+//!   applies response header filters and CORS.
+//! - `upstream_response_body_filter` ends the deadline with the body.
+//! - `error_while_proxy` and `fail_to_connect` decide retries
+//!   (`crate::upstream::retry`): every try counts.
 //! - `fail_to_proxy` maps failures to status codes (`crate::filters::rescue`).
-//! - `logging` releases the endpoint for least-request balancing.
+//! - `logging` releases the endpoint and records metrics, logs and spans.
 //!
 //! What the gateway answers itself, a gRPC caller gets as a gRPC status
 //! (`crate::filters::grpc`).
 
-use crate::config::snapshot::{CompiledRoute, Snapshot};
+mod ctx;
+mod steps;
+
+use crate::config::snapshot::Snapshot;
 use crate::filters::forwarded::{self, MESH_SERVICE, PEER_WORKLOAD, SOURCE_WORKLOAD};
 use crate::filters::headers;
 use crate::filters::mirror::{Copy, Mirrors};
 use crate::listen::conn::ConnInfo;
-use crate::route::normalize;
 use crate::route::select::{self, Decision};
 use crate::telemetry::records;
 use crate::telemetry::trace::TraceContext;
-use crate::upstream::balancer::ClusterState;
 use crate::upstream::deadline::Deadline;
-use crate::upstream::retry::{Failure, Request, RetryState, Verdict};
+use crate::upstream::retry::{Failure, Request, Verdict};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
+pub use ctx::RequestCtx;
+use ctx::{incoming_traceparent, told};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::sync::Arc;
 use std::time::Duration;
+use steps::{canonical, mirror_head, passthrough_peer, respond};
 use weft_api::HttpFilter;
 
 /// How long a request for an unknown host waits for the controller's answer.
 const DISCOVERY_WAIT: Duration = Duration::from_secs(2);
-/// A header sent by a mesh peer (mutual TLS), as a label value.
-fn told<'a>(headers: &'a http::HeaderMap, name: &str, mesh: bool) -> Option<&'a str> {
-    headers
-        .get(name)
-        .filter(|_| mesh)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| {
-            s.len() <= 253
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        })
-}
-
 /// The gateway's HTTP server: Pingora's proxy running `WeftProxy`.
 pub type Proxy = pingora::proxy::HttpProxy<WeftProxy>;
 
@@ -68,110 +68,12 @@ pub struct WeftProxy {
     pub spans: Option<crate::telemetry::trace::Exporter>,
 }
 
-fn incoming_traceparent(session: &Session) -> Option<&str> {
-    session
-        .req_header()
-        .headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-}
-
-pub struct RequestCtx {
-    pub(crate) started: std::time::Instant,
-    /// Whether the snapshot the request loaded asks for access logs.
-    pub(crate) access_log: bool,
-    /// This hop of the request's trace (its span ID went upstream).
-    pub(crate) trace: Option<TraceContext>,
-    pub(crate) route: Option<Arc<CompiledRoute>>,
-    pub(crate) backend: usize,
-    pub(crate) cluster: Option<Arc<ClusterState>>,
-    pub(crate) endpoint: Option<usize>,
-    pub(crate) failed_endpoint: Option<usize>,
-    pub(crate) retry: RetryState,
-    /// The workload that answered, as its sidecar said.
-    pub(crate) destination_workload: Option<String>,
-    /// A host outside the config, sent on as plain HTTP: `host:port`, and
-    /// where a captured connection was bound.
-    pub(crate) passthrough: Option<(String, Option<std::net::SocketAddr>)>,
-    /// The request's `x-request-id`, kept or made here.
-    pub(crate) request_id: String,
-    /// At a gateway: the client's address and the listener's scheme.
-    pub(crate) edge: Option<(std::net::IpAddr, &'static str)>,
-    /// The copy for the route's mirrors, sent once the body is whole.
-    pub(crate) mirror: Option<Copy>,
-    /// `timeouts.request`, enforced on the whole exchange.
-    pub(crate) deadline: Option<Deadline>,
-}
-
-impl RequestCtx {
-    /// What logs and spans tell of this request.
-    fn hop<'a>(
-        &'a self,
-        session: &'a Session,
-        trace: Option<&'a TraceContext>,
-    ) -> records::Hop<'a> {
-        records::Hop {
-            started: self.started,
-            host: select::request_host(session.req_header()),
-            route: self.route.as_deref().map(|r| r.name.as_str()),
-            cluster: self.cluster.as_deref().map(|c| c.name.as_str()),
-            upstream: match (&self.cluster, self.endpoint) {
-                (Some(c), Some(i)) => c.endpoints.get(i).copied(),
-                _ => None,
-            },
-            trace,
-            request_id: &self.request_id,
-        }
-    }
-
-    fn backend_filters(&self) -> impl Iterator<Item = &HttpFilter> {
-        let route = self.route.as_deref();
-        let rule = route.into_iter().flat_map(|r| &r.filters);
-        let backend = route
-            .and_then(|r| r.backends.get(self.backend))
-            .into_iter()
-            .flat_map(|b| &b.filters);
-        rule.chain(backend)
-    }
-}
-
-async fn respond(session: &mut Session, status: u16, location: Option<String>) -> Result<bool> {
-    if status >= 400 && crate::filters::grpc::is_grpc(session.req_header()) {
-        let resp = crate::filters::grpc::error_response(status)?;
-        session.write_response_header(Box::new(resp), true).await?;
-        return Ok(true);
-    }
-    let mut resp = ResponseHeader::build(status, Some(2))?;
-    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-    if let Some(l) = location {
-        resp.insert_header(http::header::LOCATION, l)?;
-    }
-    session.write_response_header(Box::new(resp), true).await?;
-    Ok(true)
-}
-
 #[async_trait]
 impl ProxyHttp for WeftProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            started: std::time::Instant::now(),
-            access_log: false,
-            trace: None,
-            route: None,
-            backend: 0,
-            cluster: None,
-            endpoint: None,
-            failed_endpoint: None,
-            retry: RetryState::default(),
-            destination_workload: None,
-            passthrough: None,
-            request_id: String::new(),
-            edge: None,
-            mirror: None,
-            deadline: None,
-        }
+        RequestCtx::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -424,30 +326,7 @@ impl ProxyHttp for WeftProxy {
                 .map_err(|e| Error::because(InternalError, "origin-form URI", e))?;
             upstream.set_uri(uri);
         }
-        let route = ctx.route.clone();
-        let prefix = route.as_deref().and_then(CompiledRoute::prefix);
-        for f in ctx.backend_filters() {
-            match f {
-                HttpFilter::RequestHeaders(m) => headers::modify_request(m, upstream),
-                HttpFilter::Rewrite(r) => {
-                    if let Some(h) = &r.hostname {
-                        upstream.insert_header(http::header::HOST, h.as_str())?;
-                    }
-                    if let Some(p) = &r.path {
-                        let path = headers::rewrite_path(p, upstream.uri.path(), prefix);
-                        let uri = match upstream.uri.query() {
-                            Some(q) => format!("{path}?{q}"),
-                            None => path,
-                        };
-                        let uri = uri
-                            .parse()
-                            .map_err(|e| Error::because(InternalError, "rewritten URI", e))?;
-                        upstream.set_uri(uri);
-                    }
-                }
-                _ => {}
-            }
-        }
+        steps::backend_filters(ctx, upstream)?;
         Ok(())
     }
 
@@ -594,51 +473,26 @@ impl ProxyHttp for WeftProxy {
                 cluster.budget.release();
             }
         }
-        let grpc = crate::filters::grpc::is_grpc(session.req_header());
         // A frontend client certificate is not a mesh identity.
         let peer = ConnInfo::of(session.digest())
             .filter(|c| c.mesh_peer)
             .and_then(|c| c.peer_identity.as_deref());
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        // Only a mesh peer may say which service it called, and who it is.
-        let headers = &session.req_header().headers;
-        let told_service = told(headers, MESH_SERVICE, peer.is_some());
-        let source_workload = told(headers, SOURCE_WORKLOAD, peer.is_some());
         if ctx.access_log {
             let hop = ctx.hop(session, ctx.trace.as_ref());
             self.access_log
                 .write(records::access_line(session, &hop, status, peer));
         }
-        let record = crate::telemetry::RequestRecord {
-            source_principal: peer,
-            destination_service: match (told_service, &ctx.cluster, &ctx.passthrough) {
-                (Some(told), Some(_), _) => told,
-                (None, Some(c), _) => c.service.as_str(),
-                (_, None, Some((host, _))) => host.as_str(),
-                (_, None, None) => "unknown",
-            },
-            destination_principal: ctx
-                .cluster
-                .as_ref()
-                .and_then(|c| c.tls.as_ref())
-                .and_then(|t| t.principal.as_deref()),
-            source_workload,
-            destination_workload: ctx.destination_workload.as_deref(),
-            protocol: if grpc { "grpc" } else { "http" },
-            status,
-            mutual_tls: peer.is_some(),
-            duration_ms: ctx.started.elapsed().as_secs_f64() * 1000.0,
-            request_bytes: session.body_bytes_read(),
-            response_bytes: session.body_bytes_sent(),
-        };
+        let trace = self.spans.as_ref().map(|_| {
+            ctx.trace
+                .take()
+                .unwrap_or_else(|| TraceContext::next(incoming_traceparent(session)))
+        });
+        let record = ctx.record(session, peer, status);
         self.metrics.record(&record);
         self.metrics
             .downstream_version(session.req_header().version);
-        if let Some(spans) = &self.spans {
-            let trace = ctx
-                .trace
-                .take()
-                .unwrap_or_else(|| TraceContext::next(incoming_traceparent(session)));
+        if let (Some(spans), Some(trace)) = (&self.spans, trace) {
             spans.record(records::span_of(
                 session,
                 &ctx.hop(session, None),
@@ -672,74 +526,4 @@ impl WeftProxy {
         }
         verdict
     }
-}
-
-/// The head a mirror gets: the request as the proxy sends it on, with the
-/// rule's request header filters, in origin form with a `Host`.
-fn mirror_head(
-    session: &Session,
-    ctx: &RequestCtx,
-    route: &CompiledRoute,
-) -> Result<RequestHeader> {
-    let mut head = session.req_header().clone();
-    let client = forwarded::Client {
-        identity: ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()),
-        edge: ctx.edge,
-        request_id: &ctx.request_id,
-    };
-    forwarded::apply(&client, &mut head)?;
-    for f in &route.filters {
-        if let HttpFilter::RequestHeaders(m) = f {
-            headers::modify_request(m, &mut head);
-        }
-    }
-    if head.headers.get(http::header::HOST).is_none() {
-        if let Some(authority) = head.uri.authority().map(|a| a.to_string()) {
-            head.insert_header(http::header::HOST, authority)?;
-        }
-    }
-    if head.uri.authority().is_some() {
-        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-        let uri = target
-            .parse()
-            .map_err(|e| Error::because(InternalError, "origin-form URI", e))?;
-        head.set_uri(uri);
-    }
-    Ok(head)
-}
-
-/// Makes the request canonical (`crate::route::normalize`), or says why it
-/// is refused.
-fn canonical(session: &mut Session) -> std::result::Result<(), normalize::Rejected> {
-    if let Some(h1) = session.as_downstream().as_http1() {
-        normalize::check_request_line(&h1.get_headers_raw_bytes())?;
-    }
-    if session.req_header().method == http::Method::CONNECT {
-        return Ok(());
-    }
-    let rewrite = normalize::request(session.req_header())?;
-    if !rewrite.is_empty() {
-        rewrite.apply(session.req_header_mut())?;
-    }
-    Ok(())
-}
-
-/// The peer for a host outside the config, plain HTTP: where a captured
-/// connection was bound, else the host's name resolved now (off the
-/// runtime's threads).
-async fn passthrough_peer(
-    host: &str,
-    original_dst: Option<std::net::SocketAddr>,
-) -> Result<Box<HttpPeer>> {
-    let addr = match original_dst {
-        Some(addr) => addr,
-        None => tokio::net::lookup_host(host)
-            .await
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| Error::explain(HTTPStatus(502), format!("cannot resolve {host}")))?,
-    };
-    let mut peer = HttpPeer::new(addr, false, String::new());
-    peer.options.connection_timeout = Some(crate::upstream::balancer::CONNECT_TIMEOUT);
-    Ok(Box::new(peer))
 }

@@ -1,0 +1,135 @@
+//! The steps of `WeftProxy`'s phases that are more than a few lines: the
+//! answers the proxy gives itself, the request made canonical, the head a
+//! mirror gets, the filters on what goes upstream, and the peer of a host
+//! outside the config.
+
+use super::ctx::RequestCtx;
+use crate::config::snapshot::CompiledRoute;
+use crate::filters::forwarded;
+use crate::filters::headers;
+use crate::listen::conn::ConnInfo;
+use crate::route::normalize;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::Session;
+use weft_api::HttpFilter;
+
+/// Answers the request without a backend: `status` (a gRPC status to a
+/// gRPC caller), with `location` for a redirect.
+pub(super) async fn respond(
+    session: &mut Session,
+    status: u16,
+    location: Option<String>,
+) -> Result<bool> {
+    if status >= 400 && crate::filters::grpc::is_grpc(session.req_header()) {
+        let resp = crate::filters::grpc::error_response(status)?;
+        session.write_response_header(Box::new(resp), true).await?;
+        return Ok(true);
+    }
+    let mut resp = ResponseHeader::build(status, Some(2))?;
+    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    if let Some(l) = location {
+        resp.insert_header(http::header::LOCATION, l)?;
+    }
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(true)
+}
+
+/// The head a mirror gets: the request as the proxy sends it on, with the
+/// rule's request header filters, in origin form with a `Host`.
+pub(super) fn mirror_head(
+    session: &Session,
+    ctx: &RequestCtx,
+    route: &CompiledRoute,
+) -> Result<RequestHeader> {
+    let mut head = session.req_header().clone();
+    let client = forwarded::Client {
+        identity: ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()),
+        edge: ctx.edge,
+        request_id: &ctx.request_id,
+    };
+    forwarded::apply(&client, &mut head)?;
+    for f in &route.filters {
+        if let HttpFilter::RequestHeaders(m) = f {
+            headers::modify_request(m, &mut head);
+        }
+    }
+    if head.headers.get(http::header::HOST).is_none() {
+        if let Some(authority) = head.uri.authority().map(|a| a.to_string()) {
+            head.insert_header(http::header::HOST, authority)?;
+        }
+    }
+    if head.uri.authority().is_some() {
+        let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let uri = target
+            .parse()
+            .map_err(|e| Error::because(InternalError, "origin-form URI", e))?;
+        head.set_uri(uri);
+    }
+    Ok(head)
+}
+
+/// Makes the request canonical (`crate::route::normalize`), or says why it
+/// is refused.
+pub(super) fn canonical(session: &mut Session) -> std::result::Result<(), normalize::Rejected> {
+    if let Some(h1) = session.as_downstream().as_http1() {
+        normalize::check_request_line(&h1.get_headers_raw_bytes())?;
+    }
+    if session.req_header().method == http::Method::CONNECT {
+        return Ok(());
+    }
+    let rewrite = normalize::request(session.req_header())?;
+    if !rewrite.is_empty() {
+        rewrite.apply(session.req_header_mut())?;
+    }
+    Ok(())
+}
+
+/// The peer for a host outside the config, plain HTTP: where a captured
+/// connection was bound, else the host's name resolved now (off the
+/// runtime's threads).
+pub(super) async fn passthrough_peer(
+    host: &str,
+    original_dst: Option<std::net::SocketAddr>,
+) -> Result<Box<HttpPeer>> {
+    let addr = match original_dst {
+        Some(addr) => addr,
+        None => tokio::net::lookup_host(host)
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| Error::explain(HTTPStatus(502), format!("cannot resolve {host}")))?,
+    };
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    peer.options.connection_timeout = Some(crate::upstream::balancer::CONNECT_TIMEOUT);
+    Ok(Box::new(peer))
+}
+
+/// The rule's and the backend's request filters on the request sent on:
+/// header modifiers and URL rewrites.
+pub(super) fn backend_filters(ctx: &RequestCtx, upstream: &mut RequestHeader) -> Result<()> {
+    let prefix = ctx.route.as_deref().and_then(CompiledRoute::prefix);
+    for f in ctx.backend_filters() {
+        match f {
+            HttpFilter::RequestHeaders(m) => headers::modify_request(m, upstream),
+            HttpFilter::Rewrite(r) => {
+                if let Some(h) = &r.hostname {
+                    upstream.insert_header(http::header::HOST, h.as_str())?;
+                }
+                if let Some(p) = &r.path {
+                    let path = headers::rewrite_path(p, upstream.uri.path(), prefix);
+                    let uri = match upstream.uri.query() {
+                        Some(q) => format!("{path}?{q}"),
+                        None => path,
+                    };
+                    let uri = uri
+                        .parse()
+                        .map_err(|e| Error::because(InternalError, "rewritten URI", e))?;
+                    upstream.set_uri(uri);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
