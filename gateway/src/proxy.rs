@@ -340,6 +340,13 @@ impl ProxyHttp for WeftProxy {
         ctx.destination_workload = told(&resp.headers, PEER_WORKLOAD, mesh).map(str::to_string);
         resp.remove_header(PEER_WORKLOAD);
         let status = resp.status.as_u16();
+        // No body follows: the answer has ended with its header, and the
+        // body filter will not see it end.
+        if let Some(deadline) = &ctx.deadline {
+            if steps::bodiless(session.req_header(), resp) {
+                deadline.finish();
+            }
+        }
         if status < 400 {
             return Ok(());
         }

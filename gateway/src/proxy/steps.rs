@@ -133,3 +133,41 @@ pub(super) fn backend_filters(ctx: &RequestCtx, upstream: &mut RequestHeader) ->
     }
     Ok(())
 }
+
+/// Whether an answer to `req` with header `resp` has no body (RFC 9110
+/// §6.4.1: HEAD, 1xx, 204 and 304; or a zero length).
+pub(super) fn bodiless(req: &RequestHeader, resp: &ResponseHeader) -> bool {
+    let status = resp.status.as_u16();
+    req.method == http::Method::HEAD
+        || (100..200).contains(&status)
+        || status == 204
+        || status == 304
+        || resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == b"0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_without_a_body_are_known_by_their_header() {
+        let get = RequestHeader::build("GET", b"/", None).unwrap();
+        let head = RequestHeader::build("HEAD", b"/", None).unwrap();
+        let resp = |status: u16, length: Option<&str>| {
+            let mut r = ResponseHeader::build(status, None).unwrap();
+            if let Some(l) = length {
+                r.insert_header("content-length", l).unwrap();
+            }
+            r
+        };
+        assert!(bodiless(&head, &resp(200, Some("12"))));
+        assert!(bodiless(&get, &resp(204, None)));
+        assert!(bodiless(&get, &resp(304, None)));
+        assert!(bodiless(&get, &resp(200, Some("0"))));
+        assert!(!bodiless(&get, &resp(200, Some("12"))));
+        assert!(!bodiless(&get, &resp(200, None)));
+    }
+}
