@@ -10,11 +10,13 @@
 //! connection goes over mutual TLS to the destination's sidecar, which
 //! passes the bytes to its application (`MESH_TCP_ALPN`, `serve_mesh`); to
 //! one a BackendTLSPolicy names, TLS checked as the policy says. A
-//! connection idle both ways for the port's `l4_idle_seconds` is closed.
+//! connection on which no byte has moved either way for the port's
+//! `l4_idle_seconds` (a peer that stops reading included) is closed.
 
 use crate::config::snapshot::{CompiledRoute, Snapshot};
 use crate::listen::hello::{read_sni, Replayed, HELLO_TIMEOUT};
 use crate::telemetry::Metrics;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -148,7 +150,9 @@ enum Upstream {
 }
 
 /// Copies both ways until both sides have closed, either fails, or no
-/// byte moves for `idle`; the bytes copied each way.
+/// byte moves for `idle`; the bytes copied each way. The two directions
+/// run on their own, so neither waits on the other: a side writing while
+/// its peer writes too is read all the same.
 async fn splice<A, B>(a: &mut A, b: &mut B, idle: Duration) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -156,42 +160,78 @@ where
 {
     let (mut a_read, mut a_write) = tokio::io::split(a);
     let (mut b_read, mut b_write) = tokio::io::split(b);
-    let (mut from_a, mut from_b) = (vec![0u8; COPY_BUFFER], vec![0u8; COPY_BUFFER]);
-    let (mut a_open, mut b_open) = (true, true);
-    let (mut to_b, mut to_a) = (0u64, 0u64);
-    while a_open || b_open {
-        tokio::select! {
-            read = a_read.read(&mut from_a), if a_open => match read {
-                Ok(0) | Err(_) => {
-                    a_open = false;
-                    let _ = b_write.shutdown().await;
+    let clock = Activity::new();
+    let (to_b, to_a) = (AtomicU64::new(0), AtomicU64::new(0));
+    let both = async {
+        tokio::join!(
+            one_way(&mut a_read, &mut b_write, &to_b, &clock),
+            one_way(&mut b_read, &mut a_write, &to_a, &clock),
+        )
+    };
+    tokio::select! {
+        _ = both => {}
+        () = clock.idle_for(idle) => tracing::debug!("closing an idle L4 connection"),
+    }
+    (to_b.into_inner(), to_a.into_inner())
+}
+
+/// Copies `from` to `to` until `from` ends (then shuts `to` down) or
+/// either fails, counting bytes and telling `clock` each time some move.
+async fn one_way<R, W>(from: &mut R, to: &mut W, count: &AtomicU64, clock: &Activity)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; COPY_BUFFER];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => {
+                clock.moved();
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
                 }
-                Ok(n) => {
-                    if b_write.write_all(&from_a[..n]).await.is_err() {
-                        break;
-                    }
-                    to_b += n as u64;
-                }
-            },
-            read = b_read.read(&mut from_b), if b_open => match read {
-                Ok(0) | Err(_) => {
-                    b_open = false;
-                    let _ = a_write.shutdown().await;
-                }
-                Ok(n) => {
-                    if a_write.write_all(&from_b[..n]).await.is_err() {
-                        break;
-                    }
-                    to_a += n as u64;
-                }
-            },
-            () = tokio::time::sleep(idle) => {
-                tracing::debug!("closing an idle L4 connection");
-                break;
+                clock.moved();
+                count.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
     }
-    (to_b, to_a)
+}
+
+/// When bytes last moved on a connection, either way.
+struct Activity {
+    started: tokio::time::Instant,
+    /// Milliseconds from `started`.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            started: tokio::time::Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn moved(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last.store(ms, Ordering::Relaxed);
+    }
+
+    /// Returns once nothing has moved for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.started + Duration::from_millis(self.last.load(Ordering::Relaxed));
+            let until = last + idle;
+            if tokio::time::Instant::now() >= until {
+                return;
+            }
+            tokio::time::sleep_until(until).await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -225,5 +265,59 @@ mod tests {
         drop(a_peer);
         drop(b_peer);
         assert_eq!(copy.await.unwrap(), (4, 5));
+    }
+
+    #[tokio::test]
+    async fn one_direction_waiting_does_not_hold_up_the_other() {
+        const SIZE: usize = 1 << 20;
+        let (mut a, a_peer) = tokio::io::duplex(1024);
+        let (mut b, mut b_peer) = tokio::io::duplex(1024);
+        let copy =
+            tokio::spawn(async move { splice(&mut a, &mut b, Duration::from_secs(30)).await });
+        // `a` sends and reads at once; `b` sends all it has before it
+        // reads, so a→b waits until b→a has crossed whole.
+        let (mut a_in, mut a_out) = tokio::io::split(a_peer);
+        let a_end = async move {
+            let send = async {
+                a_out.write_all(&vec![1u8; SIZE]).await.unwrap();
+                a_out.shutdown().await.unwrap();
+            };
+            let mut got = Vec::new();
+            let (_, read) = tokio::join!(send, a_in.read_to_end(&mut got));
+            read.unwrap();
+            got.len()
+        };
+        let b_end = async move {
+            b_peer.write_all(&vec![2u8; SIZE]).await.unwrap();
+            b_peer.shutdown().await.unwrap();
+            let mut got = Vec::new();
+            b_peer.read_to_end(&mut got).await.unwrap();
+            got.len()
+        };
+        let both = async { tokio::join!(a_end, b_end) };
+        let got = tokio::time::timeout(Duration::from_secs(20), both)
+            .await
+            .expect("the copy stalled");
+        assert_eq!(got, (SIZE, SIZE));
+        assert_eq!(copy.await.unwrap(), (SIZE as u64, SIZE as u64));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_reading_is_let_go() {
+        let (mut a, mut a_peer) = tokio::io::duplex(1024);
+        let (mut b, _b_peer_never_reads) = tokio::io::duplex(1024);
+        let copy =
+            tokio::spawn(async move { splice(&mut a, &mut b, Duration::from_secs(30)).await });
+        // More than the buffers hold; nothing moves once they are full.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(5),
+            a_peer.write_all(&vec![1u8; 64 * 1024]),
+        )
+        .await;
+        let (to_b, _) = tokio::time::timeout(Duration::from_secs(120), copy)
+            .await
+            .expect("the stalled copy was never cut")
+            .unwrap();
+        assert!(to_b < 64 * 1024);
     }
 }
