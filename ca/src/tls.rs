@@ -282,17 +282,38 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
-/// The SPIFFE ID a certificate names: its one `spiffe://` URI SAN.
-pub fn spiffe_id_of(der: &[u8]) -> Option<SpiffeId> {
+/// The URI SANs of a certificate (DER), handed to `f`; `None` when it
+/// does not parse or has no SAN extension.
+fn with_uris<R>(der: &[u8], f: impl FnOnce(&mut dyn Iterator<Item = &str>) -> R) -> Option<R> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     let san = cert.subject_alternative_name().ok()??;
     let mut uris = san.value.general_names.iter().filter_map(|n| match n {
-        GeneralName::URI(u) if u.starts_with("spiffe://") => Some(*u),
+        GeneralName::URI(u) => Some(*u),
         _ => None,
     });
-    match (uris.next(), uris.next()) {
-        (Some(uri), None) => SpiffeId::parse(uri).ok(),
-        _ => None,
-    }
+    Some(f(&mut uris))
+}
+
+/// Every URI SAN of a certificate (DER).
+pub fn uri_sans(der: &[u8]) -> Vec<String> {
+    with_uris(der, |uris| uris.map(str::to_string).collect()).unwrap_or_default()
+}
+
+/// The SPIFFE ID a certificate names, as written: its one `spiffe://` URI
+/// SAN (none when it has two).
+pub fn spiffe_uri(der: &[u8]) -> Option<String> {
+    with_uris(der, |uris| {
+        let mut spiffe = uris.filter(|u| u.starts_with("spiffe://"));
+        match (spiffe.next(), spiffe.next()) {
+            (Some(uri), None) => Some(uri.to_string()),
+            _ => None,
+        }
+    })?
+}
+
+/// The SPIFFE ID a certificate names (`spiffe_uri`), when it is a
+/// workload identity.
+pub fn spiffe_id_of(der: &[u8]) -> Option<SpiffeId> {
+    SpiffeId::parse(&spiffe_uri(der)?).ok()
 }

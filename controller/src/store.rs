@@ -27,16 +27,9 @@ fn stamp(doc: &Arc<Doc>, from: &ObjectMeta) -> Arc<Doc> {
 
 /// A random uid, as the API server gives (a UUID).
 fn new_uid() -> String {
-    let b: [u8; 16] = rand::random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
+    uuid::Builder::from_random_bytes(rand::random())
+        .into_uuid()
+        .to_string()
 }
 
 /// An object in the store: its document, with the creation timestamp and

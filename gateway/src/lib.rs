@@ -30,7 +30,6 @@ pub mod upstream;
 pub use async_trait::async_trait;
 pub use config::snapshot::Snapshot;
 pub use error::GatewayError;
-pub use pki::spiffe_id;
 pub use upstream::verify::ServerVerifier;
 
 use arc_swap::ArcSwapOption;

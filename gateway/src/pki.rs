@@ -1,6 +1,6 @@
 //! Certificates as rustls takes them: PEM chains and keys parsed, trust
-//! bundles turned into root stores, and the SPIFFE ID read off a
-//! certificate. A leaf: the listeners, the snapshot and the upstream
+//! bundles turned into root stores (a certificate's SANs are read by
+//! `weft_ca::tls`). A leaf: the listeners, the snapshot and the upstream
 //! connectors all use it.
 
 use rustls::sign::CertifiedKey;
@@ -57,19 +57,4 @@ pub fn root_store(roots_pem: &[String]) -> Result<rustls::RootCertStore, String>
         }
     }
     Ok(roots)
-}
-
-/// The SPIFFE ID of a certificate: its one `spiffe://` URI SAN.
-pub fn spiffe_id(der: &[u8]) -> Option<String> {
-    use x509_parser::prelude::*;
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let san = cert.subject_alternative_name().ok()??;
-    let mut uris = san.value.general_names.iter().filter_map(|n| match n {
-        GeneralName::URI(u) if u.starts_with("spiffe://") => Some(u.to_string()),
-        _ => None,
-    });
-    match (uris.next(), uris.next()) {
-        (Some(uri), None) => Some(uri),
-        _ => None,
-    }
 }

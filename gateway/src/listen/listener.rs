@@ -380,7 +380,7 @@ async fn handshake(
         ),
         peer_identity: ssl
             .and_then(|s| s.peer_certificate_der())
-            .and_then(crate::pki::spiffe_id),
+            .and_then(weft_ca::tls::spiffe_uri),
         mesh_peer: false,
         original_dst,
         client,

@@ -64,25 +64,6 @@ fn chain_good(result: Result<ServerCertVerified, Error>) -> Result<(), Error> {
     }
 }
 
-/// The URI SANs of a certificate.
-fn uri_sans(der: &[u8]) -> Vec<String> {
-    use x509_parser::prelude::*;
-    let Ok((_, cert)) = X509Certificate::from_der(der) else {
-        return Vec::new();
-    };
-    let Ok(Some(san)) = cert.subject_alternative_name() else {
-        return Vec::new();
-    };
-    san.value
-        .general_names
-        .iter()
-        .filter_map(|n| match n {
-            GeneralName::URI(u) => Some(u.to_string()),
-            _ => None,
-        })
-        .collect()
-}
-
 impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
@@ -99,7 +80,7 @@ impl ServerCertVerifier for ServerVerifier {
         let names = match &self.expected {
             Expected::Spiffe(expected) => {
                 chain_good(verify(server_name))?;
-                let id = crate::pki::spiffe_id(end_entity)
+                let id = weft_ca::tls::spiffe_uri(end_entity)
                     .ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
                 if expected.is_empty() || expected.contains(&id) {
                     return Ok(ServerCertVerified::assertion());
@@ -125,7 +106,7 @@ impl ServerCertVerifier for ServerVerifier {
                 SubjectAltName::Uri(uri) => {
                     chain_good(verify(server_name))?;
                     if uris
-                        .get_or_insert_with(|| uri_sans(end_entity))
+                        .get_or_insert_with(|| weft_ca::tls::uri_sans(end_entity))
                         .contains(uri)
                     {
                         return Ok(ServerCertVerified::assertion());
