@@ -160,13 +160,11 @@ impl ProxyHttp for WeftProxy {
             .timeouts
             .request_ms
             .map(|ms| ctx.started + Duration::from_millis(ms));
-        // A tunnel outlives the request that opened it.
+        // A tunnel outlives the request that opened it, and its "body" is
+        // never replayed; other requests get the deadline, and keep their
+        // body for a retry (Pingora buffers a bounded amount).
         if !session.is_upgrade_req() {
             ctx.deadline = ctx.retry.deadline.map(Deadline::start);
-        }
-        // Keep the body for a retry (Pingora buffers a bounded amount); an
-        // upgrade's "body" is the tunnel, never replayed.
-        if !session.is_upgrade_req() {
             session.enable_retry_buffering();
         }
         ctx.backend = backend;

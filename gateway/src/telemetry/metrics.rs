@@ -14,19 +14,28 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 /// Distinct values a told label may take; more are recorded as `other`.
 const MAX_TOLD: usize = 1000;
 
 /// The values of one told label seen so far.
 #[derive(Default)]
-struct Told(Mutex<HashSet<String>>);
+struct Told(RwLock<HashSet<String>>);
 
 impl Told {
-    /// `value` if it is known or there is room for it, else `other`.
+    /// `value` if it is known or there is room for it, else `other`. A
+    /// known value (nearly every request's) takes only the read lock.
     fn admit<'a>(&self, value: &'a str) -> &'a str {
-        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(value)
+        {
+            return value;
+        }
+        let mut seen = self.0.write().unwrap_or_else(|p| p.into_inner());
         if seen.contains(value) {
             return value;
         }
@@ -44,6 +53,27 @@ struct Bounds {
     source_workload: Told,
     destination_workload: Told,
     destination_service: Told,
+}
+
+/// Workload, namespace and principal of one end of a request: this
+/// proxy's own when it reports as that end, else what the peer told (the
+/// workload bounded by `told`).
+fn end<'a>(
+    me: &'a Reporter,
+    mine: bool,
+    told: &Told,
+    workload: Option<&'a str>,
+    principal: Option<&'a str>,
+) -> [&'a str; 3] {
+    if mine {
+        return [&me.workload, &me.namespace, &me.principal];
+    }
+    let principal = principal.unwrap_or("unknown");
+    [
+        told.admit(workload.unwrap_or("unknown")),
+        namespace_of(principal),
+        principal,
+    ]
 }
 
 const LABELS: [&str; 11] = [
@@ -262,47 +292,30 @@ impl Metrics {
         };
         let security = if r.mutual_tls { "mutual_tls" } else { "none" };
         let me = &self.reporter;
-        let (source, destination) = (me.reporter == "source", me.reporter == "destination");
-        let source_principal = r.source_principal.unwrap_or("unknown");
-        let destination_principal = r.destination_principal.unwrap_or("unknown");
         let bounds = &self.bounds;
+        let [source_workload, source_namespace, source_principal] = end(
+            me,
+            me.reporter == "source",
+            &bounds.source_workload,
+            r.source_workload,
+            r.source_principal,
+        );
+        let [destination_workload, destination_namespace, destination_principal] = end(
+            me,
+            me.reporter == "destination",
+            &bounds.destination_workload,
+            r.destination_workload,
+            r.destination_principal,
+        );
         let labels = [
             me.reporter,
-            if source {
-                &me.workload
-            } else {
-                bounds
-                    .source_workload
-                    .admit(r.source_workload.unwrap_or("unknown"))
-            },
-            if source {
-                &me.namespace
-            } else {
-                namespace_of(source_principal)
-            },
-            if source {
-                &me.principal
-            } else {
-                source_principal
-            },
-            if destination {
-                &me.workload
-            } else {
-                bounds
-                    .destination_workload
-                    .admit(r.destination_workload.unwrap_or("unknown"))
-            },
-            if destination {
-                &me.namespace
-            } else {
-                namespace_of(destination_principal)
-            },
+            source_workload,
+            source_namespace,
+            source_principal,
+            destination_workload,
+            destination_namespace,
             bounds.destination_service.admit(r.destination_service),
-            if destination {
-                &me.principal
-            } else {
-                destination_principal
-            },
+            destination_principal,
             r.protocol,
             status,
             security,
