@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+pub use crate::policy::*;
+
 /// The whole configuration of one gateway: one snapshot, one version.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct GatewayConfig {
@@ -25,6 +27,9 @@ pub struct GatewayConfig {
     /// The bounds the proxy keeps under load.
     #[serde(default, skip_serializing_if = "Limits::is_default")]
     pub limits: Limits,
+    /// Access policies by name, for routes to refer to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub access: BTreeMap<String, Access>,
 }
 
 /// Bounds a proxy keeps under hostile load (a Gateway's annotations may
@@ -197,6 +202,9 @@ pub struct Route {
     /// (idempotent requests retried on reset and 503, twice at most).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// The entry of `GatewayConfig::access` a request must pass first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
 }
 
 /// When and how often a request is tried again on another endpoint. Every
@@ -248,6 +256,7 @@ impl Route {
             }],
             timeouts: Timeouts::default(),
             retry: None,
+            access: None,
         }
     }
 }
@@ -520,6 +529,10 @@ pub struct InboundPort {
     /// `appProtocol` of the Service ports that target it).
     #[serde(default, skip_serializing_if = "is_http1")]
     pub protocol: AppProtocol,
+    /// Who may call this port (the mesh's AuthorizationPolicies and the
+    /// namespace's default); everyone when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<Access>,
 }
 
 fn is_http1(p: &AppProtocol) -> bool {

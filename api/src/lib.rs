@@ -6,6 +6,7 @@
 
 mod error;
 mod ir;
+mod policy;
 mod scope;
 mod validate;
 pub mod wire;

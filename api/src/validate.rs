@@ -43,6 +43,11 @@ impl GatewayConfig {
                 }
             }
         }
+        for (name, access) in &self.access {
+            access
+                .validate()
+                .map_err(|e| ApiError::Invalid(format!("access {name}: {e}")))?;
+        }
         for (name, cluster) in &self.clusters {
             if cluster.endpoints.iter().any(|e| e.port() == 0) {
                 return invalid(format!("cluster {name} has an endpoint on port 0"));
@@ -72,6 +77,11 @@ impl GatewayConfig {
         let backend_filters = route.backends.iter().flat_map(|b| &b.filters);
         for filter in route.filters.iter().chain(backend_filters) {
             self.validate_filter(filter, prefix_match)?;
+        }
+        if let Some(a) = &route.access {
+            if !self.access.contains_key(a) {
+                return Err(format!("access policy {a} is not defined"));
+            }
         }
         for backend in &route.backends {
             if let BackendTarget::Cluster(c) = &backend.target {
@@ -134,7 +144,7 @@ fn check_regex(r: &str) -> Result<(), String> {
         .map_err(|e| format!("invalid regex {r:?}: {e}"))
 }
 
-fn http_header_name(name: &str) -> Result<(), String> {
+pub(crate) fn http_header_name(name: &str) -> Result<(), String> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
     if name.is_empty() || !name.chars().all(token) {
         return Err(format!("invalid header name {name:?}"));
@@ -173,6 +183,7 @@ mod tests {
             access_log: false,
             identity: None,
             limits: Default::default(),
+            access: Default::default(),
         }
     }
 

@@ -22,6 +22,7 @@ mod error;
 pub mod filters;
 pub mod listen;
 mod pki;
+pub mod policy;
 mod proxy;
 pub mod route;
 pub mod telemetry;

@@ -27,6 +27,7 @@
 //! (`crate::filters::grpc`).
 
 mod ctx;
+mod guard;
 mod steps;
 
 use crate::config::snapshot::Snapshot;
@@ -43,6 +44,7 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 pub use ctx::RequestCtx;
 use ctx::{incoming_traceparent, told};
+use guard::{admit, Admission};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
@@ -93,11 +95,7 @@ impl ProxyHttp for WeftProxy {
                 .map(|a| a.port())
         });
         let req = session.req_header();
-        let arrival = select::Arrival {
-            port,
-            sni: conn.and_then(|c| c.sni.as_deref()),
-            original_port: conn.and_then(|c| c.original_dst).map(|a| a.port()),
-        };
+        let arrival = arrival_of(port, conn);
         let mut decision = select::decide(&snapshot, arrival, req);
         if let (Decision::UnknownHost { host, .. }, Some(interest)) = (&decision, &self.interest) {
             if interest.discover(host, DISCOVERY_WAIT).await {
@@ -120,7 +118,7 @@ impl ProxyHttp for WeftProxy {
                 };
                 Some((addr, scheme))
             });
-        let (route, backend, cluster) = match decision {
+        let (mut route, mut backend, mut cluster) = match decision {
             Decision::Forward {
                 route,
                 backend,
@@ -144,6 +142,40 @@ impl ProxyHttp for WeftProxy {
                 return Ok(true);
             }
         };
+        // Nothing reaches a backend before the route's policy allows it.
+        if let Some(access) = route.access.clone() {
+            match admit(session, ctx, &self.metrics, &access).await? {
+                Admission::Answered => return Ok(true),
+                Admission::Allowed(false) => {}
+                Admission::Allowed(true) => {
+                    let conn = ConnInfo::of(session.digest());
+                    let arrival = arrival_of(port, conn);
+                    match select::decide(&snapshot, arrival, session.req_header()) {
+                        Decision::Forward {
+                            route: r,
+                            backend: b,
+                            cluster: c,
+                        } => {
+                            // Another policy on the new route decides too.
+                            if let Some(other) =
+                                r.access.clone().filter(|a| !Arc::ptr_eq(a, &access))
+                            {
+                                if let Admission::Answered =
+                                    admit(session, ctx, &self.metrics, &other).await?
+                                {
+                                    return Ok(true);
+                                }
+                            }
+                            (route, backend, cluster) = (r, b, c);
+                        }
+                        Decision::Respond(status, location) => {
+                            return respond(session, status, location).await
+                        }
+                        _ => return respond(session, 404, None).await,
+                    }
+                }
+            }
+        }
         let mirrored: Vec<_> = route
             .mirrors
             .iter()
@@ -507,6 +539,15 @@ impl ProxyHttp for WeftProxy {
                 self.metrics.reporter(),
             ));
         }
+    }
+}
+
+/// What the connection tells of where a request arrived.
+fn arrival_of(port: Option<u16>, conn: Option<&ConnInfo>) -> select::Arrival<'_> {
+    select::Arrival {
+        port,
+        sni: conn.and_then(|c| c.sni.as_deref()),
+        original_port: conn.and_then(|c| c.original_dst).map(|a| a.port()),
     }
 }
 

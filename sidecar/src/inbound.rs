@@ -1,6 +1,7 @@
 //! The inbound side. It is a gateway snapshot: for each application port,
 //! one HTTPS port with client authentication whose only route sends every
-//! request to the application. Each new certificate from the identity
+//! request (or mesh TCP connection) to the application, once the port's
+//! access policy (AuthorizationPolicies) has allowed the caller. Each new certificate from the identity
 //! manager becomes a new snapshot, swapped in with no dropped connection.
 
 use std::collections::BTreeMap;
@@ -22,6 +23,7 @@ pub struct Spec {
 pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
     let mut ports = Vec::new();
     let mut clusters = BTreeMap::new();
+    let mut access = BTreeMap::new();
     let cert = TlsCertificate {
         cert_chain_pem: svid.chain.concat(),
         key_pem: svid.key_pem.clone(),
@@ -31,7 +33,12 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         let mut app = Cluster::http1(vec![p.app]);
         app.protocol = p.protocol;
         clusters.insert(cluster.clone(), app);
-        let route = Route::to_cluster(cluster.clone(), HttpMatch::default(), cluster);
+        let mut route = Route::to_cluster(cluster.clone(), HttpMatch::default(), cluster.clone());
+        // Who may call this port: decided on the caller's verified identity.
+        if let Some(a) = &p.access {
+            access.insert(cluster.clone(), a.clone());
+            route.access = Some(cluster);
+        }
         ports.push(Port {
             addresses: vec![p.listen.ip()],
             port: p.listen.port(),
@@ -60,5 +67,6 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         access_log: spec.access_log,
         identity: None,
         limits: Default::default(),
+        access,
     }
 }

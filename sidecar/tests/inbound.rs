@@ -104,6 +104,7 @@ async fn start(
             listen,
             app: app(ip).await,
             protocol: Default::default(),
+            access: None,
         }],
         mode,
         access_log: false,

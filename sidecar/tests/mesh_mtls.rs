@@ -64,6 +64,7 @@ fn gateway_config(
         access_log: false,
         identity: None,
         limits: Default::default(),
+        access: Default::default(),
     }
 }
 
@@ -92,6 +93,7 @@ async fn gateway_to_sidecar_over_mutual_tls() {
             listen: sidecar,
             app: app_addr,
             protocol: Default::default(),
+            access: None,
         }],
         mode: MtlsMode::Strict,
         access_log: false,

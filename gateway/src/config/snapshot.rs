@@ -6,6 +6,7 @@ use crate::config::hosts::HostTable;
 use crate::config::matcher::{Matcher, Path};
 use crate::error::GatewayError;
 use crate::filters::cors::CompiledCors;
+use crate::policy::CompiledAccess;
 use crate::upstream::balancer::ClusterState;
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
@@ -55,6 +56,8 @@ pub struct CompiledRoute {
     pub mirrors: Vec<(Arc<ClusterState>, f64)>,
     /// The CORS filter, if the rule has one.
     pub cors: Option<CompiledCors>,
+    /// Who may use the route (`crate::policy`).
+    pub access: Option<Arc<CompiledAccess>>,
 }
 
 pub struct CompiledBackend {
@@ -79,6 +82,15 @@ impl Snapshot {
                 Ok((name.as_str(), Arc::new(state)))
             })
             .collect::<Result<_, GatewayError>>()?;
+        let access: HashMap<&str, Arc<CompiledAccess>> = config
+            .access
+            .iter()
+            .map(|(name, a)| {
+                let compiled = CompiledAccess::compile(name, a)
+                    .map_err(|e| GatewayError::Snapshot(format!("access {name}: {e}")))?;
+                Ok((name.as_str(), Arc::new(compiled)))
+            })
+            .collect::<Result<_, GatewayError>>()?;
         let mut ports = HashMap::new();
         for port in &config.ports {
             let mut listeners = Vec::new();
@@ -95,7 +107,7 @@ impl Snapshot {
                     .map(|v| {
                         v.routes
                             .iter()
-                            .map(|r| compile_route(r, &clusters).map(Arc::new))
+                            .map(|r| compile_route(r, &clusters, &access).map(Arc::new))
                             .collect()
                     })
                     .collect::<Result<Vec<Vec<_>>, _>>()?;
@@ -132,6 +144,7 @@ impl Snapshot {
 fn compile_route(
     r: &Route,
     clusters: &HashMap<&str, Arc<ClusterState>>,
+    access: &HashMap<&str, Arc<CompiledAccess>>,
 ) -> Result<CompiledRoute, GatewayError> {
     let backends: Vec<CompiledBackend> = r
         .backends
@@ -162,6 +175,8 @@ fn compile_route(
     Ok(CompiledRoute {
         mirrors,
         cors,
+        // `validate` saw that the name is defined.
+        access: r.access.as_deref().and_then(|a| access.get(a).cloned()),
         name: r.name.clone(),
         matcher: Matcher::compile(&r.matches)?,
         filters: r.filters.clone(),
@@ -302,6 +317,7 @@ mod tests {
             access_log: false,
             identity: None,
             limits: Default::default(),
+            access: Default::default(),
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];

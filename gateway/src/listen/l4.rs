@@ -12,10 +12,15 @@
 //! one a BackendTLSPolicy names, TLS checked as the policy says. A
 //! connection on which no byte has moved either way for the port's
 //! `l4_idle_seconds` (a peer that stops reading included) is closed.
+//!
+//! A route's access policy decides on the connection before any backend
+//! is dialled, on what a connection shows: the client's address and, over
+//! mutual TLS, its identity. A refused connection is closed at once.
 
 use crate::config::snapshot::{CompiledRoute, Snapshot};
 use crate::listen::hello::{read_sni, Replayed, HELLO_TIMEOUT};
 use crate::telemetry::Metrics;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,11 +44,15 @@ pub async fn serve(
         return;
     };
     let idle = Duration::from_secs(snapshot.config.limits.l4_idle_seconds);
+    let client = tcp.peer_addr().ok().map(|a| a.ip());
     match table.protocol {
         Protocol::Tcp => {
             let Some(route) = table.listeners.first().and_then(|l| l.first_route("")) else {
                 return;
             };
+            if !admitted(route, client, None, &metrics) {
+                return;
+            }
             forward(tcp, route, &metrics, false, idle).await;
         }
         Protocol::Tls => {
@@ -56,17 +65,31 @@ pub async fn serve(
             let Some(route) = listener.first_route(&sni) else {
                 return;
             };
-            let client = Replayed::new(hello, tcp);
+            let down = Replayed::new(hello, tcp);
             match (&listener.cert, terminate) {
                 (Some(_), Some(acceptor)) => {
                     let Ok(Ok(tls)) =
-                        tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(client)).await
+                        tokio::time::timeout(HELLO_TIMEOUT, acceptor.accept(down)).await
                     else {
                         return;
                     };
+                    let identity = tls
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(|c| weft_ca::tls::spiffe_uri(c.as_ref()));
+                    if !admitted(route, client, identity.as_deref(), &metrics) {
+                        return;
+                    }
                     forward(tls, route, &metrics, false, idle).await;
                 }
-                _ => forward(client, route, &metrics, false, idle).await,
+                _ => {
+                    if !admitted(route, client, None, &metrics) {
+                        return;
+                    }
+                    forward(down, route, &metrics, false, idle).await
+                }
             }
         }
         Protocol::Http | Protocol::Https => {}
@@ -75,8 +98,14 @@ pub async fn serve(
 
 /// Serves a whole connection a mesh peer opened over mutual TLS on a
 /// sidecar's inbound `port`: its bytes go to the port's application.
-pub async fn serve_mesh<S>(stream: S, port: u16, snapshot: Arc<Snapshot>, metrics: Arc<Metrics>)
-where
+/// `peer` is the client's address and verified identity.
+pub async fn serve_mesh<S>(
+    stream: S,
+    port: u16,
+    snapshot: Arc<Snapshot>,
+    metrics: Arc<Metrics>,
+    peer: (Option<IpAddr>, Option<&str>),
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let Some(route) = snapshot
@@ -87,8 +116,34 @@ where
     else {
         return;
     };
+    if !admitted(route, peer.0, peer.1, &metrics) {
+        return;
+    }
     let idle = Duration::from_secs(snapshot.config.limits.l4_idle_seconds);
     forward(stream, route, &metrics, true, idle).await;
+}
+
+/// Whether the route's access policy lets the connection through.
+fn admitted(
+    route: &CompiledRoute,
+    client: Option<IpAddr>,
+    identity: Option<&str>,
+    metrics: &Metrics,
+) -> bool {
+    let Some(access) = &route.access else {
+        return true;
+    };
+    match access.check_connection(client, identity) {
+        Ok(()) => {
+            metrics.policy_decision(&access.name, true, "allowed");
+            true
+        }
+        Err(d) => {
+            tracing::debug!(policy = %d.policy, reason = d.reason, ?identity, "connection refused");
+            metrics.policy_decision(&d.policy, false, d.reason);
+            false
+        }
+    }
 }
 
 /// Connects to an endpoint of one of the route's backends (another one if

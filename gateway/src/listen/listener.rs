@@ -298,7 +298,8 @@ async fn accept_loop<A: App>(
                 if info.mesh_peer && is_mesh_tcp(&inner) {
                     if let Some(snapshot) = serving.snapshot.load_full() {
                         let metrics = serving.metrics.clone();
-                        crate::listen::l4::serve_mesh(inner, port, snapshot, metrics).await;
+                        let peer = (info.client.map(|a| a.ip()), info.peer_identity.as_deref());
+                        crate::listen::l4::serve_mesh(inner, port, snapshot, metrics, peer).await;
                     }
                     return;
                 }

@@ -41,6 +41,10 @@ pub struct RequestCtx {
     pub(crate) mirror: Option<Copy>,
     /// `timeouts.request`, enforced on the whole exchange.
     pub(crate) deadline: Option<Deadline>,
+    /// The verified token's subject (`sub`), for the access log.
+    pub(crate) subject: Option<String>,
+    /// The authorization rule that allowed or refused the request.
+    pub(crate) policy_rule: Option<String>,
 }
 
 impl RequestCtx {
@@ -61,6 +65,8 @@ impl RequestCtx {
             edge: None,
             mirror: None,
             deadline: None,
+            subject: None,
+            policy_rule: None,
         }
     }
 
@@ -81,6 +87,8 @@ impl RequestCtx {
             },
             trace,
             request_id: &self.request_id,
+            subject: self.subject.as_deref(),
+            policy_rule: self.policy_rule.as_deref(),
         }
     }
 

@@ -153,6 +153,8 @@ pub struct Metrics {
     downstream_versions: IntCounterVec,
     /// Mirrored requests by outcome.
     mirrors: IntCounterVec,
+    /// Requests and connections an access policy decided on.
+    policy: IntCounterVec,
     bounds: Arc<Bounds>,
 }
 
@@ -233,10 +235,19 @@ impl Metrics {
             &["reporter", "result"],
         )
         .expect("valid metric");
+        let policy = IntCounterVec::new(
+            Opts::new(
+                "weft_policy_requests_total",
+                "Requests (and L4 connections) an access policy allowed or denied, by reason",
+            ),
+            &["reporter", "policy", "decision", "reason"],
+        )
+        .expect("valid metric");
         for m in [
             &requests,
             &downstream_versions,
             &mirrors,
+            &policy,
             &tcp_opened,
             &tcp_closed,
             &tcp_sent,
@@ -264,6 +275,7 @@ impl Metrics {
             tcp_received,
             downstream_versions,
             mirrors,
+            policy,
             bounds: Arc::default(),
         }
     }
@@ -279,6 +291,15 @@ impl Metrics {
             reporter,
             ..self.clone()
         }
+    }
+
+    /// One decision of an access policy (whose names come from the
+    /// config, so the series stay bounded).
+    pub fn policy_decision(&self, policy: &str, allowed: bool, reason: &str) {
+        let decision = if allowed { "allow" } else { "deny" };
+        self.policy
+            .with_label_values(&[self.reporter.reporter, policy, decision, reason])
+            .inc();
     }
 
     pub fn record(&self, r: &RequestRecord<'_>) {

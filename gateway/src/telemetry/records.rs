@@ -18,6 +18,10 @@ pub struct Hop<'a> {
     /// This hop of the request's trace.
     pub trace: Option<&'a TraceContext>,
     pub request_id: &'a str,
+    /// The verified token's subject.
+    pub subject: Option<&'a str>,
+    /// The access policy's rule that decided.
+    pub policy_rule: Option<&'a str>,
 }
 
 /// The span of a finished request.
@@ -81,6 +85,8 @@ pub fn access_line(session: &Session, hop: &Hop<'_>, status: u16, peer: Option<&
         "downstream_peer_principal": peer,
         "traceparent": hop.trace.map(TraceContext::header),
         "request_id": hop.request_id,
+        "subject": hop.subject,
+        "policy_rule": hop.policy_rule,
     })
     .to_string()
 }

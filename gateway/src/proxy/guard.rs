@@ -1,0 +1,91 @@
+//! The access step of `request_filter`: the route's policy
+//! (`crate::policy`) decides; a refused request is answered here (401 with
+//! `WWW-Authenticate`, 403, or 500 for a policy that could not be built;
+//! gRPC callers get the gRPC codes) and never reaches a backend; an allowed
+//! one is rewritten for the backend.
+
+use super::ctx::RequestCtx;
+use crate::listen::conn::ConnInfo;
+use crate::policy::{rewrite, CompiledAccess, Denied, Request};
+use crate::telemetry::Metrics;
+use pingora::http::ResponseHeader;
+use pingora::prelude::*;
+use pingora::proxy::Session;
+
+/// What the policy made of the request.
+pub(super) enum Admission {
+    /// Refused, and answered.
+    Answered,
+    /// Allowed; `true`: its route is to be chosen again (its claims are
+    /// now headers a route may match).
+    Allowed(bool),
+}
+
+pub(super) async fn admit(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    metrics: &Metrics,
+    access: &CompiledAccess,
+) -> Result<Admission> {
+    let conn = ConnInfo::of(session.digest());
+    let req = session.req_header();
+    let request = Request {
+        method: &req.method,
+        path: req.uri.path(),
+        query: req.uri.query(),
+        headers: &req.headers,
+        client: conn.and_then(|c| c.client).map(|a| a.ip()),
+        identity: conn.and_then(|c| c.peer_identity.as_deref()),
+    };
+    let allowed = match access.check(&request).await {
+        Ok(a) => a,
+        Err(denied) => {
+            metrics.policy_decision(&denied.policy, false, denied.reason);
+            ctx.policy_rule = denied.rule.clone();
+            refuse(session, &denied).await?;
+            return Ok(Admission::Answered);
+        }
+    };
+    let reason = match (&allowed.rule, &allowed.jwt) {
+        (Some(_), _) => "allowed_by_rule",
+        (None, Some(_)) if !access.has_authorization() => "authenticated",
+        (None, None) if !access.has_authorization() => "anonymous",
+        (None, _) => "allowed_by_default",
+    };
+    metrics.policy_decision(&access.name, true, reason);
+    ctx.subject = allowed
+        .jwt
+        .as_ref()
+        .and_then(|(_, v, _)| v.claims.get("sub"))
+        .and_then(|s| s.as_str())
+        .map(str::to_string);
+    ctx.policy_rule = allowed.rule.clone();
+    let recompute = rewrite::apply(access, &allowed, session.req_header_mut())?;
+    Ok(Admission::Allowed(recompute))
+}
+
+/// Answers a refused request.
+async fn refuse(session: &mut Session, denied: &Denied) -> Result<()> {
+    let status = denied.status;
+    let mut resp = if crate::filters::grpc::is_grpc(session.req_header()) {
+        crate::filters::grpc::error_response(status)?
+    } else {
+        let mut r = ResponseHeader::build(status, Some(3))?;
+        r.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        r
+    };
+    if status == 401 {
+        let host = crate::route::select::request_host(session.req_header());
+        let realm: String = host
+            .chars()
+            .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+            .collect();
+        let mut challenge = format!("Bearer realm=\"{realm}\"");
+        if denied.reason == "jwt_invalid" {
+            challenge.push_str(", error=\"invalid_token\"");
+        }
+        resp.insert_header(http::header::WWW_AUTHENTICATE, challenge)?;
+    }
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(())
+}
