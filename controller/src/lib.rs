@@ -8,6 +8,7 @@
 
 pub mod admin;
 mod error;
+pub mod policies;
 pub mod provider;
 pub mod resources;
 pub mod runtime;

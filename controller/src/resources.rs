@@ -1,6 +1,7 @@
 //! The resource kinds weft reads, and turning one manifest document into one
 //! typed object.
 
+use crate::policies::{AuthorizationPolicy, SecurityPolicy};
 use crate::workload::Workload;
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::httproutes::HttpRoute;
@@ -19,6 +20,8 @@ use std::fmt;
 use std::sync::Arc;
 
 pub const GATEWAY_GROUP: &str = "gateway.networking.k8s.io";
+/// The group of weft's own kinds.
+pub const WEFT_GROUP: &str = "weft.dev";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
@@ -37,6 +40,8 @@ pub enum Kind {
     Secret,
     ConfigMap,
     Workload,
+    SecurityPolicy,
+    AuthorizationPolicy,
 }
 
 impl Kind {
@@ -65,7 +70,11 @@ impl Kind {
                 Kind::BackendTlsPolicy
             }
             ("ReferenceGrant", _) if gateway_version => Kind::ReferenceGrant,
-            ("Workload", "weft.dev") if version == "v1alpha1" => Kind::Workload,
+            ("Workload", WEFT_GROUP) if version == "v1alpha1" => Kind::Workload,
+            ("SecurityPolicy", WEFT_GROUP) if version == "v1alpha1" => Kind::SecurityPolicy,
+            ("AuthorizationPolicy", WEFT_GROUP) if version == "v1alpha1" => {
+                Kind::AuthorizationPolicy
+            }
             _ => return None,
         })
     }
@@ -87,6 +96,8 @@ impl Kind {
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
             Kind::Workload => "Workload",
+            Kind::SecurityPolicy => "SecurityPolicy",
+            Kind::AuthorizationPolicy => "AuthorizationPolicy",
         }
     }
 
@@ -136,6 +147,8 @@ pub enum Object {
     Secret(Secret),
     ConfigMap(ConfigMap),
     Workload(Workload),
+    SecurityPolicy(SecurityPolicy),
+    AuthorizationPolicy(AuthorizationPolicy),
 }
 
 /// One object as read: shared, never copied, between the folder's cache of
@@ -235,6 +248,8 @@ fn typed(kind: Kind, doc: Value) -> Result<Object, serde_json::Error> {
         Kind::Secret => Object::Secret(from(doc)?),
         Kind::ConfigMap => Object::ConfigMap(from(doc)?),
         Kind::Workload => Object::Workload(from(doc)?),
+        Kind::SecurityPolicy => Object::SecurityPolicy(from(doc)?),
+        Kind::AuthorizationPolicy => Object::AuthorizationPolicy(from(doc)?),
     })
 }
 
@@ -256,6 +271,8 @@ impl Object {
             Object::Secret(o) => &mut o.metadata,
             Object::ConfigMap(o) => &mut o.metadata,
             Object::Workload(o) => &mut o.metadata,
+            Object::SecurityPolicy(o) => &mut o.metadata,
+            Object::AuthorizationPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -276,6 +293,8 @@ impl Object {
             Object::Secret(o) => &o.metadata,
             Object::ConfigMap(o) => &o.metadata,
             Object::Workload(o) => &o.metadata,
+            Object::SecurityPolicy(o) => &o.metadata,
+            Object::AuthorizationPolicy(o) => &o.metadata,
         }
     }
 }
@@ -307,6 +326,25 @@ mod tests {
     fn unknown_kinds_are_reported_not_parsed() {
         let doc = serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "x"}});
         assert!(matches!(parse(doc).unwrap(), Parsed::Unknown { .. }));
+    }
+
+    #[test]
+    fn reads_weft_policies_and_refuses_wrong_types() {
+        let doc = serde_json::json!({"apiVersion": "weft.dev/v1alpha1", "kind": "SecurityPolicy",
+            "metadata": {"name": "p"}, "spec": {"unknown": 1, "jwt": {"providers": [{"name": "idp",
+            "remoteJWKS": {"uri": "https://idp.example.com/jwks"}}]}}});
+        let Parsed::Object { key, doc } = parse(doc).unwrap() else {
+            panic!("not an object")
+        };
+        assert_eq!(key.kind, Kind::SecurityPolicy);
+        let Object::SecurityPolicy(p) = &doc.object else {
+            panic!("not a SecurityPolicy")
+        };
+        assert_eq!(p.spec.jwt.as_ref().unwrap().providers[0].name, "idp");
+        let doc = serde_json::json!({"apiVersion": "weft.dev/v1alpha1", "kind": "AuthorizationPolicy",
+            "metadata": {"name": "a"}, "spec": {"rules": "all"}});
+        let err = parse(doc).unwrap_err();
+        assert!(err.contains("AuthorizationPolicy default/a"), "{err}");
     }
 
     #[test]

@@ -273,17 +273,22 @@ pub fn port_protocol(
             _ => None,
         })
         .flat_map(|svc| svc.spec.iter().flat_map(|s| s.ports.iter().flatten()))
-        .find(|sp| match &sp.target_port {
-            None => sp.port == i32::from(port.container_port),
-            Some(IntOrString::Int(n)) => *n == i32::from(port.container_port),
-            Some(IntOrString::String(n)) => port.name.as_deref() == Some(n),
-        })
+        .find(|sp| targets(sp, port))
         .and_then(app_protocol)
         .unwrap_or_default()
 }
 
+/// Whether a Service port sends to a Workload's port.
+pub fn targets(sp: &ServicePort, port: &crate::workload::WorkloadPort) -> bool {
+    match &sp.target_port {
+        None => sp.port == i32::from(port.container_port),
+        Some(IntOrString::Int(n)) => *n == i32::from(port.container_port),
+        Some(IntOrString::String(n)) => port.name.as_deref() == Some(n),
+    }
+}
+
 /// Whether a Service's (non-empty) selector picks `w`.
-fn selects(svc: &Service, w: &crate::workload::Workload) -> bool {
+pub fn selects(svc: &Service, w: &crate::workload::Workload) -> bool {
     let Some(selector) = svc
         .spec
         .as_ref()

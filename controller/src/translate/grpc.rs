@@ -77,6 +77,7 @@ fn convert(
     let refs = refs.map(|b| (backend_ref!(b), b.weight, &b.filters));
     let backends = rules::backends(cx, refs, false, problems)?;
     Some(Rule {
+        name: rule.name.clone(),
         matches: out,
         filters,
         backends,

@@ -44,6 +44,7 @@ pub fn convert_route<'a>(
             0,
         );
         let rule = Rule {
+            name: None,
             matches: vec![(key, HttpMatch::default())],
             filters: vec![],
             backends,

@@ -70,6 +70,7 @@ pub fn sidecars(
                 listen: SocketAddr::new(w.address(), listen),
                 app: SocketAddr::new(w.address(), p.container_port),
                 protocol: backend::port_protocol(store, &key.namespace, w, p),
+                access: super::access::inbound(store, trust_domain, &key.namespace, w, p),
             })
             .collect();
         let identity = backend::workload_identity(trust_domain, &key.namespace, w);
@@ -105,6 +106,7 @@ pub fn sidecars(
             access_log: access_log(store, &key.namespace, w),
             identity: Some(identity.clone()),
             limits: Default::default(),
+            access: Default::default(),
         };
         let config = SidecarConfig {
             namespace: key.namespace.clone(),
@@ -336,6 +338,7 @@ fn virtual_hosts(
                                 backends: rule.backends.clone(),
                                 timeouts: rule.timeouts.clone(),
                                 retry: rule.retry.clone(),
+                                access: None,
                             },
                         ));
                     }

@@ -2,6 +2,7 @@
 //! reported about binding their addresses) to the IR of every Gateway and the
 //! status of every resource weft owns. No I/O, no clock.
 
+mod access;
 mod backend;
 pub mod conditions;
 mod frontend;
@@ -13,6 +14,7 @@ mod limits;
 mod listenerset;
 pub mod mesh;
 mod policy;
+mod program;
 mod refs;
 mod route;
 mod rules;
@@ -73,7 +75,15 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         cluster_domain: &opts.cluster_domain,
         bundle: &opts.trust_bundle,
     };
-    route::routes(store, &mut gateways, &mut clusters, &mut statuses, trust);
+    let mut resolver = access::Resolver::new(store, td);
+    route::routes(
+        store,
+        &mut gateways,
+        &mut clusters,
+        &mut statuses,
+        trust,
+        &mut resolver,
+    );
     let sidecars = mesh::sidecars(store, trust, &mut statuses);
     let mut out = BTreeMap::new();
     for gw in &gateways {
@@ -86,12 +96,13 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         statuses.insert(gw.key.clone(), status);
         listenerset::statuses(gw, accepted, &mut statuses);
         if gw.address_problem.is_none() && gw.parameters_problem.is_none() {
-            let mut config = ir(gw, &clusters);
+            let mut config = ir(gw, &clusters, &resolver.accesses);
             config.identity = Some(gateway_identity(td, &gw.key));
             out.insert(gw.key.clone(), config);
         }
     }
     policy::statuses(store, &policy::users(store, &gateways), &mut statuses);
+    resolver.statuses(&gateways, &mut statuses);
     Translation {
         gateways: out,
         sidecars,
@@ -109,10 +120,15 @@ pub fn gateway_identity(trust_domain: &str, gateway: &ObjKey) -> String {
 }
 
 /// The IR of one Gateway: its programmed listeners grouped by port, and the
-/// clusters its routes use.
-fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) -> GatewayConfig {
+/// clusters and access policies its routes use.
+fn ir(
+    gw: &gateway::GatewayCtx,
+    clusters: &BTreeMap<String, weft_api::Cluster>,
+    accesses: &BTreeMap<String, weft_api::Access>,
+) -> GatewayConfig {
     let mut ports: Vec<Port> = Vec::new();
     let mut used = BTreeSet::new();
+    let mut guards = BTreeSet::new();
     for l in &gw.listeners {
         let Some(protocol) = l.protocol else { continue };
         if !l.programmed() {
@@ -132,6 +148,7 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
             .collect::<Vec<_>>();
         for route in virtual_hosts.iter().flat_map(|v| &v.routes) {
             used.extend(route.clusters().map(str::to_string));
+            guards.extend(route.access.clone());
         }
         let listener = Listener {
             name: l.name.clone(),
@@ -172,6 +189,10 @@ fn ir(gw: &gateway::GatewayCtx, clusters: &BTreeMap<String, weft_api::Cluster>) 
             .collect(),
         access_log: gw.access_log,
         limits: gw.limits.clone(),
+        access: guards
+            .into_iter()
+            .filter_map(|a| accesses.get(&a).map(|v| (a, v.clone())))
+            .collect(),
         identity: None,
     }
 }

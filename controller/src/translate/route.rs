@@ -1,19 +1,21 @@
-//! Routes (HTTPRoute and GRPCRoute): attaching each parentRef to Gateway
-//! listeners, adding the route's rules to the listeners' virtual hosts, and
-//! the route's status.
+//! Routes (HTTPRoute and GRPCRoute, TLSRoute and TCPRoute): attaching each
+//! parentRef to Gateway listeners, and the route's status. `program` adds
+//! an attached route's rules to the listeners' virtual hosts.
 
+use super::access::Resolver;
 use super::backend::{backend_ref, Caller, RouteKind};
 use super::conditions::{Condition, Verdict};
 use super::gateway::{AllowedFrom, GatewayCtx, ListenerCtx};
 use super::hostname;
 use super::l4;
+use super::program::program;
 use super::rules::{self, Problems, Rule};
 use crate::resources::{Kind, ObjKey, Object, GATEWAY_GROUP};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
-use weft_api::{Cluster, Route};
+use weft_api::Cluster;
 
 /// A parentRef as every route kind spells it.
 pub struct ParentRef {
@@ -62,6 +64,7 @@ pub fn routes(
     clusters: &mut BTreeMap<String, Cluster>,
     statuses: &mut BTreeMap<ObjKey, Value>,
     trust: super::backend::Trust<'_>,
+    resolver: &mut Resolver<'_>,
 ) {
     let caller = Caller::Gateway(trust);
     let mut http_like = Vec::new();
@@ -97,7 +100,7 @@ pub fn routes(
             .filter(|(r, _)| *r == i)
             .map(|(_, p)| *p)
             .collect();
-        attach_all(store, gateways, statuses, route, &lost);
+        attach_all(store, gateways, statuses, route, &lost, resolver);
     }
     // TLSRoutes and TCPRoutes spell rules and backendRefs alike, as
     // distinct types.
@@ -132,7 +135,7 @@ pub fn routes(
                     converted,
                     problems,
                 };
-                attach_all(store, gateways, statuses, route, &[]);
+                attach_all(store, gateways, statuses, route, &[], resolver);
             }
         };
     }
@@ -223,6 +226,7 @@ fn attach_all(
     statuses: &mut BTreeMap<ObjKey, Value>,
     route: Attaching<'_>,
     lost: &[usize],
+    resolver: &mut Resolver<'_>,
 ) {
     let key = route.key;
     let g = route.generation;
@@ -253,7 +257,11 @@ fn attach_all(
                     listener
                         .attached
                         .insert((key.namespace.clone(), key.name.clone()));
-                    program(listener, &route);
+                    let access = |l: &ListenerCtx, rule: &Rule| {
+                        let rule_name = rule.name.as_deref();
+                        resolver.for_route(&gw.key, l, key, route.kind, rule_name)
+                    };
+                    program(listener, key, &route.hostnames, &route.converted, access);
                 }
             }
         }
@@ -341,32 +349,6 @@ fn attach(
         ));
     }
     Ok(matching)
-}
-
-/// Adds the route's rules to the listener's virtual hosts.
-fn program(listener: &mut ListenerCtx, route: &Attaching<'_>) {
-    if !listener.usable() {
-        return;
-    }
-    let key = route.key;
-    for host in hostname::effective(&route.hostnames, listener.hostname.as_deref()) {
-        let vhost = listener.vhosts.entry(host).or_default();
-        for (i, rule) in &route.converted {
-            for (j, (sort, m)) in rule.matches.iter().enumerate() {
-                vhost.push((
-                    sort.clone(),
-                    Route {
-                        name: format!("{}/{}/rule/{i}/match/{j}", key.namespace, key.name),
-                        matches: m.clone(),
-                        filters: rule.filters.clone(),
-                        backends: rule.backends.clone(),
-                        timeouts: rule.timeouts.clone(),
-                        retry: rule.retry.clone(),
-                    },
-                ));
-            }
-        }
-    }
 }
 
 /// The parentRef as the status spells it: as the route wrote it (a

@@ -37,6 +37,8 @@ pub type RouteOrder = (String, String, String);
 /// A rule converted: one IR match per HTTPRoute match, sharing the action.
 #[derive(Clone)]
 pub struct Rule {
+    /// The rule's `name`: a policy may target it (`sectionName`).
+    pub name: Option<String>,
     pub matches: Vec<(SortKey, HttpMatch)>,
     pub filters: Vec<HttpFilter>,
     pub backends: Vec<WeightedBackend>,
@@ -163,6 +165,7 @@ pub fn convert(
         }
     };
     Some(Rule {
+        name: rule.name.clone(),
         matches: out,
         filters: rule_filters,
         backends,
