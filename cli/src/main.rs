@@ -6,6 +6,7 @@ mod conformance;
 mod echo;
 mod fetch;
 mod grpc_echo;
+mod jwt;
 mod mesh;
 mod proxies;
 mod sidecar_process;
@@ -100,6 +101,11 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         status: u16,
     },
+    /// A small JWT issuer for demos and tests (keys, JWKS, tokens).
+    Jwt {
+        #[command(subcommand)]
+        command: JwtCommand,
+    },
     /// Translate a folder offline and print every status; fails if any
     /// resource is not accepted.
     Analyze { dir: PathBuf },
@@ -161,6 +167,72 @@ enum SidecarCommand {
         /// Run the rules with `iptables` instead of printing them.
         #[arg(long)]
         apply: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct KeyArgs {
+    /// The private key (PKCS#8 PEM); else the PEM in WEFT_JWT_KEY.
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// RS256, PS256, ES256, ES384, EdDSA, ...
+    #[arg(long, default_value = "ES256")]
+    alg: String,
+    /// The key's id (`kid`).
+    #[arg(long, default_value = "weft-demo")]
+    kid: String,
+}
+
+impl KeyArgs {
+    fn signer(&self) -> anyhow::Result<jwt::Signer> {
+        let pem = match &self.key {
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            None => std::env::var("WEFT_JWT_KEY")
+                .map_err(|_| anyhow::anyhow!("give --key or WEFT_JWT_KEY"))?,
+        };
+        jwt::Signer::from_pem(&pem, jwt::algorithm(&self.alg)?, &self.kid)
+    }
+}
+
+#[derive(Subcommand)]
+enum JwtCommand {
+    /// Print a new private key (PKCS#8 PEM).
+    Keygen {
+        #[arg(long, default_value = "ES256")]
+        alg: String,
+    },
+    /// Print the JWKS of a key's public half.
+    Jwks {
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Print a signed token.
+    Token {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long)]
+        iss: Option<String>,
+        #[arg(long)]
+        sub: Option<String>,
+        #[arg(long)]
+        aud: Option<String>,
+        /// More claims, name=value (a JSON value, else a string); repeatable.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u64,
+    },
+    /// Serve GET /jwks.json, and GET /token?sub=..&name=value.. (demo only:
+    /// anyone who reaches it gets tokens).
+    Serve {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long, default_value = "127.0.0.1:9800")]
+        listen: SocketAddr,
+        #[arg(long, default_value = "https://issuer.weft.dev")]
+        iss: String,
     },
 }
 
@@ -301,6 +373,7 @@ fn main() -> anyhow::Result<()> {
                     Ok(())
                 }
             }
+            Command::Jwt { command } => run_jwt(command).await,
             Command::Analyze { dir } => analyze::run(&dir),
             Command::Status { admin } => analyze::status(admin).await,
             Command::ConformanceReport => {
@@ -309,6 +382,33 @@ fn main() -> anyhow::Result<()> {
             }
         }
     })
+}
+
+async fn run_jwt(command: JwtCommand) -> anyhow::Result<()> {
+    match command {
+        JwtCommand::Keygen { alg } => print!("{}", jwt::keygen(jwt::algorithm(&alg)?)?),
+        JwtCommand::Jwks { key } => println!("{}", key.signer()?.jwks()),
+        JwtCommand::Token {
+            key,
+            iss,
+            sub,
+            aud,
+            claims,
+            ttl,
+        } => {
+            let mut c = jwt::claims(&claims)?;
+            for (name, v) in [("iss", iss), ("sub", sub), ("aud", aud)] {
+                if let Some(v) = v {
+                    c.insert(name.into(), serde_json::Value::String(v));
+                }
+            }
+            println!("{}", key.signer()?.token(c, ttl)?);
+        }
+        JwtCommand::Serve { key, listen, iss } => {
+            jwt::serve(listen, key.signer()?, iss, up::stopped()).await?
+        }
+    }
+    Ok(())
 }
 
 /// Runs each capture rule with `iptables`; stops at the first that fails.

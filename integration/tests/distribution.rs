@@ -47,6 +47,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
         access_log: false,
         identity: None,
         limits: Default::default(),
+        access: Default::default(),
     }
 }
 

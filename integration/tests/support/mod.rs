@@ -9,6 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod backends;
+pub mod jwt;
 pub mod pki;
 pub mod ws;
 
