@@ -209,3 +209,91 @@ spec:
         .cloned();
     assert_eq!(insecure.unwrap()["reason"], "ConfigurationChanged", "{gw}");
 }
+
+/// A SecurityPolicy deciding by the client certificate's SPIFFE ID: the
+/// identity it allows gets through, another identity from the same CA gets
+/// 403. (Under `AllowInsecureFallback` no certificate is trusted to name
+/// anyone, so such a port has no identities to allow.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_identities_are_authorized() {
+    let trusted = ca();
+    let server_ca = ca();
+    let server = issue(&server_ca, &["gw.example.com"], &[]);
+    let admin = issue(&trusted, &["client.example.com"], &[SPIFFE]);
+    let guest = issue(
+        &trusted,
+        &["client.example.com"],
+        &["spiffe://cluster.local/ns/default/sa/guest"],
+    );
+    let config = format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: client-ca}}
+data:
+  ca.crt: |
+{ca}---
+apiVersion: v1
+kind: Secret
+metadata: {{name: server}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{crt}  tls.key: |
+{key}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw}}
+spec:
+  gatewayClassName: weft
+  tls:
+    frontend:
+      default:
+        validation:
+          caCertificateRefs: [{{group: "", kind: ConfigMap, name: client-ca}}]
+  listeners:
+  - {{name: https, port: 9543, protocol: HTTPS, tls: {{certificateRefs: [{{name: server}}]}}}}
+---
+{v2}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: all}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules: [{{backendRefs: [{{name: v2, port: 80}}]}}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: SecurityPolicy
+metadata: {{name: admins-only}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, name: all}}]
+  authorization:
+    defaultAction: Deny
+    rules:
+    - {{name: admins, action: Allow, principal: {{spiffeIDs: ["spiffe://cluster.local/ns/default/sa/adm*"]}}}}
+"#,
+        ca = indent(&trusted.pem),
+        crt = indent(&server.0),
+        key = indent(&server.1),
+        v2 = echo("v2", IP, 9002),
+    );
+    let _weft = Weft::up(IP, &[("gw.yaml", &config)]);
+    let root = server_ca.pem.as_str();
+    eventually(
+        Duration::from_secs(20),
+        "the admin gets through",
+        || async {
+            get_with(9543, root, Some(&admin))
+                .await
+                .is_ok_and(|s| s.contains("200"))
+        },
+    )
+    .await;
+    let status = get_with(9543, root, Some(&guest)).await.unwrap();
+    assert!(status.contains("403"), "{status}");
+}
