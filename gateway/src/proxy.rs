@@ -144,6 +144,7 @@ impl ProxyHttp for WeftProxy {
         };
         // Nothing reaches a backend before the route's policy allows it.
         if let Some(access) = route.access.clone() {
+            ctx.route = Some(route.clone());
             match admit(session, ctx, &self.metrics, &access).await? {
                 Admission::Answered => return Ok(true),
                 Admission::Allowed(false) => {}

@@ -155,3 +155,70 @@ async fn the_quickstart_serves_and_reports() {
     weft.sigterm();
     assert!(weft.child.wait().unwrap().success());
 }
+
+/// The edge-auth example does what its README shows: 401 without a token,
+/// the API sees alice (and not her token), bob is refused `/admin`, a
+/// forged `x-user` is replaced, a tampered token is refused.
+#[tokio::test]
+async fn the_edge_auth_example_authenticates() {
+    let ip = "127.0.72.1";
+    let dir = example("edge-auth", &[("127.0.0.1", "127.0.72.2")]);
+    let _weft = Weft::start(dir.path(), ip);
+    let tokens = format!(
+        "{}/../examples/edge-auth/tokens",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let token = |name: &str| std::fs::read_to_string(format!("{tokens}/{name}")).unwrap();
+    let (alice, bob) = (token("alice"), token("bob"));
+    let c = client(&[]);
+    let call = |path: &str, token: Option<&str>, extra: Option<(&str, &str)>| {
+        let mut req = c
+            .get(format!("http://{ip}:8080{path}"))
+            .header("host", "api.example.com");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {}", t.trim()));
+        }
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let challenge = r
+                .headers()
+                .get("www-authenticate")
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = r.json::<serde_json::Value>().await.unwrap_or_default();
+            (status, challenge, body)
+        }
+    };
+    // The issuer may start after the gateway: its keys come when it does.
+    eventually(Duration::from_secs(30), "alice gets in", || async {
+        call("/orders", Some(&alice), None).await.0 == 200
+    })
+    .await;
+    let (status, challenge, _) = call("/orders", None, None).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge.as_deref(),
+        Some(r#"Bearer realm="api.example.com""#)
+    );
+    let (_, _, body) = call("/orders", Some(&alice), None).await;
+    assert_eq!(body["headers"]["X-User"][0], "alice", "{body}");
+    assert_eq!(body["headers"]["X-Groups"][0], "admin,staff", "{body}");
+    assert!(body["headers"].get("Authorization").is_none(), "{body}");
+    assert_eq!(call("/admin", Some(&bob), None).await.0, 403);
+    assert_eq!(call("/admin", Some(&alice), None).await.0, 200);
+    let (_, _, body) = call("/orders", Some(&bob), Some(("x-user", "alice"))).await;
+    assert_eq!(
+        body["headers"]["X-User"],
+        serde_json::json!(["bob"]),
+        "{body}"
+    );
+    let (status, challenge, _) = call("/orders", Some(&format!("{}x", bob.trim())), None).await;
+    assert_eq!(status, 401);
+    assert_eq!(
+        challenge.as_deref(),
+        Some(r#"Bearer realm="api.example.com", error="invalid_token""#)
+    );
+}

@@ -124,9 +124,11 @@ async fn only_allowed_callers_reach_a_service() {
     assert_eq!(page("shop.test").await, 200);
     // The intruder's page answers once its workload is up; its call is
     // refused by reviews' sidecar.
-    eventually(Duration::from_secs(30), "intruder's call is refused", || async {
-        page("intruder.test").await == 403
-    })
+    eventually(
+        Duration::from_secs(30),
+        "intruder's call is refused",
+        || async { page("intruder.test").await == 403 },
+    )
     .await;
 
     // The edge Gateway's own identity is not allowed either: over TCP its

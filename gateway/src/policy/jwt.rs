@@ -37,6 +37,13 @@ pub struct Verified {
     pub claims: Value,
 }
 
+impl Verified {
+    /// The token's subject (`sub`).
+    pub fn subject(&self) -> Option<String> {
+        self.claims.get("sub")?.as_str().map(str::to_string)
+    }
+}
+
 impl Provider {
     pub fn compile(config: &JwtProvider) -> Result<Provider, String> {
         let keys = match &config.keys {

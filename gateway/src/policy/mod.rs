@@ -58,6 +58,9 @@ pub struct Denied {
     pub reason: &'static str,
     pub policy: String,
     pub rule: Option<String>,
+    /// The subject (`sub`) of a token that passed before authorization
+    /// refused the request.
+    pub subject: Option<String>,
 }
 
 /// What the request shows, for `check`.
@@ -116,6 +119,7 @@ impl CompiledAccess {
             reason,
             policy: policy.to_string(),
             rule,
+            subject: None,
         };
         if self.invalid.is_some() {
             return Err(denied(500, "policy_invalid", &self.name, None));
@@ -162,7 +166,10 @@ impl CompiledAccess {
                 } else {
                     "denied_by_default"
                 };
-                return Err(denied(403, reason, &a.policy, d.rule));
+                return Err(Denied {
+                    subject: allowed.jwt.as_ref().and_then(|(_, v, _)| v.subject()),
+                    ..denied(403, reason, &a.policy, d.rule)
+                });
             }
             allowed.rule = d.rule.or(allowed.rule);
         }
@@ -185,6 +192,7 @@ impl CompiledAccess {
                 },
                 policy: self.name.clone(),
                 rule: None,
+                subject: None,
             });
         }
         let facts = Facts {
@@ -205,6 +213,7 @@ impl CompiledAccess {
                     },
                     policy: a.policy.clone(),
                     rule: d.rule,
+                    subject: None,
                 });
             }
         }

@@ -45,6 +45,8 @@ pub struct RequestCtx {
     pub(crate) subject: Option<String>,
     /// The authorization rule that allowed or refused the request.
     pub(crate) policy_rule: Option<String>,
+    /// Why the access policy allowed or refused it (the metrics' reason).
+    pub(crate) policy_decision: Option<&'static str>,
 }
 
 impl RequestCtx {
@@ -67,6 +69,7 @@ impl RequestCtx {
             deadline: None,
             subject: None,
             policy_rule: None,
+            policy_decision: None,
         }
     }
 
@@ -89,6 +92,7 @@ impl RequestCtx {
             request_id: &self.request_id,
             subject: self.subject.as_deref(),
             policy_rule: self.policy_rule.as_deref(),
+            policy_decision: self.policy_decision,
         }
     }
 

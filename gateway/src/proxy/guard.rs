@@ -41,7 +41,9 @@ pub(super) async fn admit(
         Ok(a) => a,
         Err(denied) => {
             metrics.policy_decision(&denied.policy, false, denied.reason);
+            ctx.policy_decision = Some(denied.reason);
             ctx.policy_rule = denied.rule.clone();
+            ctx.subject = denied.subject.clone();
             refuse(session, &denied).await?;
             return Ok(Admission::Answered);
         }
@@ -53,12 +55,8 @@ pub(super) async fn admit(
         (None, _) => "allowed_by_default",
     };
     metrics.policy_decision(&access.name, true, reason);
-    ctx.subject = allowed
-        .jwt
-        .as_ref()
-        .and_then(|(_, v, _)| v.claims.get("sub"))
-        .and_then(|s| s.as_str())
-        .map(str::to_string);
+    ctx.policy_decision = Some(reason);
+    ctx.subject = allowed.jwt.as_ref().and_then(|(_, v, _)| v.subject());
     ctx.policy_rule = allowed.rule.clone();
     let recompute = rewrite::apply(access, &allowed, session.req_header_mut())?;
     Ok(Admission::Allowed(recompute))

@@ -22,6 +22,8 @@ pub struct Hop<'a> {
     pub subject: Option<&'a str>,
     /// The access policy's rule that decided.
     pub policy_rule: Option<&'a str>,
+    /// Why the access policy decided as it did.
+    pub policy_decision: Option<&'static str>,
 }
 
 /// The span of a finished request.
@@ -87,6 +89,7 @@ pub fn access_line(session: &Session, hop: &Hop<'_>, status: u16, peer: Option<&
         "request_id": hop.request_id,
         "subject": hop.subject,
         "policy_rule": hop.policy_rule,
+        "policy_decision": hop.policy_decision,
     })
     .to_string()
 }
