@@ -56,21 +56,21 @@ fn config(uri: &str, port: u16) -> String {
     }
     // `orders`: GET for any token holder; POST needs scope write; the
     // `admin` rule of the route below needs group admin.
-    out.push_str(&format!(
+    out.push_str(
         r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
-metadata: {{name: shop}}
+metadata: {name: shop}
 spec:
-  parentRefs: [{{name: gw}}]
+  parentRefs: [{name: gw}]
   hostnames: [shop.test]
   rules:
   - name: admin
-    matches: [{{path: {{type: PathPrefix, value: /admin}}}}]
-    backendRefs: [{{name: api, port: 80}}]
-  - backendRefs: [{{name: api, port: 80}}]
-"#
-    ));
+    matches: [{path: {type: PathPrefix, value: /admin}}]
+    backendRefs: [{name: api, port: 80}]
+  - backendRefs: [{name: api, port: 80}]
+"#,
+    );
     let authz =
         |rules: &str| format!("  authorization:\n    defaultAction: Deny\n    rules:\n{rules}");
     out.push_str(&policy(
