@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jwt_check  # noqa: E402
 import mesh  # noqa: E402
 import peers  # noqa: E402
 import report  # noqa: E402
@@ -26,7 +27,8 @@ import routes  # noqa: E402
 import tls  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ("gateway-h1", "gateway-tls", "sidecar-pair", "route-scale", "route-propagation")
+SCENARIOS = ("gateway-h1", "gateway-tls", "gateway-jwt", "sidecar-pair", "route-scale",
+             "route-propagation")
 CONNECTIONS = 64
 
 
@@ -65,11 +67,14 @@ def bare_proxy(weft):
     return path if os.path.exists(path) else None
 
 
-def wrk(url, core, seconds, headers=()):
-    """Maximum throughput: (requests/s, requests)."""
+def wrk(url, core, seconds, headers=(), script=None):
+    """Maximum throughput: (requests/s, requests); `script` is a wrk Lua
+    script shaping each request."""
     argv = ["taskset", "-c", str(core), "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s"]
     for h in headers:
         argv += ["-H", h]
+    if script:
+        argv += ["-s", script]
     out = sh(argv + [url]).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     total = int(re.search(r"(\d+) requests in", out).group(1))
@@ -204,6 +209,8 @@ def main():
                 run["scenarios"][name] = tls.gateway_tls(procs, args, cores, wrk, oha, spread)
             elif name == "route-propagation":
                 run["scenarios"][name] = routes.route_propagation(procs, args, cores)
+            elif name == "gateway-jwt":
+                run["scenarios"][name] = jwt_check.gateway_jwt(procs, args, cores, wrk, oha, spread)
             elif name == "sidecar-pair":
                 run["scenarios"][name] = mesh.sidecar_pair(procs, args, cores, wrk, oha, spread)
             else:

@@ -4,6 +4,8 @@ top of RESULTS.md (newest first)."""
 import json
 import os
 
+import jwt_check
+
 HEADER = "# Benchmark results\n\nNewest first. `bench/run` writes these; see `bench/README.md`.\n"
 
 
@@ -180,6 +182,8 @@ def markdown(run):
         lines += gateway_table(s["gateway-h1"]) + [""]
     if "gateway-tls" in s:
         lines += tls_table(s["gateway-tls"]) + [""]
+    if "gateway-jwt" in s:
+        lines += jwt_check.table(s["gateway-jwt"], fmt) + [""]
     if "sidecar-pair" in s:
         lines += sidecar_table(s["sidecar-pair"]) + [""]
     if "route-scale" in s:

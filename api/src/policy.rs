@@ -100,7 +100,7 @@ pub enum Action {
 /// Rules in order, the first that matches decides; none: `default_action`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Authorization {
-    /// Names the policy in metrics and logs (`<namespace>/<name>`).
+    /// Names the policy in metrics and logs (`<Kind>/<namespace>/<name>`).
     pub policy: String,
     pub default_action: Action,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -223,6 +223,9 @@ enum JwtCommand {
         /// Lifetime in seconds.
         #[arg(long, default_value_t = 3600)]
         ttl: u64,
+        /// Print this many tokens, one per line, each with its own `jti`.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
     },
     /// Serve GET /jwks.json, and GET /token?sub=..&name=value.. (demo only:
     /// anyone who reaches it gets tokens).
@@ -395,6 +398,7 @@ async fn run_jwt(command: JwtCommand) -> anyhow::Result<()> {
             aud,
             claims,
             ttl,
+            count,
         } => {
             let mut c = jwt::claims(&claims)?;
             for (name, v) in [("iss", iss), ("sub", sub), ("aud", aud)] {
@@ -402,7 +406,15 @@ async fn run_jwt(command: JwtCommand) -> anyhow::Result<()> {
                     c.insert(name.into(), serde_json::Value::String(v));
                 }
             }
-            println!("{}", key.signer()?.token(c, ttl)?);
+            let signer = key.signer()?;
+            if count == 1 {
+                println!("{}", signer.token(c, ttl)?);
+            } else {
+                for i in 0..count {
+                    c.insert("jti".into(), serde_json::Value::String(format!("t{i}")));
+                    println!("{}", signer.token(c.clone(), ttl)?);
+                }
+            }
         }
         JwtCommand::Serve { key, listen, iss } => {
             jwt::serve(listen, key.signer()?, iss, up::stopped()).await?

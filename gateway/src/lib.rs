@@ -8,6 +8,8 @@
 //! - `config`: the snapshot compiled from the IR (hosts, matchers, clusters);
 //! - `filters`: header modifiers, redirects, rewrites, CORS, mirrors, and
 //!   the answers the gateway gives itself;
+//! - `policy`: who may use a route (JWT authentication, authorization),
+//!   compiled into the snapshot and checked before any backend;
 //! - `upstream`: balancing, connectors and verifiers, retries;
 //! - `telemetry`: metrics, traces, access logs;
 //!

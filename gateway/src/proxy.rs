@@ -6,8 +6,9 @@
 //!   400 for what cannot be), then routes: port → listener (by Host; by SNI
 //!   for TLS, with 421 when the two disagree) → virtual host → first
 //!   matching route. It answers on its own what needs no backend: 404 no
-//!   route, redirects, 500 for a rule whose backends are all invalid. It
-//!   starts the request's deadline and the copy for its mirrors.
+//!   route, redirects, 500 for a rule whose backends are all invalid; and
+//!   what the route's access policy refuses (`guard`). It starts the
+//!   request's deadline and the copy for its mirrors.
 //! - `request_body_filter` copies the body for the mirrors, and sends the
 //!   copies once it is whole.
 //! - `upstream_peer` picks an endpoint of the chosen backend's cluster; 503
@@ -44,7 +45,7 @@ use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 pub use ctx::RequestCtx;
 use ctx::{incoming_traceparent, told};
-use guard::{admit, Admission};
+use guard::Chosen;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
@@ -118,7 +119,7 @@ impl ProxyHttp for WeftProxy {
                 };
                 Some((addr, scheme))
             });
-        let (mut route, mut backend, mut cluster) = match decision {
+        let (route, backend, cluster) = match decision {
             Decision::Forward {
                 route,
                 backend,
@@ -143,40 +144,19 @@ impl ProxyHttp for WeftProxy {
             }
         };
         // Nothing reaches a backend before the route's policy allows it.
-        if let Some(access) = route.access.clone() {
-            ctx.route = Some(route.clone());
-            match admit(session, ctx, &self.metrics, &access).await? {
-                Admission::Answered => return Ok(true),
-                Admission::Allowed(false) => {}
-                Admission::Allowed(true) => {
-                    let conn = ConnInfo::of(session.digest());
-                    let arrival = arrival_of(port, conn);
-                    match select::decide(&snapshot, arrival, session.req_header()) {
-                        Decision::Forward {
-                            route: r,
-                            backend: b,
-                            cluster: c,
-                        } => {
-                            // Another policy on the new route decides too.
-                            if let Some(other) =
-                                r.access.clone().filter(|a| !Arc::ptr_eq(a, &access))
-                            {
-                                if let Admission::Answered =
-                                    admit(session, ctx, &self.metrics, &other).await?
-                                {
-                                    return Ok(true);
-                                }
-                            }
-                            (route, backend, cluster) = (r, b, c);
-                        }
-                        Decision::Respond(status, location) => {
-                            return respond(session, status, location).await
-                        }
-                        _ => return respond(session, 404, None).await,
-                    }
-                }
-            }
-        }
+        let chosen = Chosen {
+            route,
+            backend,
+            cluster,
+        };
+        let Chosen {
+            route,
+            backend,
+            cluster,
+        } = match guard::pass(session, ctx, &self.metrics, &snapshot, port, chosen).await? {
+            Some(chosen) => chosen,
+            None => return Ok(true),
+        };
         let mirrored: Vec<_> = route
             .mirrors
             .iter()
@@ -544,7 +524,7 @@ impl ProxyHttp for WeftProxy {
 }
 
 /// What the connection tells of where a request arrived.
-fn arrival_of(port: Option<u16>, conn: Option<&ConnInfo>) -> select::Arrival<'_> {
+pub(crate) fn arrival_of(port: Option<u16>, conn: Option<&ConnInfo>) -> select::Arrival<'_> {
     select::Arrival {
         port,
         sni: conn.and_then(|c| c.sni.as_deref()),

@@ -1,6 +1,7 @@
 //! The benchmark harness, run for a second so it cannot rot: one round of
-//! the gateway scenarios, plain and TLS (weft against a direct connection),
-//! writes its JSON and its tables. It asserts that the harness works, never how fast.
+//! the gateway scenarios (plain and TLS, weft against a direct connection;
+//! and with a JWT check) writes its JSON and its tables. It asserts that
+//! the harness works, never how fast.
 
 mod support;
 use support::WEFT;
@@ -36,7 +37,7 @@ fn the_harness_runs_one_short_round() {
             "--out",
         ])
         .arg(out.path())
-        .args(["gateway-h1", "gateway-tls"])
+        .args(["gateway-h1", "gateway-tls", "gateway-jwt"])
         .output()
         .unwrap();
     assert!(
@@ -67,6 +68,13 @@ fn the_harness_runs_one_short_round() {
                 "{figure}: {json:#}"
             );
         }
+    }
+    let jwt = &json["scenarios"]["gateway-jwt"]["hosts"];
+    for host in ["plain", "rs256", "es256"] {
+        assert!(
+            jwt[host]["max_rps"]["median"].as_f64().unwrap() > 0.0,
+            "{host}: {json:#}"
+        );
     }
     let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
     assert!(md.contains("| weft |"), "{md}");

@@ -71,6 +71,33 @@ spec:
   - backendRefs: [{name: api, port: 80}]
 "#,
     );
+    // `tier`: the claim `tier` chooses the rule, once it is a header.
+    out.push_str(
+        r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: tier}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [tier.test]
+  rules:
+  - matches: [{headers: [{name: x-tier, value: gold}]}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-rule, value: gold}]}
+    backendRefs: [{name: api, port: 80}]
+  - backendRefs: [{name: api, port: 80}]
+"#,
+    );
+    out.push_str(&policy(
+        "tier",
+        &on_route("tier"),
+        &provider(uri, "      recomputeRoute: true\n").replace(
+            "{header: x-org, claim: org.id}",
+            "{header: x-org, claim: org.id}, {header: x-tier, claim: tier}",
+        ),
+        "",
+    ));
     let authz =
         |rules: &str| format!("  authorization:\n    defaultAction: Deny\n    rules:\n{rules}");
     out.push_str(&policy(
@@ -355,6 +382,33 @@ async fn claims_tokens_and_authorization_at_the_gateway() {
     assert_eq!(status, 200);
     assert!(got.starts_with("get /q?a=1 http/1.1"), "{got}");
 
+    // recomputeRoute: the claim written as a header chooses the rule.
+    let gold = token(&key, "gina", json!({"tier": "gold"}));
+    let (status, got) = send(
+        &c,
+        &seen,
+        get.clone(),
+        "/",
+        "tier.test",
+        &[("authorization", &bearer(&gold))],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(got.contains("x-rule: gold\r\n"), "{got}");
+    let (_, got) = send(
+        &c,
+        &seen,
+        get.clone(),
+        "/",
+        "tier.test",
+        &[("authorization", &bearer(&bob)), ("x-tier", "gold")],
+    )
+    .await;
+    assert!(
+        !got.contains("x-rule"),
+        "a client's own x-tier chose the rule: {got}"
+    );
+
     // gRPC callers get gRPC codes.
     let grpc = [("content-type", "application/grpc")];
     let r = c
@@ -380,7 +434,7 @@ async fn claims_tokens_and_authorization_at_the_gateway() {
     let metrics = text_of(&format!("{admin}/metrics")).await;
     for needle in [
         r#"decision="deny",policy="SecurityPolicy/default/everywhere",reason="jwt_missing""#,
-        r#"decision="deny",policy="default/shop-admin",reason="denied_by_default""#,
+        r#"decision="deny",policy="SecurityPolicy/default/shop-admin",reason="denied_by_default""#,
         r#"decision="allow",policy="SecurityPolicy/default/orders",reason="allowed_by_rule""#,
         r#"decision="deny",policy="SecurityPolicy/default/opt",reason="jwt_invalid""#,
     ] {

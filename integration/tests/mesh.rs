@@ -116,9 +116,11 @@ async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
     // policy refuses productpage, live.
     let metrics = text_of("http://127.0.112.3:15020/metrics").await;
     assert!(
-        metrics.lines().any(|l| l.starts_with("weft_policy_requests_total{")
-            && l.contains(r#"decision="allow""#)
-            && l.contains(r#"reason="allowed_by_rule""#)),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weft_policy_requests_total{")
+                && l.contains(r#"decision="allow""#)
+                && l.contains(r#"reason="allowed_by_rule""#)),
         "{metrics}"
     );
     let policy = std::fs::read_to_string(dir.path().join("authorization.yaml")).unwrap();
@@ -126,10 +128,14 @@ async fn bookinfo_runs_over_mutual_tls_with_gamma_weights() {
         "authorization.yaml",
         &policy.replace("name: productpage}", "name: details}"),
     );
-    eventually(Duration::from_secs(20), "reviews refuses productpage", || async {
-        let (status, body) = get(&c, &url, "bookinfo.example.com").await;
-        status == 200 && body["calls"][1]["status"] == 403
-    })
+    eventually(
+        Duration::from_secs(20),
+        "reviews refuses productpage",
+        || async {
+            let (status, body) = get(&c, &url, "bookinfo.example.com").await;
+            status == 200 && body["calls"][1]["status"] == 403
+        },
+    )
     .await;
 
     weft.sigterm();

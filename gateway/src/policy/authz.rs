@@ -207,7 +207,7 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
 }
 
 fn jwt_matches(want: &weft_api::JwtPrincipal, jwt: &Verified) -> bool {
-    if want.provider.as_ref().is_some_and(|p| *p != jwt.provider) {
+    if want.provider.as_ref().is_some_and(|p| **p != *jwt.provider) {
         return false;
     }
     if !want.claims.iter().all(|c| claim_matches(c, &jwt.claims)) {
@@ -319,7 +319,7 @@ mod tests {
         let get = http::Method::GET;
         let token = |claims: serde_json::Value| Verified {
             provider: "idp".into(),
-            claims,
+            claims: std::sync::Arc::new(claims),
         };
         let ok = token(serde_json::json!({"groups": ["x", "admin"], "scope": "read write"}));
         assert!(a.decide(&facts(&get, "/", &h, Some(&ok))).allow);

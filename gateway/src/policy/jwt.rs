@@ -7,6 +7,7 @@
 //! `iss` equal to the provider's issuer; `aud` holding one of its
 //! audiences; and every registered claim of its JSON type.
 
+use super::cache::TokenCache;
 use super::keys::KeySet;
 use super::remote::RemoteKeys;
 use jsonwebtoken::{Algorithm, Validation};
@@ -28,13 +29,15 @@ pub enum Keys {
 pub struct Provider {
     pub config: JwtProvider,
     pub keys: Keys,
+    /// Tokens this provider has verified (`super::cache`).
+    cache: TokenCache,
 }
 
 /// A token that passed: who accepted it, and its claims.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Verified {
-    pub provider: String,
-    pub claims: Value,
+    pub provider: Arc<str>,
+    pub claims: Arc<Value>,
 }
 
 impl Verified {
@@ -61,6 +64,7 @@ impl Provider {
         Ok(Provider {
             config: config.clone(),
             keys,
+            cache: TokenCache::default(),
         })
     }
 
@@ -68,6 +72,14 @@ impl Provider {
     pub async fn verify(&self, token: &str) -> Result<Verified, String> {
         if token.len() > MAX_TOKEN {
             return Err("token too long".into());
+        }
+        let now = jsonwebtoken::get_current_timestamp();
+        let current = match &self.keys {
+            Keys::Local(k) => Some(k.clone()),
+            Keys::Remote(r) => r.current(),
+        };
+        if let Some(hit) = current.as_ref().and_then(|k| self.cache.get(token, k, now)) {
+            return Ok(hit);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| format!("header: {e}"))?;
         let kid = header.kid.as_deref();
@@ -87,10 +99,18 @@ impl Provider {
             match jsonwebtoken::decode::<Value>(token, &key.decoding, &validation(header.alg)) {
                 Ok(data) => {
                     self.check_claims(&data.claims)?;
-                    return Ok(Verified {
-                        provider: self.config.name.clone(),
-                        claims: data.claims,
-                    });
+                    let exp = data
+                        .claims
+                        .get("exp")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0);
+                    let verified = Verified {
+                        provider: self.config.name.as_str().into(),
+                        claims: Arc::new(data.claims),
+                    };
+                    let until = (exp.max(0.0) as u64).saturating_add(LEEWAY_SECONDS);
+                    self.cache.put(token, &keys, until, &verified, now);
+                    return Ok(verified);
                 }
                 Err(e) => last = e.to_string(),
             }

@@ -6,7 +6,8 @@
 //!
 //! - `jwt`: the request's token, found where a provider looks
 //!   (`jwt::extract`), must pass one provider (`jwt::Provider::verify`);
-//!   keys are local or fetched off the request path (`remote`);
+//!   keys are local or fetched off the request path (`remote`); a token
+//!   seen before with the same keys is not verified again (`cache`);
 //! - `authz`: then each authorization decides on the request, its client
 //!   and its token;
 //! - `rewrite`: an allowed request gets its claims as headers (the client's
@@ -16,6 +17,7 @@
 //! ([`CompiledAccess::check_connection`]).
 
 pub mod authz;
+pub mod cache;
 pub mod jwt;
 pub mod keys;
 pub mod remote;

@@ -197,3 +197,73 @@ async fn fetch(client: &reqwest::Client, uri: &str) -> Result<KeySet, String> {
     }
     KeySet::parse(&body, false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const JWKS: &str = r#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k","x":"eCzVxutklAgvv0ro_dXIPs6Beto8s1qaEh3zn_UCQxo","y":"asYIyad8ZCBwjamON5iuPlwh0UBYWBrj3ZJw0YOtp2k"}]}"#;
+
+    /// A JWKS server on loopback: the document while `up`, else 500.
+    async fn server(up: Arc<AtomicBool>, hits: Arc<AtomicUsize>) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                hits.fetch_add(1, Ordering::SeqCst);
+                let answer = if up.load(Ordering::SeqCst) {
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{JWKS}",
+                        JWKS.len()
+                    )
+                } else {
+                    "HTTP/1.1 500 Oops\r\ncontent-length: 0\r\nconnection: close\r\n\r\n".into()
+                };
+                let _ = s.write_all(answer.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/jwks.json")
+    }
+
+    async fn until(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{what}: not within 5 s");
+    }
+
+    #[tokio::test]
+    async fn failed_fetches_keep_the_last_good_keys() {
+        let (up, hits) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let uri = server(up.clone(), hits.clone()).await;
+        let keys = RemoteKeys::get(&uri, &[], Duration::from_secs(1)).unwrap();
+        until("the first fetch", || keys.current().is_some()).await;
+        up.store(false, Ordering::SeqCst);
+        let before = hits.load(Ordering::SeqCst);
+        // The refresh a cache period later fails, and so does its retry.
+        until("two failed refreshes", || {
+            hits.load(Ordering::SeqCst) >= before + 2
+        })
+        .await;
+        assert!(keys.current().is_some_and(|k| k.knows("k")));
+        // The same source gets the same fetcher; a dropped one stops.
+        let again = RemoteKeys::get(&uri, &[], Duration::from_secs(1)).unwrap();
+        assert!(Arc::ptr_eq(&keys, &again));
+    }
+}

@@ -5,15 +5,75 @@
 //! one is rewritten for the backend.
 
 use super::ctx::RequestCtx;
+use crate::config::snapshot::{CompiledRoute, Snapshot};
 use crate::listen::conn::ConnInfo;
 use crate::policy::{rewrite, CompiledAccess, Denied, Request};
+use crate::route::select::{self, Decision};
 use crate::telemetry::Metrics;
+use crate::upstream::balancer::ClusterState;
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::Session;
+use std::sync::Arc;
+
+/// Where a request is going: its route, the backend picked, its cluster.
+pub(crate) struct Chosen {
+    pub route: Arc<CompiledRoute>,
+    pub backend: usize,
+    pub cluster: Arc<ClusterState>,
+}
+
+/// The route's policy decides on the request. `None`: refused and
+/// answered. A policy that writes claims as headers with
+/// `recomputeRoute` has the route chosen again, once; another policy on
+/// the new route decides too.
+pub(super) async fn pass(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    metrics: &Metrics,
+    snapshot: &Snapshot,
+    port: Option<u16>,
+    chosen: Chosen,
+) -> Result<Option<Chosen>> {
+    let Some(access) = chosen.route.access.clone() else {
+        return Ok(Some(chosen));
+    };
+    ctx.route = Some(chosen.route.clone());
+    match admit(session, ctx, metrics, &access).await? {
+        Admission::Answered => return Ok(None),
+        Admission::Allowed(false) => return Ok(Some(chosen)),
+        Admission::Allowed(true) => {}
+    }
+    let arrival = super::arrival_of(port, ConnInfo::of(session.digest()));
+    let (route, backend, cluster) = match select::decide(snapshot, arrival, session.req_header()) {
+        Decision::Forward {
+            route,
+            backend,
+            cluster,
+        } => (route, backend, cluster),
+        Decision::Respond(status, location) => {
+            super::steps::respond(session, status, location).await?;
+            return Ok(None);
+        }
+        _ => {
+            super::steps::respond(session, 404, None).await?;
+            return Ok(None);
+        }
+    };
+    if let Some(other) = route.access.clone().filter(|a| !Arc::ptr_eq(a, &access)) {
+        if let Admission::Answered = admit(session, ctx, metrics, &other).await? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(Chosen {
+        route,
+        backend,
+        cluster,
+    }))
+}
 
 /// What the policy made of the request.
-pub(super) enum Admission {
+enum Admission {
     /// Refused, and answered.
     Answered,
     /// Allowed; `true`: its route is to be chosen again (its claims are
@@ -21,7 +81,7 @@ pub(super) enum Admission {
     Allowed(bool),
 }
 
-pub(super) async fn admit(
+async fn admit(
     session: &mut Session,
     ctx: &mut RequestCtx,
     metrics: &Metrics,

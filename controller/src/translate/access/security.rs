@@ -65,7 +65,7 @@ fn authorization(
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Authorization {
-        policy: format!("{}/{}", key.namespace, key.name),
+        policy: format!("SecurityPolicy/{}/{}", key.namespace, key.name),
         default_action: spec.default_action.map_or(Action::Deny, action),
         rules,
     })
