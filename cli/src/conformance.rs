@@ -59,6 +59,14 @@ const TESTS: &[(&str, &str)] = &[
         include_str!("../../integration/tests/hostile.rs"),
     ),
     (
+        "integration/tests/jwt_policies.rs",
+        include_str!("../../integration/tests/jwt_policies.rs"),
+    ),
+    (
+        "integration/tests/jwt_tokens.rs",
+        include_str!("../../integration/tests/jwt_tokens.rs"),
+    ),
+    (
         "integration/tests/l4.rs",
         include_str!("../../integration/tests/l4.rs"),
     ),
@@ -69,6 +77,10 @@ const TESTS: &[(&str, &str)] = &[
     (
         "integration/tests/mesh.rs",
         include_str!("../../integration/tests/mesh.rs"),
+    ),
+    (
+        "integration/tests/mesh_authz.rs",
+        include_str!("../../integration/tests/mesh_authz.rs"),
     ),
     (
         "integration/tests/mesh_h2.rs",
