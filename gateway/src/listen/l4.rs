@@ -14,8 +14,9 @@
 //! `l4_idle_seconds` (a peer that stops reading included) is closed.
 //!
 //! A route's access policy decides on the connection before any backend
-//! is dialled, on what a connection shows: the client's address and, over
-//! mutual TLS, its identity. A refused connection is closed at once.
+//! is dialled, on what a connection shows: the client's address and, for
+//! a mesh peer's connection to a sidecar, its verified identity. A refused
+//! connection is closed at once.
 
 use crate::config::snapshot::{CompiledRoute, Snapshot};
 use crate::listen::hello::{read_sni, Replayed, HELLO_TIMEOUT};
@@ -73,13 +74,9 @@ pub async fn serve(
                     else {
                         return;
                     };
-                    let identity = tls
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|c| c.first())
-                        .and_then(|c| weft_ca::tls::spiffe_uri(c.as_ref()));
-                    if !admitted(route, client, identity.as_deref(), &metrics) {
+                    // TLS listeners ask for no client certificate: the
+                    // client has no identity to decide on.
+                    if !admitted(route, client, None, &metrics) {
                         return;
                     }
                     forward(tls, route, &metrics, false, idle).await;
