@@ -329,3 +329,74 @@ fn rand_suffix() -> u64 {
         .unwrap()
         .subsec_nanos() as u64
 }
+
+/// An `https` JWKS is trusted only through the CA the policy names: keys
+/// from a server whose certificate that CA issued are used; from a server
+/// with a certificate of another CA, never (every token 401).
+#[tokio::test]
+async fn an_https_jwks_is_checked_against_the_named_ca() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ip = "127.0.91.4";
+    let (port, _) = recorder(ip).await;
+    let key = signer("ES256", "k");
+    let doc = jwks(&[&key]);
+    let (trusted, other) = (support::pki::ca(), support::pki::ca());
+    // Two HTTPS JWKS servers, the same keys, certificates of two CAs.
+    let mut uris = Vec::new();
+    for ca in [&trusted, &other] {
+        let pem = support::pki::issue(ca, &[ip], &[]);
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+            support::pki::server_config(&pem, None),
+        ));
+        let l = tokio::net::TcpListener::bind(format!("{ip}:0"))
+            .await
+            .unwrap();
+        uris.push(format!("https://{}/jwks.json", l.local_addr().unwrap()));
+        let doc = doc.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = l.accept().await {
+                let (acceptor, doc) = (acceptor.clone(), doc.clone());
+                tokio::spawn(async move {
+                    let Ok(mut s) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                        doc.len()
+                    );
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+    }
+    let gw = gateway("  listeners:\n  - {name: http, port: 8080, protocol: HTTP}\n");
+    let mut config = format!(
+        "{gw}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: idp-ca}}\ndata:\n  ca.crt: |\n{}",
+        support::pki::indent(&trusted.pem)
+    );
+    for (name, uri) in [("good", &uris[0]), ("bad", &uris[1])] {
+        let provider = remote(name, uri).replace(
+            "cacheDuration: 300s}",
+            "cacheDuration: 300s, caCertificateRefs: [{group: \"\", kind: ConfigMap, name: idp-ca}]}",
+        );
+        config.push_str(&format!(
+            "---\n{}---\n{}",
+            slice_service(name, ip, port, None),
+            protected(&format!("{name}.test"), name, &provider)
+        ));
+    }
+    let _weft = Weft::up(ip, &[("all.yaml", &config)]);
+    let c = client(&[]);
+    until_protected(&c, ip, "bad.test").await;
+    let t = token(&key, "a", json!({}));
+    eventually(
+        Duration::from_secs(20),
+        "keys from the trusted server",
+        || async { call(&c, ip, "good.test", Some(&t)).await.0 == 200 },
+    )
+    .await;
+    assert_eq!(call(&c, ip, "bad.test", Some(&t)).await.0, 401);
+}
