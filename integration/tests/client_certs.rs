@@ -74,6 +74,27 @@ async fn get_response(
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// The GatewayClass, the client CA's ConfigMap `client-ca` and the
+/// server's certificate Secret `server`.
+fn common(client_ca: &support::pki::Ca, server: &(String, String)) -> String {
+    format!(
+        r#"apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: client-ca}}
+data:
+  ca.crt: |
+{ca}---
+{secret}"#,
+        ca = indent(&client_ca.pem),
+        secret = support::pki::tls_secret("server", server),
+    )
+}
+
 /// Conformance: GatewayFrontendClientCertificateValidation,
 /// Conformance: GatewayFrontendClientCertificateValidationInsecureFallback
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,25 +107,7 @@ async fn client_certificates_are_validated() {
     let good = issue(&trusted, &["client.example.com"], &[SPIFFE]);
     let bad = issue(&other, &["client.example.com"], &[]);
     let config = format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: client-ca}}
-data:
-  ca.crt: |
-{ca}---
-apiVersion: v1
-kind: Secret
-metadata: {{name: server}}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-{crt}  tls.key: |
-{key}---
+        r#"{head}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gw}}
@@ -139,9 +142,7 @@ spec:
   parentRefs: [{{name: gw}}]
   rules: [{{backendRefs: [{{name: v1, port: 80}}]}}]
 "#,
-        ca = indent(&trusted.pem),
-        crt = indent(&server.0),
-        key = indent(&server.1),
+        head = common(&trusted, &server),
         v1 = echo("v1", IP, 9001),
     );
     let weft = Weft::up(IP, &[("gw.yaml", &config)]);
@@ -226,25 +227,7 @@ async fn client_identities_are_authorized() {
         &["spiffe://cluster.local/ns/default/sa/guest"],
     );
     let config = format!(
-        r#"apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {{name: client-ca}}
-data:
-  ca.crt: |
-{ca}---
-apiVersion: v1
-kind: Secret
-metadata: {{name: server}}
-type: kubernetes.io/tls
-stringData:
-  tls.crt: |
-{crt}  tls.key: |
-{key}---
+        r#"{head}---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: gw}}
@@ -277,9 +260,7 @@ spec:
     rules:
     - {{name: admins, action: Allow, principal: {{spiffeIDs: ["spiffe://cluster.local/ns/default/sa/adm*"]}}}}
 "#,
-        ca = indent(&trusted.pem),
-        crt = indent(&server.0),
-        key = indent(&server.1),
+        head = common(&trusted, &server),
         v2 = echo("v2", IP, 9002),
     );
     let _weft = Weft::up(IP, &[("gw.yaml", &config)]);
