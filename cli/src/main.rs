@@ -106,6 +106,8 @@ enum Command {
         #[command(subcommand)]
         command: JwtCommand,
     },
+    /// Print the CustomResourceDefinitions of weft's policy kinds (YAML).
+    Crds,
     /// Translate a folder offline and print every status; fails if any
     /// resource is not accepted.
     Analyze { dir: PathBuf },
@@ -377,6 +379,10 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::Jwt { command } => run_jwt(command).await,
+            Command::Crds => {
+                print!("{}", weft_controller::crds::yaml());
+                Ok(())
+            }
             Command::Analyze { dir } => analyze::run(&dir),
             Command::Status { admin } => analyze::status(admin).await,
             Command::ConformanceReport => {

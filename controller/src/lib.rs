@@ -7,6 +7,7 @@
 //! It never links Pingora: proxies learn everything through `weft-api`.
 
 pub mod admin;
+pub mod crds;
 mod error;
 pub mod policies;
 pub mod provider;

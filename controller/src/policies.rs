@@ -4,11 +4,13 @@
 //! (the GEP-3779 shape with paths and methods). Only their shape lives
 //! here; `crate::translate::access` checks them and builds the IR.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A policy's target (GEP-713): an object in the policy's own namespace.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetRef {
     #[serde(default)]
@@ -21,7 +23,7 @@ pub struct TargetRef {
 }
 
 /// A reference to an object in the policy's namespace (a ConfigMap).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub struct LocalRef {
     #[serde(default)]
     pub group: String,
@@ -29,21 +31,55 @@ pub struct LocalRef {
     pub name: String,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum PolicyAction {
     Allow,
     Deny,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct SecurityPolicy {
+/// The status of a policy (GEP-713): one entry per ancestor it reports to.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
     #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: SecurityPolicySpec,
+    pub ancestors: Vec<PolicyAncestorStatus>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyAncestorStatus {
+    pub ancestor_ref: AncestorRef,
+    pub controller_name: String,
+    #[serde(default)]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The Gateway (or, for a target not found or a Service, the target) a
+/// policy reports to.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AncestorRef {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    pub name: String,
+    #[serde(default)]
+    pub section_name: Option<String>,
+}
+
+/// JWT authentication and authorization at gateways.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "weft.dev",
+    version = "v1alpha1",
+    kind = "SecurityPolicy",
+    plural = "securitypolicies",
+    namespaced,
+    status = "PolicyStatus"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct SecurityPolicySpec {
     #[serde(default)]
@@ -54,7 +90,7 @@ pub struct SecurityPolicySpec {
     pub authorization: Option<AuthorizationSpec>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JwtSpec {
     /// A request without a token passes (one with a bad token does not).
@@ -64,7 +100,7 @@ pub struct JwtSpec {
     pub providers: Vec<JwtProviderSpec>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JwtProviderSpec {
     #[serde(default)]
@@ -88,7 +124,7 @@ pub struct JwtProviderSpec {
     pub recompute_route: bool,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RemoteJwks {
     #[serde(default)]
@@ -101,13 +137,13 @@ pub struct RemoteJwks {
     pub ca_certificate_refs: Vec<LocalRef>,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum LocalJwksType {
     Inline,
     ValueRef,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LocalJwks {
     /// Which of the two fields holds the keys; inferred when absent.
@@ -121,7 +157,7 @@ pub struct LocalJwks {
     pub value_ref: Option<LocalRef>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExtractFrom {
     #[serde(default)]
@@ -132,7 +168,7 @@ pub struct ExtractFrom {
     pub params: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderExtract {
     pub name: String,
@@ -140,13 +176,13 @@ pub struct HeaderExtract {
     pub value_prefix: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct ClaimToHeader {
     pub header: String,
     pub claim: String,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizationSpec {
     /// Deny when absent.
@@ -157,7 +193,7 @@ pub struct AuthorizationSpec {
     pub rules: Vec<SecurityRule>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct SecurityRule {
     /// `rule-<i>` when absent.
     #[serde(default)]
@@ -171,13 +207,13 @@ pub struct SecurityRule {
     pub principal: Option<Principal>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct Operation {
     #[serde(default)]
     pub methods: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct Principal {
     #[serde(default, rename = "clientCIDRs")]
     pub client_cidrs: Vec<String>,
@@ -189,7 +225,7 @@ pub struct Principal {
     pub headers: Vec<HeaderValues>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct JwtPrincipalSpec {
     #[serde(default)]
     pub provider: Option<String>,
@@ -199,14 +235,14 @@ pub struct JwtPrincipalSpec {
     pub scopes: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 pub enum ClaimValueType {
     #[default]
     String,
     StringArray,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClaimSpec {
     pub name: String,
@@ -216,22 +252,23 @@ pub struct ClaimSpec {
     pub values: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct HeaderValues {
     pub name: String,
     #[serde(default)]
     pub values: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
-pub struct AuthorizationPolicy {
-    #[serde(default)]
-    pub metadata: ObjectMeta,
-    #[serde(default)]
-    pub spec: AuthorizationPolicySpec,
-}
-
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+/// Who may call a Service's workloads (at their sidecars) or a Gateway.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "weft.dev",
+    version = "v1alpha1",
+    kind = "AuthorizationPolicy",
+    plural = "authorizationpolicies",
+    namespaced,
+    status = "PolicyStatus"
+)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthorizationPolicySpec {
     /// Services (mesh inbound) or Gateways.
@@ -245,7 +282,7 @@ pub struct AuthorizationPolicySpec {
 }
 
 /// Matches when every field given matches; within a field, any value.
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct AuthorizationRule {
     /// Who calls; anyone when empty.
     #[serde(default)]
@@ -259,7 +296,7 @@ pub struct AuthorizationRule {
 
 /// A caller: `type` says which other field is set (kept as text so that an
 /// unknown type makes the policy invalid rather than unreadable).
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Source {
     #[serde(default, rename = "type")]
@@ -270,7 +307,7 @@ pub struct Source {
     pub spiffe: Option<String>,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 pub struct ServiceAccountRef {
     /// The policy's namespace when absent.
     #[serde(default)]

@@ -1,0 +1,27 @@
+//! The CRDs the chart carries are the ones the Rust types make: a change
+//! to a policy kind that is not regenerated fails here.
+//! `WEFT_UPDATE_GOLDEN=1 cargo test -p weft-controller --test crds` rewrites
+//! `charts/weft/crds/weft.dev.yaml` (or run `weft crds`).
+
+use std::path::Path;
+
+#[test]
+fn the_chart_carries_the_generated_crds() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weft/crds/weft.dev.yaml");
+    let made = weft_controller::crds::yaml();
+    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &made).unwrap();
+    }
+    let carried = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        carried == made,
+        "{} differs from the CRDs the types make; regenerate with WEFT_UPDATE_GOLDEN=1",
+        path.display()
+    );
+    // Both kinds, with the status subresource weft writes to.
+    for kind in ["kind: SecurityPolicy", "kind: AuthorizationPolicy"] {
+        assert!(made.contains(kind), "{kind}");
+    }
+    assert_eq!(made.matches("status: {}").count(), 2, "{made}");
+}
