@@ -79,15 +79,47 @@ pub async fn dump(gw: &Gateway) -> serde_json::Value {
     })
 }
 
+/// Private keys, and the shared secrets (`oct` keys) of a JWKS given in
+/// the config, become `<redacted>`.
 fn redact_keys(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
             if map.contains_key("key_pem") {
                 map.insert("key_pem".into(), json!("<redacted>"));
             }
+            if let Some(serde_json::Value::String(jwks)) = map.get_mut("Local") {
+                *jwks = redact_secrets(jwks);
+            }
             map.values_mut().for_each(redact_keys);
         }
         serde_json::Value::Array(items) => items.iter_mut().for_each(redact_keys),
         _ => {}
+    }
+}
+
+/// A JWKS document with the value of every `oct` key redacted; a text
+/// that is not one is redacted whole.
+fn redact_secrets(jwks: &str) -> String {
+    let Ok(mut doc) = serde_json::from_str::<serde_json::Value>(jwks) else {
+        return "<redacted>".into();
+    };
+    if let Some(keys) = doc.get_mut("keys").and_then(|k| k.as_array_mut()) {
+        for key in keys.iter_mut().filter(|k| k["kty"] == "oct") {
+            key["k"] = json!("<redacted>");
+        }
+    }
+    doc.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_secrets_stay_out_of_dumps() {
+        let mut v = json!({"keys": {"Local": r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"},{"kty":"EC","x":"pub"}]}"#}});
+        redact_keys(&mut v);
+        let text = v.to_string();
+        assert!(!text.contains("c2VjcmV0") && text.contains("pub"), "{text}");
     }
 }
