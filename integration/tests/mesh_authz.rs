@@ -13,26 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const NS: &str = "shop";
 
 fn workload(name: &str, ip: &str, call: Option<&str>) -> String {
-    let call = call
-        .map(|c| format!(r#", --call, "http://{c}""#))
-        .unwrap_or_default();
-    format!(
-        r#"---
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {{name: {name}, namespace: {NS}, labels: {{app: {name}}}}}
-spec:
-  serviceAccountName: {name}
-  address: {ip}
-  command: [weft, echo, --listen, "{ip}:9080"{call}]
-  ports: [{{name: http, containerPort: 9080}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {NS}}}
-spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 9080, targetPort: http}}]}}
-"#
-    )
+    let url = call.map(|c| format!("http://{c}"));
+    meshed_echo(NS, name, ip, url.as_deref().as_slice())
 }
 
 fn mesh() -> String {

@@ -82,21 +82,23 @@ spec:
     )
 }
 
-/// A meshed Namespace `ns` with two `weft echo` Workloads, each behind a
-/// Service of its name on port 9080: `front` (on `front_ip`) calls `back`
-/// (on `back_ip`) at `path` for every request it gets.
-pub fn calling_pair(ns: &str, front: (&str, &str), back: (&str, &str), path: &str) -> String {
-    let ((front, front_ip), (back, back_ip)) = (front, back);
-    let workload = |name: &str, ip: &str, call: &str| {
-        format!(
-            r#"---
+/// A `weft echo` Workload `name` in `ns` on `ip:9080` (service account
+/// `name`) calling each of `calls` for every request it gets, behind a
+/// Service of its name on port 9080; starting with `---`.
+pub fn meshed_echo(ns: &str, name: &str, ip: &str, calls: &[&str]) -> String {
+    let calls: String = calls
+        .iter()
+        .map(|url| format!(r#", --call, "{url}""#))
+        .collect();
+    format!(
+        r#"---
 apiVersion: weft.dev/v1alpha1
 kind: Workload
 metadata: {{name: {name}, namespace: {ns}, labels: {{app: {name}}}}}
 spec:
   serviceAccountName: {name}
   address: {ip}
-  command: [weft, echo, --listen, "{ip}:9080"{call}]
+  command: [weft, echo, --listen, "{ip}:9080"{calls}]
   ports: [{{name: http, containerPort: 9080}}]
 ---
 apiVersion: v1
@@ -104,12 +106,18 @@ kind: Service
 metadata: {{name: {name}, namespace: {ns}}}
 spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 9080, targetPort: http}}]}}
 "#
-        )
-    };
+    )
+}
+
+/// A meshed Namespace `ns` with two `weft echo` Workloads, each behind a
+/// Service of its name on port 9080: `front` (on `front_ip`) calls `back`
+/// (on `back_ip`) at `path` for every request it gets.
+pub fn calling_pair(ns: &str, front: (&str, &str), back: (&str, &str), path: &str) -> String {
+    let ((front, front_ip), (back, back_ip)) = (front, back);
     format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{weft.dev/mesh: enabled}}}}\n{}{}",
-        workload(front, front_ip, &format!(r#", --call, "http://{back}:9080{path}""#)),
-        workload(back, back_ip, ""),
+        meshed_echo(ns, front, front_ip, &[&format!("http://{back}:9080{path}")]),
+        meshed_echo(ns, back, back_ip, &[]),
     )
 }
 
