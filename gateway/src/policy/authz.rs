@@ -5,6 +5,7 @@
 use super::jwt::{claim, Verified};
 use ipnet::IpNet;
 use std::net::IpAddr;
+use std::sync::Arc;
 use weft_api::{Action, Authorization, AuthzRule, ClaimMatch};
 
 /// What a rule may ask about.
@@ -32,7 +33,7 @@ pub struct Compiled {
 }
 
 struct Rule {
-    name: String,
+    name: Arc<str>,
     action: Action,
     l4: bool,
     methods: Vec<String>,
@@ -80,7 +81,7 @@ impl Pattern {
 pub struct Decided {
     pub allow: bool,
     /// The rule that matched; `None` for the default action.
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
 }
 
 impl Compiled {
@@ -141,7 +142,7 @@ fn compile_rule(r: &AuthzRule) -> Result<Rule, String> {
         })
         .collect::<Result<_, String>>()?;
     Ok(Rule {
-        name: r.name.clone(),
+        name: r.name.as_str().into(),
         action: r.action,
         l4: r.l4(),
         methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),

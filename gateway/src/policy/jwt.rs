@@ -42,8 +42,8 @@ pub struct Verified {
 
 impl Verified {
     /// The token's subject (`sub`).
-    pub fn subject(&self) -> Option<String> {
-        self.claims.get("sub")?.as_str().map(str::to_string)
+    pub fn subject(&self) -> Option<&str> {
+        self.claims.get("sub")?.as_str()
     }
 }
 
@@ -171,20 +171,14 @@ fn validation(alg: Algorithm) -> Validation {
     v
 }
 
-/// Where a token was found, to take it out before the backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Found {
-    Header(String),
-    Cookie(String),
-    Param(String),
-}
-
-/// The tokens a provider's sources find in the request, in its order.
-pub fn extract(
-    sources: &[TokenSource],
-    headers: &http::HeaderMap,
-    query: Option<&str>,
-) -> Vec<(String, Found)> {
+/// The tokens a provider's sources find in the request, in its order, each
+/// with the source that found it (to take it out before the backend).
+/// Borrowed: nothing is copied unless a token is there.
+pub fn extract<'a, 's>(
+    sources: &'s [TokenSource],
+    headers: &'a http::HeaderMap,
+    query: Option<&'a str>,
+) -> Vec<(&'a str, &'s TokenSource)> {
     let mut out = Vec::new();
     for source in sources {
         match source {
@@ -197,7 +191,7 @@ pub fn extract(
                     };
                     let token = token.trim();
                     if !token.is_empty() {
-                        out.push((token.to_string(), Found::Header(name.clone())));
+                        out.push((token, source));
                     }
                 }
             }
@@ -207,7 +201,7 @@ pub fn extract(
                     for pair in v.split(';') {
                         if let Some((k, token)) = pair.trim().split_once('=') {
                             if k == name && !token.is_empty() {
-                                out.push((token.to_string(), Found::Cookie(name.clone())));
+                                out.push((token, source));
                             }
                         }
                     }
@@ -217,7 +211,7 @@ pub fn extract(
                 for pair in query.unwrap_or_default().split('&') {
                     if let Some((k, token)) = pair.split_once('=') {
                         if k == name && !token.is_empty() {
-                            out.push((token.to_string(), Found::Param(name.clone())));
+                            out.push((token, source));
                         }
                     }
                 }
@@ -271,7 +265,7 @@ mod tests {
             TokenSource::Param("access_token".into()),
         ];
         let found = extract(&sources, &h, Some("x=1&access_token=q.r.s"));
-        let tokens: Vec<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
+        let tokens: Vec<&str> = found.iter().map(|(t, _)| *t).collect();
         assert_eq!(tokens, ["abc.def.ghi", "tok.en.x", "q.r.s"]);
         h.insert("authorization", "Basic abc".parse().unwrap());
         assert_eq!(extract(&sources[..1], &h, None), vec![]);

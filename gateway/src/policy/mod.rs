@@ -24,9 +24,10 @@ pub mod remote;
 pub mod rewrite;
 
 use authz::{Facts, HttpFacts};
-use jwt::{Found, Verified};
+use jwt::Verified;
 use std::net::IpAddr;
-use weft_api::Access;
+use std::sync::Arc;
+use weft_api::{Access, TokenSource};
 
 pub struct CompiledAccess {
     pub name: String,
@@ -42,16 +43,16 @@ struct Authn {
 
 /// A request let through.
 #[derive(Debug, Default)]
-pub struct Allowed {
+pub struct Allowed<'p> {
     /// The token that passed: its provider's index, what it said, and
-    /// where it was found.
-    pub jwt: Option<(usize, Verified, Found)>,
+    /// the provider's source that found it.
+    pub jwt: Option<(usize, Verified, &'p TokenSource)>,
     /// The rule that allowed it (the last authorization's, when several).
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
 }
 
 /// A request refused, and why.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Denied {
     /// 401 (no or bad token), 403 (authorization), 500 (invalid policy).
     pub status: u16,
@@ -59,10 +60,26 @@ pub struct Denied {
     /// `policy_invalid`: the metrics' `reason` label.
     pub reason: &'static str,
     pub policy: String,
-    pub rule: Option<String>,
-    /// The subject (`sub`) of a token that passed before authorization
-    /// refused the request.
-    pub subject: Option<String>,
+    pub rule: Option<Arc<str>>,
+    /// A token that passed before authorization refused the request.
+    pub token: Option<Verified>,
+}
+
+impl Denied {
+    /// Refused by authorization `a` with `status`, as `d` decided.
+    fn by(d: authz::Decided, a: &authz::Compiled, status: u16) -> Denied {
+        Denied {
+            status,
+            reason: if d.rule.is_some() {
+                "denied_by_rule"
+            } else {
+                "denied_by_default"
+            },
+            policy: a.policy.clone(),
+            rule: d.rule,
+            token: None,
+        }
+    }
 }
 
 /// What the request shows, for `check`.
@@ -115,13 +132,13 @@ impl CompiledAccess {
     }
 
     /// Decides on a request.
-    pub async fn check(&self, req: &Request<'_>) -> Result<Allowed, Denied> {
+    pub async fn check(&self, req: &Request<'_>) -> Result<Allowed<'_>, Denied> {
         let denied = |status, reason, policy: &str, rule| Denied {
             status,
             reason,
             policy: policy.to_string(),
             rule,
-            subject: None,
+            token: None,
         };
         if self.invalid.is_some() {
             return Err(denied(500, "policy_invalid", &self.name, None));
@@ -132,7 +149,7 @@ impl CompiledAccess {
             'providers: for (i, p) in authn.providers.iter().enumerate() {
                 for (token, found) in jwt::extract(&p.config.extract_from, req.headers, req.query) {
                     seen = true;
-                    match p.verify(&token).await {
+                    match p.verify(token).await {
                         Ok(v) => {
                             allowed.jwt = Some((i, v, found));
                             break 'providers;
@@ -163,14 +180,9 @@ impl CompiledAccess {
         for a in &self.authorization {
             let d = a.decide(&facts);
             if !d.allow {
-                let reason = if d.rule.is_some() {
-                    "denied_by_rule"
-                } else {
-                    "denied_by_default"
-                };
                 return Err(Denied {
-                    subject: allowed.jwt.as_ref().and_then(|(_, v, _)| v.subject()),
-                    ..denied(403, reason, &a.policy, d.rule)
+                    token: allowed.jwt.map(|(_, v, _)| v),
+                    ..Denied::by(d, a, 403)
                 });
             }
             allowed.rule = d.rule.or(allowed.rule);
@@ -194,7 +206,7 @@ impl CompiledAccess {
                 },
                 policy: self.name.clone(),
                 rule: None,
-                subject: None,
+                token: None,
             });
         }
         let facts = Facts {
@@ -206,17 +218,7 @@ impl CompiledAccess {
         for a in &self.authorization {
             let d = a.decide(&facts);
             if !d.allow {
-                return Err(Denied {
-                    status: 0,
-                    reason: if d.rule.is_some() {
-                        "denied_by_rule"
-                    } else {
-                        "denied_by_default"
-                    },
-                    policy: a.policy.clone(),
-                    rule: d.rule,
-                    subject: None,
-                });
+                return Err(Denied::by(d, a, 0));
             }
         }
         Ok(())

@@ -3,15 +3,16 @@
 //! removed first, whatever the token; and the token itself taken out of
 //! where it was found, unless the provider forwards it.
 
-use super::jwt::{claim_text, Found};
+use super::jwt::claim_text;
 use super::{Allowed, CompiledAccess};
 use pingora::http::RequestHeader;
+use weft_api::TokenSource;
 
 /// Rewrites `req` for the backend. Returns whether the route is to be
 /// chosen again (the accepting provider's `recomputeRoute`).
 pub fn apply(
     access: &CompiledAccess,
-    allowed: &Allowed,
+    allowed: &Allowed<'_>,
     req: &mut RequestHeader,
 ) -> pingora::Result<bool> {
     for p in access.providers() {
@@ -40,12 +41,12 @@ pub fn apply(
     Ok(provider.config.recompute_route)
 }
 
-fn remove(found: &Found, req: &mut RequestHeader) -> pingora::Result<()> {
+fn remove(found: &TokenSource, req: &mut RequestHeader) -> pingora::Result<()> {
     match found {
-        Found::Header(name) => {
+        TokenSource::Header { name, .. } => {
             req.remove_header(name.as_str());
         }
-        Found::Cookie(name) => {
+        TokenSource::Cookie(name) => {
             let kept: Vec<String> = req
                 .headers
                 .get_all(http::header::COOKIE)
@@ -63,7 +64,7 @@ fn remove(found: &Found, req: &mut RequestHeader) -> pingora::Result<()> {
                 req.insert_header(http::header::COOKIE, kept.join("; "))?;
             }
         }
-        Found::Param(name) => {
+        TokenSource::Param(name) => {
             let Some(query) = req.uri.query() else {
                 return Ok(());
             };
@@ -99,14 +100,14 @@ mod tests {
         let mut req = RequestHeader::build("GET", b"/a?x=1&access_token=t.o.k&y=2", None).unwrap();
         req.insert_header("cookie", "a=1; session=t.o.k; b=2")
             .unwrap();
-        remove(&Found::Cookie("session".into()), &mut req).unwrap();
+        remove(&TokenSource::Cookie("session".into()), &mut req).unwrap();
         assert_eq!(req.headers["cookie"], "a=1; b=2");
-        remove(&Found::Param("access_token".into()), &mut req).unwrap();
+        remove(&TokenSource::Param("access_token".into()), &mut req).unwrap();
         assert_eq!(req.uri.to_string(), "/a?x=1&y=2");
         let mut only = RequestHeader::build("GET", b"/a?access_token=t", None).unwrap();
         only.insert_header("cookie", "session=t").unwrap();
-        remove(&Found::Param("access_token".into()), &mut only).unwrap();
-        remove(&Found::Cookie("session".into()), &mut only).unwrap();
+        remove(&TokenSource::Param("access_token".into()), &mut only).unwrap();
+        remove(&TokenSource::Cookie("session".into()), &mut only).unwrap();
         assert_eq!(only.uri.to_string(), "/a");
         assert!(only.headers.get("cookie").is_none());
     }

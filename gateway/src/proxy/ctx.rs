@@ -41,10 +41,10 @@ pub struct RequestCtx {
     pub(crate) mirror: Option<Copy>,
     /// `timeouts.request`, enforced on the whole exchange.
     pub(crate) deadline: Option<Deadline>,
-    /// The verified token's subject (`sub`), for the access log.
-    pub(crate) subject: Option<String>,
+    /// The verified token (its subject goes in the access log).
+    pub(crate) token: Option<crate::policy::jwt::Verified>,
     /// The authorization rule that allowed or refused the request.
-    pub(crate) policy_rule: Option<String>,
+    pub(crate) policy_rule: Option<std::sync::Arc<str>>,
     /// Why the access policy allowed or refused it (the metrics' reason).
     pub(crate) policy_decision: Option<&'static str>,
 }
@@ -67,7 +67,7 @@ impl RequestCtx {
             edge: None,
             mirror: None,
             deadline: None,
-            subject: None,
+            token: None,
             policy_rule: None,
             policy_decision: None,
         }
@@ -90,7 +90,7 @@ impl RequestCtx {
             },
             trace,
             request_id: &self.request_id,
-            subject: self.subject.as_deref(),
+            subject: self.token.as_ref().and_then(|t| t.subject()),
             policy_rule: self.policy_rule.as_deref(),
             policy_decision: self.policy_decision,
         }

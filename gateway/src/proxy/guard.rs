@@ -103,7 +103,7 @@ async fn admit(
             metrics.policy_decision(&denied.policy, false, denied.reason);
             ctx.policy_decision = Some(denied.reason);
             ctx.policy_rule = denied.rule.clone();
-            ctx.subject = denied.subject.clone();
+            ctx.token = denied.token.clone();
             refuse(session, &denied).await?;
             return Ok(Admission::Answered);
         }
@@ -116,7 +116,7 @@ async fn admit(
     };
     metrics.policy_decision(&access.name, true, reason);
     ctx.policy_decision = Some(reason);
-    ctx.subject = allowed.jwt.as_ref().and_then(|(_, v, _)| v.subject());
+    ctx.token = allowed.jwt.as_ref().map(|(_, v, _)| v.clone());
     ctx.policy_rule = allowed.rule.clone();
     let recompute = rewrite::apply(access, &allowed, session.req_header_mut())?;
     Ok(Admission::Allowed(recompute))
