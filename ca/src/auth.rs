@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 /// How long a join token is good for, by default.
 pub const JOIN_TOKEN_TTL: Duration = Duration::from_secs(5 * 60);
 
+/// Turns a caller's credential into its identity. Asynchronous: on
+/// Kubernetes the answer comes from the API server (TokenReview).
+#[tonic::async_trait]
 pub trait Authenticator: Send + Sync {
     /// The identity `token` proves; consumes it if it is single-use.
-    fn authenticate(&self, token: &str) -> Result<SpiffeId, CaError>;
+    async fn authenticate(&self, token: &str) -> Result<SpiffeId, CaError>;
 }
 
 /// One-time join tokens: each proves one identity, once, before it expires.
@@ -56,8 +59,8 @@ impl JoinTokens {
     }
 }
 
-impl Authenticator for JoinTokens {
-    fn authenticate(&self, token: &str) -> Result<SpiffeId, CaError> {
+impl JoinTokens {
+    fn redeem(&self, token: &str) -> Result<SpiffeId, CaError> {
         match self.lock().remove(token) {
             Some((id, issued)) if issued.elapsed() <= self.ttl => Ok(id),
             Some(_) => Err(CaError::Unauthenticated(
@@ -67,6 +70,13 @@ impl Authenticator for JoinTokens {
                 "unknown or already used join token".into(),
             )),
         }
+    }
+}
+
+#[tonic::async_trait]
+impl Authenticator for JoinTokens {
+    async fn authenticate(&self, token: &str) -> Result<SpiffeId, CaError> {
+        self.redeem(token)
     }
 }
 
@@ -99,9 +109,9 @@ mod tests {
         let tokens = JoinTokens::default();
         let id = SpiffeId::new("cluster.local", "a", "b").unwrap();
         let t = tokens.issue(id.clone());
-        assert_eq!(tokens.authenticate(&t).unwrap(), id);
-        assert!(tokens.authenticate(&t).is_err());
-        assert!(tokens.authenticate("guess").is_err());
+        assert_eq!(tokens.redeem(&t).unwrap(), id);
+        assert!(tokens.redeem(&t).is_err());
+        assert!(tokens.redeem("guess").is_err());
     }
 
     #[test]
@@ -110,7 +120,7 @@ mod tests {
         let id = SpiffeId::new("cluster.local", "a", "b").unwrap();
         let t = tokens.issue(id);
         std::thread::sleep(Duration::from_millis(40));
-        let e = tokens.authenticate(&t).unwrap_err();
+        let e = tokens.redeem(&t).unwrap_err();
         assert!(e.to_string().contains("expired"), "{e}");
     }
 

@@ -185,6 +185,25 @@ impl Authority {
         Authority::new(trust_domain, root_pem, ca_pem, ca_key, max_ttl)
     }
 
+    /// A new root and an intermediate it issued, as PEM, for a CA kept
+    /// somewhere other than a folder (a Kubernetes Secret): (root
+    /// certificate, intermediate certificate, intermediate key). The root's
+    /// key is not returned: it has signed the intermediate and is dropped.
+    pub fn generate(trust_domain: &str) -> Result<(String, String, String), CaError> {
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let root = ca_params(format!("weft root CA {trust_domain}"), ROOT_LIFETIME, None)
+            .self_signed(&root_key)?;
+        let issuer = Issuer::from_ca_cert_pem(&root.pem(), root_key)?;
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let params = ca_params(
+            format!("weft intermediate CA {trust_domain}"),
+            INTERMEDIATE_LIFETIME,
+            Some(0),
+        );
+        let cert = params.signed_by(&key, &issuer)?;
+        Ok((root.pem(), cert.pem(), key.serialize_pem()))
+    }
+
     /// The intermediate in `dir` if `root` issued it, else a new one.
     fn from_root(
         dir: &Path,

@@ -56,7 +56,7 @@ impl CertificateAuthority for SigningService {
             self.authority
                 .holder(&req.current_chain_pem, &req.proof, &req.csr_pem)
         } else {
-            self.auth.authenticate(&req.token)
+            self.auth.authenticate(&req.token).await
         }
         .map_err(status)?;
         if !self.roster.allows(&id) {

@@ -17,4 +17,10 @@ pub enum ControllerError {
         addr: std::net::SocketAddr,
         cause: std::io::Error,
     },
+    #[error("the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the CA: {0}")]
+    Ca(#[from] weft_ca::CaError),
+    #[error("{0}")]
+    Config(String),
 }

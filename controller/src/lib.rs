@@ -1,12 +1,15 @@
 //! `weft-controller` owns the control plane: providers that read Kubernetes
-//! resources (today a folder of YAML), the store they fill, the pure
+//! resources (a folder of YAML, or an API server), the store they fill, the pure
 //! translation from resources to the IR of each gateway plus the status of
 //! every resource, and the servers that hand both out — the gRPC config server
-//! for proxies and the admin HTTP endpoint (`/status`) for people and tools.
+//! for proxies and the admin HTTP endpoint (`/status`) for people and tools —
+//! and, on Kubernetes, leader election and status write-back.
 //!
 //! It never links Pingora: proxies learn everything through `weft-api`.
 
 pub mod admin;
+pub mod ca_secret;
+pub mod cluster;
 pub mod crds;
 mod error;
 pub mod policies;
@@ -16,6 +19,7 @@ pub mod runtime;
 pub mod server;
 pub mod status;
 pub mod store;
+pub mod tokenreview;
 pub mod translate;
 pub mod workload;
 pub mod yaml;

@@ -161,6 +161,9 @@ pub struct Doc {
     /// The document without `metadata` and `status`, to tell spec changes
     /// apart.
     pub spec: Value,
+    /// `status` as read (`Null` when absent): what a status write compares
+    /// with and keeps of other controllers.
+    pub status: Value,
 }
 
 /// A document read from a manifest, as far as it could be understood.
@@ -216,7 +219,7 @@ pub fn parse(doc: Value) -> Result<Parsed, String> {
     };
     let mut spec = map.clone();
     spec.remove("metadata");
-    spec.remove("status");
+    let status = spec.remove("status").unwrap_or(Value::Null);
     spec.remove("apiVersion");
     let doc = Value::Object(map);
     let object = typed(kind, doc).map_err(|e| format!("{key}: {e}"))?;
@@ -226,6 +229,7 @@ pub fn parse(doc: Value) -> Result<Parsed, String> {
             api_version,
             object,
             spec: Value::Object(spec),
+            status,
         }),
     })
 }

@@ -63,11 +63,10 @@ fn secret_fields(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String
 /// A bind report from a gateway: its key and the addresses it could not bind.
 pub type BindReport = (ObjKey, Vec<String>);
 
-pub struct Controller {
-    dir: PathBuf,
+/// Translates a store and publishes the result: the configs first, then
+/// `/status`. Shared by both providers' loops.
+pub struct Publisher {
     opts: Options,
-    folder: FolderState,
-    store: Store,
     bind_errors: BindErrors,
     clock: TransitionClock,
     publish: watch::Sender<Arc<Published>>,
@@ -75,37 +74,42 @@ pub struct Controller {
     logged: BTreeSet<String>,
 }
 
-impl Controller {
-    pub fn new(dir: PathBuf, opts: Options) -> (Self, watch::Receiver<Arc<Published>>) {
+impl Publisher {
+    pub fn new(opts: Options) -> (Self, watch::Receiver<Arc<Published>>) {
         let (publish, rx) = watch::channel(Arc::new(Published::default()));
-        let c = Controller {
-            dir,
+        let p = Publisher {
             opts,
-            folder: FolderState::default(),
-            store: Store::default(),
             bind_errors: BindErrors::new(),
             clock: TransitionClock::default(),
             publish,
             logged: BTreeSet::new(),
         };
-        (c, rx)
+        (p, rx)
     }
 
     /// The roots to send every proxy (the CA's, once it is up).
     pub fn set_trust_bundle(&mut self, bundle: Vec<String>) {
         self.opts.trust_bundle = bundle;
-        self.publish();
     }
 
-    /// Reads the folder and publishes; the first read must succeed.
-    pub fn reload(&mut self) -> Result<(), ControllerError> {
-        self.store = self.folder.read(&self.dir, &self.store)?;
-        self.publish();
-        Ok(())
+    /// Takes a gateway's bind report; true when it changed anything.
+    pub fn bind_report(&mut self, (key, errors): BindReport) -> bool {
+        let old = self.bind_errors.get(&key).cloned().unwrap_or_default();
+        if old == errors {
+            return false;
+        }
+        if errors.is_empty() {
+            self.bind_errors.remove(&key);
+        } else {
+            self.bind_errors.insert(key, errors);
+        }
+        true
     }
 
-    fn publish(&mut self) {
-        let t = translate(&self.store, &self.opts, &self.bind_errors);
+    /// Translates `store` and publishes; returns the statuses translated
+    /// (without `lastTransitionTime`).
+    pub fn publish(&mut self, store: &Store) -> BTreeMap<ObjKey, Value> {
+        let t = translate(store, &self.opts, &self.bind_errors);
         let previous = self.publish.borrow().clone();
         let gateways = t
             .gateways
@@ -141,16 +145,15 @@ impl Controller {
         let mut published = Published {
             gateways,
             items: previous.items.clone(),
-            problems: self.store.problems.clone(),
+            problems: store.problems.clone(),
             // With the statuses of the same read, below.
             sources: previous.sources.clone(),
             sidecars: t.sidecars,
-            ca_secret: match self.store.lookup(Kind::Secret, CA_SECRET.0, CA_SECRET.1) {
+            ca_secret: match store.lookup(Kind::Secret, CA_SECRET.0, CA_SECRET.1) {
                 Some(crate::resources::Object::Secret(secret)) => Some(secret_fields(secret)),
                 _ => None,
             },
-            workloads: self
-                .store
+            workloads: store
                 .of_kind(Kind::Workload)
                 .filter_map(|(k, e)| match &e.object {
                     crate::resources::Object::Workload(w) => Some((k.clone(), w.clone())),
@@ -171,10 +174,45 @@ impl Controller {
         if configs_changed {
             self.publish.send_replace(Arc::new(published.clone()));
         }
-        let items = status::items(&self.store, &t.statuses, &mut self.clock, &status::now());
+        let items = status::items(store, &t.statuses, &mut self.clock, &status::now());
         published.items = Arc::new(items);
-        published.sources = self.store.sources.clone();
+        published.sources = store.sources.clone();
         self.publish.send_replace(Arc::new(published));
+        t.statuses
+    }
+}
+
+/// The controller in standalone mode: a folder of manifests.
+pub struct Controller {
+    dir: PathBuf,
+    folder: FolderState,
+    store: Store,
+    publisher: Publisher,
+}
+
+impl Controller {
+    pub fn new(dir: PathBuf, opts: Options) -> (Self, watch::Receiver<Arc<Published>>) {
+        let (publisher, rx) = Publisher::new(opts);
+        let c = Controller {
+            dir,
+            folder: FolderState::default(),
+            store: Store::default(),
+            publisher,
+        };
+        (c, rx)
+    }
+
+    /// The roots to send every proxy (the CA's, once it is up).
+    pub fn set_trust_bundle(&mut self, bundle: Vec<String>) {
+        self.publisher.set_trust_bundle(bundle);
+        self.publisher.publish(&self.store);
+    }
+
+    /// Reads the folder and publishes; the first read must succeed.
+    pub fn reload(&mut self) -> Result<(), ControllerError> {
+        self.store = self.folder.read(&self.dir, &self.store)?;
+        self.publisher.publish(&self.store);
+        Ok(())
     }
 
     /// Runs until `stop` fires: re-reads on folder changes, re-publishes on
@@ -191,16 +229,14 @@ impl Controller {
                     match self.folder.read(&self.dir, &self.store) {
                         Ok(store) => {
                             self.store = store;
-                            self.publish();
+                            self.publisher.publish(&self.store);
                         }
                         Err(e) => tracing::error!("{e}"),
                     }
                 }
-                Some((key, errors)) = reports.recv() => {
-                    let old = self.bind_errors.get(&key).cloned().unwrap_or_default();
-                    if old != errors {
-                        if errors.is_empty() { self.bind_errors.remove(&key); } else { self.bind_errors.insert(key, errors); }
-                        self.publish();
+                Some(report) = reports.recv() => {
+                    if self.publisher.bind_report(report) {
+                        self.publisher.publish(&self.store);
                     }
                 }
                 _ = stop.changed() => return Ok(()),

@@ -145,6 +145,33 @@ impl Store {
         store
     }
 
+    /// Builds the store from objects an API server holds. The server has
+    /// given each its uid, creation time and generation; they are kept as
+    /// they are. The path of each names where it came from, for `/status`.
+    pub fn observed(
+        objects: impl IntoIterator<Item = (ObjKey, Arc<Doc>, PathBuf)>,
+        problems: Vec<Problem>,
+    ) -> Store {
+        let entries = objects
+            .into_iter()
+            .map(|(key, doc, file)| {
+                let generation = doc.object.metadata().generation.unwrap_or(1).max(1);
+                let entry = Entry {
+                    doc: doc.clone(),
+                    source: doc,
+                    generation,
+                    file,
+                };
+                (key, entry)
+            })
+            .collect();
+        Store {
+            entries,
+            problems,
+            sources: Vec::new(),
+        }
+    }
+
     /// The time an object is created at when it is first read.
     pub fn now() -> Time {
         let secs = std::time::SystemTime::now()

@@ -1,4 +1,6 @@
-//! Providers fill the store. Today: a folder of YAML (standalone mode). The
-//! Kubernetes provider will feed the same store and the same translator.
+//! Providers fill the store: a folder of YAML (standalone mode) and a
+//! Kubernetes API server (`cluster`). Both feed the same store and the same
+//! translator.
 
+pub mod cluster;
 pub mod folder;

@@ -1,0 +1,198 @@
+//! The Kubernetes provider: one watcher per kind weft reads (Secrets only of
+//! the types weft uses), each listing and then watching through the API
+//! server, its objects parsed once per resourceVersion by the same `parse`
+//! the folder provider uses, and all of them together built into the same
+//! `Store`. Kinds whose CRDs are not installed are looked for again until
+//! they are.
+
+pub mod lease;
+mod watch;
+pub mod writeback;
+
+use crate::resources::{Kind, GATEWAY_GROUP, WEFT_GROUP};
+use crate::store::{Problem, Store};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::Client;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch as signal;
+pub use watch::Objects;
+
+/// How often kinds that are not served yet (their CRD missing) are looked
+/// for again.
+const REDISCOVER: Duration = Duration::from_secs(10);
+
+/// A kind weft watches: where the API serves it, newest version first.
+struct Wanted {
+    kind: Kind,
+    group: &'static str,
+    versions: &'static [&'static str],
+    /// Field selectors: one watch each (several when one selector cannot
+    /// say "any of these").
+    selectors: &'static [Option<&'static str>],
+}
+
+/// A kind watched whole.
+const fn all(kind: Kind, group: &'static str, versions: &'static [&'static str]) -> Wanted {
+    Wanted {
+        kind,
+        group,
+        versions,
+        selectors: &[None],
+    }
+}
+
+const V1: &[&str] = &["v1"];
+const V1_BETA: &[&str] = &["v1", "v1beta1"];
+
+/// Every kind the folder provider reads, except `Workload` (standalone only).
+const WANTED: &[Wanted] = &[
+    all(Kind::Namespace, "", V1),
+    all(Kind::Service, "", V1),
+    all(Kind::ConfigMap, "", V1),
+    // Certificates and CA keys only: never service-account tokens, Helm
+    // releases or image pull secrets.
+    Wanted {
+        kind: Kind::Secret,
+        group: "",
+        versions: V1,
+        selectors: &[Some("type=kubernetes.io/tls"), Some("type=Opaque")],
+    },
+    all(Kind::EndpointSlice, "discovery.k8s.io", V1),
+    all(Kind::GatewayClass, GATEWAY_GROUP, V1_BETA),
+    all(Kind::Gateway, GATEWAY_GROUP, V1_BETA),
+    all(Kind::HttpRoute, GATEWAY_GROUP, V1_BETA),
+    all(Kind::GrpcRoute, GATEWAY_GROUP, V1),
+    all(
+        Kind::TlsRoute,
+        GATEWAY_GROUP,
+        &["v1", "v1alpha3", "v1alpha2"],
+    ),
+    all(Kind::TcpRoute, GATEWAY_GROUP, &["v1", "v1alpha2"]),
+    all(Kind::ListenerSet, GATEWAY_GROUP, V1),
+    all(Kind::BackendTlsPolicy, GATEWAY_GROUP, &["v1", "v1alpha3"]),
+    all(Kind::ReferenceGrant, GATEWAY_GROUP, V1_BETA),
+    all(Kind::SecurityPolicy, WEFT_GROUP, &["v1alpha1"]),
+    all(Kind::AuthorizationPolicy, WEFT_GROUP, &["v1alpha1"]),
+];
+
+/// The provider: its watchers run in the background; `changes` ticks after
+/// every event, and `store` builds the store from what they hold.
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+    objects: Arc<Mutex<Objects>>,
+    /// Where each kind is served, once found.
+    resources: Arc<Mutex<BTreeMap<Kind, ApiResource>>>,
+    changes: signal::Sender<u64>,
+}
+
+impl Cluster {
+    /// Starts every watcher (and the search for kinds not served yet).
+    pub fn start(client: Client) -> Cluster {
+        let (changes, _) = signal::channel(0);
+        let cluster = Cluster {
+            client,
+            objects: Arc::new(Mutex::new(Objects::default())),
+            resources: Arc::new(Mutex::new(BTreeMap::new())),
+            changes,
+        };
+        let finder = cluster.clone();
+        tokio::spawn(async move { finder.discover().await });
+        cluster
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Ticks whenever an object changes or a watcher finishes a list.
+    pub fn changes(&self) -> signal::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Where the API serves `kind`, once discovered.
+    pub fn resource(&self, kind: Kind) -> Option<ApiResource> {
+        self.resources.lock().ok()?.get(&kind).cloned()
+    }
+
+    /// True once every kind has been looked for and every watcher of a
+    /// served kind has listed its objects: a store built before would miss
+    /// objects and say wrong things about the ones that refer to them.
+    pub fn synced(&self) -> bool {
+        self.objects.lock().is_ok_and(|o| o.synced())
+    }
+
+    /// The store of everything the watchers hold now.
+    pub fn store(&self) -> Store {
+        let objects = self.objects.lock().expect("objects lock");
+        let problems: Vec<Problem> = objects.problems().cloned().collect();
+        Store::observed(objects.entries(), problems)
+    }
+
+    /// Finds where each wanted kind is served and starts its watchers;
+    /// looks again for the ones not found, until every kind is.
+    async fn discover(self) {
+        let mut missing: Vec<&'static Wanted> = WANTED.iter().collect();
+        let mut first = true;
+        loop {
+            let mut still = Vec::new();
+            for w in missing {
+                match self.find(w).await {
+                    Some(ar) => self.watch(w, ar),
+                    None => still.push(w),
+                }
+            }
+            if first {
+                let names: Vec<&str> = still.iter().map(|w| w.kind.name()).collect();
+                if !names.is_empty() {
+                    tracing::warn!(
+                        "the API server does not serve {}; looking again every {}s (are the CRDs installed?)",
+                        names.join(", "),
+                        REDISCOVER.as_secs()
+                    );
+                }
+                if let Ok(mut o) = self.objects.lock() {
+                    o.discovered();
+                }
+                self.changes.send_modify(|n| *n += 1);
+                first = false;
+            }
+            if still.is_empty() {
+                return;
+            }
+            missing = still;
+            tokio::time::sleep(REDISCOVER).await;
+        }
+    }
+
+    /// The newest version of `w` the API serves.
+    async fn find(&self, w: &Wanted) -> Option<ApiResource> {
+        for version in w.versions {
+            let gvk = GroupVersionKind::gvk(w.group, version, w.kind.name());
+            match kube::discovery::pinned_kind(&self.client, &gvk).await {
+                Ok((ar, _)) => return Some(ar),
+                Err(e) => tracing::debug!(kind = %w.kind, version, "not served: {e}"),
+            }
+        }
+        None
+    }
+
+    fn watch(&self, w: &Wanted, ar: ApiResource) {
+        if let Ok(mut r) = self.resources.lock() {
+            r.insert(w.kind, ar.clone());
+        }
+        for selector in w.selectors {
+            let id = self.objects.lock().expect("objects lock").add_watch();
+            tokio::spawn(watch::run(
+                self.client.clone(),
+                ar.clone(),
+                *selector,
+                id,
+                self.objects.clone(),
+                self.changes.clone(),
+            ));
+        }
+    }
+}
