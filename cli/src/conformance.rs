@@ -67,6 +67,10 @@ const TESTS: &[(&str, &str)] = &[
         include_str!("../../integration/tests/jwt_tokens.rs"),
     ),
     (
+        "integration/tests/kubernetes.rs",
+        include_str!("../../integration/tests/kubernetes.rs"),
+    ),
+    (
         "integration/tests/l4.rs",
         include_str!("../../integration/tests/l4.rs"),
     ),

@@ -3,6 +3,7 @@
 
 mod analyze;
 mod conformance;
+mod controller;
 mod echo;
 mod fetch;
 mod grpc_echo;
@@ -57,6 +58,9 @@ enum Command {
         #[arg(long, default_value = "cluster.local")]
         cluster_domain: String,
     },
+    /// Run the control plane on Kubernetes: watch the API server, publish
+    /// config, write statuses while leading.
+    Controller(controller::Args),
     /// Run one gateway that takes its config from a controller: its
     /// certificate from the CA's signing service (the first with a one-time
     /// join token), its config over mutual TLS.
@@ -274,6 +278,8 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // One TLS provider for every client and server of the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -379,6 +385,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::Jwt { command } => run_jwt(command).await,
+            Command::Controller(args) => controller::run(args).await,
             Command::Crds => {
                 print!("{}", weft_controller::crds::yaml());
                 Ok(())

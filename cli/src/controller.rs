@@ -1,0 +1,164 @@
+//! `weft controller`: the control plane on Kubernetes. It reads every kind
+//! weft uses from the API server (kubeconfig, or the pod's service account),
+//! translates as `weft up` does, serves config to proxies and `/status`,
+//! runs the CA (its keys in a Secret every replica shares; callers
+//! authenticated by their service-account tokens), and, while it holds the
+//! Lease, writes statuses back. Several replicas may run; one leads.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use weft_ca::service::SigningService;
+use weft_ca::workload::{manage, LocalCa};
+use weft_ca::{Roster, SpiffeId};
+use weft_controller::provider::cluster::lease::Election;
+use weft_controller::provider::cluster::Cluster;
+use weft_controller::runtime::Publisher;
+use weft_controller::server::ConfigService;
+use weft_controller::tokenreview::ServiceAccountTokens;
+use weft_controller::translate::Options;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// A kubeconfig file; without it, $KUBECONFIG, ~/.kube/config or the
+    /// pod's service account.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The namespace weft runs in (its Lease is there).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "weft-system")]
+    namespace: String,
+    /// This replica's name in the Lease; the pod's name on Kubernetes.
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// The controller's admin endpoint (`/status`).
+    #[arg(long, default_value = "0.0.0.0:15000")]
+    admin: SocketAddr,
+    /// The config server proxies subscribe to (mutual TLS).
+    #[arg(long, default_value = "0.0.0.0:15010")]
+    config_listen: SocketAddr,
+    /// The CA's signing service (TLS; callers prove themselves with their
+    /// service-account token).
+    #[arg(long, default_value = "0.0.0.0:15012")]
+    ca_listen: SocketAddr,
+    /// Lifetime of workload certificates, in seconds (rotated at half).
+    #[arg(long, default_value_t = 24 * 3600)]
+    cert_ttl_seconds: u64,
+    /// How long a leader's Lease lasts unrenewed before another replica
+    /// takes it, and how soon a leader that cannot renew steps down.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    #[arg(long, default_value_t = 10)]
+    renew_deadline_seconds: u64,
+    #[arg(long, default_value_t = 2)]
+    retry_period_seconds: u64,
+    /// The SPIFFE trust domain of every identity.
+    #[arg(long, default_value = "cluster.local")]
+    trust_domain: String,
+    /// The DNS suffix of Service names (`<svc>.<ns>.svc.<domain>`).
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+}
+
+async fn client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(&path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = client(args.kubeconfig).await?;
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{:08x}", host.trim(), rand_suffix())
+    });
+    let mut election = Election::new(&args.namespace, "weft-controller", identity);
+    election.lease_duration = Duration::from_secs(args.lease_duration_seconds);
+    election.renew_deadline = Duration::from_secs(args.renew_deadline_seconds);
+    election.retry = Duration::from_secs(args.retry_period_seconds);
+    anyhow::ensure!(
+        election.renew_deadline < election.lease_duration,
+        "--renew-deadline-seconds must be shorter than --lease-duration-seconds"
+    );
+    let td = args.trust_domain.clone();
+    let (mut publisher, state) = Publisher::new(Options {
+        trust_domain: args.trust_domain,
+        cluster_domain: args.cluster_domain,
+        ..Options::default()
+    });
+    let admin = weft_controller::admin::bind(args.admin).await?;
+    println!(
+        "weft controller: admin http://{}/status",
+        admin.local_addr()?
+    );
+    let router = weft_controller::admin::router(state.clone());
+    tokio::spawn(async move { axum::serve(admin, router).await });
+    let ttl = Duration::from_secs(args.cert_ttl_seconds);
+    let authority =
+        weft_controller::ca_secret::authority(client.clone(), &args.namespace, &td, ttl).await?;
+    let authority = Arc::new(authority);
+    let bundle = authority.trust_bundle();
+    publisher.set_trust_bundle(bundle.clone());
+    // The control plane's own certificate, for both servers.
+    let (svids_tx, svids) = watch::channel(None);
+    let local = Arc::new(LocalCa {
+        authority: authority.clone(),
+        id: SpiffeId::control_plane(&td)?,
+    });
+    tokio::spawn(manage(local, String::new(), ttl, svids_tx));
+    let auth = Arc::new(ServiceAccountTokens::new(client.clone(), &td));
+    let signing = SigningService::server(authority, auth, Arc::new(Roster::default()));
+    let ca = tokio::net::TcpListener::bind(args.ca_listen).await?;
+    println!("weft controller: ca {}", ca.local_addr()?);
+    let tls = weft_ca::tls::server_config(svids.clone(), None)?;
+    tokio::spawn(async move {
+        let server = tonic::transport::Server::builder().add_service(signing);
+        if let Err(e) = server
+            .serve_with_incoming(weft_ca::tls::incoming(ca, tls))
+            .await
+        {
+            tracing::error!("CA signing service failed: {e}");
+        }
+    });
+    // Gateways report what they could not bind over the config stream.
+    let (reports_tx, reports) = mpsc::channel(64);
+    let config = tokio::net::TcpListener::bind(args.config_listen).await?;
+    println!("weft controller: config {}", config.local_addr()?);
+    let service = ConfigService::new(state, reports_tx, &td);
+    let tls = weft_ca::tls::server_config(svids, Some(&bundle))?;
+    tokio::spawn(async move {
+        let server = tonic::transport::Server::builder().add_service(service);
+        if let Err(e) = server
+            .serve_with_incoming(weft_ca::tls::incoming(config, tls))
+            .await
+        {
+            tracing::error!("config server failed: {e}");
+        }
+    });
+    let cluster = Cluster::start(client);
+    let (leader, _) = watch::channel(false);
+    let (stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(weft_controller::cluster::run(
+        cluster, publisher, election, leader, reports, stop,
+    ));
+    crate::up::stopped().await;
+    eprintln!("weft controller: stopping");
+    let _ = stop_tx.send(true);
+    let _ = task.await;
+    Ok(())
+}
+
+fn rand_suffix() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}

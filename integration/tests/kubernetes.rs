@@ -1,0 +1,393 @@
+//! `weft controller` against a Kubernetes API server: the stand-in under
+//! `integration/apiserver`, driven by the real kubectl. The statuses weft
+//! writes back match the goldens of the folder provider (one translation,
+//! two providers); a watch dropped with 410 Gone recovers; two replicas
+//! elect one leader, and the other takes over when it dies.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::time::Duration;
+use support::eventually;
+use support::kube::{ApiServer, Controller};
+
+/// Golden inputs whose objects need nothing a folder has and an API server
+/// has not (Workloads, creation times written in the manifest).
+const GOLDENS: &[&str] = &[
+    "basic",
+    "conformance",
+    "attachment",
+    "listeners",
+    "grpc",
+    "tls",
+    "cors",
+    "frontend",
+];
+
+fn golden(name: &str, suffix: &str) -> String {
+    let path = format!(
+        "{}/../controller/testdata/translate/{name}.{suffix}.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// `status` without `lastTransitionTime` and without nulls, to compare.
+fn normal(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, v)| *k != "lastTransitionTime" && !v.is_null())
+                .map(|(k, v)| (k.clone(), normal(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(normal).collect()),
+        v => v.clone(),
+    }
+}
+
+/// The resource name kubectl knows a kind by.
+fn resource(kind: &str) -> String {
+    format!("{}s", kind.to_lowercase())
+        .replace("policys", "policies")
+        .replace("classs", "classes")
+}
+
+/// Every namespace the documents of `yaml` are in, and weft's.
+fn namespaces(yaml: &str) -> BTreeSet<String> {
+    // weft's own, where its Lease and CA are.
+    let mut out = BTreeSet::from(["weft-system".to_string()]);
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let Ok(v) = serde_yaml::Value::deserialize(doc) else {
+            continue;
+        };
+        let kind = v["kind"].as_str().unwrap_or("");
+        if matches!(kind, "Namespace" | "GatewayClass") {
+            continue;
+        }
+        out.insert(
+            v["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("default")
+                .to_string(),
+        );
+    }
+    out
+}
+
+use serde::Deserialize;
+
+async fn statuses_of(api: &ApiServer, expected: &[Value]) -> Vec<(String, Value, Value)> {
+    expected
+        .iter()
+        .map(|e| {
+            let kind = e["kind"].as_str().unwrap();
+            let (ns, name) = (
+                e["namespace"].as_str().unwrap(),
+                e["name"].as_str().unwrap(),
+            );
+            let got = api
+                .get(&resource(kind), ns, name)
+                .map(|o| normal(&o["status"]))
+                .unwrap_or(Value::Null);
+            (format!("{kind} {ns}/{name}"), normal(&e["status"]), got)
+        })
+        .collect()
+}
+
+/// Applies the golden input `name` to a new API server, runs a controller
+/// on it, and waits for every status of the golden output to show.
+async fn golden_on_a_cluster(name: &str) {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    api.install_crds();
+    // Every object is created at the same second, as the folder provider
+    // creates them: which one is older is then decided as in the golden.
+    api.call("POST", "/_standin/clock?freeze=2026-01-01T00:00:00Z")
+        .await;
+    let input = golden(name, "in");
+    let ns: String = namespaces(&input)
+        .iter()
+        .map(|n| format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {n}}}\n---\n"))
+        .collect();
+    api.apply(&ns);
+    api.apply(&input);
+    let out: Value = serde_yaml::from_str(&golden(name, "out")).unwrap();
+    let expected = out["statuses"].as_array().unwrap().clone();
+    let _controller = Controller::start(&api, "a");
+    let mut last = Vec::new();
+    let waited = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            last = statuses_of(&api, &expected).await;
+            if last.iter().all(|(_, want, got)| want == got) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        let wrong: Vec<String> = last
+            .iter()
+            .filter(|(_, w, g)| w != g)
+            .map(|(what, w, g)| format!("{what}\n  want {w}\n  got  {g}"))
+            .collect();
+        panic!(
+            "{name}: {} statuses differ:\n{}",
+            wrong.len(),
+            wrong.join("\n")
+        );
+    }
+}
+
+#[tokio::test]
+async fn statuses_match_the_folder_goldens() {
+    for name in GOLDENS {
+        golden_on_a_cluster(name).await;
+    }
+}
+
+/// A GatewayClass of weft's, a Gateway `shop/gw` and a route `shop/r` to a
+/// Service, with `host` as the route's hostname.
+fn shop(host: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: weft-system}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: shop}}
+spec:
+  gatewayClassName: weft
+  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec: {{ports: [{{port: 80}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: shop}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [{host}]
+  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
+"#
+    )
+}
+
+/// The generation the route's status (from weft) was written for.
+fn route_observed(api: &ApiServer) -> Option<i64> {
+    let route = api.get("httproutes", "shop", "r")?;
+    let parent = route["status"]["parents"]
+        .as_array()?
+        .iter()
+        .find(|p| p["controllerName"] == "weft.dev/gateway-controller")?
+        .clone();
+    let accepted = parent["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Accepted" && c["status"] == "True")?
+        .clone();
+    accepted["observedGeneration"].as_i64()
+}
+
+fn holder(api: &ApiServer) -> Option<String> {
+    let lease = api.get("leases", "weft-system", "weft-controller")?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+#[tokio::test]
+async fn a_watch_dropped_with_410_recovers() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    api.install_crds();
+    api.apply(&shop("a.example.com"));
+    let _controller = Controller::start(&api, "a");
+    eventually(Duration::from_secs(20), "the route's status", || async {
+        route_observed(&api) == Some(1)
+    })
+    .await;
+    // Everything up to now is compacted away and every watch is cut: a
+    // watcher resuming where it was gets 410 Gone and must list again.
+    let (_, log) = api.call("GET", "/_standin/requests").await;
+    let since = log.as_array().map_or(0, |l| l.len());
+    api.call("POST", "/_standin/compact").await;
+    api.call("POST", "/_standin/close-watches").await;
+    api.apply(&shop("b.example.com"));
+    eventually(
+        Duration::from_secs(20),
+        "the status of the edited route",
+        || async { route_observed(&api) == Some(2) },
+    )
+    .await;
+    let (_, log) = api.call("GET", "/_standin/requests").await;
+    let relisted = log.as_array().unwrap()[since..].iter().any(|r| {
+        let path = r["path"].as_str().unwrap_or("");
+        r["method"] == "GET" && path.contains("/httproutes") && !path.contains("watch=")
+    });
+    assert!(relisted, "the controller listed routes again after the 410");
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_and_the_other_takes_over() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    api.install_crds();
+    api.apply(&shop("a.example.com"));
+    let mut a = Controller::start(&api, "a");
+    let mut b = Controller::start(&api, "b");
+    eventually(
+        Duration::from_secs(20),
+        "a leader and the route's status",
+        || async { holder(&api).is_some() && route_observed(&api) == Some(1) },
+    )
+    .await;
+    let leader = holder(&api).unwrap();
+    let transitions = |api: &ApiServer| {
+        api.get("leases", "weft-system", "weft-controller").unwrap()["spec"]["leaseTransitions"]
+            .as_i64()
+    };
+    let first = transitions(&api);
+    // Renewed, never handed back and forth, over several lease durations.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(holder(&api).as_deref(), Some(leader.as_str()));
+    assert_eq!(transitions(&api), first);
+    let (dead, survivor) = if leader == "a" {
+        (&mut a, "b")
+    } else {
+        (&mut b, "a")
+    };
+    dead.kill();
+    eventually(
+        Duration::from_secs(15),
+        "the other replica leads",
+        || async { holder(&api).as_deref() == Some(survivor) },
+    )
+    .await;
+    // And writes statuses.
+    api.apply(&shop("b.example.com"));
+    eventually(
+        Duration::from_secs(15),
+        "the new leader writes the status",
+        || async { route_observed(&api) == Some(2) },
+    )
+    .await;
+}
+
+/// Asks the CA of `controller` to sign a new key for `token`.
+async fn sign(
+    controller: &Controller,
+    bundle: &[String],
+    token: &str,
+    asking: Option<&weft_ca::SpiffeId>,
+) -> Result<String, String> {
+    use weft_ca::workload::CaClient;
+    let server = weft_ca::SpiffeId::control_plane("cluster.local").unwrap();
+    let ca = weft_ca::workload::GrpcCa::new(&controller.ca.to_string(), &server, bundle).unwrap();
+    let (_key, csr_pem) = weft_ca::workload::key_and_csr(asking).unwrap();
+    let req = weft_api::wire::ca::SignRequest {
+        csr_pem,
+        token: token.to_string(),
+        ..Default::default()
+    };
+    ca.sign(req)
+        .await
+        .map(|r| r.spiffe_id)
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test]
+async fn a_pod_gets_the_identity_of_its_service_account_and_no_other() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    api.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {name: weft-system}\n---\n\
+         apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: cart, namespace: shop}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: cart-1, namespace: shop}\n\
+         spec: {serviceAccountName: cart, containers: [{name: app, image: cart}]}\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata: {name: other-1, namespace: shop}\n\
+         spec: {containers: [{name: app, image: other}]}\n",
+    );
+    let controller = Controller::start(&api, "a");
+    let secret = api.get("secrets", "weft-system", "weft-ca").unwrap();
+    let root = {
+        use base64::Engine;
+        let b64 = secret["data"]["root-cert.pem"].as_str().unwrap();
+        let pem = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        String::from_utf8(pem).unwrap()
+    };
+    let bundle = vec![root];
+    let uid = |pod: &str| {
+        api.get("pods", "shop", pod).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let token = |audience: &str, pod: &str| {
+        let uid = uid(pod);
+        let args = [
+            "create",
+            "token",
+            "cart",
+            "-n",
+            "shop",
+            "--audience",
+            audience,
+            "--bound-object-kind",
+            "Pod",
+            "--bound-object-name",
+            pod,
+            "--bound-object-uid",
+            &uid,
+        ];
+        api.kubectl(&args).trim().to_string()
+    };
+    let good = token("weft-ca", "cart-1");
+    assert_eq!(
+        sign(&controller, &bundle, &good, None).await.unwrap(),
+        "spiffe://cluster.local/ns/shop/sa/cart"
+    );
+    // The token proves cart, and only cart.
+    let other = weft_ca::SpiffeId::new("cluster.local", "shop", "default").unwrap();
+    let e = sign(&controller, &bundle, &good, Some(&other))
+        .await
+        .unwrap_err();
+    assert!(e.contains("but the caller is"), "{e}");
+    let e = sign(&controller, &bundle, &token("kubernetes", "cart-1"), None)
+        .await
+        .unwrap_err();
+    assert!(e.contains("refused") || e.contains("audience"), "{e}");
+    // A cart token bound to a pod that runs as another account.
+    let e = sign(&controller, &bundle, &token("weft-ca", "other-1"), None)
+        .await
+        .unwrap_err();
+    assert!(e.contains("runs as default"), "{e}");
+    assert!(sign(&controller, &bundle, "", None).await.is_err());
+    assert!(sign(&controller, &bundle, "not-a-token", None)
+        .await
+        .is_err());
+    // The pod is gone: its token proves nothing any more.
+    api.kubectl(&["delete", "pod", "cart-1", "-n", "shop"]);
+    let e = sign(&controller, &bundle, &good, None).await.unwrap_err();
+    assert!(e.contains("refused") || e.contains("does not exist"), "{e}");
+}
