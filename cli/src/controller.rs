@@ -15,6 +15,7 @@ use weft_ca::workload::{manage, LocalCa};
 use weft_ca::{Roster, SpiffeId};
 use weft_controller::provider::cluster::lease::Election;
 use weft_controller::provider::cluster::Cluster;
+use weft_controller::provision::Infra;
 use weft_controller::runtime::Publisher;
 use weft_controller::server::ConfigService;
 use weft_controller::tokenreview::ServiceAccountTokens;
@@ -42,6 +43,18 @@ pub struct Args {
     /// service-account token).
     #[arg(long, default_value = "0.0.0.0:15012")]
     ca_listen: SocketAddr,
+    /// The image of provisioned gateways (`weft gateway`).
+    #[arg(long, env = "WEFT_PROXY_IMAGE", default_value = concat!("ghcr.io/weft-mesh/weft:", env!("CARGO_PKG_VERSION")))]
+    proxy_image: String,
+    /// Do not provision Gateways (run them yourself with `weft gateway`).
+    #[arg(long)]
+    no_provisioning: bool,
+    /// The Service proxies reach this controller by, in --namespace.
+    #[arg(long, default_value = "weft-controller")]
+    service_name: String,
+    /// Where Gateways without spec.addresses listen in their pods.
+    #[arg(long, default_value = "0.0.0.0")]
+    default_address: std::net::IpAddr,
     /// Lifetime of workload certificates, in seconds (rotated at half).
     #[arg(long, default_value_t = 24 * 3600)]
     cert_ttl_seconds: u64,
@@ -91,7 +104,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let td = args.trust_domain.clone();
     let (mut publisher, state) = Publisher::new(Options {
         trust_domain: args.trust_domain,
-        cluster_domain: args.cluster_domain,
+        cluster_domain: args.cluster_domain.clone(),
+        default_address: args.default_address,
         ..Options::default()
     });
     let admin = weft_controller::admin::bind(args.admin).await?;
@@ -143,11 +157,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tracing::error!("config server failed: {e}");
         }
     });
+    let service = format!(
+        "{}.{}.svc.{}",
+        args.service_name, args.namespace, args.cluster_domain
+    );
+    let infra = (!args.no_provisioning).then(|| Infra {
+        image: args.proxy_image.clone(),
+        controller: format!("{service}:15010"),
+        ca: format!("{service}:15012"),
+        trust_domain: td.clone(),
+        roots: bundle.concat(),
+    });
     let cluster = Cluster::start(client);
     let (leader, _) = watch::channel(false);
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(weft_controller::cluster::run(
-        cluster, publisher, election, leader, reports, stop,
+        cluster, publisher, election, infra, leader, reports, stop,
     ));
     crate::up::stopped().await;
     eprintln!("weft controller: stopping");

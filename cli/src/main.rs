@@ -81,8 +81,17 @@ enum Command {
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
         /// The one-time join token for the first certificate.
-        #[arg(long, env = "WEFT_JOIN_TOKEN", hide_env_values = true)]
-        token: String,
+        #[arg(
+            long,
+            env = "WEFT_JOIN_TOKEN",
+            hide_env_values = true,
+            required_unless_present = "token_file"
+        )]
+        token: Option<String>,
+        /// A file holding the token instead: on Kubernetes, the projected
+        /// service-account token (audience weft-ca).
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// Lifetime asked for the gateway's certificates, in seconds.
         #[arg(long, default_value_t = 24 * 3600)]
         cert_ttl_seconds: u64,
@@ -148,8 +157,17 @@ enum SidecarCommand {
         #[arg(long)]
         identity: String,
         /// The one-time join token for the first certificate.
-        #[arg(long, env = "WEFT_JOIN_TOKEN", hide_env_values = true)]
-        token: String,
+        #[arg(
+            long,
+            env = "WEFT_JOIN_TOKEN",
+            hide_env_values = true,
+            required_unless_present = "token_file"
+        )]
+        token: Option<String>,
+        /// A file holding the token instead: on Kubernetes, the projected
+        /// service-account token (audience weft-ca).
+        #[arg(long, conflicts_with = "token")]
+        token_file: Option<PathBuf>,
         /// Lifetime asked for the workload's certificates, in seconds.
         #[arg(long, default_value_t = 24 * 3600)]
         cert_ttl_seconds: u64,
@@ -314,9 +332,11 @@ fn main() -> anyhow::Result<()> {
                 gateway,
                 trust_domain,
                 token,
+                token_file,
                 cert_ttl_seconds,
                 admin,
             } => {
+                let token = proxies::token(token, token_file)?;
                 proxies::gateway(proxies::GatewayOptions {
                     control: proxies::Control {
                         controller,
@@ -345,10 +365,12 @@ fn main() -> anyhow::Result<()> {
                         workload,
                         identity,
                         token,
+                        token_file,
                         cert_ttl_seconds,
                         admin,
                     },
             } => {
+                let token = proxies::token(token, token_file)?;
                 proxies::sidecar(proxies::SidecarOptions {
                     control: proxies::Control {
                         controller,

@@ -1,6 +1,7 @@
 //! `weft gateway` and `weft sidecar run`: one proxy as a process of its
 //! own. Each gets its first certificate from the CA's signing service with
-//! a one-time join token, keeps it fresh, and takes its config from the
+//! a one-time join token (on Kubernetes, its service-account token), keeps
+//! it fresh, and takes its config from the
 //! controller over mutual TLS, both servers checked as the control plane
 //! under the trust bundle given.
 
@@ -27,6 +28,20 @@ impl Control {
         let pem = std::fs::read_to_string(&self.trust_bundle)
             .map_err(|e| anyhow::anyhow!("{}: {e}", self.trust_bundle.display()))?;
         Ok(vec![pem])
+    }
+}
+
+/// The token given, or the one in `file` (a projected service-account
+/// token: read when the proxy starts; later certificates are renewals that
+/// prove the current one instead).
+pub fn token(token: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
+    match (token, file) {
+        (Some(t), _) => Ok(t),
+        (None, Some(path)) => Ok(std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            .trim()
+            .to_string()),
+        (None, None) => anyhow::bail!("give --token or --token-file"),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod crds;
 mod error;
 pub mod policies;
 pub mod provider;
+pub mod provision;
 pub mod resources;
 pub mod runtime;
 pub mod server;

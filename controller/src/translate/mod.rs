@@ -91,7 +91,13 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
             .get(&gw.key)
             .map(Vec::as_slice)
             .unwrap_or_default();
-        let status = gateway::status(gw, errors);
+        let mut status = gateway::status(gw, errors);
+        // On Kubernetes a provisioned Gateway is reached through its
+        // Service: its load balancer's addresses are the Gateway's.
+        let (ns, name) = (&gw.key.namespace, &gw.key.name);
+        if let Some(addresses) = crate::provision::service_addresses(store, ns, name) {
+            status["addresses"] = serde_json::Value::Array(addresses);
+        }
         let accepted = status["conditions"][0]["status"] == "True";
         statuses.insert(gw.key.clone(), status);
         listenerset::statuses(gw, accepted, &mut statuses);

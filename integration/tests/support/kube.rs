@@ -235,6 +235,11 @@ pub struct Controller {
 impl Controller {
     /// Starts `weft controller` against `api` with a short Lease (3 s).
     pub fn start(api: &ApiServer, identity: &str) -> Controller {
+        Controller::start_with(api, identity, &[])
+    }
+
+    /// As `start`, with more arguments.
+    pub fn start_with(api: &ApiServer, identity: &str, args: &[&str]) -> Controller {
         let mut child = Command::new(super::WEFT)
             .arg("controller")
             .arg("--kubeconfig")
@@ -252,7 +257,13 @@ impl Controller {
                 "--renew-deadline-seconds",
                 "2",
             ])
-            .args(["--retry-period-seconds", "1"])
+            .args([
+                "--retry-period-seconds",
+                "1",
+                "--default-address",
+                "127.0.0.1",
+            ])
+            .args(args)
             .env("RUST_LOG", "info,weft_controller=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

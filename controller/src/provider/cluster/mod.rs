@@ -6,6 +6,7 @@
 //! they are.
 
 pub mod lease;
+pub mod provisioner;
 mod watch;
 pub mod writeback;
 
