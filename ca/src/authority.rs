@@ -271,6 +271,34 @@ impl Authority {
         vec![self.root_pem.clone()]
     }
 
+    /// A serving certificate for DNS names, made and signed here (the key
+    /// never leaves this process): for the control plane's own HTTPS
+    /// endpoints that the Kubernetes API server calls (the injection
+    /// webhook), which check a host name, not a SPIFFE ID. Returns the
+    /// chain (leaf first), the key (PEM) and when it expires.
+    pub fn serving(
+        &self,
+        dns_names: &[String],
+        ttl: Duration,
+    ) -> Result<(Vec<String>, String, OffsetDateTime), CaError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let mut p = CertificateParams::new(dns_names.to_vec())?;
+        let now = OffsetDateTime::now_utc();
+        p.is_ca = IsCa::ExplicitNoCa;
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        p.not_before = now - BACKDATE;
+        p.not_after = now + ttl;
+        p.serial_number = Some(serial());
+        p.use_authority_key_identifier_extension = true;
+        let leaf = p.signed_by(&key, &self.intermediate)?;
+        Ok((
+            vec![leaf.pem(), self.intermediate_pem.clone()],
+            key.serialize_pem(),
+            p.not_after,
+        ))
+    }
+
     /// Signs `csr_pem` for `id`. The CSR's SANs must be empty or exactly
     /// `id`; the certificate carries exactly one URI SAN, `id`. `ttl` is
     /// capped at the authority's maximum.

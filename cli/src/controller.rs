@@ -13,6 +13,8 @@ use tokio::sync::{mpsc, watch};
 use weft_ca::service::SigningService;
 use weft_ca::workload::{manage, LocalCa};
 use weft_ca::{Roster, SpiffeId};
+use weft_controller::inject::Template;
+use weft_controller::provider::cluster::cabundle::CaBundle;
 use weft_controller::provider::cluster::lease::Election;
 use weft_controller::provider::cluster::Cluster;
 use weft_controller::provision::Infra;
@@ -55,6 +57,13 @@ pub struct Args {
     /// Where Gateways without spec.addresses listen in their pods.
     #[arg(long, default_value = "0.0.0.0")]
     default_address: std::net::IpAddr,
+    /// The sidecar injection webhook (HTTPS; the API server calls it).
+    #[arg(long, default_value = "0.0.0.0:15017")]
+    webhook_listen: SocketAddr,
+    /// The MutatingWebhookConfiguration whose caBundle the leader keeps
+    /// equal to weft's roots.
+    #[arg(long, default_value = "weft-sidecar-injector")]
+    webhook_config: String,
     /// Lifetime of workload certificates, in seconds (rotated at half).
     #[arg(long, default_value_t = 24 * 3600)]
     cert_ttl_seconds: u64,
@@ -129,7 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     tokio::spawn(manage(local, String::new(), ttl, svids_tx));
     let auth = Arc::new(ServiceAccountTokens::new(client.clone(), &td));
-    let signing = SigningService::server(authority, auth, Arc::new(Roster::default()));
+    let signing = SigningService::server(authority.clone(), auth, Arc::new(Roster::default()));
     let ca = tokio::net::TcpListener::bind(args.ca_listen).await?;
     println!("weft controller: ca {}", ca.local_addr()?);
     let tls = weft_ca::tls::server_config(svids.clone(), None)?;
@@ -168,8 +177,40 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         trust_domain: td.clone(),
         roots: bundle.concat(),
     });
-    let cluster = Cluster::start(client);
+    let cluster = Cluster::start(client.clone());
     let (leader, _) = watch::channel(false);
+    // Sidecar injection: every replica answers; the leader keeps the
+    // webhook's caBundle.
+    let template = Template {
+        image: args.proxy_image.clone(),
+        controller: format!("{service}:15010"),
+        ca: format!("{service}:15012"),
+        trust_domain: td.clone(),
+        roots: bundle.concat(),
+    };
+    let webhook = tokio::net::TcpListener::bind(args.webhook_listen).await?;
+    println!("weft controller: webhook {}", webhook.local_addr()?);
+    let short = format!("{}.{}", args.service_name, args.namespace);
+    let names = vec![
+        format!("{short}.svc"),
+        format!("{short}.svc.{}", args.cluster_domain),
+        short,
+    ];
+    let webhook_cluster = cluster.clone();
+    tokio::spawn(async move {
+        let served =
+            weft_controller::webhook::serve(webhook, authority, names, webhook_cluster, template);
+        if let Err(e) = served.await {
+            tracing::error!("the injection webhook failed: {e}");
+        }
+    });
+    let keeper = CaBundle {
+        client,
+        config: args.webhook_config.clone(),
+        service: (args.namespace.clone(), args.service_name.clone()),
+        roots: bundle.concat(),
+    };
+    tokio::spawn(keeper.run(leader.subscribe()));
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(weft_controller::cluster::run(
         cluster, publisher, election, infra, leader, reports, stop,

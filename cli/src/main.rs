@@ -72,8 +72,16 @@ enum Command {
         #[arg(long)]
         ca: String,
         /// The roots (PEM) the control plane's certificates chain to.
-        #[arg(long)]
-        trust_bundle: PathBuf,
+        #[arg(long, required_unless_present = "trust_bundle_pem")]
+        trust_bundle: Option<PathBuf>,
+        /// The same roots as PEM text (on Kubernetes, in the environment).
+        #[arg(
+            long,
+            env = "WEFT_TRUST_BUNDLE",
+            hide_env_values = true,
+            conflicts_with = "trust_bundle"
+        )]
+        trust_bundle_pem: Option<String>,
         /// The Gateway to serve, as namespace/name.
         #[arg(long)]
         gateway: String,
@@ -148,8 +156,16 @@ enum SidecarCommand {
         #[arg(long)]
         ca: String,
         /// The roots (PEM) the control plane's certificates chain to.
-        #[arg(long)]
-        trust_bundle: PathBuf,
+        #[arg(long, required_unless_present = "trust_bundle_pem")]
+        trust_bundle: Option<PathBuf>,
+        /// The same roots as PEM text (on Kubernetes, in the environment).
+        #[arg(
+            long,
+            env = "WEFT_TRUST_BUNDLE",
+            hide_env_values = true,
+            conflicts_with = "trust_bundle"
+        )]
+        trust_bundle_pem: Option<String>,
         /// The workload, as namespace/name.
         #[arg(long)]
         workload: String,
@@ -329,6 +345,7 @@ fn main() -> anyhow::Result<()> {
                 controller,
                 ca,
                 trust_bundle,
+                trust_bundle_pem,
                 gateway,
                 trust_domain,
                 token,
@@ -342,6 +359,7 @@ fn main() -> anyhow::Result<()> {
                         controller,
                         ca,
                         trust_bundle,
+                        trust_bundle_pem,
                     },
                     gateway,
                     trust_domain,
@@ -362,6 +380,7 @@ fn main() -> anyhow::Result<()> {
                         controller,
                         ca,
                         trust_bundle,
+                        trust_bundle_pem,
                         workload,
                         identity,
                         token,
@@ -376,6 +395,7 @@ fn main() -> anyhow::Result<()> {
                         controller,
                         ca,
                         trust_bundle,
+                        trust_bundle_pem,
                     },
                     workload,
                     identity,

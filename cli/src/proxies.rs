@@ -19,14 +19,24 @@ pub struct Control {
     pub controller: String,
     /// The signing service, host:port.
     pub ca: String,
-    /// A PEM file of the roots the control plane's certificates chain to.
-    pub trust_bundle: PathBuf,
+    /// A PEM file of the roots the control plane's certificates chain to,
+    /// or the PEM itself.
+    pub trust_bundle: Option<PathBuf>,
+    pub trust_bundle_pem: Option<String>,
 }
 
 impl Control {
     fn bundle(&self) -> anyhow::Result<Vec<String>> {
-        let pem = std::fs::read_to_string(&self.trust_bundle)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", self.trust_bundle.display()))?;
+        let pem = match (&self.trust_bundle_pem, &self.trust_bundle) {
+            (Some(pem), _) => pem.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+            (None, None) => anyhow::bail!("give --trust-bundle or WEFT_TRUST_BUNDLE"),
+        };
+        anyhow::ensure!(
+            pem.contains("BEGIN CERTIFICATE"),
+            "the trust bundle holds no certificate"
+        );
         Ok(vec![pem])
     }
 }

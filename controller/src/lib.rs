@@ -12,6 +12,7 @@ pub mod ca_secret;
 pub mod cluster;
 pub mod crds;
 mod error;
+pub mod inject;
 pub mod policies;
 pub mod provider;
 pub mod provision;
@@ -22,6 +23,7 @@ pub mod status;
 pub mod store;
 pub mod tokenreview;
 pub mod translate;
+pub mod webhook;
 pub mod workload;
 pub mod yaml;
 

@@ -522,3 +522,205 @@ spec:
     .await;
     assert!(api.get("deployments", "shop", "gw").is_some());
 }
+
+/// The CA's root as a cluster's controller made it.
+fn root_of(api: &ApiServer) -> String {
+    use base64::Engine;
+    let secret = api.get("secrets", "weft-system", "weft-ca").unwrap();
+    let b64 = secret["data"]["root-cert.pem"].as_str().unwrap();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// An AdmissionReview of creating `pod` in `namespace`.
+fn admission(namespace: &str, pod: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "0b2f4c1e-5d6a-4a8b-9c7d-1e2f3a4b5c6d",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace, "operation": "CREATE", "object": pod}
+    })
+}
+
+fn pod(labels: Value, annotations: Value) -> Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "cart-", "labels": labels, "annotations": annotations},
+        "spec": {"serviceAccountName": "cart", "containers": [{"name": "app", "image": "cart",
+            "ports": [{"name": "http", "containerPort": 8080}, {"containerPort": 9090}]}]}})
+}
+
+#[tokio::test]
+async fn the_webhook_injects_sidecars_into_pods_of_the_mesh() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    api.apply(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {weft.dev/mesh: enabled}}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n---\n\
+         apiVersion: v1\nkind: Namespace\nmetadata: {name: weft-system}\n---\n\
+         apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\n\
+         metadata: {name: weft-sidecar-injector}\nwebhooks:\n\
+         - name: inject.weft.dev\n  admissionReviewVersions: [v1]\n  sideEffects: None\n\
+         \x20 clientConfig: {service: {name: weft-controller, namespace: weft-system, path: /inject}}\n\
+         - name: other.example.com\n  admissionReviewVersions: [v1]\n  sideEffects: None\n\
+         \x20 clientConfig: {service: {name: other, namespace: elsewhere}}\n",
+    );
+    let controller = Controller::start(&api, "a");
+    let root = root_of(&api);
+    // The leader gives the webhook weft's roots, and only weft's webhook.
+    eventually(
+        Duration::from_secs(20),
+        "the webhook's caBundle",
+        || async {
+            use base64::Engine;
+            let config = api
+                .get("mutatingwebhookconfigurations", "", "weft-sidecar-injector")
+                .unwrap();
+            let bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
+                .as_str()
+                .map(|b| base64::engine::general_purpose::STANDARD.decode(b).unwrap());
+            assert!(config["webhooks"][1]["clientConfig"]["caBundle"].is_null());
+            bundle.as_deref() == Some(root.as_bytes())
+        },
+    )
+    .await;
+    // The API server checks the webhook as its Service's name, under that root.
+    let host = "weft-controller.weft-system.svc";
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
+        .resolve(host, controller.webhook)
+        .build()
+        .unwrap();
+    let url = format!("https://{host}:{}/inject", controller.webhook.port());
+    let ask = |body: Value| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let patched = |answer: &Value, pod: &Value| -> Option<Value> {
+        use base64::Engine;
+        let response = &answer["response"];
+        assert_eq!(response["allowed"], true, "{answer}");
+        assert_eq!(response["uid"], "0b2f4c1e-5d6a-4a8b-9c7d-1e2f3a4b5c6d");
+        let b64 = response["patch"].as_str()?;
+        assert_eq!(response["patchType"], "JSONPatch");
+        let ops = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap();
+        let ops: json_patch::Patch = serde_json::from_slice(&ops).unwrap();
+        let mut out = pod.clone();
+        json_patch::patch(&mut out, &ops).unwrap();
+        Some(out)
+    };
+    let none = serde_json::json!({});
+    let meshed = pod(none.clone(), none.clone());
+    let (code, answer) = ask(admission("shop", meshed.clone())).await;
+    assert_eq!(code, 200);
+    let injected = patched(&answer, &meshed).expect("a patch");
+    let inits = injected["spec"]["initContainers"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    let (init, proxy) = (&inits[0], &inits[1]);
+    assert_eq!(init["name"], "weft-init");
+    let args: Vec<&str> = init["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--inbound", "8080=$(POD_IP):15006"]),
+        "{args:?}"
+    );
+    assert!(
+        args.windows(2)
+            .any(|w| w == ["--inbound", "9090=$(POD_IP):15007"]),
+        "{args:?}"
+    );
+    assert_eq!(
+        init["securityContext"]["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN", "NET_RAW"])
+    );
+    assert_eq!(proxy["name"], "weft-proxy");
+    assert_eq!(proxy["restartPolicy"], "Always");
+    assert_eq!(proxy["securityContext"]["runAsUser"], 1337);
+    assert!(proxy["securityContext"]["capabilities"]["add"].is_null());
+    let args: Vec<&str> = proxy["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(args
+        .windows(2)
+        .any(|w| w == ["--identity", "spiffe://cluster.local/ns/shop/sa/cart"]));
+    assert!(args
+        .windows(2)
+        .any(|w| w == ["--workload", "$(POD_NAMESPACE)/$(POD_NAME)"]));
+    let env = proxy["env"].as_array().unwrap();
+    assert!(env
+        .iter()
+        .any(|e| e["name"] == "WEFT_TRUST_BUNDLE" && e["value"] == root.as_str()));
+    let volume = &injected["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
+    assert_eq!(volume["audience"], "weft-ca");
+    assert_eq!(
+        injected["metadata"]["annotations"]["weft.dev/injected"],
+        "true"
+    );
+    // The app's containers are untouched.
+    assert_eq!(injected["spec"]["containers"], meshed["spec"]["containers"]);
+    // Out of the mesh: another namespace, an opt-out, a pod label, a
+    // second injection, the host's network; other kinds pass untouched.
+    let out_of_mesh = [
+        admission("plain", meshed.clone()),
+        admission(
+            "shop",
+            pod(
+                none.clone(),
+                serde_json::json!({"weft.dev/inject": "false"}),
+            ),
+        ),
+        admission(
+            "shop",
+            pod(
+                serde_json::json!({"weft.dev/mesh": "disabled"}),
+                none.clone(),
+            ),
+        ),
+        admission("shop", injected.clone()),
+        admission("shop", {
+            let mut p = meshed.clone();
+            p["spec"]["hostNetwork"] = true.into();
+            p
+        }),
+    ];
+    for review in out_of_mesh {
+        let (code, answer) = ask(review.clone()).await;
+        assert_eq!(code, 200);
+        assert!(
+            patched(&answer, &review["request"]["object"]).is_none(),
+            "{review}"
+        );
+    }
+    // A pod labelled into the mesh in a namespace that is not.
+    let labelled = pod(
+        serde_json::json!({"weft.dev/mesh": "enabled"}),
+        none.clone(),
+    );
+    let (_, answer) = ask(admission("plain", labelled.clone())).await;
+    assert!(patched(&answer, &labelled).is_some());
+    let mut service = admission("shop", serde_json::json!({"kind": "Service"}));
+    service["request"]["kind"]["kind"] = "Service".into();
+    let (_, answer) = ask(service.clone()).await;
+    assert!(patched(&answer, &service["request"]["object"]).is_none());
+    let (code, _) = ask(serde_json::json!({"not": "a review"})).await;
+    assert_eq!(code, 400);
+}

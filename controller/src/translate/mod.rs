@@ -21,6 +21,9 @@ mod rules;
 mod selector;
 mod tls;
 
+/// Where a sidecar takes inbound connections for its workload's `i`-th port.
+pub use backend::INBOUND_BASE_PORT;
+
 use crate::resources::ObjKey;
 use crate::store::Store;
 use serde_json::Value;

@@ -229,6 +229,8 @@ pub struct Controller {
     /// The CA's signing service and the config server.
     pub ca: SocketAddr,
     pub config: SocketAddr,
+    /// The sidecar injection webhook (HTTPS).
+    pub webhook: SocketAddr,
     pub identity: String,
 }
 
@@ -271,8 +273,8 @@ impl Controller {
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (mut admin, mut ca, mut config) = (None, None, None);
-        while config.is_none() {
+        let (mut admin, mut ca, mut config, mut webhook) = (None, None, None, None);
+        while webhook.is_none() {
             let line = lines
                 .next()
                 .expect("weft controller prints its addresses")
@@ -290,6 +292,7 @@ impl Controller {
                 }
                 Some(("ca", addr)) => ca = addr.parse().ok(),
                 Some(("config", addr)) => config = addr.parse().ok(),
+                Some(("webhook", addr)) => webhook = addr.parse().ok(),
                 _ => {}
             }
         }
@@ -299,6 +302,7 @@ impl Controller {
             admin: admin.unwrap(),
             ca: ca.unwrap(),
             config: config.unwrap(),
+            webhook: webhook.unwrap(),
             identity: identity.to_string(),
         }
     }

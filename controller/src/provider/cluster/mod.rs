@@ -5,6 +5,7 @@
 //! `Store`. Kinds whose CRDs are not installed are looked for again until
 //! they are.
 
+pub mod cabundle;
 pub mod lease;
 pub mod provisioner;
 mod watch;
@@ -125,6 +126,22 @@ impl Cluster {
         self.objects.lock().is_ok_and(|o| o.synced())
     }
 
+    /// A namespace's labels as the watchers hold them now (with the
+    /// `kubernetes.io/metadata.name` label every namespace has).
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        let key = crate::resources::ObjKey {
+            kind: Kind::Namespace,
+            namespace: String::new(),
+            name: namespace.to_string(),
+        };
+        let doc = self.objects.lock().ok().and_then(|o| o.find(&key));
+        let mut labels = doc
+            .and_then(|d| d.object.metadata().labels.clone())
+            .unwrap_or_default();
+        labels.insert("kubernetes.io/metadata.name".into(), namespace.into());
+        labels
+    }
+
     /// The store of everything the watchers hold now.
     pub fn store(&self) -> Store {
         let objects = self.objects.lock().expect("objects lock");
@@ -185,7 +202,7 @@ impl Cluster {
             r.insert(w.kind, ar.clone());
         }
         for selector in w.selectors {
-            let id = self.objects.lock().expect("objects lock").add_watch();
+            let id = self.objects.lock().expect("objects lock").add_watch(w.kind);
             tokio::spawn(watch::run(
                 self.client.clone(),
                 ar.clone(),

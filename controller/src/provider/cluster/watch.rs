@@ -31,6 +31,7 @@ enum Held {
 /// were parsed at.
 #[derive(Default)]
 struct Set {
+    kind: Option<crate::resources::Kind>,
     objects: BTreeMap<(String, String), (String, Held)>,
     /// Objects of a list in progress; they replace `objects` when it ends.
     listing: Option<BTreeMap<(String, String), (String, Held)>>,
@@ -46,8 +47,11 @@ pub struct Objects {
 }
 
 impl Objects {
-    pub(super) fn add_watch(&mut self) -> usize {
-        self.sets.push(Set::default());
+    pub(super) fn add_watch(&mut self, kind: crate::resources::Kind) -> usize {
+        self.sets.push(Set {
+            kind: Some(kind),
+            ..Set::default()
+        });
         self.sets.len() - 1
     }
 
@@ -66,6 +70,18 @@ impl Objects {
                 Held::Invalid(_) => None,
             })
         })
+    }
+
+    /// One object, as held now.
+    pub(super) fn find(&self, key: &ObjKey) -> Option<Arc<Doc>> {
+        let name = (key.namespace.clone(), key.name.clone());
+        self.sets
+            .iter()
+            .filter(|s| s.kind == Some(key.kind))
+            .find_map(|s| match s.objects.get(&name) {
+                Some((_, Held::Object { doc, .. })) => Some(doc.clone()),
+                _ => None,
+            })
     }
 
     pub(super) fn problems(&self) -> impl Iterator<Item = &Problem> {
