@@ -79,7 +79,7 @@ impl Kind {
         })
     }
 
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Kind::Namespace => "Namespace",
             Kind::GatewayClass => "GatewayClass",

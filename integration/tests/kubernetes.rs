@@ -724,3 +724,209 @@ async fn the_webhook_injects_sidecars_into_pods_of_the_mesh() {
     let (code, _) = ask(serde_json::json!({"not": "a review"})).await;
     assert_eq!(code, 400);
 }
+
+/// A process the test started, killed when dropped.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn weft(args: &[&str]) -> Process {
+    Process(
+        std::process::Command::new(support::WEFT)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// A token for `sa` in shop, bound to `pod`, for weft's CA.
+fn bound_token(api: &ApiServer, sa: &str, pod: &str) -> String {
+    let uid = api.get("pods", "shop", pod).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let args = [
+        "create",
+        "token",
+        sa,
+        "-n",
+        "shop",
+        "--audience",
+        "weft-ca",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        pod,
+        "--bound-object-uid",
+        &uid,
+    ];
+    api.kubectl(&args).trim().to_string()
+}
+
+fn slice(ready: bool) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: cart-1, namespace: shop, labels: {{kubernetes.io/service-name: cart}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}]\n\
+         endpoints: [{{addresses: [127.0.113.2], conditions: {{ready: {ready}}}}}]\n"
+    )
+}
+
+#[tokio::test]
+async fn a_meshed_pod_serves_through_its_sidecar_behind_a_gateway() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    api.install_crds();
+    api.apply(&format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {{weft.dev/mesh: enabled}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: weft-system}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: shop}}
+spec:
+  gatewayClassName: weft
+  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: shop}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [shop.example.com]
+  rules: [{{backendRefs: [{{name: cart, port: 80}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: cart, namespace: shop}}
+spec:
+  selector: {{app: cart}}
+  ports: [{{name: http, port: 80, targetPort: 8080}}]
+---
+{slice}---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: cart, namespace: shop}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: gw, namespace: shop}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: cart-1, namespace: shop, labels: {{app: cart}}}}
+spec:
+  serviceAccountName: cart
+  initContainers: [{{name: weft-proxy, image: weft, restartPolicy: Always}}]
+  containers: [{{name: app, image: cart, ports: [{{name: http, containerPort: 8080}}]}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: gw-1, namespace: shop}}
+spec:
+  serviceAccountName: gw
+  containers: [{{name: gateway, image: weft}}]
+"#,
+        slice = slice(true)
+    ));
+    // What the kubelet would report.
+    api.kubectl(&[
+        "patch",
+        "pod",
+        "cart-1",
+        "-n",
+        "shop",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running","podIP":"127.0.113.2"}}"#,
+    ]);
+    let controller = Controller::start_with(
+        &api,
+        "a",
+        &["--no-provisioning", "--default-address", "127.0.113.1"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let roots = dir.path().join("roots.pem");
+    std::fs::write(&roots, root_of(&api)).unwrap();
+    let roots = roots.to_str().unwrap();
+    let (config, ca) = (controller.config.to_string(), controller.ca.to_string());
+    let _app = weft(&["echo", "--listen", "127.0.113.2:8080"]);
+    let cart_token = bound_token(&api, "cart", "cart-1");
+    let _sidecar = weft(&[
+        "sidecar",
+        "run",
+        "--controller",
+        &config,
+        "--ca",
+        &ca,
+        "--trust-bundle",
+        roots,
+        "--workload",
+        "shop/cart-1",
+        "--identity",
+        "spiffe://cluster.local/ns/shop/sa/cart",
+        "--token",
+        &cart_token,
+        "--admin",
+        "127.0.113.2:15020",
+    ]);
+    let gw_token = bound_token(&api, "gw", "gw-1");
+    let _gateway = weft(&[
+        "gateway",
+        "--controller",
+        &config,
+        "--ca",
+        &ca,
+        "--trust-bundle",
+        roots,
+        "--gateway",
+        "shop/gw",
+        "--token",
+        &gw_token,
+        "--admin",
+        "127.0.113.1:15021",
+    ]);
+    let client = support::client(&[]);
+    let url = "http://127.0.113.1:8080/";
+    // The gateway calls the pod through its sidecar over mutual TLS: the
+    // app sees the gateway's identity.
+    eventually(
+        Duration::from_secs(30),
+        "the pod behind the gateway",
+        || async {
+            let (status, body) = support::get(&client, url, "shop.example.com").await;
+            status == 200
+                && body
+                    .to_string()
+                    .contains("spiffe://cluster.local/ns/shop/sa/gw")
+        },
+    )
+    .await;
+    // Its EndpointSlice says it is not ready: no more traffic to it.
+    api.apply(&slice(false));
+    eventually(
+        Duration::from_secs(20),
+        "no traffic to an unready pod",
+        || async { support::get(&client, url, "shop.example.com").await.0 == 503 },
+    )
+    .await;
+}

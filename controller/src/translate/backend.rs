@@ -236,8 +236,19 @@ fn mesh_endpoints(
     trust_domain: &str,
 ) -> (Vec<SocketAddr>, Vec<String>) {
     let (mut endpoints, mut identities) = (Vec::new(), Vec::new());
+    // Where the Service has EndpointSlices (on Kubernetes), a pod's
+    // readiness is theirs to say.
+    let name = svc.metadata.name.as_deref().unwrap_or("");
+    let usable: Option<Vec<std::net::IpAddr>> =
+        slice_endpoints(store, ns, name, port).map(|eps| eps.iter().map(SocketAddr::ip).collect());
     for (key, w) in selected_workloads(store, ns, svc) {
         if !super::mesh::meshed(store, &key.namespace, w) {
+            continue;
+        }
+        if usable
+            .as_ref()
+            .is_some_and(|ips| !ips.contains(&w.address()))
+        {
             continue;
         }
         let index = w.spec.ports.iter().position(|p| match &port.target_port {
@@ -327,18 +338,21 @@ fn app_protocol(port: &ServicePort) -> Option<AppProtocol> {
     }
 }
 
-/// The endpoints of one Service port: from EndpointSlices labelled with the
-/// Service's name (the slice port of the same name gives the target port),
-/// then from Workloads matching the Service's selector.
-fn endpoints(
+/// The endpoints of one Service port from its EndpointSlices (labelled
+/// with the Service's name; the slice port of the same name gives the
+/// target port), as the API defines their conditions: the ready ones; when
+/// none is ready, the ones still serving while they terminate, so that a
+/// rollout's last pods drain instead of failing. `None` when the Service
+/// has no EndpointSlice at all.
+fn slice_endpoints(
     store: &Store,
     ns: &str,
     name: &str,
-    svc: &Service,
     port: &ServicePort,
-) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
+) -> Option<Vec<SocketAddr>> {
     let port_name = port.name.as_deref().unwrap_or("");
+    let (mut ready, mut draining) = (Vec::new(), Vec::new());
+    let mut any = false;
     for (key, entry) in store.of_kind(Kind::EndpointSlice) {
         let Object::EndpointSlice(slice) = &entry.object else {
             continue;
@@ -352,6 +366,7 @@ fn endpoints(
         {
             continue;
         }
+        any = true;
         let slice_port = slice
             .ports
             .iter()
@@ -362,17 +377,46 @@ fn endpoints(
             continue;
         };
         for ep in slice.endpoints.iter().flatten() {
-            let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
-            if !ready {
+            let c = ep.conditions.clone().unwrap_or_default();
+            // An unset condition is to be read as ready (serving follows
+            // ready; terminating is false).
+            let is_ready = c.ready.unwrap_or(true);
+            let serving = c.serving.unwrap_or(is_ready);
+            let terminating = c.terminating.unwrap_or(false);
+            let into = if is_ready && !terminating {
+                &mut ready
+            } else if serving && terminating {
+                &mut draining
+            } else {
                 continue;
-            }
-            for addr in &ep.addresses {
-                if let Ok(ip) = addr.parse() {
-                    out.push(SocketAddr::new(ip, target));
-                }
-            }
+            };
+            into.extend(
+                ep.addresses
+                    .iter()
+                    .filter_map(|a| a.parse().ok())
+                    .map(|ip| SocketAddr::new(ip, target)),
+            );
         }
     }
+    let usable = if ready.is_empty() { draining } else { ready };
+    any.then_some(usable)
+}
+
+/// The endpoints of one Service port: its EndpointSlices' when it has
+/// any, else the Workloads its selector picks (standalone mode).
+fn endpoints(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    svc: &Service,
+    port: &ServicePort,
+) -> Vec<SocketAddr> {
+    if let Some(mut out) = slice_endpoints(store, ns, name, port) {
+        out.sort();
+        out.dedup();
+        return out;
+    }
+    let mut out = Vec::new();
     for (_, w) in selected_workloads(store, ns, svc) {
         let target = match &port.target_port {
             None => u16::try_from(port.port).ok(),

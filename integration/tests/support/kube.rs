@@ -252,6 +252,8 @@ impl Controller {
                 "127.0.0.1:0",
                 "--ca-listen",
                 "127.0.0.1:0",
+                "--webhook-listen",
+                "127.0.0.1:0",
             ])
             .args([
                 "--lease-duration-seconds",
@@ -259,12 +261,13 @@ impl Controller {
                 "--renew-deadline-seconds",
                 "2",
             ])
-            .args([
-                "--retry-period-seconds",
-                "1",
-                "--default-address",
-                "127.0.0.1",
-            ])
+            .args(["--retry-period-seconds", "1"])
+            .args(
+                (!args.contains(&"--default-address"))
+                    .then_some(["--default-address", "127.0.0.1"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(args)
             .env("RUST_LOG", "info,weft_controller=debug")
             .stdin(Stdio::null())

@@ -7,6 +7,7 @@
 
 pub mod cabundle;
 pub mod lease;
+mod pods;
 pub mod provisioner;
 mod watch;
 pub mod writeback;
@@ -27,7 +28,10 @@ const REDISCOVER: Duration = Duration::from_secs(10);
 
 /// A kind weft watches: where the API serves it, newest version first.
 struct Wanted {
+    /// The kind it is stored as.
     kind: Kind,
+    /// The kind the API serves (a Pod is stored as a Workload).
+    api_kind: &'static str,
     group: &'static str,
     versions: &'static [&'static str],
     /// Field selectors: one watch each (several when one selector cannot
@@ -39,6 +43,7 @@ struct Wanted {
 const fn all(kind: Kind, group: &'static str, versions: &'static [&'static str]) -> Wanted {
     Wanted {
         kind,
+        api_kind: kind.name(),
         group,
         versions,
         selectors: &[None],
@@ -48,7 +53,7 @@ const fn all(kind: Kind, group: &'static str, versions: &'static [&'static str])
 const V1: &[&str] = &["v1"];
 const V1_BETA: &[&str] = &["v1", "v1beta1"];
 
-/// Every kind the folder provider reads, except `Workload` (standalone only).
+/// Every kind the folder provider reads; Workloads are made from pods.
 const WANTED: &[Wanted] = &[
     all(Kind::Namespace, "", V1),
     all(Kind::Service, "", V1),
@@ -57,11 +62,20 @@ const WANTED: &[Wanted] = &[
     // releases or image pull secrets.
     Wanted {
         kind: Kind::Secret,
+        api_kind: "Secret",
         group: "",
         versions: V1,
         selectors: &[Some("type=kubernetes.io/tls"), Some("type=Opaque")],
     },
     all(Kind::EndpointSlice, "discovery.k8s.io", V1),
+    // Pods with a sidecar, as Workloads: identities, labels, addresses.
+    Wanted {
+        kind: Kind::Workload,
+        api_kind: "Pod",
+        group: "",
+        versions: V1,
+        selectors: &[Some("status.phase!=Succeeded,status.phase!=Failed")],
+    },
     all(Kind::GatewayClass, GATEWAY_GROUP, V1_BETA),
     all(Kind::Gateway, GATEWAY_GROUP, V1_BETA),
     all(Kind::HttpRoute, GATEWAY_GROUP, V1_BETA),
@@ -188,7 +202,7 @@ impl Cluster {
     /// The newest version of `w` the API serves.
     async fn find(&self, w: &Wanted) -> Option<ApiResource> {
         for version in w.versions {
-            let gvk = GroupVersionKind::gvk(w.group, version, w.kind.name());
+            let gvk = GroupVersionKind::gvk(w.group, version, w.api_kind);
             match kube::discovery::pinned_kind(&self.client, &gvk).await {
                 Ok((ar, _)) => return Some(ar),
                 Err(e) => tracing::debug!(kind = %w.kind, version, "not served: {e}"),

@@ -25,6 +25,8 @@ enum Held {
     },
     /// The API server holds it but weft cannot read it.
     Invalid(Problem),
+    /// Not for weft (a pod without a sidecar).
+    Ignored,
 }
 
 /// One watcher's objects, by namespace/name, with the resourceVersion they
@@ -67,7 +69,7 @@ impl Objects {
         self.sets.iter().flat_map(|s| {
             s.objects.values().filter_map(|(_, held)| match held {
                 Held::Object { key, doc } => Some((key.clone(), doc.clone(), origin(key))),
-                Held::Invalid(_) => None,
+                Held::Invalid(_) | Held::Ignored => None,
             })
         })
     }
@@ -88,7 +90,7 @@ impl Objects {
         self.sets.iter().flat_map(|s| {
             s.objects.values().filter_map(|(_, held)| match held {
                 Held::Invalid(p) => Some(p),
-                Held::Object { .. } => None,
+                Held::Object { .. } | Held::Ignored => None,
             })
         })
     }
@@ -150,6 +152,12 @@ fn read(ar: &ApiResource, obj: DynamicObject) -> Held {
     if let Value::Object(map) = &mut value {
         map.insert("apiVersion".into(), Value::String(ar.api_version.clone()));
         map.insert("kind".into(), Value::String(ar.kind.clone()));
+    }
+    if ar.kind == "Pod" {
+        match super::pods::workload(&value) {
+            Some(workload) => value = workload,
+            None => return Held::Ignored,
+        }
     }
     match parse(value) {
         Ok(Parsed::Object { key, doc }) => Held::Object { key, doc },
