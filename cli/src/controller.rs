@@ -57,6 +57,9 @@ pub struct Args {
     /// Where Gateways without spec.addresses listen in their pods.
     #[arg(long, default_value = "0.0.0.0")]
     default_address: std::net::IpAddr,
+    /// The GatewayClass the leader makes when it is missing; empty for none.
+    #[arg(long, default_value = "weft")]
+    gateway_class: String,
     /// The sidecar injection webhook (HTTPS; the API server calls it).
     #[arg(long, default_value = "0.0.0.0:15017")]
     webhook_listen: SocketAddr,
@@ -211,6 +214,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         roots: bundle.concat(),
     };
     tokio::spawn(keeper.run(leader.subscribe()));
+    if !args.gateway_class.is_empty() {
+        let class = weft_controller::provider::cluster::class::ensure(
+            cluster.client().clone(),
+            args.gateway_class.clone(),
+            leader.subscribe(),
+        );
+        tokio::spawn(class);
+    }
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(weft_controller::cluster::run(
         cluster, publisher, election, infra, leader, reports, stop,

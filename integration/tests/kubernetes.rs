@@ -118,7 +118,7 @@ async fn golden_on_a_cluster(name: &str) {
     let expected = out["statuses"].as_array().unwrap().clone();
     // Gateways the controller provisions show their Services' addresses;
     // the goldens know none.
-    let _controller = Controller::start_with(&api, "a", &["--no-provisioning"]);
+    let _controller = Controller::start_with(&api, "a", &["--no-provisioning", "--gateway-class="]);
     let mut last = Vec::new();
     let waited = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
@@ -927,6 +927,31 @@ spec:
         Duration::from_secs(20),
         "no traffic to an unready pod",
         || async { support::get(&client, url, "shop.example.com").await.0 == 503 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_leader_makes_the_gateway_class_when_missing() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    api.install_crds();
+    api.apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: weft-system}\n");
+    let _controller = Controller::start(&api, "a");
+    eventually(
+        Duration::from_secs(20),
+        "the GatewayClass weft, accepted",
+        || async {
+            let Some(class) = api.get("gatewayclasses", "", "weft") else {
+                return false;
+            };
+            assert_eq!(
+                class["spec"]["controllerName"],
+                "weft.dev/gateway-controller"
+            );
+            class["status"]["conditions"][0]["status"] == "True"
+        },
     )
     .await;
 }

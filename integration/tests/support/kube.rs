@@ -37,7 +37,7 @@ pub fn kubectl() -> Option<PathBuf> {
         return works(&p).then_some(p);
     }
     // Where scripts/setup.sh installs it.
-    let installed = repo().join("target/tools/kubectl/bin/kubectl");
+    let installed = repo().join("target/tools/venv/bin/kubectl");
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::iter::once(installed)
         .chain(std::env::split_paths(&path).map(|d| d.join("kubectl")))

@@ -6,6 +6,7 @@
 //! they are.
 
 pub mod cabundle;
+pub mod class;
 pub mod lease;
 mod pods;
 pub mod provisioner;
