@@ -3,24 +3,133 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use weft_controller::provider::folder::FolderState;
+use std::path::{Path, PathBuf};
+use weft_controller::provider::folder::parse_text;
+use weft_controller::resources::{documents, parse, Parsed};
 use weft_controller::status::{self, TransitionClock};
-use weft_controller::store::Store;
+use weft_controller::store::{Problem, Store};
 use weft_controller::translate::{translate, Options};
 
-pub fn run(dir: &Path) -> anyhow::Result<()> {
-    let store = FolderState::default().read(dir, &Store::default())?;
-    let t = translate(&store, &Options::default(), &BTreeMap::new());
+fn is_manifest(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    !name.starts_with('.')
+        && path.is_file()
+        && matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        )
+}
+
+/// The files `path` stands for: itself, a folder's manifests (as `weft up`
+/// reads them), or with `kustomize` a folder's `kustomization.yaml`
+/// resources, followed into folders that have their own.
+fn files(path: &Path, kustomize: bool, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if !path.is_dir() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    let kustomization = path.join("kustomization.yaml");
+    if kustomize && kustomization.is_file() {
+        let text = std::fs::read_to_string(&kustomization)?;
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text)?;
+        for r in doc["resources"].as_sequence().into_iter().flatten() {
+            let r = r.as_str().ok_or_else(|| {
+                anyhow::anyhow!("{}: a resource is not a path", kustomization.display())
+            })?;
+            files(&path.join(r), kustomize, out)?;
+        }
+        return Ok(());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_manifest(p))
+        .collect();
+    found.sort();
+    out.extend(found);
+    Ok(())
+}
+
+/// Translates the manifests of `paths` as a cluster (or `weft up`) would,
+/// prints every status and what the cluster would run, and fails if
+/// anything is not accepted.
+pub fn run(paths: &[PathBuf], kustomize: bool) -> anyhow::Result<()> {
+    let mut all = Vec::new();
+    for p in paths {
+        files(p, kustomize, &mut all).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
+    let (mut parsed, mut raw, mut problems) = (Vec::new(), Vec::new(), Vec::new());
+    for file in &all {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        match parse_text(&text) {
+            Ok(docs) => parsed.extend(docs.into_iter().map(|d| (file.clone(), d))),
+            Err(errors) => problems.extend(errors.into_iter().map(|message| {
+                tracing::error!(file = %file.display(), "{message}");
+                Problem {
+                    file: file.clone(),
+                    message,
+                }
+            })),
+        }
+        raw.extend(documents(&text).unwrap_or_default());
+    }
+    let opts = Options::default();
+    // The pods the manifests would make, as Workloads, as on a cluster.
+    let first = Store::build(&Store::default(), parsed.clone(), vec![], &Store::now());
+    let pods =
+        weft_controller::preview::pods(&raw, |ns| first.namespace_labels(ns), &opts.trust_domain);
+    for pod in &pods {
+        if let Some(w) = &pod.workload {
+            match parse(w.clone()) {
+                Ok(p @ Parsed::Object { .. }) => parsed.push((PathBuf::from(&pod.from), p)),
+                Ok(_) => {}
+                Err(message) => problems.push(Problem {
+                    file: PathBuf::from(&pod.from),
+                    message,
+                }),
+            }
+        }
+    }
+    let store = Store::build(&Store::default(), parsed, problems, &Store::now());
+    let t = translate(&store, &opts, &BTreeMap::new());
     let items = status::items(
         &store,
         &t.statuses,
         &mut TransitionClock::default(),
         &status::now(),
     );
+    let infra = weft_controller::provision::Infra {
+        image: "weft".into(),
+        controller: String::new(),
+        ca: String::new(),
+        trust_domain: opts.trust_domain.clone(),
+        roots: String::new(),
+    };
+    let gateways: Vec<serde_json::Value> = weft_controller::provision::desired(&store, &infra)
+        .iter()
+        .map(|(key, objects)| {
+            let made: Vec<String> = objects
+                .iter()
+                .map(|o| {
+                    let kind = o["kind"].as_str().unwrap_or("");
+                    let name = o["metadata"]["name"].as_str().unwrap_or("");
+                    match o["spec"]["type"].as_str() {
+                        Some(t) if kind == "Service" => format!("{kind} {name} ({t})"),
+                        _ => format!("{kind} {name}"),
+                    }
+                })
+                .collect();
+            serde_json::json!({"gateway": format!("{}/{}", key.namespace, key.name), "provisioned": made})
+        })
+        .collect();
+    let report: Vec<&serde_json::Value> = pods.iter().map(|p| &p.report).collect();
     print!(
         "{}",
-        serde_yaml::to_string(&serde_json::json!({"items": items, "problems": store.problems}))?
+        serde_yaml::to_string(&serde_json::json!({
+            "items": items,
+            "problems": store.problems,
+            "onKubernetes": {"pods": report, "gateways": gateways},
+        }))?
     );
     let mut failures = Vec::new();
     for p in &store.problems {

@@ -129,9 +129,16 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions of weft's policy kinds (YAML).
     Crds,
-    /// Translate a folder offline and print every status; fails if any
-    /// resource is not accepted.
-    Analyze { dir: PathBuf },
+    /// Translate manifests offline and print every status, and what a
+    /// cluster would run (pods with sidecars, provisioned gateways); fails
+    /// if any resource is not accepted. Each path is a file or a folder.
+    Analyze {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Read a folder's kustomization.yaml resources (as kubectl -k).
+        #[arg(short = 'k', long)]
+        kustomize: bool,
+    },
     /// Print the Gateway API features weft implements, as a conformance
     /// report (the upstream ConformanceReport's shape; no test results).
     ConformanceReport,
@@ -432,7 +439,7 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", weft_controller::crds::yaml());
                 Ok(())
             }
-            Command::Analyze { dir } => analyze::run(&dir),
+            Command::Analyze { paths, kustomize } => analyze::run(&paths, kustomize),
             Command::Status { admin } => analyze::status(admin).await,
             Command::ConformanceReport => {
                 print!("{}", conformance::render()?);

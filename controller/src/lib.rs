@@ -14,6 +14,7 @@ pub mod crds;
 mod error;
 pub mod inject;
 pub mod policies;
+pub mod preview;
 pub mod provider;
 pub mod provision;
 pub mod resources;

@@ -47,6 +47,9 @@ def _builtin_keys(kind, names):
         return None
     if last in NAME_KEYED:
         return ("name",)
+    # Admission webhook configurations list their webhooks by name.
+    if names == ("webhooks",) and kind.endswith("WebhookConfiguration"):
+        return ("name",)
     if last == "volumeMounts":
         return ("mountPath",)
     return None

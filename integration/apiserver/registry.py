@@ -74,6 +74,13 @@ BUILTINS = [
        False, status=True, short=("crd", "crds"), generation=True),
     _b("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations",
        "MutatingWebhookConfiguration", False, generation=True),
+    _b("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations",
+       "ValidatingWebhookConfiguration", False, generation=True),
+    # Stored, never enforced (this server admits everything).
+    _b("admissionregistration.k8s.io", "v1", "validatingadmissionpolicies",
+       "ValidatingAdmissionPolicy", False, status=True, generation=True),
+    _b("admissionregistration.k8s.io", "v1", "validatingadmissionpolicybindings",
+       "ValidatingAdmissionPolicyBinding", False, generation=True),
     _b("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
     _b("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     _b("rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", False),

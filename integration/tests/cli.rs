@@ -10,6 +10,90 @@ fn repo(path: &str) -> String {
     format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `weft analyze -k` on the bookinfo example as `kubectl apply -k` would
+/// send it: Deployments instead of Workloads. It says which pods get a
+/// sidecar and with what identity, what each Gateway is given, and the mesh
+/// route still resolves to the pods' sidecars.
+#[test]
+fn analyze_says_what_a_cluster_would_run() {
+    let out = Command::new(WEFT)
+        .args(["analyze", "-k", &repo("examples/bookinfo")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let pods = report["onKubernetes"]["pods"].as_array().unwrap();
+    assert_eq!(pods.len(), 5, "{pods:?}");
+    let productpage = &pods[0];
+    assert_eq!(productpage["from"], "Deployment bookinfo/productpage");
+    assert_eq!(productpage["sidecar"], true);
+    assert_eq!(
+        productpage["identity"],
+        "spiffe://cluster.local/ns/bookinfo/sa/productpage"
+    );
+    assert_eq!(productpage["inbound"], serde_json::json!(["9080 -> 15006"]));
+    let gateway = &report["onKubernetes"]["gateways"][0];
+    assert_eq!(gateway["gateway"], "bookinfo/bookinfo");
+    assert!(gateway["provisioned"]
+        .as_array()
+        .unwrap()
+        .contains(&serde_json::json!("Service bookinfo (LoadBalancer)")));
+    // The mesh route on the reviews Service resolves, to the pods' sidecars.
+    let items = report["items"].as_array().unwrap();
+    let reviews = items
+        .iter()
+        .find(|i| i["kind"] == "HTTPRoute" && i["metadata"]["name"] == "reviews")
+        .unwrap();
+    let conditions = reviews["status"]["parents"][0]["conditions"]
+        .as_array()
+        .unwrap();
+    for c in conditions {
+        assert_eq!(c["status"], "True", "{c}");
+    }
+
+    // A pod outside the mesh says why.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: plain, namespace: default}\n\
+         spec:\n  selector: {matchLabels: {app: plain}}\n  template:\n    metadata: {labels: {app: plain}}\n\
+         \x20   spec: {containers: [{name: app, image: x}]}\n---\n\
+         apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: nightly, namespace: default}\n\
+         spec:\n  schedule: '@daily'\n  jobTemplate:\n    spec:\n      template:\n\
+         \x20       metadata: {labels: {weft.dev/mesh: enabled}}\n\
+         \x20       spec: {serviceAccountName: batch, restartPolicy: Never, containers: [{name: job, image: x}]}\n",
+    )
+    .unwrap();
+    let out = Command::new(WEFT)
+        .args(["analyze", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let pods = &report["onKubernetes"]["pods"];
+    assert_eq!(pods[0]["sidecar"], false);
+    assert!(
+        pods[0]["why"]
+            .as_str()
+            .unwrap()
+            .contains("namespace default"),
+        "{pods}"
+    );
+    assert_eq!(pods[1]["from"], "CronJob default/nightly");
+    assert_eq!(
+        pods[1]["identity"],
+        "spiffe://cluster.local/ns/default/sa/batch"
+    );
+}
+
 #[test]
 fn analyze_passes_the_quickstart_and_fails_a_broken_folder() {
     let ok = Command::new(WEFT)

@@ -955,3 +955,104 @@ async fn the_leader_makes_the_gateway_class_when_missing() {
     )
     .await;
 }
+
+/// The user's story, on the stand-in: `helm install` the chart, run the
+/// controller as the chart's Deployment would, label a namespace, `kubectl
+/// apply -k examples/bookinfo`, and `kubectl get gateway,httproute -A`
+/// shows statuses weft wrote; the Gateway is provisioned, the webhook has
+/// its caBundle, and a `helm upgrade` keeps it.
+#[tokio::test]
+async fn helm_install_then_bookinfo_gets_statuses() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    let chart = format!("{}/../charts/weft", env!("CARGO_MANIFEST_DIR"));
+    let install = [
+        "install",
+        "weft",
+        &chart,
+        "-n",
+        "weft-system",
+        "--create-namespace",
+        "--set",
+        "gatewayAPI.installCRDs=true",
+    ];
+    api.helm(&install);
+    // The controller with the args the chart gives its pods.
+    let deployment = api
+        .get("deployments", "weft-system", "weft-controller")
+        .unwrap();
+    let chart_args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1) // `controller`
+        .map(|a| a.as_str().unwrap().to_string())
+        .filter(|a| {
+            !a.starts_with("--lease") && !a.starts_with("--renew") && !a.starts_with("--retry")
+        })
+        .collect();
+    let args: Vec<&str> = chart_args.iter().map(String::as_str).collect();
+    let _controller = Controller::start_with(&api, "weft-controller-0", &args);
+    let bookinfo = format!("{}/../examples/bookinfo", env!("CARGO_MANIFEST_DIR"));
+    api.kubectl(&["apply", "-k", &bookinfo]);
+    let accepted = |o: &Value| {
+        let conditions = if o["kind"] == "Gateway" {
+            o["status"]["conditions"].clone()
+        } else {
+            o["status"]["parents"][0]["conditions"].clone()
+        };
+        conditions.as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+                && cs.iter().all(|c| c["status"] == "True")
+        })
+    };
+    eventually(
+        Duration::from_secs(30),
+        "statuses on every gateway and route",
+        || async {
+            let out = api.kubectl(&["get", "gateway,httproute", "-A", "-o", "json"]);
+            let list: Value = serde_json::from_str(&out).unwrap();
+            let items = list["items"].as_array().unwrap();
+            items.len() == 3 && items.iter().all(accepted)
+        },
+    )
+    .await;
+    assert!(api.get("deployments", "bookinfo", "bookinfo").is_some());
+    let injector = "weft-sidecar-injector-weft-system";
+    let bundle = |api: &ApiServer| {
+        let config = api
+            .get("mutatingwebhookconfigurations", "", injector)
+            .unwrap();
+        config["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                w["clientConfig"]["caBundle"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+    };
+    eventually(
+        Duration::from_secs(20),
+        "the webhooks' caBundle",
+        || async { bundle(&api).iter().all(|b| !b.is_empty()) },
+    )
+    .await;
+    let before = bundle(&api);
+    let upgrade = [
+        "upgrade",
+        "weft",
+        &chart,
+        "-n",
+        "weft-system",
+        "--set",
+        "gatewayAPI.installCRDs=true",
+    ];
+    api.helm(&upgrade);
+    assert_eq!(bundle(&api), before, "helm upgrade dropped the caBundle");
+}

@@ -44,6 +44,18 @@ pub fn kubectl() -> Option<PathBuf> {
         .find(|p| p.is_file() && works(p))
 }
 
+/// Helm: `$HELM`, else the one setup installs, else one in PATH.
+pub fn helm() -> Option<PathBuf> {
+    let installed = repo().join("target/tools/helm/helm");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::var_os("HELM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([installed])
+        .chain(std::env::split_paths(&path).map(|d| d.join("helm")))
+        .find(|p| p.is_file())
+}
+
 /// Whether the stand-in can run: python3 with PyYAML, and kubectl.
 pub fn missing() -> Option<String> {
     let yaml = Command::new("python3")
@@ -55,6 +67,9 @@ pub fn missing() -> Option<String> {
     }
     if kubectl().is_none() {
         return Some("kubectl >= 1.28 is needed (scripts/setup.sh installs it)".into());
+    }
+    if helm().is_none() {
+        return Some("helm is needed (scripts/setup.sh installs it)".into());
     }
     None
 }
@@ -131,6 +146,26 @@ impl ApiServer {
         assert!(
             out.status.success(),
             "kubectl {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs helm against the stand-in (a throwaway HOME for its caches).
+    pub fn helm(&self, args: &[&str]) -> String {
+        let home = tempfile::tempdir().unwrap();
+        let out = Command::new(helm().expect("helm (scripts/setup.sh installs it)"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm {}: {}{}",
             args.join(" "),
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
@@ -241,32 +276,33 @@ impl Controller {
     }
 
     /// As `start`, with more arguments.
+    /// As `start`, with more arguments (`--flag value` or `--flag=value`);
+    /// a flag given here replaces the test's default for it.
     pub fn start_with(api: &ApiServer, identity: &str, args: &[&str]) -> Controller {
+        let defaults = [
+            ("--identity", identity),
+            ("--admin", "127.0.0.1:0"),
+            ("--config-listen", "127.0.0.1:0"),
+            ("--ca-listen", "127.0.0.1:0"),
+            ("--webhook-listen", "127.0.0.1:0"),
+            ("--lease-duration-seconds", "3"),
+            ("--renew-deadline-seconds", "2"),
+            ("--retry-period-seconds", "1"),
+            ("--default-address", "127.0.0.1"),
+        ];
+        let given = |flag: &str| {
+            args.iter()
+                .any(|a| *a == flag || a.starts_with(&format!("{flag}=")))
+        };
         let mut child = Command::new(super::WEFT)
             .arg("controller")
             .arg("--kubeconfig")
             .arg(&api.kubeconfig)
-            .args(["--identity", identity, "--admin", "127.0.0.1:0"])
-            .args([
-                "--config-listen",
-                "127.0.0.1:0",
-                "--ca-listen",
-                "127.0.0.1:0",
-                "--webhook-listen",
-                "127.0.0.1:0",
-            ])
-            .args([
-                "--lease-duration-seconds",
-                "3",
-                "--renew-deadline-seconds",
-                "2",
-            ])
-            .args(["--retry-period-seconds", "1"])
             .args(
-                (!args.contains(&"--default-address"))
-                    .then_some(["--default-address", "127.0.0.1"])
-                    .into_iter()
-                    .flatten(),
+                defaults
+                    .iter()
+                    .filter(|(flag, _)| !given(flag))
+                    .flat_map(|(flag, value)| [*flag, *value]),
             )
             .args(args)
             .env("RUST_LOG", "info,weft_controller=debug")

@@ -8,7 +8,7 @@
 pub mod cabundle;
 pub mod class;
 pub mod lease;
-mod pods;
+pub mod pods;
 pub mod provisioner;
 mod watch;
 pub mod writeback;
