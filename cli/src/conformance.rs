@@ -67,8 +67,20 @@ const TESTS: &[(&str, &str)] = &[
         include_str!("../../integration/tests/jwt_tokens.rs"),
     ),
     (
-        "integration/tests/kubernetes.rs",
-        include_str!("../../integration/tests/kubernetes.rs"),
+        "integration/tests/k8s_controller.rs",
+        include_str!("../../integration/tests/k8s_controller.rs"),
+    ),
+    (
+        "integration/tests/k8s_gateways.rs",
+        include_str!("../../integration/tests/k8s_gateways.rs"),
+    ),
+    (
+        "integration/tests/k8s_identity.rs",
+        include_str!("../../integration/tests/k8s_identity.rs"),
+    ),
+    (
+        "integration/tests/k8s_injection.rs",
+        include_str!("../../integration/tests/k8s_injection.rs"),
     ),
     (
         "integration/tests/l4.rs",

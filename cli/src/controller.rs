@@ -13,12 +13,15 @@ use tokio::sync::{mpsc, watch};
 use weft_ca::service::SigningService;
 use weft_ca::workload::{manage, LocalCa};
 use weft_ca::{Roster, SpiffeId};
+use weft_controller::ca_secret::OWN_SECRET;
 use weft_controller::inject::Template;
 use weft_controller::provider::cluster::cabundle::CaBundle;
 use weft_controller::provider::cluster::lease::Election;
 use weft_controller::provider::cluster::Cluster;
 use weft_controller::provision::Infra;
+use weft_controller::resources::{Kind, ObjKey};
 use weft_controller::runtime::Publisher;
+use weft_controller::runtime::CA_SECRET;
 use weft_controller::server::ConfigService;
 use weft_controller::tokenreview::ServiceAccountTokens;
 use weft_controller::translate::Options;
@@ -141,7 +144,23 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     tokio::spawn(manage(local, String::new(), ttl, svids_tx));
     let auth = Arc::new(ServiceAccountTokens::new(client.clone(), &td));
-    let signing = SigningService::server(authority.clone(), auth, Arc::new(Roster::default()));
+    // Only the identities of proxies the cluster runs (meshed pods and
+    // Gateways) may get or renew certificates, once the cluster is read.
+    let roster = Arc::new(Roster::default());
+    let mut published = state.clone();
+    let holders = roster.clone();
+    tokio::spawn(async move {
+        loop {
+            let p = published.borrow_and_update().clone();
+            if !p.items.is_empty() {
+                holders.set(crate::up::roster(&p));
+            }
+            if published.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let signing = SigningService::server(authority.clone(), auth, roster);
     let ca = tokio::net::TcpListener::bind(args.ca_listen).await?;
     println!("weft controller: ca {}", ca.local_addr()?);
     let tls = weft_ca::tls::server_config(svids.clone(), None)?;
@@ -180,7 +199,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         trust_domain: td.clone(),
         roots: bundle.concat(),
     });
-    let cluster = Cluster::start(client.clone());
+    // The CA's own Secrets never reach the store (nor any proxy).
+    let private = [CA_SECRET.1, OWN_SECRET].map(|name| ObjKey {
+        kind: Kind::Secret,
+        namespace: args.namespace.clone(),
+        name: name.to_string(),
+    });
+    let cluster = Cluster::start(client.clone(), private.to_vec());
     let (leader, _) = watch::channel(false);
     // Sidecar injection: every replica answers; the leader keeps the
     // webhook's caBundle.

@@ -165,7 +165,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
 
 /// The identities of every proxy `published` runs: they alone may hold
 /// certificates.
-fn roster(published: &Published) -> Vec<weft_ca::SpiffeId> {
+pub(crate) fn roster(published: &Published) -> Vec<weft_ca::SpiffeId> {
     let sidecars = published.sidecars.values().map(|s| s.identity.as_str());
     let gateways = published
         .gateways

@@ -9,8 +9,8 @@
 //! arriving from outside the namespace is taken by the inbound listener.
 
 mod support;
-use std::process::{Command, Output};
 use std::time::Duration;
+use support::netns::{available, run, Netns};
 use support::*;
 
 const MESH: &str = r#"
@@ -50,115 +50,13 @@ metadata: {name: server, namespace: cap}
 spec: {selector: {app: server}, ports: [{name: http, port: 9080, targetPort: http}]}
 "#;
 
-fn run(program: &str, args: &[&str]) -> Output {
-    Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"))
-}
-
-fn must(program: &str, args: &[&str]) {
-    let out = run(program, args);
-    assert!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A network namespace with a veth pair to this one, removed on drop.
-struct Netns {
-    name: String,
-    outer: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        let id = std::process::id() % 100_000;
-        let (name, outer, inner) = (
-            format!("weft-cap-{id}"),
-            format!("wcap{id}a"),
-            format!("wcap{id}b"),
-        );
-        let _ = run("ip", &["netns", "del", &name]);
-        must("ip", &["netns", "add", &name]);
-        let ns = Netns { name, outer };
-        let n = ns.name.as_str();
-        must("ip", &["-n", n, "link", "set", "lo", "up"]);
-        must(
-            "ip",
-            &[
-                "link", "add", &ns.outer, "type", "veth", "peer", "name", &inner,
-            ],
-        );
-        must("ip", &["link", "set", &inner, "netns", n]);
-        must("ip", &["addr", "add", "10.251.0.1/30", "dev", &ns.outer]);
-        must("ip", &["link", "set", &ns.outer, "up"]);
-        must(
-            "ip",
-            &["-n", n, "addr", "add", "10.251.0.2/30", "dev", &inner],
-        );
-        must("ip", &["-n", n, "link", "set", &inner, "up"]);
-        // Inbound connections are sent on to listeners on loopback addresses.
-        for iface in ["all", inner.as_str()] {
-            let key = format!("net.ipv4.conf.{iface}.route_localnet=1");
-            must("ip", &["netns", "exec", n, "sysctl", "-qw", &key]);
-        }
-        ns
-    }
-
-    /// Runs `args` in the namespace, as `user` (a uid) when given.
-    fn exec(&self, user: Option<&str>, args: &[&str]) -> Output {
-        let mut full = vec!["netns", "exec", &self.name];
-        let reuid;
-        if let Some(uid) = user {
-            reuid = format!("--reuid={uid}");
-            full.extend(["setpriv", &reuid, "--regid=65534", "--clear-groups"]);
-        }
-        full.extend(args);
-        run("ip", &full)
-    }
-
-    /// `curl` in the namespace as an unprivileged user: (status, body).
-    fn curl(&self, args: &[&str]) -> Option<(u16, serde_json::Value)> {
-        let mut full = vec!["curl", "-s", "-m", "5", "-w", "\n%{http_code}"];
-        full.extend(args);
-        let out = self.exec(Some("65534"), &full);
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n')?;
-        let code: u16 = code.trim().parse().ok()?;
-        (code != 0).then(|| (code, serde_json::from_str(body).unwrap_or_default()))
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run("ip", &["netns", "del", &self.name]);
-        let _ = run("ip", &["link", "del", &self.outer]);
-    }
-}
-
-fn available() -> bool {
-    // SAFETY: geteuid(2) has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    let tools = ["ip", "iptables", "setpriv", "curl", "openssl"]
-        .iter()
-        .all(|t| {
-            run("sh", &["-c", &format!("command -v {t}")])
-                .status
-                .success()
-        });
-    root && tools
-}
-
 #[tokio::test]
 async fn iptables_capture_sends_plain_calls_through_the_sidecars() {
     if !available() {
         cannot_run("transparent capture needs root and ip, iptables, setpriv, curl and openssl");
         return;
     }
-    let ns = Netns::new();
+    let ns = Netns::new("cap", "10.251.0.1", "10.251.0.2");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
     let weft = Weft::start_in(Some(&ns.name), dir.path(), "127.0.0.1", &[], &[]);

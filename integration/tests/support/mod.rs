@@ -9,8 +9,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub mod backends;
+pub mod cluster;
 pub mod jwt;
 pub mod kube;
+pub mod netns;
 pub mod pki;
 pub mod ws;
 

@@ -107,11 +107,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts every watcher (and the search for kinds not served yet).
-    pub fn start(client: Client) -> Cluster {
+    /// The objects of `private` (the CA's Secrets) are never held.
+    pub fn start(client: Client, private: Vec<crate::resources::ObjKey>) -> Cluster {
         let (changes, _) = signal::channel(0);
         let cluster = Cluster {
             client,
-            objects: Arc::new(Mutex::new(Objects::default())),
+            objects: Arc::new(Mutex::new(Objects::new(private))),
             resources: Arc::new(Mutex::new(BTreeMap::new())),
             changes,
         };

@@ -44,11 +44,20 @@ struct Set {
 #[derive(Default)]
 pub struct Objects {
     sets: Vec<Set>,
+    /// Objects never held (the CA's Secrets).
+    private: Vec<ObjKey>,
     /// Every wanted kind has been looked for once.
     discovered: bool,
 }
 
 impl Objects {
+    pub(super) fn new(private: Vec<ObjKey>) -> Objects {
+        Objects {
+            private,
+            ..Objects::default()
+        }
+    }
+
     pub(super) fn add_watch(&mut self, kind: crate::resources::Kind) -> usize {
         self.sets.push(Set {
             kind: Some(kind),
@@ -105,7 +114,10 @@ impl Objects {
         // The same version as held (a re-list): parsed already.
         let held = match set.objects.get(&name) {
             Some((held_rv, held)) if *held_rv == rv && !rv.is_empty() => held.clone(),
-            _ => read(ar, obj),
+            _ => match read(ar, obj) {
+                Held::Object { key, .. } if self.private.contains(&key) => Held::Ignored,
+                held => held,
+            },
         };
         match (&mut set.listing, init) {
             (Some(listing), true) => listing.insert(name, (rv, held)),

@@ -1,0 +1,124 @@
+//! Fixtures of the Kubernetes tests: a small shop of manifests, the
+//! Lease's holder, the CA's root, bound tokens, processes killed on drop.
+#![allow(dead_code)]
+
+use super::kube::ApiServer;
+
+/// A GatewayClass of weft's, a Gateway `shop/gw` and a route `shop/r` to a
+/// Service, with `host` as the route's hostname.
+pub fn shop(host: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: shop}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: weft-system}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: shop}}
+spec:
+  gatewayClassName: weft
+  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec: {{ports: [{{port: 80}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: shop}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [{host}]
+  rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
+"#
+    )
+}
+
+/// The generation the route's status (from weft) was written for.
+pub fn route_observed(api: &ApiServer) -> Option<i64> {
+    let route = api.get("httproutes", "shop", "r")?;
+    let parent = route["status"]["parents"]
+        .as_array()?
+        .iter()
+        .find(|p| p["controllerName"] == "weft.dev/gateway-controller")?
+        .clone();
+    let accepted = parent["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Accepted" && c["status"] == "True")?
+        .clone();
+    accepted["observedGeneration"].as_i64()
+}
+
+pub fn holder(api: &ApiServer) -> Option<String> {
+    let lease = api.get("leases", "weft-system", "weft-controller")?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+}
+
+/// The CA's root as a cluster's controller made it.
+pub fn root_of(api: &ApiServer) -> String {
+    use base64::Engine;
+    let secret = api.get("secrets", "weft-system", "weft-ca").unwrap();
+    let b64 = secret["data"]["root-cert.pem"].as_str().unwrap();
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// A token for `sa` in shop, bound to `pod`, for weft's CA.
+pub fn bound_token(api: &ApiServer, sa: &str, pod: &str) -> String {
+    let uid = api.get("pods", "shop", pod).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let args = [
+        "create",
+        "token",
+        sa,
+        "-n",
+        "shop",
+        "--audience",
+        "weft-ca",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        pod,
+        "--bound-object-uid",
+        &uid,
+    ];
+    api.kubectl(&args).trim().to_string()
+}
+
+/// A process the test started, killed when dropped.
+pub struct Process(pub std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn weft(args: &[&str]) -> Process {
+    Process(
+        std::process::Command::new(super::WEFT)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
