@@ -65,44 +65,14 @@ enum Command {
     /// certificate from the CA's signing service (the first with a one-time
     /// join token), its config over mutual TLS.
     Gateway {
-        /// The controller's config server, host:port.
-        #[arg(long)]
-        controller: String,
-        /// The CA's signing service, host:port.
-        #[arg(long)]
-        ca: String,
-        /// The roots (PEM) the control plane's certificates chain to.
-        #[arg(long, required_unless_present = "trust_bundle_pem")]
-        trust_bundle: Option<PathBuf>,
-        /// The same roots as PEM text (on Kubernetes, in the environment).
-        #[arg(
-            long,
-            env = "WEFT_TRUST_BUNDLE",
-            hide_env_values = true,
-            conflicts_with = "trust_bundle"
-        )]
-        trust_bundle_pem: Option<String>,
+        #[command(flatten)]
+        control: proxies::Control,
         /// The Gateway to serve, as namespace/name.
         #[arg(long)]
         gateway: String,
         /// The SPIFFE trust domain.
         #[arg(long, default_value = "cluster.local")]
         trust_domain: String,
-        /// The one-time join token for the first certificate.
-        #[arg(
-            long,
-            env = "WEFT_JOIN_TOKEN",
-            hide_env_values = true,
-            required_unless_present = "token_file"
-        )]
-        token: Option<String>,
-        /// A file holding the token instead: on Kubernetes, the projected
-        /// service-account token (audience weft-ca).
-        #[arg(long, conflicts_with = "token")]
-        token_file: Option<PathBuf>,
-        /// Lifetime asked for the gateway's certificates, in seconds.
-        #[arg(long, default_value_t = 24 * 3600)]
-        cert_ttl_seconds: u64,
         #[arg(long, default_value = "127.0.0.1:15001")]
         admin: SocketAddr,
     },
@@ -156,44 +126,14 @@ enum SidecarCommand {
     /// MIMALLOC_ARENA_EAGER_COMMIT=0 in its environment (as `weft up`
     /// starts it) an idle sidecar takes about 8 MiB less memory.
     Run {
-        /// The controller's config server, host:port (mutual TLS).
-        #[arg(long)]
-        controller: String,
-        /// The CA's signing service, host:port (TLS).
-        #[arg(long)]
-        ca: String,
-        /// The roots (PEM) the control plane's certificates chain to.
-        #[arg(long, required_unless_present = "trust_bundle_pem")]
-        trust_bundle: Option<PathBuf>,
-        /// The same roots as PEM text (on Kubernetes, in the environment).
-        #[arg(
-            long,
-            env = "WEFT_TRUST_BUNDLE",
-            hide_env_values = true,
-            conflicts_with = "trust_bundle"
-        )]
-        trust_bundle_pem: Option<String>,
+        #[command(flatten)]
+        control: proxies::Control,
         /// The workload, as namespace/name.
         #[arg(long)]
         workload: String,
         /// The workload's SPIFFE ID.
         #[arg(long)]
         identity: String,
-        /// The one-time join token for the first certificate.
-        #[arg(
-            long,
-            env = "WEFT_JOIN_TOKEN",
-            hide_env_values = true,
-            required_unless_present = "token_file"
-        )]
-        token: Option<String>,
-        /// A file holding the token instead: on Kubernetes, the projected
-        /// service-account token (audience weft-ca).
-        #[arg(long, conflicts_with = "token")]
-        token_file: Option<PathBuf>,
-        /// Lifetime asked for the workload's certificates, in seconds.
-        #[arg(long, default_value_t = 24 * 3600)]
-        cert_ttl_seconds: u64,
         /// Where the admin port (`/ready`, `/config_dump`, `/metrics`) listens.
         #[arg(long)]
         admin: Option<SocketAddr>,
@@ -349,29 +289,15 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::Gateway {
-                controller,
-                ca,
-                trust_bundle,
-                trust_bundle_pem,
+                control,
                 gateway,
                 trust_domain,
-                token,
-                token_file,
-                cert_ttl_seconds,
                 admin,
             } => {
-                let token = proxies::token(token, token_file)?;
                 proxies::gateway(proxies::GatewayOptions {
-                    control: proxies::Control {
-                        controller,
-                        ca,
-                        trust_bundle,
-                        trust_bundle_pem,
-                    },
+                    control,
                     gateway,
                     trust_domain,
-                    token,
-                    ttl: std::time::Duration::from_secs(cert_ttl_seconds),
                     admin,
                 })
                 .await
@@ -384,30 +310,16 @@ fn main() -> anyhow::Result<()> {
             Command::Sidecar {
                 command:
                     SidecarCommand::Run {
-                        controller,
-                        ca,
-                        trust_bundle,
-                        trust_bundle_pem,
+                        control,
                         workload,
                         identity,
-                        token,
-                        token_file,
-                        cert_ttl_seconds,
                         admin,
                     },
             } => {
-                let token = proxies::token(token, token_file)?;
                 proxies::sidecar(proxies::SidecarOptions {
-                    control: proxies::Control {
-                        controller,
-                        ca,
-                        trust_bundle,
-                        trust_bundle_pem,
-                    },
+                    control,
                     workload,
                     identity,
-                    token,
-                    ttl: std::time::Duration::from_secs(cert_ttl_seconds),
                     admin,
                 })
                 .await

@@ -13,16 +13,43 @@ use weft_ca::workload::{manage, GrpcCa};
 use weft_ca::SpiffeId;
 use weft_gateway::control::client::Dial;
 
-/// Where the control plane is, and what it must prove.
+/// Where the control plane is, what it must prove, and how a proxy
+/// proves itself to it.
+#[derive(clap::Args)]
 pub struct Control {
-    /// The config server, host:port.
+    /// The controller's config server, host:port (mutual TLS).
+    #[arg(long)]
     pub controller: String,
-    /// The signing service, host:port.
+    /// The CA's signing service, host:port (TLS).
+    #[arg(long)]
     pub ca: String,
-    /// A PEM file of the roots the control plane's certificates chain to,
-    /// or the PEM itself.
+    /// The roots (PEM) the control plane's certificates chain to.
+    #[arg(long, required_unless_present = "trust_bundle_pem")]
     pub trust_bundle: Option<PathBuf>,
+    /// The same roots as PEM text (on Kubernetes, in the environment).
+    #[arg(
+        long,
+        env = "WEFT_TRUST_BUNDLE",
+        hide_env_values = true,
+        conflicts_with = "trust_bundle"
+    )]
     pub trust_bundle_pem: Option<String>,
+    /// The one-time join token for the first certificate.
+    #[arg(
+        long,
+        env = "WEFT_JOIN_TOKEN",
+        hide_env_values = true,
+        required_unless_present = "token_file"
+    )]
+    pub token: Option<String>,
+    /// A file holding the token instead: on Kubernetes, the projected
+    /// service-account token (audience weft-ca), read when the proxy
+    /// starts; later certificates are renewals that prove the current one.
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// Lifetime asked for the proxy's certificates, in seconds.
+    #[arg(long, default_value_t = 24 * 3600)]
+    pub cert_ttl_seconds: u64,
 }
 
 impl Control {
@@ -39,19 +66,21 @@ impl Control {
         );
         Ok(vec![pem])
     }
-}
 
-/// The token given, or the one in `file` (a projected service-account
-/// token: read when the proxy starts; later certificates are renewals that
-/// prove the current one instead).
-pub fn token(token: Option<String>, file: Option<PathBuf>) -> anyhow::Result<String> {
-    match (token, file) {
-        (Some(t), _) => Ok(t),
-        (None, Some(path)) => Ok(std::fs::read_to_string(&path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-            .trim()
-            .to_string()),
-        (None, None) => anyhow::bail!("give --token or --token-file"),
+    /// The token given, or the one in the token file.
+    fn token(&self) -> anyhow::Result<String> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(t.clone()),
+            (None, Some(path)) => Ok(std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                .trim()
+                .to_string()),
+            (None, None) => anyhow::bail!("give --token or --token-file"),
+        }
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_secs(self.cert_ttl_seconds)
     }
 }
 
@@ -60,8 +89,6 @@ pub struct GatewayOptions {
     /// namespace/name
     pub gateway: String,
     pub trust_domain: String,
-    pub token: String,
-    pub ttl: Duration,
     pub admin: SocketAddr,
 }
 
@@ -75,7 +102,7 @@ pub async fn gateway(o: GatewayOptions) -> anyhow::Result<()> {
     let id = SpiffeId::new(&o.trust_domain, ns, name)?;
     let ca = Arc::new(GrpcCa::new(&o.control.ca, &server, &bundle)?);
     let (tx, svids) = tokio::sync::watch::channel(None);
-    let identity = tokio::spawn(manage(ca, o.token, o.ttl, tx));
+    let identity = tokio::spawn(manage(ca, o.control.token()?, o.control.ttl(), tx));
     let gw = weft_gateway::Gateway::new();
     let (bound, _admin) = weft_gateway::control::admin::serve(gw.clone(), o.admin).await?;
     eprintln!("gateway {}: {id}, admin on http://{bound}", o.gateway);
@@ -103,8 +130,6 @@ pub struct SidecarOptions {
     /// namespace/name
     pub workload: String,
     pub identity: String,
-    pub token: String,
-    pub ttl: Duration,
     pub admin: Option<SocketAddr>,
 }
 
@@ -119,8 +144,8 @@ pub async fn sidecar(o: SidecarOptions) -> anyhow::Result<()> {
     let identity = weft_sidecar::Identity {
         ca: Arc::new(GrpcCa::new(&o.control.ca, &server, &bundle)?),
         id,
-        token: o.token,
-        ttl: o.ttl,
+        token: o.control.token()?,
+        ttl: o.control.ttl(),
     };
     let running = weft_sidecar::run::start(weft_sidecar::run::Options {
         namespace: namespace.to_string(),

@@ -7,7 +7,7 @@
 mod support;
 
 use std::time::Duration;
-use support::cluster::{bound_token, holder, root_of, weft};
+use support::cluster::{bound_token, cart_slice, holder, meshed_shop, root_of, running, weft};
 use support::eventually;
 use support::kube::{ApiServer, Controller};
 
@@ -52,17 +52,7 @@ async fn a_pod_gets_the_identity_of_its_service_account_and_no_other() {
          spec: {serviceAccountName: plain, containers: [{name: app, image: plain}]}\n",
     );
     // Scheduled: cart-1 runs with its sidecar.
-    api.kubectl(&[
-        "patch",
-        "pod",
-        "cart-1",
-        "-n",
-        "shop",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running","podIP":"127.0.114.1"}}"#,
-    ]);
+    running(&api, "cart-1", "127.0.114.1");
     let controller = Controller::start(&api, "a");
     let secret = api.get("secrets", "weft-system", "weft-ca").unwrap();
     let root = {
@@ -142,95 +132,21 @@ async fn a_pod_gets_the_identity_of_its_service_account_and_no_other() {
     assert!(e.contains("refused") || e.contains("does not exist"), "{e}");
 }
 
-fn slice(ready: bool) -> String {
-    format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
-         metadata: {{name: cart-1, namespace: shop, labels: {{kubernetes.io/service-name: cart}}}}\n\
-         addressType: IPv4\nports: [{{name: http, port: 8080}}]\n\
-         endpoints: [{{addresses: [127.0.113.2], conditions: {{ready: {ready}}}}}]\n"
-    )
-}
-
 #[tokio::test]
 async fn a_meshed_pod_serves_through_its_sidecar_behind_a_gateway_and_outlives_the_leader() {
     let Some(api) = ApiServer::start() else {
         return;
     };
     api.install_crds();
-    api.apply(&format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: shop, labels: {{weft.dev/mesh: enabled}}}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: weft-system}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: shop}}
-spec:
-  gatewayClassName: weft
-  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: r, namespace: shop}}
-spec:
-  parentRefs: [{{name: gw}}]
-  hostnames: [shop.example.com]
-  rules: [{{backendRefs: [{{name: cart, port: 80}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: cart, namespace: shop}}
-spec:
-  selector: {{app: cart}}
-  ports: [{{name: http, port: 80, targetPort: 8080}}]
----
-{slice}---
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: cart, namespace: shop}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: gw, namespace: shop}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: cart-1, namespace: shop, labels: {{app: cart}}}}
-spec:
-  serviceAccountName: cart
-  initContainers: [{{name: weft-proxy, image: weft, restartPolicy: Always}}]
-  containers: [{{name: app, image: cart, ports: [{{name: http, containerPort: 8080}}]}}]
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: gw-1, namespace: shop}}
-spec:
-  serviceAccountName: gw
-  containers: [{{name: gateway, image: weft}}]
-"#,
-        slice = slice(true)
-    ));
+    api.apply(&meshed_shop("127.0.113.2", true));
+    api.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: cart-1, namespace: shop, labels: {app: cart}}\n\
+         spec:\n  serviceAccountName: cart\n\
+         \x20 initContainers: [{name: weft-proxy, image: weft, restartPolicy: Always}]\n\
+         \x20 containers: [{name: app, image: cart, ports: [{name: http, containerPort: 8080}]}]\n",
+    );
     // What the kubelet would report.
-    api.kubectl(&[
-        "patch",
-        "pod",
-        "cart-1",
-        "-n",
-        "shop",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running","podIP":"127.0.113.2"}}"#,
-    ]);
+    running(&api, "cart-1", "127.0.113.2");
     // Two replicas, one CA: the sidecar's certificate comes from the
     // leader, its config and the gateway's all from the other replica.
     let args = ["--no-provisioning", "--default-address", "127.0.113.1"];
@@ -313,7 +229,7 @@ spec:
     }
     // Its EndpointSlice says it is not ready: no more traffic to it (the
     // config from the replica that remains).
-    api.apply(&slice(false));
+    api.apply(&cart_slice("127.0.113.2", false));
     eventually(
         Duration::from_secs(20),
         "no traffic to an unready pod",

@@ -6,7 +6,7 @@ mod support;
 
 use serde_json::Value;
 use std::time::Duration;
-use support::cluster::{bound_token, root_of, weft};
+use support::cluster::{bound_token, meshed_shop, root_of, running, webhook_client, weft};
 use support::eventually;
 use support::kube::{ApiServer, Controller};
 
@@ -64,13 +64,7 @@ async fn the_webhook_injects_sidecars_into_pods_of_the_mesh() {
     )
     .await;
     // The API server checks the webhook as its Service's name, under that root.
-    let host = "weft-controller.weft-system.svc";
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
-        .resolve(host, controller.webhook)
-        .build()
-        .unwrap();
-    let url = format!("https://{host}:{}/inject", controller.webhook.port());
+    let (client, url) = webhook_client(&root, &controller);
     let ask = |body: Value| {
         let (client, url) = (client.clone(), url.clone());
         async move {
@@ -259,63 +253,7 @@ async fn an_injected_pod_runs_as_the_webhook_made_it() {
     api.install_crds();
     let (host_ip, pod_ip) = ("10.252.0.1", "10.252.0.2");
     let netns = support::netns::Netns::new("pod", host_ip, pod_ip);
-    api.apply(&format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: shop, labels: {{weft.dev/mesh: enabled}}}}
----
-apiVersion: v1
-kind: Namespace
-metadata: {{name: weft-system}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: shop}}
-spec:
-  gatewayClassName: weft
-  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {{name: r, namespace: shop}}
-spec:
-  parentRefs: [{{name: gw}}]
-  hostnames: [shop.example.com]
-  rules: [{{backendRefs: [{{name: cart, port: 80}}]}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: cart, namespace: shop}}
-spec:
-  selector: {{app: cart}}
-  ports: [{{name: http, port: 80, targetPort: http}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: cart-1, namespace: shop, labels: {{kubernetes.io/service-name: cart}}}}
-addressType: IPv4
-ports: [{{name: http, port: 8080}}]
-endpoints: [{{addresses: [{pod_ip}], conditions: {{ready: true}}}}]
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: cart, namespace: shop}}
----
-apiVersion: v1
-kind: ServiceAccount
-metadata: {{name: gw, namespace: shop}}
----
-apiVersion: v1
-kind: Pod
-metadata: {{name: gw-1, namespace: shop}}
-spec: {{serviceAccountName: gw, containers: [{{name: gateway, image: weft}}]}}
-"#
-    ));
+    api.apply(&meshed_shop(pod_ip, true));
     let any = |ip: &str| format!("{ip}:0");
     let controller = Controller::start_with(
         &api,
@@ -337,17 +275,9 @@ spec: {{serviceAccountName: gw, containers: [{{name: gateway, image: weft}}]}}
         "spec": {"serviceAccountName": "cart", "containers": [{"name": "app", "image": "weft",
             "args": ["echo", "--listen", "0.0.0.0:8080"],
             "ports": [{"name": "http", "containerPort": 8080}]}]}});
-    let host = "weft-controller.weft-system.svc";
-    let client = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
-        .resolve(host, controller.webhook)
-        .build()
-        .unwrap();
+    let (client, url) = webhook_client(&root, &controller);
     let answer: Value = client
-        .post(format!(
-            "https://{host}:{}/inject",
-            controller.webhook.port()
-        ))
+        .post(url)
         .json(&admission("shop", pod.clone()))
         .send()
         .await
@@ -369,17 +299,7 @@ spec: {{serviceAccountName: gw, containers: [{{name: gateway, image: weft}}]}}
     let manifest = dir.path().join("pod.json");
     std::fs::write(&manifest, injected.to_string()).unwrap();
     api.kubectl(&["create", "-f", manifest.to_str().unwrap()]);
-    api.kubectl(&[
-        "patch",
-        "pod",
-        "cart-1",
-        "-n",
-        "shop",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        &format!(r#"{{"status":{{"phase":"Running","podIP":"{pod_ip}"}}}}"#),
-    ]);
+    running(&api, "cart-1", pod_ip);
     // The kubelet's part.
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, bound_token(&api, "cart", "cart-1")).unwrap();

@@ -122,3 +122,106 @@ pub fn weft(args: &[&str]) -> Process {
             .unwrap(),
     )
 }
+
+/// A meshed shop: Gateway `shop/gw` (HTTP 8080) routing `shop.example.com`
+/// to the Service `cart` (port 80, the pods' port `http`), whose one
+/// EndpointSlice lists `pod_ip` on 8080 as `ready`; service accounts cart
+/// and gw, and a pod gw-1 for the gateway's token.
+pub fn meshed_shop(pod_ip: &str, ready: bool) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {{weft.dev/mesh: enabled}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: weft-system}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: shop}}
+spec:
+  gatewayClassName: weft
+  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: shop}}
+spec:
+  parentRefs: [{{name: gw}}]
+  hostnames: [shop.example.com]
+  rules: [{{backendRefs: [{{name: cart, port: 80}}]}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: cart, namespace: shop}}
+spec:
+  selector: {{app: cart}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+{slice}---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: cart, namespace: shop}}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {{name: gw, namespace: shop}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: gw-1, namespace: shop}}
+spec: {{serviceAccountName: gw, containers: [{{name: gateway, image: weft}}]}}
+"#,
+        slice = cart_slice(pod_ip, ready)
+    )
+}
+
+/// The EndpointSlice of the shop's cart Service.
+pub fn cart_slice(pod_ip: &str, ready: bool) -> String {
+    format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata: {{name: cart-1, namespace: shop, labels: {{kubernetes.io/service-name: cart}}}}\n\
+         addressType: IPv4\nports: [{{name: http, port: 8080}}]\n\
+         endpoints: [{{addresses: [{pod_ip}], conditions: {{ready: {ready}}}}}]\n"
+    )
+}
+
+/// What the kubelet reports once `pod` of shop runs at `ip`.
+pub fn running(api: &ApiServer, pod: &str, ip: &str) {
+    let status = format!(r#"{{"status":{{"phase":"Running","podIP":"{ip}"}}}}"#);
+    api.kubectl(&[
+        "patch",
+        "pod",
+        pod,
+        "-n",
+        "shop",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status,
+    ]);
+}
+
+/// A client that trusts `root` and reaches the webhook of `controller` by
+/// its Service's name, as the API server does; and the webhook's URL.
+pub fn webhook_client(
+    root: &str,
+    controller: &super::kube::Controller,
+) -> (reqwest::Client, String) {
+    let host = "weft-controller.weft-system.svc";
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(root.as_bytes()).unwrap())
+        .resolve(host, controller.webhook)
+        .build()
+        .unwrap();
+    (
+        client,
+        format!("https://{host}:{}/inject", controller.webhook.port()),
+    )
+}
