@@ -4,21 +4,11 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use weft_controller::provider::folder::parse_text;
+use weft_controller::provider::folder::{parse_text, wanted};
 use weft_controller::resources::{documents, parse, Parsed};
 use weft_controller::status::{self, TransitionClock};
 use weft_controller::store::{Problem, Store};
 use weft_controller::translate::{translate, Options};
-
-fn is_manifest(path: &Path) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    !name.starts_with('.')
-        && path.is_file()
-        && matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        )
-}
 
 /// The files `path` stands for: itself, a folder's manifests (as `weft up`
 /// reads them), or with `kustomize` a folder's `kustomization.yaml`
@@ -42,7 +32,7 @@ fn files(path: &Path, kustomize: bool, out: &mut Vec<PathBuf>) -> anyhow::Result
     }
     let mut found: Vec<PathBuf> = std::fs::read_dir(path)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| is_manifest(p))
+        .filter(|p| wanted(p))
         .collect();
     found.sort();
     out.extend(found);

@@ -7,7 +7,9 @@
 mod support;
 
 use std::time::Duration;
-use support::cluster::{bound_token, cart_slice, holder, meshed_shop, root_of, running, weft};
+use support::cluster::{
+    bound_token, cart_slice, holder, meshed_shop, root_of, running, token_for, weft,
+};
 use support::eventually;
 use support::kube::{ApiServer, Controller};
 
@@ -64,31 +66,7 @@ async fn a_pod_gets_the_identity_of_its_service_account_and_no_other() {
         String::from_utf8(pem).unwrap()
     };
     let bundle = vec![root];
-    let uid = |pod: &str| {
-        api.get("pods", "shop", pod).unwrap()["metadata"]["uid"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let token = |audience: &str, pod: &str| {
-        let uid = uid(pod);
-        let args = [
-            "create",
-            "token",
-            "cart",
-            "-n",
-            "shop",
-            "--audience",
-            audience,
-            "--bound-object-kind",
-            "Pod",
-            "--bound-object-name",
-            pod,
-            "--bound-object-uid",
-            &uid,
-        ];
-        api.kubectl(&args).trim().to_string()
-    };
+    let token = |audience: &str, pod: &str| token_for(&api, "cart", pod, audience);
     let good = token("weft-ca", "cart-1");
     assert_eq!(
         sign(&controller, &bundle, &good, None).await.unwrap(),

@@ -19,7 +19,9 @@ pub struct FolderState {
     reported_unknown: std::collections::BTreeSet<(String, String)>,
 }
 
-fn wanted(path: &Path) -> bool {
+/// Whether a folder's entry is a manifest file: `*.yaml`, `*.yml`, `*.json`,
+/// not a dot-file.
+pub fn wanted(path: &Path) -> bool {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     !name.starts_with('.')
         && path.is_file()

@@ -4,6 +4,26 @@
 
 use super::kube::ApiServer;
 
+/// weft's namespace, its GatewayClass, and a Gateway `shop/gw` with an
+/// HTTP listener on 8080.
+const GATEWAY: &str = "apiVersion: v1
+kind: Namespace
+metadata: {name: weft-system}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weft}
+spec: {controllerName: weft.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: shop}
+spec:
+  gatewayClassName: weft
+  listeners: [{name: http, port: 8080, protocol: HTTP}]
+---
+";
+
 /// A GatewayClass of weft's, a Gateway `shop/gw` and a route `shop/r` to a
 /// Service, with `host` as the route's hostname.
 pub fn shop(host: &str) -> String {
@@ -12,23 +32,7 @@ pub fn shop(host: &str) -> String {
 kind: Namespace
 metadata: {{name: shop}}
 ---
-apiVersion: v1
-kind: Namespace
-metadata: {{name: weft-system}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: shop}}
-spec:
-  gatewayClassName: weft
-  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
----
-apiVersion: v1
+{gateway}apiVersion: v1
 kind: Service
 metadata: {{name: web, namespace: shop}}
 spec: {{ports: [{{port: 80}}]}}
@@ -40,7 +44,8 @@ spec:
   parentRefs: [{{name: gw}}]
   hostnames: [{host}]
   rules: [{{backendRefs: [{{name: web, port: 80}}]}}]
-"#
+"#,
+        gateway = GATEWAY,
     )
 }
 
@@ -78,8 +83,8 @@ pub fn root_of(api: &ApiServer) -> String {
     .unwrap()
 }
 
-/// A token for `sa` in shop, bound to `pod`, for weft's CA.
-pub fn bound_token(api: &ApiServer, sa: &str, pod: &str) -> String {
+/// A token for `sa` in shop, bound to `pod`, for `audience`.
+pub fn token_for(api: &ApiServer, sa: &str, pod: &str, audience: &str) -> String {
     let uid = api.get("pods", "shop", pod).unwrap()["metadata"]["uid"]
         .as_str()
         .unwrap()
@@ -91,7 +96,7 @@ pub fn bound_token(api: &ApiServer, sa: &str, pod: &str) -> String {
         "-n",
         "shop",
         "--audience",
-        "weft-ca",
+        audience,
         "--bound-object-kind",
         "Pod",
         "--bound-object-name",
@@ -100,6 +105,11 @@ pub fn bound_token(api: &ApiServer, sa: &str, pod: &str) -> String {
         &uid,
     ];
     api.kubectl(&args).trim().to_string()
+}
+
+/// A token for `sa` in shop, bound to `pod`, for weft's CA.
+pub fn bound_token(api: &ApiServer, sa: &str, pod: &str) -> String {
+    token_for(api, sa, pod, "weft-ca")
 }
 
 /// A process the test started, killed when dropped.
@@ -133,23 +143,7 @@ pub fn meshed_shop(pod_ip: &str, ready: bool) -> String {
 kind: Namespace
 metadata: {{name: shop, labels: {{weft.dev/mesh: enabled}}}}
 ---
-apiVersion: v1
-kind: Namespace
-metadata: {{name: weft-system}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: weft}}
-spec: {{controllerName: weft.dev/gateway-controller}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: shop}}
-spec:
-  gatewayClassName: weft
-  listeners: [{{name: http, port: 8080, protocol: HTTP}}]
----
-apiVersion: gateway.networking.k8s.io/v1
+{gateway}apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {{name: r, namespace: shop}}
 spec:
@@ -178,7 +172,8 @@ kind: Pod
 metadata: {{name: gw-1, namespace: shop}}
 spec: {{serviceAccountName: gw, containers: [{{name: gateway, image: weft}}]}}
 "#,
-        slice = cart_slice(pod_ip, ready)
+        slice = cart_slice(pod_ip, ready),
+        gateway = GATEWAY,
     )
 }
 
