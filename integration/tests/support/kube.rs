@@ -270,7 +270,7 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// Starts `weft controller` against `api` with a short Lease (3 s).
+    /// Starts `weft controller` against `api` with a short Lease (5 s).
     pub fn start(api: &ApiServer, identity: &str) -> Controller {
         Controller::start_with(api, identity, &[])
     }
@@ -285,8 +285,9 @@ impl Controller {
             ("--config-listen", "127.0.0.1:0"),
             ("--ca-listen", "127.0.0.1:0"),
             ("--webhook-listen", "127.0.0.1:0"),
-            ("--lease-duration-seconds", "3"),
-            ("--renew-deadline-seconds", "2"),
+            // Short, yet with room for a slow renewal on a loaded machine.
+            ("--lease-duration-seconds", "5"),
+            ("--renew-deadline-seconds", "3"),
             ("--retry-period-seconds", "1"),
             ("--default-address", "127.0.0.1"),
         ];
