@@ -14,7 +14,6 @@ use weft_ca::service::SigningService;
 use weft_ca::workload::{manage, LocalCa};
 use weft_ca::{Roster, SpiffeId};
 use weft_controller::ca_secret::OWN_SECRET;
-use weft_controller::inject::Template;
 use weft_controller::provider::cluster::cabundle::CaBundle;
 use weft_controller::provider::cluster::lease::Election;
 use weft_controller::provider::cluster::Cluster;
@@ -192,13 +191,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "{}.{}.svc.{}",
         args.service_name, args.namespace, args.cluster_domain
     );
-    let infra = (!args.no_provisioning).then(|| Infra {
+    // What the proxies weft makes (provisioned gateways, injected
+    // sidecars) are told of the control plane.
+    let proxies = Infra {
         image: args.proxy_image.clone(),
         controller: format!("{service}:15010"),
         ca: format!("{service}:15012"),
         trust_domain: td.clone(),
         roots: bundle.concat(),
-    });
+    };
+    let infra = (!args.no_provisioning).then(|| proxies.clone());
     // The CA's own Secrets never reach the store (nor any proxy).
     let private = [CA_SECRET.1, OWN_SECRET].map(|name| ObjKey {
         kind: Kind::Secret,
@@ -209,13 +211,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (leader, _) = watch::channel(false);
     // Sidecar injection: every replica answers; the leader keeps the
     // webhook's caBundle.
-    let template = Template {
-        image: args.proxy_image.clone(),
-        controller: format!("{service}:15010"),
-        ca: format!("{service}:15012"),
-        trust_domain: td.clone(),
-        roots: bundle.concat(),
-    };
     let webhook = tokio::net::TcpListener::bind(args.webhook_listen).await?;
     println!("weft controller: webhook {}", webhook.local_addr()?);
     let short = format!("{}.{}", args.service_name, args.namespace);
@@ -227,7 +222,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let webhook_cluster = cluster.clone();
     tokio::spawn(async move {
         let served =
-            weft_controller::webhook::serve(webhook, authority, names, webhook_cluster, template);
+            weft_controller::webhook::serve(webhook, authority, names, webhook_cluster, proxies);
         if let Err(e) = served.await {
             tracing::error!("the injection webhook failed: {e}");
         }

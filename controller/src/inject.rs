@@ -16,6 +16,7 @@
 //! host's network are left alone: capturing their traffic would capture the
 //! node's.
 
+use crate::provision::Infra;
 use crate::translate::mesh::{MESH_LABEL, OUTBOUND_PORT};
 use crate::translate::INBOUND_BASE_PORT;
 use serde_json::{json, Value};
@@ -34,24 +35,12 @@ pub const PROXY_UID: i64 = 1337;
 pub const SIDECAR_ADMIN_PORT: u16 = 15020;
 const TOKEN_DIR: &str = "/var/run/secrets/weft";
 
-/// What every injected sidecar needs to know of the control plane.
-#[derive(Clone, Debug)]
-pub struct Template {
-    pub image: String,
-    /// The config server and the CA, host:port.
-    pub controller: String,
-    pub ca: String,
-    pub trust_domain: String,
-    /// The CA's roots, PEM.
-    pub roots: String,
-}
-
 /// Answers an AdmissionReview. `namespace_labels` gives a namespace's
 /// labels. `Err` when the review cannot be read at all.
 pub fn review(
     body: &Value,
     namespace_labels: impl Fn(&str) -> BTreeMap<String, String>,
-    template: &Template,
+    template: &Infra,
 ) -> Result<Value, String> {
     let request = body
         .get("request")
@@ -125,7 +114,7 @@ fn pointer(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 
-fn patch(pod: &Value, namespace: &str, t: &Template) -> Value {
+fn patch(pod: &Value, namespace: &str, t: &Infra) -> Value {
     let sa = pod["spec"]["serviceAccountName"]
         .as_str()
         .filter(|s| !s.is_empty())

@@ -22,7 +22,8 @@ pub const GATEWAY_ADMIN_PORT: u16 = 15021;
 const TOKEN_DIR: &str = "/var/run/secrets/weft";
 const ROOTS_DIR: &str = "/var/run/weft/ca";
 
-/// What every provisioned gateway needs to know of the control plane.
+/// What every proxy weft makes (a provisioned gateway, an injected
+/// sidecar) needs to know of the control plane.
 #[derive(Clone, Debug)]
 pub struct Infra {
     /// The `weft` image.

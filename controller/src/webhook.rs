@@ -4,8 +4,9 @@
 //! `inject::review`, a namespace's labels taken from the cluster as the
 //! watchers hold it. Every replica serves it; the API server calls any.
 
-use crate::inject::{self, Template};
+use crate::inject;
 use crate::provider::cluster::Cluster;
+use crate::provision::Infra;
 use crate::ControllerError;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -26,7 +27,7 @@ const SERVING_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Clone)]
 struct Injector {
     cluster: Cluster,
-    template: Arc<Template>,
+    template: Arc<Infra>,
 }
 
 async fn inject(State(s): State<Injector>, body: axum::body::Bytes) -> Response {
@@ -66,7 +67,7 @@ pub async fn serve(
     authority: Arc<Authority>,
     names: Vec<String>,
     cluster: Cluster,
-    template: Template,
+    template: Infra,
 ) -> Result<(), ControllerError> {
     let (tx, svids): (_, Svids) = watch::channel(Some(issue(&authority, &names)?));
     tokio::spawn(async move {
