@@ -58,7 +58,10 @@ impl CertificateAuthority for SigningService {
         } else {
             self.auth.authenticate(&req.token).await
         }
-        .map_err(status)?;
+        .map_err(|e| {
+            tracing::warn!("refused to sign: {e}");
+            status(e)
+        })?;
         if !self.roster.allows(&id) {
             tracing::warn!(identity = %id, "refused to sign: no workload has this identity now");
             return Err(Status::permission_denied(format!(

@@ -100,6 +100,7 @@ pub fn run(paths: &[PathBuf], kustomize: bool) -> anyhow::Result<()> {
         .map(|(key, objects)| {
             let made: Vec<String> = objects
                 .iter()
+                .flatten()
                 .map(|o| {
                     let kind = o["kind"].as_str().unwrap_or("");
                     let name = o["metadata"]["name"].as_str().unwrap_or("");

@@ -36,8 +36,11 @@ pub struct Infra {
     pub roots: String,
 }
 
-/// The objects of each provisioned Gateway, by the Gateway's key.
-pub fn desired(store: &Store, infra: &Infra) -> BTreeMap<ObjKey, Vec<Value>> {
+/// The objects of each provisioned Gateway, by the Gateway's key; `None`
+/// for a Gateway whose parameters are invalid (not accepted): what it runs
+/// now is left as it is, neither changed to defaults it did not ask for
+/// (a LoadBalancer where it asked for a ClusterIP) nor deleted.
+pub fn desired(store: &Store, infra: &Infra) -> BTreeMap<ObjKey, Option<Vec<Value>>> {
     let mut out = BTreeMap::new();
     for (key, entry) in store.of_kind(Kind::Gateway) {
         let Object::Gateway(gw) = &entry.object else {
@@ -54,6 +57,37 @@ pub fn desired(store: &Store, infra: &Infra) -> BTreeMap<ObjKey, Vec<Value>> {
         out.insert(key.clone(), objects(store, key, gw, uid, infra));
     }
     out
+}
+
+/// The keys a Gateway's parameters ConfigMap may hold, checked: `replicas`
+/// (0 to 100; 1 when absent) and `service.type` (ClusterIP, NodePort or
+/// LoadBalancer; LoadBalancer when absent). `Err` says what is wrong.
+pub fn check_parameters(data: &BTreeMap<String, String>) -> Result<(i64, &'static str), String> {
+    let mut replicas = 1;
+    let mut service_type = "LoadBalancer";
+    for (k, v) in data {
+        match k.as_str() {
+            "replicas" => {
+                replicas = v
+                    .parse()
+                    .ok()
+                    .filter(|r| (0..=100).contains(r))
+                    .ok_or_else(|| format!("replicas must be 0 to 100, not {v:?}"))?;
+            }
+            "service.type" => {
+                service_type = ["ClusterIP", "NodePort", "LoadBalancer"]
+                    .into_iter()
+                    .find(|t| t == v)
+                    .ok_or_else(|| {
+                        format!(
+                            "service.type must be ClusterIP, NodePort or LoadBalancer, not {v:?}"
+                        )
+                    })?;
+            }
+            other => return Err(format!("unknown key {other:?} (replicas, service.type)")),
+        }
+    }
+    Ok((replicas, service_type))
 }
 
 /// `spec.infrastructure.parametersRef`'s ConfigMap, when it is one.
@@ -75,7 +109,13 @@ fn parameters(store: &Store, ns: &str, gw: &Gateway) -> BTreeMap<String, String>
     }
 }
 
-fn objects(store: &Store, key: &ObjKey, gw: &Gateway, uid: &str, infra: &Infra) -> Vec<Value> {
+fn objects(
+    store: &Store,
+    key: &ObjKey,
+    gw: &Gateway,
+    uid: &str,
+    infra: &Infra,
+) -> Option<Vec<Value>> {
     let (ns, name) = (key.namespace.as_str(), key.name.as_str());
     let infrastructure = gw.spec.infrastructure.as_ref();
     let mut labels: Map<String, Value> = infrastructure
@@ -118,16 +158,8 @@ fn objects(store: &Store, key: &ObjKey, gw: &Gateway, uid: &str, infra: &Infra) 
     if low_port {
         capabilities["add"] = json!(["NET_BIND_SERVICE"]);
     }
-    let replicas: i64 = params
-        .get("replicas")
-        .and_then(|r| r.parse().ok())
-        .filter(|r| (0..=100).contains(r))
-        .unwrap_or(1);
-    let service_type = params
-        .get("service.type")
-        .map(String::as_str)
-        .filter(|t| matches!(*t, "ClusterIP" | "NodePort" | "LoadBalancer"))
-        .unwrap_or("LoadBalancer");
+    // The translation says what is wrong in the Gateway's status.
+    let (replicas, service_type) = check_parameters(&params).ok()?;
     let args = json!([
         "gateway",
         "--gateway",
@@ -145,7 +177,7 @@ fn objects(store: &Store, key: &ObjKey, gw: &Gateway, uid: &str, infra: &Infra) 
         "--admin",
         format!("0.0.0.0:{GATEWAY_ADMIN_PORT}"),
     ]);
-    vec![
+    Some(vec![
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(name)}),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(&roots),
             "data": {"root-cert.pem": infra.roots}}),
@@ -187,7 +219,7 @@ fn objects(store: &Store, key: &ObjKey, gw: &Gateway, uid: &str, infra: &Infra) 
             "maxUnavailable": 1,
             "selector": {"matchLabels": selector},
         }}),
-    ]
+    ])
 }
 
 /// The addresses of a provisioned Gateway's Service: its load balancer's

@@ -122,6 +122,42 @@ spec:
         api.get("services", "shop", "edge").unwrap()["spec"]["type"] == "ClusterIP"
     })
     .await;
+    // A value weft cannot use: the Gateway is not accepted, and what it
+    // runs is left as it is (not turned back into a LoadBalancer).
+    api.apply(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: edge-params, namespace: shop}\n\
+         data: {service.type: Ingress}\n",
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the Gateway not accepted",
+        || async {
+            let gw = api.get("gateways", "shop", "edge").unwrap();
+            let accepted = &gw["status"]["conditions"][0];
+            accepted["type"] == "Accepted" && accepted["reason"] == "InvalidParameters"
+        },
+    )
+    .await;
+    // The provisioner has run since (it has changed the other Gateway's
+    // Deployment), and left this one's objects alone.
+    api.apply(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: shop}\n\
+         spec:\n  gatewayClassName: weft\n  infrastructure: {labels: {round: two}}\n\
+         \x20 listeners: [{name: http, port: 8080, protocol: HTTP}]\n",
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the other Gateway reprovisioned",
+        || async {
+            api.get("deployments", "shop", "gw").unwrap()["metadata"]["labels"]["round"] == "two"
+        },
+    )
+    .await;
+    assert_eq!(
+        api.get("services", "shop", "edge").unwrap()["spec"]["type"],
+        "ClusterIP"
+    );
+    assert!(api.get("deployments", "shop", "edge").is_some());
     // The other Gateway was provisioned too; deleting this one takes only
     // its own objects.
     assert!(api.get("deployments", "shop", "gw").is_some());

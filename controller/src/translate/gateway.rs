@@ -216,14 +216,22 @@ fn gateway(
                 ("", "Secret") => Some(crate::resources::Kind::Secret),
                 _ => None,
             };
-            let found = kind.is_some_and(|k| store.lookup(k, &key.namespace, &r.name).is_some());
-            (!found).then(|| {
+            let found = kind.and_then(|k| store.lookup(k, &key.namespace, &r.name));
+            let Some(found) = found else {
                 let group = if r.group.is_empty() { "core" } else { &r.group };
-                format!(
+                return Some(format!(
                     "parametersRef {} {} (group {group}): no such object weft can read",
                     r.kind, r.name
+                ));
+            };
+            match found {
+                crate::resources::Object::ConfigMap(cm) => crate::provision::check_parameters(
+                    cm.data.as_ref().unwrap_or(&Default::default()),
                 )
-            })
+                .err()
+                .map(|e| format!("parametersRef ConfigMap {}: {e}", r.name)),
+                _ => None,
+            }
         });
     GatewayCtx {
         key: key.clone(),

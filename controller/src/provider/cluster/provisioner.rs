@@ -102,6 +102,8 @@ impl Provisioner {
             }
         }
         for (key, objects) in desired {
+            // Invalid parameters: what runs now stays as it is.
+            let Some(objects) = objects else { continue };
             if self.applied.get(&key) == Some(&objects) {
                 continue;
             }
