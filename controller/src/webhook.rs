@@ -31,6 +31,16 @@ struct Injector {
 }
 
 async fn inject(State(s): State<Injector>, body: axum::body::Bytes) -> Response {
+    // Before every watcher has listed, a namespace's labels may be missing:
+    // an answer now could let a meshed pod through without its sidecar.
+    // An error instead makes the API server apply the failurePolicy.
+    if !s.cluster.synced() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the controller has not read the cluster yet",
+        )
+            .into_response();
+    }
     let Ok(review) = serde_json::from_slice::<Value>(&body) else {
         return (
             StatusCode::BAD_REQUEST,

@@ -45,6 +45,8 @@ async fn the_webhook_injects_sidecars_into_pods_of_the_mesh() {
          \x20 clientConfig: {service: {name: other, namespace: elsewhere}}\n",
     );
     let controller = Controller::start(&api, "a");
+    // The webhook answers once the cluster is read.
+    controller.ready().await;
     let root = root_of(&api);
     // The leader gives the webhook weft's roots, and only weft's webhook.
     eventually(
@@ -268,6 +270,7 @@ async fn an_injected_pod_runs_as_the_webhook_made_it() {
             &any(host_ip),
         ],
     );
+    controller.ready().await;
     let root = root_of(&api);
     // Admission: the pod as the user wrote it, then as the webhook made it.
     let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",

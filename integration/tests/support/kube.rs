@@ -347,6 +347,20 @@ impl Controller {
         }
     }
 
+    /// Waits until the controller has read the cluster (`/ready`).
+    pub async fn ready(&self) {
+        let url = format!("http://{}/ready", self.admin);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        super::eventually(Duration::from_secs(30), "the controller ready", || async {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -82,7 +82,13 @@ impl Writer {
             let Some(entry) = store.get(key) else {
                 continue;
             };
-            let Some(ar) = self.cluster.resource(key.kind) else {
+            // Only a kind the API serves as itself: a Workload made from a
+            // pod has no status of weft's to write into the pod.
+            let Some(ar) = self
+                .cluster
+                .resource(key.kind)
+                .filter(|ar| ar.kind == key.kind.name())
+            else {
                 continue;
             };
             let live = &entry.doc.status;
