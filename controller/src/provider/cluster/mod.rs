@@ -94,6 +94,14 @@ const WANTED: &[Wanted] = &[
     all(Kind::AuthorizationPolicy, WEFT_GROUP, &["v1alpha1"]),
 ];
 
+/// What discovery said of a kind.
+enum Found {
+    Served(ApiResource),
+    NotServed,
+    /// The API server did not answer.
+    Unanswered,
+}
+
 /// The provider: its watchers run in the background; `changes` ticks after
 /// every event, and `store` builds the store from what they hold.
 #[derive(Clone)]
@@ -168,17 +176,24 @@ impl Cluster {
     /// Finds where each wanted kind is served and starts its watchers;
     /// looks again for the ones not found, until every kind is.
     async fn discover(self) {
-        let mut missing: Vec<&'static Wanted> = WANTED.iter().collect();
-        let mut first = true;
+        let mut pending: Vec<&'static Wanted> = WANTED.iter().collect();
+        let mut discovered = false;
         loop {
-            let mut still = Vec::new();
-            for w in missing {
+            let (mut still, mut unanswered) = (Vec::new(), false);
+            for w in pending {
                 match self.find(w).await {
-                    Some(ar) => self.watch(w, ar),
-                    None => still.push(w),
+                    Found::Served(ar) => self.watch(w, ar),
+                    Found::NotServed => still.push(w),
+                    Found::Unanswered => {
+                        unanswered = true;
+                        still.push(w);
+                    }
                 }
             }
-            if first {
+            // The cluster counts as read only once every kind is known to
+            // be served or not: a store built while the API server did not
+            // answer would be empty, and empty configs would go to proxies.
+            if !discovered && !unanswered {
                 let names: Vec<&str> = still.iter().map(|w| w.kind.name()).collect();
                 if !names.is_empty() {
                     tracing::warn!(
@@ -191,26 +206,43 @@ impl Cluster {
                     o.discovered();
                 }
                 self.changes.send_modify(|n| *n += 1);
-                first = false;
+                discovered = true;
             }
             if still.is_empty() {
                 return;
             }
-            missing = still;
-            tokio::time::sleep(REDISCOVER).await;
+            pending = still;
+            let wait = if discovered {
+                REDISCOVER
+            } else {
+                Duration::from_secs(1)
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 
-    /// The newest version of `w` the API serves.
-    async fn find(&self, w: &Wanted) -> Option<ApiResource> {
+    /// Where the API serves `w`, newest version first.
+    async fn find(&self, w: &Wanted) -> Found {
+        let mut unanswered = false;
         for version in w.versions {
             let gvk = GroupVersionKind::gvk(w.group, version, w.api_kind);
             match kube::discovery::pinned_kind(&self.client, &gvk).await {
-                Ok((ar, _)) => return Some(ar),
-                Err(e) => tracing::debug!(kind = %w.kind, version, "not served: {e}"),
+                Ok((ar, _)) => return Found::Served(ar),
+                // The group or version is not served, or it is without
+                // this kind.
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(kube::Error::Discovery(_)) => {}
+                Err(e) => {
+                    tracing::warn!(kind = %w.kind, version, "discovery: {e}");
+                    unanswered = true;
+                }
             }
         }
-        None
+        if unanswered {
+            Found::Unanswered
+        } else {
+            Found::NotServed
+        }
     }
 
     fn watch(&self, w: &Wanted, ar: ApiResource) {
