@@ -37,6 +37,13 @@ pub async fn run(
         tokio::spawn(p.run(statuses_rx.clone(), leader.clone()))
     });
     let writer = tokio::spawn(Writer::new(cluster.clone()).run(statuses_rx, leader.clone()));
+    // Translates what the watchers hold now; the statuses (and the store)
+    // go to the writer and the provisioner.
+    let publish = |publisher: &mut Publisher| {
+        let store = cluster.store();
+        let statuses = publisher.publish(&store);
+        statuses_tx.send_replace(Some(Arc::new((store, statuses))));
+    };
     let mut changes = cluster.changes();
     let mut synced = false;
     loop {
@@ -50,15 +57,11 @@ pub async fn run(
                     if !synced { continue }
                     tracing::info!("every kind listed; publishing");
                 }
-                let store = cluster.store();
-                let statuses = publisher.publish(&store);
-                statuses_tx.send_replace(Some(Arc::new((store, statuses))));
+                publish(&mut publisher);
             }
             Some(report) = reports.recv() => {
                 if synced && publisher.bind_report(report) {
-                    let store = cluster.store();
-                    let statuses = publisher.publish(&store);
-                    statuses_tx.send_replace(Some(Arc::new((store, statuses))));
+                    publish(&mut publisher);
                 }
             }
             _ = stop.changed() => break,

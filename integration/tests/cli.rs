@@ -10,14 +10,11 @@ fn repo(path: &str) -> String {
     format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `weft analyze -k` on the bookinfo example as `kubectl apply -k` would
-/// send it: Deployments instead of Workloads. It says which pods get a
-/// sidecar and with what identity, what each Gateway is given, and the mesh
-/// route still resolves to the pods' sidecars.
-#[test]
-fn analyze_says_what_a_cluster_would_run() {
+/// `weft analyze ARGS`, which must succeed: its report.
+fn analyze(args: &[&str]) -> serde_json::Value {
     let out = Command::new(WEFT)
-        .args(["analyze", "-k", &repo("examples/bookinfo")])
+        .arg("analyze")
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -25,7 +22,16 @@ fn analyze_says_what_a_cluster_would_run() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    serde_yaml::from_slice(&out.stdout).unwrap()
+}
+
+/// `weft analyze -k` on the bookinfo example as `kubectl apply -k` would
+/// send it: Deployments instead of Workloads. It says which pods get a
+/// sidecar and with what identity, what each Gateway is given, and the mesh
+/// route still resolves to the pods' sidecars.
+#[test]
+fn analyze_says_what_a_cluster_would_run() {
+    let report = analyze(&["-k", &repo("examples/bookinfo")]);
     let pods = report["onKubernetes"]["pods"].as_array().unwrap();
     assert_eq!(pods.len(), 5, "{pods:?}");
     let productpage = &pods[0];
@@ -68,16 +74,7 @@ fn analyze_says_what_a_cluster_would_run() {
          \x20       spec: {serviceAccountName: batch, restartPolicy: Never, containers: [{name: job, image: x}]}\n",
     )
     .unwrap();
-    let out = Command::new(WEFT)
-        .args(["analyze", dir.path().to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_yaml::from_slice(&out.stdout).unwrap();
+    let report = analyze(&[dir.path().to_str().unwrap()]);
     let pods = &report["onKubernetes"]["pods"];
     assert_eq!(pods[0]["sidecar"], false);
     assert!(

@@ -8,7 +8,8 @@ mod support;
 
 use std::time::Duration;
 use support::cluster::{
-    bound_token, cart_slice, holder, meshed_shop, root_of, running, token_for, weft,
+    bound_token, cart_slice, holder, meshed_shop, reaches_the_app_as_the_gateway, root_of, running,
+    shop_gateway, token_for, weft,
 };
 use support::eventually;
 use support::kube::{ApiServer, Controller};
@@ -167,38 +168,12 @@ async fn a_meshed_pod_serves_through_its_sidecar_behind_a_gateway_and_outlives_t
         "--admin",
         "127.0.113.2:15020",
     ]);
-    let gw_token = bound_token(&api, "gw", "gw-1");
-    let _gateway = weft(&[
-        "gateway",
-        "--controller",
-        &config,
-        "--ca",
-        &ca,
-        "--trust-bundle",
-        roots,
-        "--gateway",
-        "shop/gw",
-        "--token",
-        &gw_token,
-        "--admin",
-        "127.0.113.1:15021",
-    ]);
+    let _gateway = shop_gateway(&api, &config, &ca, roots, "127.0.113.1:15021");
     let client = support::client(&[]);
     let url = "http://127.0.113.1:8080/";
     // The gateway calls the pod through its sidecar over mutual TLS: the
     // app sees the gateway's identity.
-    eventually(
-        Duration::from_secs(30),
-        "the pod behind the gateway",
-        || async {
-            let (status, body) = support::get(&client, url, "shop.example.com").await;
-            status == 200
-                && body
-                    .to_string()
-                    .contains("spiffe://cluster.local/ns/shop/sa/gw")
-        },
-    )
-    .await;
+    reaches_the_app_as_the_gateway(url).await;
     // The leader dies: nothing changes for the data plane.
     replicas[leading].kill();
     for _ in 0..20 {

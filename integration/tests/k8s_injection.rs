@@ -6,7 +6,10 @@ mod support;
 
 use serde_json::Value;
 use std::time::Duration;
-use support::cluster::{bound_token, meshed_shop, root_of, running, webhook_client, weft};
+use support::cluster::{
+    bound_token, meshed_shop, reaches_the_app_as_the_gateway, root_of, running, shop_gateway,
+    webhook_client,
+};
 use support::eventually;
 use support::kube::{ApiServer, Controller};
 
@@ -357,25 +360,16 @@ async fn an_injected_pod_runs_as_the_webhook_made_it() {
             .spawn()
             .unwrap(),
     );
-    let gw_token = bound_token(&api, "gw", "gw-1");
     let (config, ca) = (controller.config.to_string(), controller.ca.to_string());
     let roots = dir.path().join("roots.pem");
     std::fs::write(&roots, &root).unwrap();
-    let _gateway = weft(&[
-        "gateway",
-        "--controller",
+    let _gateway = shop_gateway(
+        &api,
         &config,
-        "--ca",
         &ca,
-        "--trust-bundle",
         roots.to_str().unwrap(),
-        "--gateway",
-        "shop/gw",
-        "--token",
-        &gw_token,
-        "--admin",
         "127.0.115.1:15021",
-    ]);
+    );
     // The sidecar's startup probe, as the kubelet would ask it.
     let plain = reqwest::Client::builder()
         .no_proxy()
@@ -387,20 +381,7 @@ async fn an_injected_pod_runs_as_the_webhook_made_it() {
         plain.get(url).send().await.is_ok_and(|r| r.status() == 200)
     })
     .await;
-    let c = support::client(&[]);
-    eventually(
-        Duration::from_secs(30),
-        "the app behind the gateway",
-        || async {
-            let (status, body) =
-                support::get(&c, "http://127.0.115.1:8080/", "shop.example.com").await;
-            status == 200
-                && body
-                    .to_string()
-                    .contains("spiffe://cluster.local/ns/shop/sa/gw")
-        },
-    )
-    .await;
+    reaches_the_app_as_the_gateway("http://127.0.115.1:8080/").await;
     // A plain client at the app's port is taken by the sidecar's inbound
     // listener, which speaks only mutual TLS.
     let direct = plain.get(format!("http://{pod_ip}:8080/")).send().await;

@@ -220,3 +220,43 @@ pub fn webhook_client(
         format!("https://{host}:{}/inject", controller.webhook.port()),
     )
 }
+
+/// `weft gateway` for `shop/gw`, authenticated by the token of its pod
+/// gw-1, fed by the controller's `config` server and `ca`.
+pub fn shop_gateway(api: &ApiServer, config: &str, ca: &str, roots: &str, admin: &str) -> Process {
+    let token = bound_token(api, "gw", "gw-1");
+    weft(&[
+        "gateway",
+        "--controller",
+        config,
+        "--ca",
+        ca,
+        "--trust-bundle",
+        roots,
+        "--gateway",
+        "shop/gw",
+        "--token",
+        &token,
+        "--admin",
+        admin,
+    ])
+}
+
+/// Waits until the shop's gateway at `url` answers 200 from an app that
+/// saw the gateway's own SPIFFE ID: it called the pod through its sidecar,
+/// over mutual TLS.
+pub async fn reaches_the_app_as_the_gateway(url: &str) {
+    let client = super::client(&[]);
+    super::eventually(
+        std::time::Duration::from_secs(30),
+        "the app behind the gateway",
+        || async {
+            let (status, body) = super::get(&client, url, "shop.example.com").await;
+            status == 200
+                && body
+                    .to_string()
+                    .contains("spiffe://cluster.local/ns/shop/sa/gw")
+        },
+    )
+    .await;
+}
