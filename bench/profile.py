@@ -1,0 +1,123 @@
+"""Profiles one proxy under the gateway-h1 load: wrk on the load core, the
+proxy alone on its core, `perf record` (CPU clock, DWARF call graphs) on
+the proxy's process for a few seconds in the middle of the load. Writes,
+under bench/profiles/: NAME.svg (a flamegraph, by inferno) and NAME.txt
+(the run's req/s and the functions with the most self time, and the most
+time including callees).
+
+Usage: bench/profile.py NAME [--peer weft|pingora|nginx] [--weft PATH]
+                        [--seconds S]
+Needs perf (Debian linux-perf) and inferno (`cargo install inferno`)."""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+import peers  # noqa: E402
+
+OUT = os.path.join(bench.ROOT, "bench", "profiles")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("name")
+    ap.add_argument("--peer", default="weft", choices=("weft", "pingora", "nginx"))
+    ap.add_argument("--weft", help="a weft binary to use instead of a release build")
+    ap.add_argument("--seconds", type=int, default=6)
+    ap.add_argument("--folded", help="also write the folded stacks here")
+    args = ap.parse_args()
+    for tool in ("perf", "inferno-collapse-perf", "inferno-flamegraph", "wrk"):
+        if not shutil.which(tool):
+            sys.exit(f"profile: {tool} is missing (perf: apt-get install linux-perf; "
+                     "inferno: cargo install inferno)")
+    weft = args.weft or bench.build_weft()
+    proxy, load = (0, 1) if (os.cpu_count() or 1) > 1 else (0, 0)
+    procs = peers.Procs(weft)
+    try:
+        procs.backend(load)
+        peers.wait_for("http://%s:%d/" % peers.BACKEND)
+        if args.peer == "weft":
+            p = procs.weft_gateway(proxy)
+        elif args.peer == "pingora":
+            p = procs.pingora(bench.bare_proxy(weft), proxy)
+        else:
+            p = procs.nginx(proxy)
+        url = f"http://127.0.0.1:{peers.PORTS[args.peer]}/"
+        peers.wait_for(url)
+        bench.wrk(url, load, 1)
+        pid = p.pid  # taskset execs the proxy
+        if args.peer == "nginx":  # its one worker, not the master
+            pid = int(subprocess.run(["pgrep", "-P", str(pid)], check=True,
+                                     capture_output=True, text=True).stdout.split()[0])
+        data = os.path.join(procs.dir, "perf.data")
+        load_run = subprocess.Popen(
+            ["taskset", "-c", str(load), "wrk", "-t1", f"-c{bench.CONNECTIONS}",
+             f"-d{args.seconds + 4}s", url],
+            stdout=subprocess.PIPE, text=True)
+        time.sleep(2)
+        subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999",
+                        "--call-graph", "dwarf,32768", "-p", str(pid), "-o", data,
+                        "--", "sleep", str(args.seconds)], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = load_run.communicate()[0]
+        rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        os.makedirs(OUT, exist_ok=True)
+        folded = subprocess.run(
+            f"perf script -i {data} 2>/dev/null | inferno-collapse-perf --all",
+            shell=True, check=True, capture_output=True, text=True).stdout
+        if args.folded:
+            with open(args.folded, "w") as f:
+                f.write(folded)
+        with open(os.path.join(OUT, args.name + ".svg"), "w") as f:
+            subprocess.run(["inferno-flamegraph", "--title", f"{args.name} ({args.peer})"],
+                           input=folded, stdout=f, check=True, text=True)
+        with open(os.path.join(OUT, args.name + ".txt"), "w") as f:
+            f.write(f"{args.name}: {args.peer} under wrk -c{bench.CONNECTIONS}, "
+                    f"{rps.group(1) if rps else '?'} req/s while profiled\n\n")
+            f.write(summary(folded))
+        print(os.path.join(OUT, args.name + ".svg"))
+    finally:
+        procs.close()
+
+
+def summary(folded, top=40):
+    """Self and total time per function, as shares of all samples."""
+    self_time, total, samples = {}, {}, 0
+    for line in folded.splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit():
+            continue
+        n = int(n)
+        samples += n
+        frames = [short(f) for f in stack.split(";")]
+        self_time[frames[-1]] = self_time.get(frames[-1], 0) + n
+        for f in set(frames):
+            total[f] = total.get(f, 0) + n
+    lines = ["self time:\n"]
+    for f, n in sorted(self_time.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * n / samples:6.2f}%  {f}\n")
+    lines.append("\ntime with callees:\n")
+    for f, n in sorted(total.items(), key=lambda kv: -kv[1])[:top]:
+        lines.append(f"{100 * n / samples:6.2f}%  {f}\n")
+    return "".join(lines)
+
+
+def short(frame):
+    """A frame without its hash suffix and generic arguments (`Foo<T>` is
+    `Foo`; `<A as B>::f` keeps its qualified form)."""
+    frame = re.sub(r"::h[0-9a-f]{16}$", "", frame)
+    while True:
+        shorter = re.sub(r"(?<=[A-Za-z0-9_])<[^<>]*>", "", frame)
+        if shorter == frame:
+            return frame
+        frame = shorter
+
+
+if __name__ == "__main__":
+    main()
