@@ -79,6 +79,11 @@ impl ProxyHttp for WeftProxy {
         RequestCtx::new()
     }
 
+    /// No downstream modules (Pingora adds a disabled compression module
+    /// by default): weft compresses nothing, and an empty list costs no
+    /// per-request context nor a walk of every body chunk.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         // Canonical before anything reads it, and sent on that way.
         if let Err(why) = canonical(session) {

@@ -38,10 +38,12 @@ struct Binding {
     header_timeout: Duration,
 }
 
+/// The accept loops of one socket, one on each data-plane thread. Dropping
+/// it (its `stop` sender) ends them.
 struct Running {
     binding: Binding,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The accept loops, by bound address.
@@ -93,9 +95,11 @@ impl<A: App> Listeners<A> {
             if let Some(running) = self.running.remove(&addr) {
                 tracing::info!(%addr, "closing listener");
                 let _ = running.stop.send(true);
-                // The socket is closed once the loop has returned; open
+                // The socket is closed once the loops have returned; open
                 // connections carry on.
-                let _ = running.task.await;
+                for task in running.tasks {
+                    let _ = task.await;
+                }
             }
         }
         let mut errors = Vec::new();
@@ -139,7 +143,8 @@ impl<A: App> Listeners<A> {
         };
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
-        let listener = socket.listen(1024)?;
+        // Each data-plane thread accepts on its own copy of the socket.
+        let listener = socket.listen(1024)?.into_std()?;
         let (acceptor, l4) = match binding.protocol {
             Protocol::Https => {
                 let config = tls_config(
@@ -183,11 +188,21 @@ impl<A: App> Listeners<A> {
             proxy: self.proxy.clone(),
             metrics: self.metrics.clone(),
         });
-        let task = tokio::spawn(accept_loop(listener, serving, stopped));
+        let mut tasks = Vec::new();
+        for worker in crate::listen::workers::handles() {
+            let (listener, serving, stopped) =
+                (listener.try_clone()?, serving.clone(), stopped.clone());
+            tasks.push(worker.spawn(async move {
+                match TcpListener::from_std(listener) {
+                    Ok(listener) => accept_loop(listener, serving, stopped).await,
+                    Err(e) => tracing::error!("cannot accept: {e}"),
+                }
+            }));
+        }
         Ok(Running {
             binding,
             stop,
-            task,
+            tasks,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! ports (`listener`), what each connection carries to the request phases
 //! (`conn`), downstream TLS (`tls`), and TCP and TLS listeners that forward
 //! whole connections (`l4`, after reading a TLS client's hello: `hello`).
+//! Every accept loop runs on each of the data plane's threads (`workers`).
 
 pub mod conn;
 pub mod header_clock;
@@ -9,3 +10,4 @@ pub mod hello;
 pub mod l4;
 pub mod listener;
 pub mod tls;
+pub mod workers;

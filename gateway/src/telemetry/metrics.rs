@@ -10,6 +10,7 @@
 //! distinct values per label and recorded as `other` beyond, so nobody can
 //! grow the series without bound.
 
+use crate::telemetry::series::{self, Series};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -53,27 +54,6 @@ struct Bounds {
     source_workload: Told,
     destination_workload: Told,
     destination_service: Told,
-}
-
-/// Workload, namespace and principal of one end of a request: this
-/// proxy's own when it reports as that end, else what the peer told (the
-/// workload bounded by `told`).
-fn end<'a>(
-    me: &'a Reporter,
-    mine: bool,
-    told: &Told,
-    workload: Option<&'a str>,
-    principal: Option<&'a str>,
-) -> [&'a str; 3] {
-    if mine {
-        return [&me.workload, &me.namespace, &me.principal];
-    }
-    let principal = principal.unwrap_or("unknown");
-    [
-        told.admit(workload.unwrap_or("unknown")),
-        namespace_of(principal),
-        principal,
-    ]
 }
 
 const LABELS: [&str; 11] = [
@@ -156,6 +136,12 @@ pub struct Metrics {
     /// Requests and connections an access policy decided on.
     policy: IntCounterVec,
     bounds: Arc<Bounds>,
+    /// These families among every `Metrics::new` of the process (the key
+    /// of their series in `series`' per-thread caches).
+    families: u64,
+    /// `downstream_versions` for each version, as this reporter, made when
+    /// first counted.
+    versions: [std::sync::OnceLock<IntCounter>; 5],
 }
 
 /// Byte counters of one connection, bumped as bytes cross its socket.
@@ -262,6 +248,8 @@ impl Metrics {
                 .register(Box::new(m.clone()))
                 .expect("unique metric");
         }
+        static FAMILIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let families = FAMILIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Metrics {
             registry,
             reporter,
@@ -277,6 +265,8 @@ impl Metrics {
             mirrors,
             policy,
             bounds: Arc::default(),
+            families,
+            versions: Default::default(),
         }
     }
 
@@ -288,6 +278,7 @@ impl Metrics {
     /// The same families, reported as `reporter`.
     pub fn with_reporter(&self, reporter: Reporter) -> Metrics {
         Metrics {
+            versions: Default::default(),
             reporter,
             ..self.clone()
         }
@@ -313,44 +304,72 @@ impl Metrics {
         };
         let security = if r.mutual_tls { "mutual_tls" } else { "none" };
         let me = &self.reporter;
-        let bounds = &self.bounds;
-        let [source_workload, source_namespace, source_principal] = end(
-            me,
-            me.reporter == "source",
-            &bounds.source_workload,
-            r.source_workload,
-            r.source_principal,
-        );
-        let [destination_workload, destination_namespace, destination_principal] = end(
-            me,
-            me.reporter == "destination",
-            &bounds.destination_workload,
-            r.destination_workload,
-            r.destination_principal,
-        );
-        let labels = [
+        // The values as the request gives them; told ones are bounded only
+        // when a set is first seen (`resolve`).
+        let unknown = "unknown";
+        let source_principal = r.source_principal.unwrap_or(unknown);
+        let destination_principal = r.destination_principal.unwrap_or(unknown);
+        let (source, destination) = (me.reporter == "source", me.reporter == "destination");
+        let given = [
             me.reporter,
-            source_workload,
-            source_namespace,
-            source_principal,
-            destination_workload,
-            destination_namespace,
-            bounds.destination_service.admit(r.destination_service),
-            destination_principal,
+            if source {
+                &me.workload
+            } else {
+                r.source_workload.unwrap_or(unknown)
+            },
+            if source {
+                &me.namespace
+            } else {
+                namespace_of(source_principal)
+            },
+            if source {
+                &me.principal
+            } else {
+                source_principal
+            },
+            if destination {
+                &me.workload
+            } else {
+                r.destination_workload.unwrap_or(unknown)
+            },
+            if destination {
+                &me.namespace
+            } else {
+                namespace_of(destination_principal)
+            },
+            r.destination_service,
+            if destination {
+                &me.principal
+            } else {
+                destination_principal
+            },
             r.protocol,
             status,
             security,
         ];
-        self.requests.with_label_values(&labels).inc();
-        self.duration
-            .with_label_values(&labels)
-            .observe(r.duration_ms);
-        self.request_bytes
-            .with_label_values(&labels)
-            .observe(r.request_bytes as f64);
-        self.response_bytes
-            .with_label_values(&labels)
-            .observe(r.response_bytes as f64);
+        let resolve = || {
+            let bounds = &self.bounds;
+            let mut labels = given;
+            if !source {
+                labels[1] = bounds.source_workload.admit(labels[1]);
+            }
+            if !destination {
+                labels[4] = bounds.destination_workload.admit(labels[4]);
+            }
+            labels[6] = bounds.destination_service.admit(labels[6]);
+            Series {
+                requests: self.requests.with_label_values(&labels),
+                duration: self.duration.with_label_values(&labels),
+                request_bytes: self.request_bytes.with_label_values(&labels),
+                response_bytes: self.response_bytes.with_label_values(&labels),
+            }
+        };
+        series::with(self.families, &given, resolve, |s| {
+            s.requests.inc();
+            s.duration.observe(r.duration_ms);
+            s.request_bytes.observe(r.request_bytes as f64);
+            s.response_bytes.observe(r.response_bytes as f64);
+        });
     }
 
     /// Counts a mirrored request by its outcome.
@@ -362,15 +381,18 @@ impl Metrics {
 
     /// Counts a request by the HTTP version its downstream spoke.
     pub fn downstream_version(&self, version: http::Version) {
-        let v = match version {
-            http::Version::HTTP_09 => "0.9",
-            http::Version::HTTP_10 => "1.0",
-            http::Version::HTTP_11 => "1.1",
-            http::Version::HTTP_2 => "2",
-            _ => "3",
+        let i = match version {
+            http::Version::HTTP_09 => 0,
+            http::Version::HTTP_10 => 1,
+            http::Version::HTTP_11 => 2,
+            http::Version::HTTP_2 => 3,
+            _ => 4,
         };
-        self.downstream_versions
-            .with_label_values(&[self.reporter.reporter, v])
+        self.versions[i]
+            .get_or_init(|| {
+                self.downstream_versions
+                    .with_label_values(&[self.reporter.reporter, VERSIONS[i]])
+            })
             .inc();
     }
 
@@ -410,6 +432,9 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+/// The `http_version` label values, in `downstream_version`'s order.
+const VERSIONS: [&str; 5] = ["0.9", "1.0", "1.1", "2", "3"];
 
 /// The namespace of a SPIFFE ID (`spiffe://td/ns/<ns>/sa/<sa>`), else `unknown`.
 fn namespace_of(principal: &str) -> &str {
@@ -468,6 +493,58 @@ mod tests {
         let text = m.text();
         assert!(text.contains("istio_requests_total{connection_security_policy=\"none\",destination_principal=\"unknown\",destination_service=\"echo.default.svc.cluster.local\",destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",reporter=\"source\",request_protocol=\"http\",response_code=\"200\",source_principal=\"unknown\",source_workload=\"unknown\",source_workload_namespace=\"unknown\"} 2"), "{text}");
         assert!(text.contains("istio_request_duration_milliseconds_count"));
+    }
+
+    fn request(service: &str) -> RequestRecord<'_> {
+        RequestRecord {
+            source_principal: None,
+            destination_service: service,
+            destination_principal: None,
+            source_workload: None,
+            destination_workload: None,
+            protocol: "http",
+            status: 200,
+            mutual_tls: false,
+            duration_ms: 1.0,
+            request_bytes: 0,
+            response_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn cached_series_count_in_their_own_families() {
+        // Same labels, two sets of families (two proxies of one process):
+        // the thread's cache must not send one's requests to the other.
+        let a = Metrics::new(Reporter::default());
+        let b = Metrics::new(Reporter::default());
+        for _ in 0..3 {
+            a.record(&request("svc.example"));
+        }
+        b.record(&request("svc.example"));
+        let count = |m: &Metrics| {
+            m.text()
+                .lines()
+                .find(|l| l.starts_with("istio_requests_total{"))
+                .and_then(|l| l.rsplit(' ').next())
+                .map(str::to_string)
+        };
+        assert_eq!(count(&a).as_deref(), Some("3"));
+        assert_eq!(count(&b).as_deref(), Some("1"));
+        assert!(a
+            .text()
+            .contains("istio_request_duration_milliseconds_count{"));
+    }
+
+    #[test]
+    fn the_series_cache_stays_bounded() {
+        let m = Metrics::new(Reporter::default());
+        let hosts: Vec<String> = (0..5000).map(|i| format!("h{i}.example")).collect();
+        for host in &hosts {
+            m.record(&request(host));
+            assert!(crate::telemetry::series::cached() <= crate::telemetry::series::CAPACITY);
+        }
+        // Past the bound, values are still admitted as before.
+        assert!(m.text().contains("destination_service=\"other\""));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod metrics;
 pub mod records;
+mod series;
 pub mod trace;
 
 pub use metrics::{ByteCounters, Metrics, Reporter, RequestRecord};

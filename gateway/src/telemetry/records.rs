@@ -85,7 +85,7 @@ pub fn access_line(session: &Session, hop: &Hop<'_>, status: u16, peer: Option<&
         "upstream_host": hop.upstream.map(|a| a.to_string()),
         "user_agent": header("user-agent"),
         "downstream_peer_principal": peer,
-        "traceparent": hop.trace.map(TraceContext::header),
+        "traceparent": hop.trace.map(|t| t.header().to_str().map(str::to_string).ok()),
         "request_id": hop.request_id,
         "subject": hop.subject,
         "policy_rule": hop.policy_rule,

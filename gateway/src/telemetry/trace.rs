@@ -50,14 +50,23 @@ impl TraceContext {
         }
     }
 
-    /// The `traceparent` sent upstream: this hop's span as the parent.
-    pub fn header(&self) -> String {
-        format!(
-            "00-{:032x}-{:016x}-{:02x}",
-            self.trace_id,
-            self.span_id,
-            u8::from(self.sampled)
-        )
+    /// The `traceparent` sent upstream: this hop's span as the parent,
+    /// written as hex digits straight into the value.
+    pub fn header(&self) -> http::HeaderValue {
+        let mut v = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&mut v[3..35], self.trace_id);
+        hex_into(&mut v[36..52], u128::from(self.span_id));
+        hex_into(&mut v[53..55], u128::from(self.sampled));
+        http::HeaderValue::from_bytes(&v).expect("hex digits and dashes")
+    }
+}
+
+/// `n` in lowercase hex, right-aligned in `out` (which it fills).
+fn hex_into(out: &mut [u8], mut n: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(n & 0xf) as usize];
+        n >>= 4;
     }
 }
 
@@ -250,6 +259,15 @@ mod tests {
         assert_eq!(next.parent, Some(0x00f067aa0ba902b7));
         assert!(next.sampled);
         let header = next.header();
+        let header = header.to_str().unwrap();
+        assert_eq!(header.len(), 55);
+        assert_eq!(
+            header,
+            format!(
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-{:016x}-01",
+                next.span_id
+            )
+        );
         assert!(header.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(header.ends_with("-01"));
         assert_ne!(header, incoming);
@@ -264,7 +282,7 @@ mod tests {
         ] {
             let fresh = TraceContext::next(Some(bad));
             assert_eq!(fresh.parent, None, "{bad}");
-            assert!(parse(&fresh.header()).is_some());
+            assert!(parse(fresh.header().to_str().unwrap()).is_some());
         }
     }
 }

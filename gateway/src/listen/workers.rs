@@ -1,0 +1,74 @@
+//! The data plane's threads: one single-threaded Tokio runtime per core,
+//! each running its own accept loop on every bound socket, so a connection
+//! is accepted, proxied and pooled on one thread from start to end, with no
+//! work stealing, no cross-thread wake-ups and no locks contended between
+//! cores (Pingora's `work_stealing: false` model; nginx's and HAProxy's).
+//!
+//! The threads are the process's, shared by every gateway and sidecar it
+//! runs (`weft up` runs many), and started the first time a socket is
+//! bound. Their number is `WEFT_WORKERS` if set, else the cores this
+//! process may run on (so `taskset -c 0` gives one). The control plane
+//! (config streams, certificates, admin) stays on the runtime `main` made.
+
+use std::sync::OnceLock;
+use tokio::runtime::Handle;
+
+/// Overrides the number of data-plane threads.
+pub const WORKERS_ENV: &str = "WEFT_WORKERS";
+
+static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
+
+/// The data-plane runtimes, started on first use.
+pub fn handles() -> &'static [Handle] {
+    WORKERS.get_or_init(|| (0..count()).map(start).collect())
+}
+
+/// How many data-plane threads to run.
+fn count() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::env::var(WORKERS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=1024).contains(n))
+        .unwrap_or(cores)
+}
+
+/// Starts data-plane thread `i` and returns its runtime's handle. The
+/// runtime lives as long as the process: it runs until nothing is left,
+/// which is never, as it parks on a future that does not end.
+fn start(i: usize) -> Handle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("weft-worker-{i}"))
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a data-plane runtime");
+            let _ = tx.send(runtime.handle().clone());
+            runtime.block_on(std::future::pending::<()>());
+        })
+        .expect("a data-plane thread");
+    rx.recv().expect("the data-plane runtime's handle")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tasks_run_on_the_worker_threads() {
+        let n = handles().len();
+        assert!(n >= 1);
+        let mut names = Vec::new();
+        for h in handles() {
+            let name = h
+                .spawn(async { std::thread::current().name().map(str::to_string) })
+                .await
+                .unwrap();
+            names.push(name.unwrap_or_default());
+        }
+        let want: Vec<String> = (0..n).map(|i| format!("weft-worker-{i}")).collect();
+        assert_eq!(names, want);
+    }
+}
