@@ -72,6 +72,9 @@ impl Gateway {
         let spans =
             telemetry::trace::Exporter::from_env(&format!("{}.{}", me.workload, me.namespace));
         let metrics = Arc::new(metrics);
+        // HTTP/1 header names go on lowercase, as Envoy and HAProxy send
+        // them: keeping each name's case costs a second map per header.
+        pingora::protocols::http::v1::set_preserve_header_case(false);
         let conf = Arc::new(ServerConf::default());
         let mut proxy = pingora::proxy::http_proxy(
             &conf,

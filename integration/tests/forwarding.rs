@@ -5,7 +5,7 @@
 //! machinery as the real request (mutual TLS to a meshed mirror), and
 //! `timeouts.request` cuts a backend that trickles its answer. Upstream
 //! connections are kept and reused, and one the backend closed while it
-//! sat idle is never sent a request.
+//! sat idle is never sent a request; header names go on lowercase.
 
 mod support;
 use std::time::{Duration, Instant};
@@ -225,6 +225,8 @@ async fn request_ids_cross_the_mesh_and_mirrors_use_mutual_tls() {
 struct Counts {
     accepted: std::sync::atomic::AtomicUsize,
     closed: std::sync::atomic::AtomicUsize,
+    /// The head of the last request, as it arrived.
+    last_head: std::sync::Mutex<String>,
 }
 
 /// A keep-alive HTTP/1.1 backend on `ip` counting the connections it
@@ -257,8 +259,10 @@ async fn counting_backend(
                     buf.extend_from_slice(&chunk[..n]);
                     // Requests here have no body: one ends at its blank line.
                     while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        let head = buf.drain(..end + 4).collect::<Vec<u8>>();
+                        *seen.last_head.lock().unwrap() = String::from_utf8_lossy(&head).into();
+                        let answer =
+                            b"HTTP/1.1 200 OK\r\nX-Backend-Said: hi\r\ncontent-length: 2\r\n\r\nok";
                         if s.write_all(answer).await.is_err() {
                             return;
                         }
@@ -277,7 +281,7 @@ async fn counting_backend(
 }
 
 /// Sends `requests` one after another on one connection to the gateway and
-/// returns each answer's status line.
+/// returns each answer.
 async fn statuses_on_one_connection(
     s: &mut tokio::net::TcpStream,
     requests: &[&str],
@@ -314,9 +318,17 @@ async fn statuses_on_one_connection(
             }
         }
         let text = String::from_utf8_lossy(&answer).to_string();
-        out.push(text.lines().next().unwrap_or("").to_string());
+        out.push(text);
     }
     out
+}
+
+/// The status lines of `answers`.
+fn status_lines(answers: &[String]) -> Vec<&str> {
+    answers
+        .iter()
+        .map(|a| a.lines().next().unwrap_or(""))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,11 +365,22 @@ async fn upstream_connections_are_reused_and_never_used_once_closed() {
     let mut s = tokio::net::TcpStream::connect(format!("{ip}:8080"))
         .await
         .unwrap();
-    let get = "GET / HTTP/1.1\r\nHost: keep.example.com\r\n\r\n";
+    let get = "GET / HTTP/1.1\r\nHost: keep.example.com\r\nX-Mixed-Case: yes\r\n\r\n";
     let answers = statuses_on_one_connection(&mut s, &[get; 50]).await;
+    let statuses = status_lines(&answers);
     assert!(
-        answers.iter().all(|a| a == "HTTP/1.1 200 OK"),
-        "{answers:?}"
+        statuses.iter().all(|a| *a == "HTTP/1.1 200 OK"),
+        "{statuses:?}"
+    );
+    // Header names go on lowercase both ways (as Envoy and HAProxy send
+    // them), whatever case they came in.
+    let head = kept.last_head.lock().unwrap().clone();
+    assert!(head.contains("\r\nx-mixed-case: yes\r\n"), "{head}");
+    assert!(!head.contains("X-Mixed-Case"), "{head}");
+    assert!(
+        answers[0].contains("\r\nx-backend-said: hi\r\n"),
+        "{}",
+        answers[0]
     );
     let opened = kept.accepted.load(SeqCst) - before;
     assert!(
@@ -374,7 +397,7 @@ async fn upstream_connections_are_reused_and_never_used_once_closed() {
         &["GET / HTTP/1.1\r\nHost: close.example.com\r\n\r\n"],
     )
     .await;
-    assert_eq!(first, ["HTTP/1.1 200 OK"]);
+    assert_eq!(status_lines(&first), ["HTTP/1.1 200 OK"]);
     let accepted = closing.accepted.load(SeqCst);
     close_now.send(true).unwrap();
     eventually(
@@ -386,7 +409,7 @@ async fn upstream_connections_are_reused_and_never_used_once_closed() {
     let post = "POST / HTTP/1.1\r\nHost: close.example.com\r\ncontent-length: 0\r\n\r\n";
     let second = statuses_on_one_connection(&mut s, &[post]).await;
     assert_eq!(
-        second,
+        status_lines(&second),
         ["HTTP/1.1 200 OK"],
         "a closed pooled connection was used"
     );

@@ -124,3 +124,23 @@ pub(crate) mod test_util {
     }
     impl Peek for FlushTrackingMock {}
 }
+
+// weft patch 2: header names without their case.
+static PRESERVE_HEADER_CASE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
+/// Whether HTTP/1.x request and response headers read from the wire keep
+/// the case their names were sent in (the default, as before), to be
+/// written on in that case; with `false`, they are read into plain header
+/// maps and written with lowercase names, as HAProxy and Envoy do. Keeping
+/// the case costs a second map per header (the `CaseMap`), filled on every
+/// read and consulted on every write; HTTP/1.1 names are case-insensitive
+/// (RFC 9110, section 5.1). Process-wide; set it before serving.
+pub fn set_preserve_header_case(preserve: bool) {
+    PRESERVE_HEADER_CASE.store(preserve, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// See [set_preserve_header_case].
+pub fn preserve_header_case() -> bool {
+    PRESERVE_HEADER_CASE.load(std::sync::atomic::Ordering::Relaxed)
+}
