@@ -16,9 +16,6 @@ use weft_controller::resources::ObjKey;
 const STOP_GRACE: Duration = Duration::from_secs(3);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
-/// The mimalloc option a sidecar process starts with (see `command`).
-const EAGER_COMMIT: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
-
 /// What a sidecar process is started with.
 pub struct Spec {
     pub workload: ObjKey,
@@ -75,11 +72,12 @@ fn command(spec: &Spec, token: String) -> std::io::Result<Command> {
     if let Some(admin) = spec.admin {
         cmd.arg("--admin").arg(admin.to_string());
     }
-    // mimalloc commits its first arena eagerly: about 8 MiB of RSS that an
-    // idle sidecar never uses. Per-workload proxies trade those page faults
-    // for memory (the user's own setting wins).
-    if std::env::var_os(EAGER_COMMIT).is_none() {
-        cmd.env(EAGER_COMMIT, "0");
+    // The sidecar's allocator settings, given here so that it need not
+    // start itself again to apply them (`crate::SIDECAR_ALLOCATOR`).
+    for (name, value) in crate::SIDECAR_ALLOCATOR {
+        if std::env::var_os(name).is_none() {
+            cmd.env(name, value);
+        }
     }
     // SAFETY: prctl(2) only, between fork and exec: the sidecar gets
     // SIGTERM if this process dies without stopping it.

@@ -1,5 +1,6 @@
 //! The `weft` commands around `up`: the quickstart example as shipped,
-//! `weft analyze`, `weft status`, and a gateway's admin endpoint.
+//! `weft analyze`, `weft status`, a gateway's admin endpoint, and a
+//! sidecar process's own allocator settings.
 
 mod support;
 use std::process::Command;
@@ -302,4 +303,58 @@ async fn the_edge_auth_example_authenticates() {
         challenge.as_deref(),
         Some(r#"Bearer realm="api.example.com", error="invalid_token""#)
     );
+}
+
+/// The environment of process `pid`, as `NAME=value` entries.
+fn environ_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|e| String::from_utf8_lossy(e).to_string())
+        .collect()
+}
+
+/// `weft sidecar run` applies its allocator settings itself, however it is
+/// started (here without them, as a pod's container might be), and keeps a
+/// setting the user gave.
+#[tokio::test]
+async fn a_sidecar_process_sets_its_own_allocator_options() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("bundle.pem");
+    // A real root, so the sidecar runs on (trying to reach its CA) while
+    // its environment is read.
+    std::fs::write(&bundle, support::pki::ca().pem).unwrap();
+    for (given, want) in [
+        (None, "MIMALLOC_ARENA_EAGER_COMMIT=0"),
+        (Some("1"), "MIMALLOC_ARENA_EAGER_COMMIT=1"),
+    ] {
+        let mut cmd = Command::new(WEFT);
+        cmd.args(["sidecar", "run", "--controller", "http://127.0.0.1:9"])
+            .args(["--ca", "http://127.0.0.1:9", "--token", "t"])
+            .arg("--trust-bundle")
+            .arg(&bundle)
+            .args(["--workload", "default/w", "--identity"])
+            .arg("spiffe://cluster.local/ns/default/sa/w")
+            .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(v) = given {
+            cmd.env("MIMALLOC_ARENA_EAGER_COMMIT", v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let pid = child.id();
+        // The same process (it execs itself), once it runs as a sidecar.
+        eventually(Duration::from_secs(10), "the sidecar runs", || async {
+            environ_of(pid)
+                .iter()
+                .any(|e| e.starts_with("MIMALLOC_ARENA_EAGER_COMMIT="))
+                && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.contains("sidecar"))
+        })
+        .await;
+        let env = environ_of(pid);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(env.iter().any(|e| e == want), "{want} not in {env:?}");
+    }
 }
