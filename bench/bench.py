@@ -70,17 +70,20 @@ def ensure_caddy():
 
 
 def build_weft():
-    print("bench: building weft and the bare Pingora proxy (release)", file=sys.stderr)
+    print("bench: building weft (release)", file=sys.stderr)
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "weft"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "weft-gateway",
-                    "--example", "bare_proxy"], cwd=ROOT, check=True)
     return os.path.join(ROOT, "target", "release", "weft")
 
 
-def bare_proxy(weft):
-    """The bare Pingora proxy built beside `weft`, if there is one."""
-    path = os.path.join(os.path.dirname(weft), "examples", "bare_proxy")
-    return path if os.path.exists(path) else None
+def bare_proxy():
+    """The bare Pingora proxy (bench/bare-pingora: stock Pingora from
+    crates.io, without weft's patches), built once into target/."""
+    print("bench: building the bare Pingora proxy (release)", file=sys.stderr)
+    target = os.path.join(ROOT, "target", "bare-pingora")
+    subprocess.run(["cargo", "build", "--release", "-q", "--manifest-path",
+                    os.path.join(ROOT, "bench", "bare-pingora", "Cargo.toml"),
+                    "--target-dir", target], check=True)
+    return os.path.join(target, "release", "bare-pingora")
 
 
 def wrk(url, core, seconds, headers=(), script=None):
@@ -140,9 +143,8 @@ def gateway_h1(procs, args, cores):
         running["weft-baseline"] = procs.weft_baseline(args.baseline, proxy)
     if "caddy" in args.peers:
         running["caddy"] = procs.caddy(ensure_caddy(), proxy)
-    bare = bare_proxy(procs.weft)
-    if "pingora" in args.peers and bare:
-        running["pingora"] = procs.pingora(bare, proxy)
+    if "pingora" in args.peers:
+        running["pingora"] = procs.pingora(args.bare or bare_proxy(), proxy)
     for name in running:
         peers.wait_for(f"http://127.0.0.1:{peers.PORTS[name]}/")
     url = {n: f"http://127.0.0.1:{peers.PORTS[n]}/" for n in running}
@@ -204,6 +206,7 @@ def main():
                     help="one short round, results to a temporary folder")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench"))
     ap.add_argument("--weft", help="a weft binary to use instead of a release build")
+    ap.add_argument("--bare", help="a bare Pingora binary to use instead of building one")
     ap.add_argument("--baseline", help="another weft binary, measured as the peer "
                     "`weft-baseline` (gateway-h1): a change's gain in one run")
     args = ap.parse_args()

@@ -224,7 +224,7 @@ class Procs:
                           core, env)
 
     def pingora(self, binary, core):
-        """The engine alone (gateway/examples/bare_proxy.rs): one worker."""
+        """The engine alone (bench/bare-pingora, stock Pingora): one worker."""
         listen = "127.0.0.1:%d" % PORTS["pingora"]
         return self.start("pingora", [binary, listen, "%s:%d" % BACKEND], core)
 

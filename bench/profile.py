@@ -6,7 +6,7 @@ under bench/profiles/: NAME.svg (a flamegraph, by inferno) and NAME.txt
 time including callees).
 
 Usage: bench/profile.py NAME [--peer weft|pingora|nginx] [--weft PATH]
-                        [--seconds S]
+                        [--bare PATH] [--seconds S] [--folded PATH]
 Needs perf (Debian linux-perf) and inferno (`cargo install inferno`)."""
 
 import argparse
@@ -31,6 +31,7 @@ def main():
     ap.add_argument("--weft", help="a weft binary to use instead of a release build")
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--folded", help="also write the folded stacks here")
+    ap.add_argument("--bare", help="a bare Pingora binary to use instead of building one")
     args = ap.parse_args()
     for tool in ("perf", "inferno-collapse-perf", "inferno-flamegraph", "wrk"):
         if not shutil.which(tool):
@@ -45,7 +46,7 @@ def main():
         if args.peer == "weft":
             p = procs.weft_gateway(proxy)
         elif args.peer == "pingora":
-            p = procs.pingora(bench.bare_proxy(weft), proxy)
+            p = procs.pingora(args.bare or bench.bare_proxy(), proxy)
         else:
             p = procs.nginx(proxy)
         url = f"http://127.0.0.1:{peers.PORTS[args.peer]}/"

@@ -7,6 +7,8 @@ import os
 import jwt_check
 
 HEADER = "# Benchmark results\n\nNewest first. `bench/run` writes these; see `bench/README.md`.\n"
+# Where the runs start, below the hand-kept sections.
+RUNS = "<!-- bench/run puts each run below this line, newest first -->"
 
 
 def fmt(s, digits=0):
@@ -206,6 +208,12 @@ def write(run, out):
         with open(md) as f:
             old = f.read()
         old = old[len(HEADER):] if old.startswith(HEADER) else old
+    # What stands above RUNS (the table of changes, written by hand) stays
+    # on top; each run goes first below it.
+    kept = ""
+    if RUNS in old:
+        kept, old = old.split(RUNS, 1)
+        kept = kept.strip("\n") + "\n\n" + RUNS + "\n"
     with open(md, "w") as f:
-        f.write(HEADER + "\n" + markdown(run) + "\n" + old.lstrip("\n"))
+        f.write(HEADER + "\n" + kept + "\n" + markdown(run) + "\n" + old.lstrip("\n"))
     return path
