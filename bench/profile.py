@@ -19,6 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
+import mesh  # noqa: E402
 import peers  # noqa: E402
 
 OUT = os.path.join(bench.ROOT, "bench", "profiles")
@@ -27,7 +28,8 @@ OUT = os.path.join(bench.ROOT, "bench", "profiles")
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("name")
-    ap.add_argument("--peer", default="weft", choices=("weft", "pingora", "nginx"))
+    ap.add_argument("--peer", default="weft",
+                    choices=("weft", "pingora", "nginx", "sidecar-pair"))
     ap.add_argument("--weft", help="a weft binary to use instead of a release build")
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--folded", help="also write the folded stacks here")
@@ -41,6 +43,18 @@ def main():
     proxy, load = (0, 1) if (os.cpu_count() or 1) > 1 else (0, 0)
     procs = peers.Procs(weft)
     try:
+        headers = []
+        if args.peer == "sidecar-pair":
+            # Both sidecar processes of the pair, as the sidecar-pair scenario
+            # runs them; the load goes to the client's outbound port.
+            procs.backend(load, extra_listen=[f"{peers.SERVER_IP}:{mesh.APP_PORT}"])
+            procs.weft_mesh("weft-mesh", proxy, processes=True)
+            url = f"http://{peers.CLIENT_IP}:15001/"
+            headers = [f"Host: server.bench:{mesh.APP_PORT}"]
+            peers.wait_for(url, {"Host": f"server.bench:{mesh.APP_PORT}"})
+            pids = [peers.sidecar_pid(f"bench/{w}") for w in ("client", "server")]
+            profile(args, procs, url, headers, ",".join(str(p) for p in pids), load)
+            return
         procs.backend(load)
         peers.wait_for("http://%s:%d/" % peers.BACKEND)
         if args.peer == "weft":
@@ -51,40 +65,47 @@ def main():
             p = procs.nginx(proxy)
         url = f"http://127.0.0.1:{peers.PORTS[args.peer]}/"
         peers.wait_for(url)
-        bench.wrk(url, load, 1)
         pid = p.pid  # taskset execs the proxy
         if args.peer == "nginx":  # its one worker, not the master
             pid = int(subprocess.run(["pgrep", "-P", str(pid)], check=True,
                                      capture_output=True, text=True).stdout.split()[0])
-        data = os.path.join(procs.dir, "perf.data")
-        load_run = subprocess.Popen(
-            ["taskset", "-c", str(load), "wrk", "-t1", f"-c{bench.CONNECTIONS}",
-             f"-d{args.seconds + 4}s", url],
-            stdout=subprocess.PIPE, text=True)
-        time.sleep(2)
-        subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999",
-                        "--call-graph", "dwarf,32768", "-p", str(pid), "-o", data,
-                        "--", "sleep", str(args.seconds)], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        out = load_run.communicate()[0]
-        rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        os.makedirs(OUT, exist_ok=True)
-        folded = subprocess.run(
-            f"perf script -i {data} 2>/dev/null | inferno-collapse-perf --all",
-            shell=True, check=True, capture_output=True, text=True).stdout
-        if args.folded:
-            with open(args.folded, "w") as f:
-                f.write(folded)
-        with open(os.path.join(OUT, args.name + ".svg"), "w") as f:
-            subprocess.run(["inferno-flamegraph", "--title", f"{args.name} ({args.peer})"],
-                           input=folded, stdout=f, check=True, text=True)
-        with open(os.path.join(OUT, args.name + ".txt"), "w") as f:
-            f.write(f"{args.name}: {args.peer} under wrk -c{bench.CONNECTIONS}, "
-                    f"{rps.group(1) if rps else '?'} req/s while profiled\n\n")
-            f.write(summary(folded))
-        print(os.path.join(OUT, args.name + ".svg"))
+        profile(args, procs, url, headers, str(pid), load)
     finally:
         procs.close()
+
+
+def profile(args, procs, url, headers, pids, load):
+    """Records `pids` (comma-separated) under wrk's load on `url`; writes
+    the flamegraph and the table."""
+    bench.wrk(url, load, 1, headers)
+    data = os.path.join(procs.dir, "perf.data")
+    wrk_headers = [a for h in headers for a in ("-H", h)]
+    load_run = subprocess.Popen(
+        ["taskset", "-c", str(load), "wrk", "-t1", f"-c{bench.CONNECTIONS}",
+         f"-d{args.seconds + 4}s", *wrk_headers, url],
+        stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999",
+                    "--call-graph", "dwarf,32768", "-p", pids, "-o", data,
+                    "--", "sleep", str(args.seconds)], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out = load_run.communicate()[0]
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    os.makedirs(OUT, exist_ok=True)
+    folded = subprocess.run(
+        f"perf script -i {data} 2>/dev/null | inferno-collapse-perf --all",
+        shell=True, check=True, capture_output=True, text=True).stdout
+    if args.folded:
+        with open(args.folded, "w") as f:
+            f.write(folded)
+    with open(os.path.join(OUT, args.name + ".svg"), "w") as f:
+        subprocess.run(["inferno-flamegraph", "--title", f"{args.name} ({args.peer})"],
+                       input=folded, stdout=f, check=True, text=True)
+    with open(os.path.join(OUT, args.name + ".txt"), "w") as f:
+        f.write(f"{args.name}: {args.peer} under wrk -c{bench.CONNECTIONS}, "
+                f"{rps.group(1) if rps else '?'} req/s while profiled\n\n")
+        f.write(summary(folded))
+    print(os.path.join(OUT, args.name + ".svg"))
 
 
 def summary(folded, top=40):
