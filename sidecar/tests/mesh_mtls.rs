@@ -145,10 +145,27 @@ async fn gateway_to_sidecar_over_mutual_tls() {
         let line = format!(
             "weft_downstream_requests_total{{http_version=\"{wire}\",reporter=\"source\"}}"
         );
-        let text = inbound_gw.metrics.text();
+        // It is counted once its answer has gone (the logging phase, on
+        // the sidecar's own data-plane thread): the client may see the
+        // answer first.
+        let counted = || {
+            let text = inbound_gw.metrics.text();
+            let seen = text
+                .lines()
+                .any(|l| l.starts_with(&line) && !l.ends_with(" 0"));
+            (seen, text)
+        };
+        let mut text = String::new();
+        for _ in 0..250 {
+            let (seen, now) = counted();
+            text = now;
+            if seen {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         assert!(
-            text.lines()
-                .any(|l| l.starts_with(&line) && !l.ends_with(" 0")),
+            counted().0,
             "{version}: no request over HTTP/{wire} in\n{text}"
         );
     }
