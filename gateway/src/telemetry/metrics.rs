@@ -56,6 +56,25 @@ struct Bounds {
     destination_service: Told,
 }
 
+/// Workload, namespace and principal of one end of a request: this
+/// proxy's own when it reports as that end, else what the request says
+/// (the workload as told, bounded later by `Told`).
+fn end<'a>(
+    me: &'a Reporter,
+    mine: bool,
+    workload: Option<&'a str>,
+    principal: &'a str,
+) -> [&'a str; 3] {
+    if mine {
+        return [&me.workload, &me.namespace, &me.principal];
+    }
+    [
+        workload.unwrap_or("unknown"),
+        namespace_of(principal),
+        principal,
+    ]
+}
+
 const LABELS: [&str; 11] = [
     "reporter",
     "source_workload",
@@ -310,39 +329,23 @@ impl Metrics {
         let source_principal = r.source_principal.unwrap_or(unknown);
         let destination_principal = r.destination_principal.unwrap_or(unknown);
         let (source, destination) = (me.reporter == "source", me.reporter == "destination");
+        let [source_workload, source_namespace, source_principal] =
+            end(me, source, r.source_workload, source_principal);
+        let [destination_workload, destination_namespace, destination_principal] = end(
+            me,
+            destination,
+            r.destination_workload,
+            destination_principal,
+        );
         let given = [
             me.reporter,
-            if source {
-                &me.workload
-            } else {
-                r.source_workload.unwrap_or(unknown)
-            },
-            if source {
-                &me.namespace
-            } else {
-                namespace_of(source_principal)
-            },
-            if source {
-                &me.principal
-            } else {
-                source_principal
-            },
-            if destination {
-                &me.workload
-            } else {
-                r.destination_workload.unwrap_or(unknown)
-            },
-            if destination {
-                &me.namespace
-            } else {
-                namespace_of(destination_principal)
-            },
+            source_workload,
+            source_namespace,
+            source_principal,
+            destination_workload,
+            destination_namespace,
             r.destination_service,
-            if destination {
-                &me.principal
-            } else {
-                destination_principal
-            },
+            destination_principal,
             r.protocol,
             status,
             security,
@@ -476,17 +479,10 @@ mod tests {
     fn counts_requests_with_istio_labels() {
         let m = Metrics::new(Reporter::default());
         let r = RequestRecord {
-            source_principal: None,
-            destination_service: "echo.default.svc.cluster.local",
-            destination_principal: None,
-            source_workload: None,
-            destination_workload: None,
-            protocol: "http",
-            status: 200,
-            mutual_tls: false,
             duration_ms: 3.0,
             request_bytes: 10,
             response_bytes: 100,
+            ..request("echo.default.svc.cluster.local")
         };
         m.record(&r);
         m.record(&r);
@@ -555,17 +551,8 @@ mod tests {
             .collect();
         for host in &hosts {
             m.record(&RequestRecord {
-                source_principal: None,
-                destination_service: host,
-                destination_principal: None,
                 source_workload: Some(host),
-                destination_workload: None,
-                protocol: "http",
-                status: 200,
-                mutual_tls: false,
-                duration_ms: 1.0,
-                request_bytes: 0,
-                response_bytes: 0,
+                ..request(host)
             });
         }
         let text = m.text();
@@ -594,16 +581,9 @@ mod tests {
         });
         let r = RequestRecord {
             source_principal: Some("spiffe://cluster.local/ns/edge/sa/gw"),
-            destination_service: "productpage.shop.svc.cluster.local",
-            destination_principal: None,
-            source_workload: None,
-            destination_workload: None,
-            protocol: "http",
             status: 503,
             mutual_tls: true,
-            duration_ms: 1.0,
-            request_bytes: 0,
-            response_bytes: 0,
+            ..request("productpage.shop.svc.cluster.local")
         };
         inbound.record(&r);
         let bytes = outbound.byte_counters(false);
