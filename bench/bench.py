@@ -19,6 +19,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import authz_check  # noqa: E402
 import jwt_check  # noqa: E402
 import mesh  # noqa: E402
 import peers  # noqa: E402
@@ -27,8 +28,8 @@ import routes  # noqa: E402
 import tls  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCENARIOS = ("gateway-h1", "gateway-tls", "gateway-jwt", "sidecar-pair", "route-scale",
-             "route-propagation")
+SCENARIOS = ("gateway-h1", "gateway-tls", "gateway-jwt", "gateway-authz", "sidecar-pair",
+             "sidecar-routes", "route-scale", "route-propagation")
 CONNECTIONS = 64
 
 
@@ -237,6 +238,11 @@ def main():
                 run["scenarios"][name] = routes.route_propagation(procs, args, cores)
             elif name == "gateway-jwt":
                 run["scenarios"][name] = jwt_check.gateway_jwt(procs, args, cores, wrk, oha, spread)
+            elif name == "gateway-authz":
+                run["scenarios"][name] = authz_check.gateway_authz(procs, args, cores, wrk, oha,
+                                                                   spread)
+            elif name == "sidecar-routes":
+                run["scenarios"][name] = mesh.sidecar_routes(procs, args, cores, wrk)
             elif name == "sidecar-pair":
                 run["scenarios"][name] = mesh.sidecar_pair(procs, args, cores, wrk, oha, spread)
             else:

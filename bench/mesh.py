@@ -9,6 +9,7 @@ connections; the server side calls the backend."""
 import os
 import subprocess
 import time
+import urllib.request
 
 import peers
 
@@ -139,3 +140,83 @@ def sidecar_pair(procs, args, cores, wrk, oha, spread):
         "sidecar_rss_kib": rss,
         "idle_sidecar_rss_kib": per_sidecar,
     }
+
+
+# `sidecar-routes`: Services, each with a GAMMA HTTPRoute, that the client
+# never calls.
+UNUSED_ROUTE = """---
+apiVersion: v1
+kind: Service
+metadata: {{name: s{i}, namespace: bench}}
+spec: {{selector: {{app: none-{i}}}, ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r{i}, namespace: bench}}
+spec:
+  parentRefs: [{{group: "", kind: Service, name: s{i}, port: 80}}]
+  rules:
+  - backendRefs: [{{name: s{i}, port: 80}}]
+    filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-route, value: "{i}"}}]}}}}]
+"""
+UNUSED_ROUTES = 10000
+# The second mesh's client and server, beside the first's.
+MANY_IPS = ("127.0.70.12", "127.0.70.13")
+
+
+def sidecar_routes(procs, args, cores, wrk):
+    """Scenario 8, `sidecar-routes`: a client sidecar's memory in a mesh
+    with `UNUSED_ROUTES` Services and GAMMA routes it never calls, against
+    the same mesh without them (both `weft-sidecar` processes, both meshes
+    up at once): a sidecar's config holds only what its workload calls, so
+    its memory must not grow with the rest of the mesh."""
+    proxy, load = cores
+    n = 100 if args.smoke else UNUSED_ROUTES
+    ips = {"plain": (peers.CLIENT_IP, peers.SERVER_IP), "many": MANY_IPS}
+    procs.backend(load, extra_listen=[f"{ip[1]}:{APP_PORT}" for ip in ips.values()])
+    started = time.time()
+    ups = {"plain": procs.weft_mesh("weft-mesh", proxy, processes=True),
+           "many": procs.weft_mesh("weft-mesh-routes", proxy, processes=True, ips=MANY_IPS,
+                                   extra_text="".join(UNUSED_ROUTE.format(i=i) for i in range(n)))}
+    host = f"server.bench:{APP_PORT}"
+    result = {"routes": n, "meshes": {}}
+    for name, (client_ip, _) in ips.items():
+        url = f"http://{client_ip}:15001/"
+        peers.wait_for(url, {"Host": host}, limit=300)
+        ready_s = time.time() - started
+        pid = peers.sidecar_pid("bench/client", ip=client_ip)
+        idle = (peers.rss_kib(pid), peers.rss_anon_kib(pid))
+        _, requests = wrk(url, load, max(1, args.duration // 2), [f"Host: {host}"])
+        dump = urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+            f"http://{client_ip}:15020/config_dump", timeout=10).read()
+        result["meshes"][name] = {
+            "ready_s": ready_s, "requests": requests, "config_dump_bytes": len(dump),
+            "client_rss_kib": {"idle": idle[0], "idle_own": idle[1],
+                               "loaded": peers.rss_kib(pid), "loaded_own": peers.rss_anon_kib(pid)},
+            "weft_up_rss_kib": peers.rss_kib(ups[name].pid),
+        }
+    return result
+
+
+def routes_table(r):
+    m = r["meshes"]
+    mib = lambda kib: f"{kib / 1024:.1f}"  # noqa: E731
+    lines = [
+        f"Sidecar with unused routes: a client `weft-sidecar` in a mesh with {r['routes']:,} "
+        "more Services, each with a GAMMA HTTPRoute, that it never calls, against the same "
+        "mesh without them (both up at once); `loaded` after a burst of calls to its one "
+        "server.",
+        "",
+        "| figure | without | with |",
+        "| --- | --- | --- |",
+    ]
+    rows = [("client sidecar RSS idle, MiB", lambda e: mib(e["client_rss_kib"]["idle"])),
+            ("its own (anonymous) RSS idle, MiB", lambda e: mib(e["client_rss_kib"]["idle_own"])),
+            ("client sidecar RSS loaded, MiB", lambda e: mib(e["client_rss_kib"]["loaded"])),
+            ("its own (anonymous) RSS loaded, MiB",
+             lambda e: mib(e["client_rss_kib"]["loaded_own"])),
+            ("its config (`/config_dump`), bytes", lambda e: f"{e['config_dump_bytes']:,}"),
+            ("`weft up` (controller, CA) RSS, MiB", lambda e: mib(e["weft_up_rss_kib"]))]
+    for label, f in rows:
+        lines.append(f"| {label} | {f(m['plain'])} | {f(m['many'])} |")
+    return lines

@@ -248,13 +248,15 @@ class Procs:
     def weft_gateway(self, core):
         return self.weft_up("weft-gateway", self.gateway_text() + CATCH_ALL, core)
 
-    def weft_mesh(self, name, core, idle=0, base=10, processes=False):
-        """A meshed client and server (and `idle` more workloads); with
-        `processes`, each sidecar is a `weft sidecar run` process (on the
-        same core, with the same one worker)."""
-        text = MESH_HEAD
-        text += MESH_WORKLOAD.format(name="client", app="client", ip=CLIENT_IP)
-        text += MESH_WORKLOAD.format(name="server", app="server", ip=SERVER_IP)
+    def weft_mesh(self, name, core, idle=0, base=10, processes=False,
+                  ips=(CLIENT_IP, SERVER_IP), extra_text=""):
+        """A meshed client and server at `ips` (and `idle` more workloads,
+        and `extra_text`); with `processes`, each sidecar is a
+        `weft-sidecar` process (on the same core, with the same one
+        worker)."""
+        text = MESH_HEAD + extra_text
+        text += MESH_WORKLOAD.format(name="client", app="client", ip=ips[0])
+        text += MESH_WORKLOAD.format(name="server", app="server", ip=ips[1])
         for i in range(idle):
             ip = "127.0.%d.%d" % (base + 70 + i // 200, 10 + i % 200)
             text += MESH_WORKLOAD.format(name=f"idle-{i}", app=f"idle-{i}", ip=ip)
@@ -315,8 +317,10 @@ def rss_anon_kib(pid):
     return 0
 
 
-def sidecar_pid(workload, limit=30):
-    """The pid of the `weft sidecar run` process of `workload` (ns/name)."""
+def sidecar_pid(workload, limit=30, ip=None):
+    """The pid of the sidecar process of `workload` (ns/name), whose admin
+    port is on `ip` if given: `weft-sidecar`, or `weft sidecar run` where
+    that is not installed."""
     deadline = time.time() + limit
     while time.time() < deadline:
         for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -325,7 +329,9 @@ def sidecar_pid(workload, limit=30):
                     argv = f.read().split(b"\0")
             except OSError:
                 continue
-            if b"sidecar" in argv and b"run" in argv and workload.encode() in argv:
+            sidecar = argv[0].endswith(b"weft-sidecar") or (b"sidecar" in argv and b"run" in argv)
+            at = ip is None or f"{ip}:15020".encode() in argv
+            if sidecar and at and workload.encode() in argv:
                 return int(pid)
         time.sleep(0.1)
     raise RuntimeError(f"no sidecar process for {workload}")

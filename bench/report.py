@@ -4,7 +4,9 @@ top of RESULTS.md (newest first)."""
 import json
 import os
 
+import authz_check
 import jwt_check
+import mesh
 
 HEADER = "# Benchmark results\n\nNewest first. `bench/run` writes these; see `bench/README.md`.\n"
 # Where the runs start, below the hand-kept sections.
@@ -104,7 +106,7 @@ def sidecar_table(r):
     lines = [
         f"Sidecar pair (client sidecar → mutual TLS → server sidecar), {r['rate']:,} req/s, "
         "1 KiB responses, against calling the backend directly. weft's sidecars are "
-        "`weft sidecar run` processes; the nginx pair is one nginx worker doing both halves "
+        "`weft-sidecar` processes; the nginx pair is one nginx worker doing both halves "
         "(plain in, mutual TLS 1.3 between, plain out).",
         "",
         "| figure | " + " | ".join(f"{n} pair" for n in names) + " |",
@@ -186,8 +188,12 @@ def markdown(run):
         lines += tls_table(s["gateway-tls"]) + [""]
     if "gateway-jwt" in s:
         lines += jwt_check.table(s["gateway-jwt"], fmt) + [""]
+    if "gateway-authz" in s:
+        lines += authz_check.table(s["gateway-authz"], fmt) + [""]
     if "sidecar-pair" in s:
         lines += sidecar_table(s["sidecar-pair"]) + [""]
+    if "sidecar-routes" in s:
+        lines += mesh.routes_table(s["sidecar-routes"]) + [""]
     if "route-scale" in s:
         lines += route_scale_table(s["route-scale"]) + [""]
     if "route-propagation" in s:

@@ -123,20 +123,9 @@ enum Command {
 enum SidecarCommand {
     /// Run one workload's sidecar: its certificate from the CA's signing
     /// service, its config from the controller. It sets its allocator for
-    /// a small footprint (MIMALLOC_ARENA_EAGER_COMMIT=0 unless set).
-    Run {
-        #[command(flatten)]
-        control: proxies::Control,
-        /// The workload, as namespace/name.
-        #[arg(long)]
-        workload: String,
-        /// The workload's SPIFFE ID.
-        #[arg(long)]
-        identity: String,
-        /// Where the admin port (`/ready`, `/config_dump`, `/metrics`) listens.
-        #[arg(long)]
-        admin: Option<SocketAddr>,
-    },
+    /// a small footprint (MIMALLOC_ARENA_EAGER_COMMIT=0 unless set), and
+    /// hands over to `weft-sidecar` when that is installed beside `weft`.
+    Run(weft_sidecar::process::Sidecar),
     /// Print (or apply, in this network namespace) the iptables rules that
     /// send a workload's traffic through its sidecar without HTTP_PROXY.
     Iptables {
@@ -247,45 +236,51 @@ fn default_state() -> PathBuf {
     }
 }
 
-/// mimalloc's options for a sidecar: it commits its first arena eagerly,
-/// about 8 MiB of RSS an idle per-workload proxy never uses; without it the
-/// proxy trades those page faults for memory. The user's own setting wins.
-pub(crate) const SIDECAR_ALLOCATOR: [(&str, &str); 1] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
+/// The sidecar alone (`src/bin/weft-sidecar.rs`), when it is installed
+/// beside this binary: a per-workload process that maps a fraction of
+/// `weft`'s code.
+pub(crate) fn sidecar_binary() -> Option<PathBuf> {
+    let beside = std::env::current_exe().ok()?.with_file_name("weft-sidecar");
+    beside.is_file().then_some(beside)
+}
 
-/// mimalloc reads its options from the environment once, before `main`:
-/// a `weft sidecar run` started without them (by hand, by Kubernetes)
-/// starts itself again with them set, so the binary applies its own
-/// settings wherever it runs. Returns only when there is nothing to do or
-/// the exec failed.
-fn sidecar_allocator_settings() {
+/// `weft sidecar run` hands over to `weft-sidecar` when it is installed
+/// beside `weft`; otherwise, as mimalloc reads its options from the
+/// environment once, before `main`, a `weft sidecar run` started without
+/// them (by hand, by Kubernetes) starts itself again with them set, so the
+/// binary applies its own settings wherever it runs. Returns only when
+/// there is nothing to do or the exec failed.
+fn sidecar_exec() {
     let mut args = std::env::args_os().skip(1);
     if args.next().as_deref() != Some("sidecar".as_ref())
         || args.next().as_deref() != Some("run".as_ref())
     {
         return;
     }
-    let missing: Vec<_> = SIDECAR_ALLOCATOR
-        .iter()
-        .filter(|(name, _)| std::env::var_os(name).is_none())
-        .collect();
-    if missing.is_empty() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
+    let missing = weft_sidecar::process::allocator_settings_missing();
+    let mut again = match sidecar_binary() {
+        Some(sidecar) => {
+            let mut cmd = std::process::Command::new(sidecar);
+            cmd.args(args);
+            cmd
+        }
+        None if missing.is_empty() => return,
+        None => {
+            let Ok(exe) = std::env::current_exe() else {
+                return;
+            };
+            let mut cmd = std::process::Command::new(exe);
+            cmd.args(std::env::args_os().skip(1));
+            cmd
+        }
     };
     use std::os::unix::process::CommandExt;
-    let mut again = std::process::Command::new(exe);
-    again.args(std::env::args_os().skip(1));
-    for (name, value) in missing {
-        again.env(name, value);
-    }
-    let e = again.exec();
-    eprintln!("weft sidecar: cannot apply its allocator settings: {e}");
+    let e = again.envs(missing).exec();
+    eprintln!("weft sidecar: cannot start: {e}");
 }
 
 fn main() -> anyhow::Result<()> {
-    sidecar_allocator_settings();
+    sidecar_exec();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -345,22 +340,8 @@ fn main() -> anyhow::Result<()> {
                 status,
             } => echo::run(listen, calls, status).await,
             Command::Sidecar {
-                command:
-                    SidecarCommand::Run {
-                        control,
-                        workload,
-                        identity,
-                        admin,
-                    },
-            } => {
-                proxies::sidecar(proxies::SidecarOptions {
-                    control,
-                    workload,
-                    identity,
-                    admin,
-                })
-                .await
-            }
+                command: SidecarCommand::Run(sidecar),
+            } => Ok(weft_sidecar::process::sidecar(sidecar).await?),
             Command::Sidecar {
                 command:
                     SidecarCommand::Iptables {

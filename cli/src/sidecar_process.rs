@@ -50,8 +50,16 @@ impl SidecarProcess {
 }
 
 fn command(spec: &Spec, token: String) -> std::io::Result<Command> {
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(["sidecar", "run", "--controller", &spec.controller])
+    // The sidecar alone where it is installed, else `weft sidecar run`.
+    let mut cmd = match crate::sidecar_binary() {
+        Some(sidecar) => Command::new(sidecar),
+        None => {
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.args(["sidecar", "run"]);
+            cmd
+        }
+    };
+    cmd.args(["--controller", &spec.controller])
         .args(["--ca", &spec.ca])
         .arg("--trust-bundle")
         .arg(&spec.bundle_file)
@@ -73,8 +81,8 @@ fn command(spec: &Spec, token: String) -> std::io::Result<Command> {
         cmd.arg("--admin").arg(admin.to_string());
     }
     // The sidecar's allocator settings, given here so that it need not
-    // start itself again to apply them (`crate::SIDECAR_ALLOCATOR`).
-    for (name, value) in crate::SIDECAR_ALLOCATOR {
+    // start itself again to apply them (`weft_sidecar::process::ALLOCATOR`).
+    for (name, value) in weft_sidecar::process::ALLOCATOR {
         if std::env::var_os(name).is_none() {
             cmd.env(name, value);
         }

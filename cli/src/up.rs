@@ -23,15 +23,7 @@ use weft_gateway::Gateway;
 /// Time given to in-flight requests once a stop is asked for.
 const DRAIN: Duration = Duration::from_secs(3);
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn stopped() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM can be handled");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-}
+pub use weft_sidecar::process::stopped;
 
 struct RunningGateway {
     gateway: Arc<Gateway>,

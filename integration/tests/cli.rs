@@ -314,47 +314,60 @@ fn environ_of(pid: u32) -> Vec<String> {
         .collect()
 }
 
-/// `weft sidecar run` applies its allocator settings itself, however it is
-/// started (here without them, as a pod's container might be), and keeps a
-/// setting the user gave.
+/// A sidecar applies its allocator settings itself, however it is started
+/// (here without them, as a pod's container might be), and keeps a setting
+/// the user gave; `weft sidecar run` (what injected pods run) hands over to
+/// `weft-sidecar`, installed beside it, in the same process.
 #[tokio::test]
-async fn a_sidecar_process_sets_its_own_allocator_options() {
+async fn a_sidecar_process_is_the_sidecar_binary_with_its_own_allocator_options() {
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle.pem");
     // A real root, so the sidecar runs on (trying to reach its CA) while
     // its environment is read.
     std::fs::write(&bundle, support::pki::ca().pem).unwrap();
-    for (given, want) in [
-        (None, "MIMALLOC_ARENA_EAGER_COMMIT=0"),
-        (Some("1"), "MIMALLOC_ARENA_EAGER_COMMIT=1"),
-    ] {
-        let mut cmd = Command::new(WEFT);
-        cmd.args(["sidecar", "run", "--controller", "http://127.0.0.1:9"])
-            .args(["--ca", "http://127.0.0.1:9", "--token", "t"])
-            .arg("--trust-bundle")
-            .arg(&bundle)
-            .args(["--workload", "default/w", "--identity"])
-            .arg("spiffe://cluster.local/ns/default/sa/w")
-            .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        if let Some(v) = given {
-            cmd.env("MIMALLOC_ARENA_EAGER_COMMIT", v);
+    let started_as: [&[&str]; 2] = [&[WEFT, "sidecar", "run"], &[WEFT_SIDECAR]];
+    for start in started_as {
+        for (given, want) in [
+            (None, "MIMALLOC_ARENA_EAGER_COMMIT=0"),
+            (Some("1"), "MIMALLOC_ARENA_EAGER_COMMIT=1"),
+        ] {
+            let mut cmd = Command::new(start[0]);
+            cmd.args(&start[1..])
+                .args(["--controller", "http://127.0.0.1:9"])
+                .args(["--ca", "http://127.0.0.1:9", "--token", "t"])
+                .arg("--trust-bundle")
+                .arg(&bundle)
+                .args(["--workload", "default/w", "--identity"])
+                .arg("spiffe://cluster.local/ns/default/sa/w")
+                .env_remove("MIMALLOC_ARENA_EAGER_COMMIT")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+            if let Some(v) = given {
+                cmd.env("MIMALLOC_ARENA_EAGER_COMMIT", v);
+            }
+            let mut child = cmd.spawn().unwrap();
+            let pid = child.id();
+            // The same process (it execs), once it runs as the sidecar
+            // binary with its settings.
+            let exe = || {
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .map(|p| p.file_name().unwrap().to_string_lossy().to_string())
+                    .unwrap_or_default()
+            };
+            eventually(Duration::from_secs(10), "the sidecar runs", || async {
+                exe() == "weft-sidecar"
+                    && environ_of(pid)
+                        .iter()
+                        .any(|e| e.starts_with("MIMALLOC_ARENA_EAGER_COMMIT="))
+            })
+            .await;
+            let env = environ_of(pid);
+            // Still running (not failed on its arguments), as the sidecar.
+            assert!(child.try_wait().unwrap().is_none(), "{start:?} exited");
+            assert_eq!(exe(), "weft-sidecar");
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(env.iter().any(|e| e == want), "{want} not in {env:?}");
         }
-        let mut child = cmd.spawn().unwrap();
-        let pid = child.id();
-        // The same process (it execs itself), once it runs as a sidecar.
-        eventually(Duration::from_secs(10), "the sidecar runs", || async {
-            environ_of(pid)
-                .iter()
-                .any(|e| e.starts_with("MIMALLOC_ARENA_EAGER_COMMIT="))
-                && std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.contains("sidecar"))
-        })
-        .await;
-        let env = environ_of(pid);
-        let _ = child.kill();
-        let _ = child.wait();
-        assert!(env.iter().any(|e| e == want), "{want} not in {env:?}");
     }
 }

@@ -264,8 +264,9 @@ async fn sidecars_count_calls_hold_what_they_call_and_pass_the_rest_through() {
     weft.sigterm();
 }
 
-/// With `--sidecar-processes` each sidecar is a `weft sidecar run` process
-/// of its own, child of `weft up`: calls still go over mutual TLS with the
+/// With `--sidecar-processes` each sidecar is a `weft-sidecar` process
+/// of its own (the sidecar alone, installed beside `weft`), child of
+/// `weft up`: calls still go over mutual TLS with the
 /// caller's identity, its admin port serves, one that is killed is started
 /// again, and the processes end with `weft up`.
 #[tokio::test]
@@ -308,7 +309,7 @@ async fn sidecars_run_as_processes_of_their_own() {
             };
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
             let Some(workload) = cmdline
-                .contains(" sidecar run ")
+                .starts_with(&format!("{WEFT_SIDECAR} "))
                 .then(|| cmdline.split("--workload ").nth(1))
                 .flatten()
                 .and_then(|rest| rest.split(' ').next())

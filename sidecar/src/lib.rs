@@ -15,12 +15,16 @@
 //!   and the config it takes from the controller (`weft_gateway::control::client`);
 //! - `run`: a sidecar with its config stream and admin port, as
 //!   `weft sidecar run` runs it;
+//! - `process`: a proxy as a process of its own: its control-plane
+//!   arguments and the sidecar's run until SIGTERM (`weft-sidecar`,
+//!   `weft sidecar run`);
 //! - `admin`: its admin port (`/ready`, `/config_dump`, `/metrics`);
 //! - `capture`: the iptables rules of transparent capture.
 
 pub mod admin;
 pub mod capture;
 pub mod inbound;
+pub mod process;
 pub mod proxy;
 pub mod run;
 

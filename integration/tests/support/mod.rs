@@ -17,6 +17,8 @@ pub mod pki;
 pub mod ws;
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
+/// The sidecar alone, built beside `weft`.
+pub const WEFT_SIDECAR: &str = env!("CARGO_BIN_EXE_weft-sidecar");
 
 pub struct Weft {
     pub child: Child,

@@ -1,0 +1,74 @@
+//! `weft-sidecar`: one workload's sidecar as a binary of its own, with the
+//! same arguments as `weft sidecar run` (which hands over to it when it is
+//! installed beside `weft`). It links only the proxy, the CA client and the
+//! config client, none of the controller, the Kubernetes client or the CA
+//! itself, so that a process per workload maps and touches a fraction of
+//! `weft`'s code (`bench/RESULTS.md`, the sidecar's RSS).
+
+use clap::Parser;
+use std::process::ExitCode;
+use weft_sidecar::process;
+
+/// As in `weft`: the request path allocates small, short-lived buffers.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "weft-sidecar", version, about = "One workload's weft sidecar")]
+struct Args {
+    #[command(flatten)]
+    sidecar: process::Sidecar,
+}
+
+/// mimalloc reads its options before `main`: started without them, the
+/// process starts itself again with them. Returns only when there is
+/// nothing to do or the exec failed.
+fn allocator_settings() {
+    let missing = process::allocator_settings_missing();
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    use std::os::unix::process::CommandExt;
+    let e = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .envs(missing)
+        .exec();
+    eprintln!("weft-sidecar: cannot apply its allocator settings: {e}");
+}
+
+fn main() -> ExitCode {
+    allocator_settings();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let args = Args::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    // The control plane (config stream, certificate renewals, admin port)
+    // on this thread; the data plane has its own threads
+    // (`weft_gateway::listen::workers`).
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("weft-sidecar: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(process::sidecar(args.sidecar)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weft-sidecar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
