@@ -17,6 +17,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import authz_check  # noqa: E402
@@ -205,7 +206,8 @@ def main():
     ap.add_argument("--no-latency", dest="latency", action="store_false")
     ap.add_argument("--smoke", action="store_true",
                     help="one short round, results to a temporary folder")
-    ap.add_argument("--out", default=os.path.join(ROOT, "bench"))
+    ap.add_argument("--out", help="where results/ and RESULTS.md are (default bench/, "
+                    "or a temporary folder with --smoke)")
     ap.add_argument("--weft", help="a weft binary to use instead of a release build")
     ap.add_argument("--bare", help="a bare Pingora binary to use instead of building one")
     ap.add_argument("--baseline", help="another weft binary, measured as the peer "
@@ -216,6 +218,8 @@ def main():
             ap.error(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     if args.smoke:
         args.rounds, args.duration = 1, 1
+    if args.out is None:
+        args.out = tempfile.mkdtemp(prefix="weft-bench-") if args.smoke else os.path.join(ROOT, "bench")
     args.peers = set(args.peers.split(","))
     gateways = {"gateway-h1", "gateway-tls"} & set(args.scenarios)
     need_haproxy = "haproxy" in args.peers and bool(gateways)

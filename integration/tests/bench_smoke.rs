@@ -37,7 +37,13 @@ fn the_harness_runs_one_short_round() {
             "--out",
         ])
         .arg(out.path())
-        .args(["gateway-h1", "gateway-tls", "gateway-jwt"])
+        .args([
+            "gateway-h1",
+            "gateway-tls",
+            "gateway-jwt",
+            "gateway-authz",
+            "sidecar-routes",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -76,6 +82,19 @@ fn the_harness_runs_one_short_round() {
             "{host}: {json:#}"
         );
     }
+    let authz = &json["scenarios"]["gateway-authz"]["gateways"];
+    for gateway in ["none", "rules"] {
+        assert!(
+            authz[gateway]["max_rps"]["median"].as_f64().unwrap() > 0.0,
+            "{gateway}: {json:#}"
+        );
+    }
+    // A sidecar's config holds what its workload calls, not the mesh's
+    // other routes.
+    let meshes = &json["scenarios"]["sidecar-routes"]["meshes"];
+    let dump = |m: &str| meshes[m]["config_dump_bytes"].as_f64().unwrap();
+    assert!(dump("plain") > 0.0, "{json:#}");
+    assert!(dump("many") < dump("plain") * 1.1, "{json:#}");
     let md = std::fs::read_to_string(out.path().join("RESULTS.md")).unwrap();
     assert!(md.contains("| weft |"), "{md}");
 }
