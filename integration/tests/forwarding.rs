@@ -416,3 +416,83 @@ async fn upstream_connections_are_reused_and_never_used_once_closed() {
     assert_eq!(closing.accepted.load(SeqCst), accepted + 1);
     drop(weft);
 }
+
+/// A client that leaves while its request waits for the backend ends the
+/// request there too: the gateway watches the client as it waits (a GET
+/// has no body to read), and closes the upstream connection rather than
+/// keep it open for an answer nobody will read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_ends_its_request_upstream() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    let ip = "127.0.116.2";
+    // A backend that reads each request and never answers; it counts the
+    // requests it got and the connections closed by their other end.
+    let listener = tokio::net::TcpListener::bind(format!("{ip}:0"))
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (got, ended) = (
+        std::sync::Arc::new(AtomicUsize::new(0)),
+        std::sync::Arc::new(AtomicUsize::new(0)),
+    );
+    let (got2, ended2) = (got.clone(), ended.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (got, ended) = (got2.clone(), ended2.clone());
+            tokio::spawn(async move {
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => {
+                            ended.fetch_add(1, SeqCst);
+                            return;
+                        }
+                        Ok(n) if chunk[..n].windows(4).any(|w| w == b"\r\n\r\n") => {
+                            got.fetch_add(1, SeqCst);
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            });
+        }
+    });
+    let files = format!(
+        "{}---\n{}---\n{}",
+        base(ip),
+        slice_service("silent", ip, port, None),
+        route("silent", "silent.example.com", "silent"),
+    );
+    let weft = Weft::up(ip, &[("all.yaml", &files)]);
+    // Until the route is in place, the gateway answers 404 and the
+    // backend gets nothing: try again on a new connection.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let s = loop {
+        assert!(Instant::now() < deadline, "no request reached the backend");
+        let mut c = tokio::net::TcpStream::connect(format!("{ip}:8080"))
+            .await
+            .unwrap();
+        c.write_all(b"GET / HTTP/1.1\r\nHost: silent.example.com\r\n\r\n")
+            .await
+            .unwrap();
+        let reached = async {
+            while got.load(SeqCst) == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_millis(500), reached)
+            .await
+            .is_ok()
+        {
+            break c;
+        }
+    };
+    assert_eq!(ended.load(SeqCst), 0, "the upstream connection is open");
+    drop(s);
+    eventually(
+        Duration::from_secs(5),
+        "the gateway closed the upstream connection",
+        || async { ended.load(SeqCst) == 1 },
+    )
+    .await;
+    drop(weft);
+}

@@ -113,7 +113,8 @@ where
             return (false, true, Some(e));
         }
 
-        session.set_upstream_h1_upgrade_request_status(is_h1_upgrade_req(&req));
+        let upstream_upgrade = is_h1_upgrade_req(&req);
+        session.set_upstream_h1_upgrade_request_status(upstream_upgrade);
 
         session.upstream_compression.request_filter(&req);
 
@@ -139,10 +140,28 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
+        session.as_mut().enable_retry_buffering();
+
+        // weft patch 3: a request without a body, without cache, custom
+        // messages or an upgrade, needs no duplex: the request's end is sent,
+        // then the response is read and written back in turn.
+        if downstream_custom_message_writer.is_none()
+            && downstream_custom_message_reader.is_none()
+            && !upstream_upgrade
+            && !session.downstream_session.is_upgrade_req()
+            && !session.cache.enabled()
+            && session.as_mut().is_body_empty()
+        {
+            return match self.proxy_1to1_bodiless(session, client_session, ctx).await {
+                Ok((downstream_can_reuse, upstream_can_reuse)) => {
+                    (downstream_can_reuse, upstream_can_reuse, None)
+                }
+                Err(e) => (false, false, Some(e)),
+            };
+        }
+
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
-
-        session.as_mut().enable_retry_buffering();
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
@@ -189,6 +208,95 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// weft patch 3: `proxy_1to1` for a request without a body. What the
+    /// duplex of `proxy_handle_downstream` and `proxy_handle_upstream` does
+    /// for such a request, in order on one future, without the two task
+    /// channels, the `try_join!` and the per-task `select!`: the request's
+    /// end goes through the request body filters and to the upstream; each
+    /// response task is filtered and written downstream as it is read; while
+    /// it waits, the downstream is watched as the duplex watches it (a
+    /// client that leaves or sends data after its request ends the
+    /// request). Returns whether the downstream and the upstream sessions
+    /// can be reused.
+    async fn proxy_1to1_bodiless(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<(bool, bool)>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        // The request's end, as `send_body_to_pipe` sends it (a filter may
+        // still add a body).
+        let mut data = None;
+        session
+            .downstream_modules_ctx
+            .request_body_filter(&mut data, true)
+            .await?;
+        self.inner
+            .request_body_filter(session, &mut data, true, ctx)
+            .await?;
+        // As the duplex does: a request that could not be sent leaves the
+        // connection unfit for reuse, but a response may still come.
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+        if let Err(e) = send_body_to1(client_session, Some(HttpTask::Body(data, true))).await {
+            warn!("send error, draining read buf: {e}");
+            upstream_can_reuse = false;
+            send_error = Some(e);
+        }
+
+        let mut response_state = ResponseStateMachine::new();
+        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
+        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        let mut watch_downstream = true;
+        while !response_state.is_done() {
+            let task = tokio::select! {
+                res = client_session.read_response_task() => match res {
+                    Ok(task) => task,
+                    Err(e) => {
+                        // As `proxy_handle_upstream`: the error goes downstream
+                        // as a failed task, and the upstream is not reused.
+                        upstream_can_reuse = false;
+                        HttpTask::Failed(send_error.take().unwrap_or(e).into_up())
+                    }
+                },
+                res = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
+                    match res {
+                        Err(e) => return Err(e.into_down()),
+                        // Nothing more to read: stop watching.
+                        Ok(_) => watch_downstream = false,
+                    }
+                    continue;
+                }
+            };
+            let Some(response_done) = self
+                .process_upstream_tasks(
+                    session,
+                    ctx,
+                    task,
+                    None,
+                    &mut serve_from_cache,
+                    &mut range_body_filter,
+                    &mut response_state,
+                )
+                .await?
+            else {
+                continue;
+            };
+            response_state.maybe_set_upstream_done(response_done);
+        }
+
+        let mut reuse_downstream = true;
+        if let Err(e) = session.as_mut().finish_body().await {
+            error!("Error finish sending body to downstream: {}", e);
+            reuse_downstream = false;
+        }
+        Ok((reuse_downstream, upstream_can_reuse))
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
@@ -365,7 +473,8 @@ where
         session: &mut Session,
         ctx: &mut SV::CTX,
         initial_task: HttpTask,
-        rx: &mut mpsc::Receiver<HttpTask>,
+        // weft patch 3: `None` (no duplex) takes the one task given.
+        mut rx: Option<&mut mpsc::Receiver<HttpTask>>,
         serve_from_cache: &mut ServeFromCache,
         range_body_filter: &mut proxy_cache::range_filter::RangeBodyFilter,
         response_state: &mut ResponseStateMachine,
@@ -385,7 +494,10 @@ where
         let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
         tasks.push(initial_task);
         // tokio::task::unconstrained because now_or_never may yield None when the future is ready
-        while let Some(maybe_task) = tokio::task::unconstrained(rx.recv()).now_or_never() {
+        while let Some(maybe_task) = match rx.as_mut() {
+            Some(rx) => tokio::task::unconstrained(rx.recv()).now_or_never(),
+            None => None,
+        } {
             debug!("upstream event now: {:?}", maybe_task);
             if let Some(t) = maybe_task {
                 tasks.push(t);
@@ -624,7 +736,7 @@ where
                             session,
                             ctx,
                             t,
-                            &mut rx,
+                            Some(&mut rx),
                             &mut serve_from_cache,
                             &mut range_body_filter,
                             &mut response_state,
@@ -649,7 +761,7 @@ where
                             session,
                             ctx,
                             t,
-                            &mut rx,
+                            Some(&mut rx),
                             &mut serve_from_cache,
                             &mut range_body_filter,
                             &mut response_state,
