@@ -17,6 +17,7 @@
 //! ([`CompiledAccess::check_connection`]).
 
 pub mod authz;
+mod authz_index;
 pub mod cache;
 pub mod jwt;
 pub mod keys;
