@@ -9,7 +9,7 @@ use crate::resources::{Kind, ObjKey, Object};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use weft_api::*;
 
@@ -53,6 +53,18 @@ pub fn sidecars(
     let trust_domain = trust.domain;
     let mut clusters = BTreeMap::new();
     let routes = mesh_routes(store, caller, &mut clusters, statuses);
+    // The routes by the Service they are for, and each namespace's virtual
+    // hosts once (they depend on the caller's namespace alone): a
+    // translation is linear in Services and routes, not their product
+    // times workloads.
+    let mut by_service: HashMap<(&str, &str), Vec<&MeshRoute>> = HashMap::new();
+    for r in &routes {
+        by_service
+            .entry((r.service.0.as_str(), r.service.1.as_str()))
+            .or_default()
+            .push(r);
+    }
+    let mut hosts_of: HashMap<String, Vec<VirtualHost>> = HashMap::new();
     let mut out = BTreeMap::new();
     for (key, entry) in store.of_kind(Kind::Workload) {
         let Object::Workload(w) = &entry.object else {
@@ -74,7 +86,15 @@ pub fn sidecars(
             })
             .collect();
         let identity = backend::workload_identity(trust_domain, &key.namespace, w);
-        let virtual_hosts = virtual_hosts(store, caller, &key.namespace, &routes, &mut clusters);
+        let virtual_hosts = match hosts_of.get(&key.namespace) {
+            Some(hosts) => hosts.clone(),
+            None => {
+                let hosts =
+                    virtual_hosts(store, caller, &key.namespace, &by_service, &mut clusters);
+                hosts_of.insert(key.namespace.clone(), hosts.clone());
+                hosts
+            }
+        };
         let used: BTreeSet<String> = virtual_hosts
             .iter()
             .flat_map(|v| &v.routes)
@@ -293,7 +313,7 @@ fn virtual_hosts(
     store: &Store,
     caller: Caller<'_>,
     ns: &str,
-    routes: &[MeshRoute],
+    by_service: &HashMap<(&str, &str), Vec<&MeshRoute>>,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> Vec<VirtualHost> {
     let mut out = Vec::new();
@@ -301,26 +321,28 @@ fn virtual_hosts(
         let Object::Service(svc) = &entry.object else {
             continue;
         };
+        let routes = by_service
+            .get(&(key.namespace.as_str(), key.name.as_str()))
+            .map_or(&[][..], Vec::as_slice);
         for sp in svc
             .spec
             .as_ref()
             .and_then(|s| s.ports.as_deref())
             .unwrap_or_default()
         {
-            let applies = |r: &&MeshRoute| {
-                r.service == (key.namespace.clone(), key.name.clone())
-                    && r.port.is_none_or(|p| p == sp.port)
-            };
+            let applies = |r: &&&MeshRoute| r.port.is_none_or(|p| p == sp.port);
             let consumer: Vec<&MeshRoute> = routes
                 .iter()
                 .filter(applies)
                 .filter(|r| r.route_ns == ns && r.route_ns != key.namespace)
+                .copied()
                 .collect();
             let chosen: Vec<&MeshRoute> = if consumer.is_empty() {
                 routes
                     .iter()
                     .filter(applies)
                     .filter(|r| r.route_ns == key.namespace)
+                    .copied()
                     .collect()
             } else {
                 consumer
