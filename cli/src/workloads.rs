@@ -92,6 +92,15 @@ fn command(key: &ObjKey, w: &Workload) -> Option<Command> {
     for e in &w.spec.env {
         cmd.env(&e.name, &e.value);
     }
+    // SAFETY: prctl(2) only, between fork and exec: the workload gets
+    // SIGTERM if weft up dies without stopping it (killed, say), as its
+    // sidecar does.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
     Some(cmd)
 }
 

@@ -58,6 +58,39 @@ async fn sigterm_stops_everything_and_dead_workloads_come_back() {
     );
 }
 
+/// A `weft up` that is killed (no chance to stop anything) takes its
+/// workloads with it: none is left running without the proxy and the
+/// controller it was started under.
+#[tokio::test]
+async fn a_killed_weft_up_leaves_no_workload_behind() {
+    let ip = "127.0.41.2";
+    let mut weft = Weft::up(
+        ip,
+        &[
+            ("base.yaml", &base(ip)),
+            ("r.yaml", &route("r", "a.example.com", "v1")),
+        ],
+    );
+    eventually(Duration::from_secs(20), "the v1 workload runs", || async {
+        pid_of(&format!("{ip}:9001")).is_some()
+    })
+    .await;
+    let pid = pid_of(&format!("{ip}:9001")).unwrap();
+    // SAFETY: kill(2) on this test's own child.
+    unsafe { libc::kill(weft.child.id() as libc::pid_t, libc::SIGKILL) };
+    let _ = weft.child.wait();
+    eventually(Duration::from_secs(10), "the workload ends", || async {
+        // Gone, or a zombie no longer running (its parent was killed and
+        // init reaps it).
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    })
+    .await;
+}
+
 /// Conformance: GatewayStaticAddresses, GatewayAddressEmpty
 #[tokio::test]
 async fn status_shows_generations_parent_refs_and_unusable_addresses() {

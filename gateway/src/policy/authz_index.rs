@@ -109,10 +109,7 @@ impl PathIndex {
     }
 }
 
-fn by_length<'a>(
-    groups: &'a mut Vec<(usize, Lists)>,
-    s: &str,
-) -> &'a mut Vec<u32> {
+fn by_length<'a>(groups: &'a mut Vec<(usize, Lists)>, s: &str) -> &'a mut Vec<u32> {
     let at = match groups.iter().position(|(len, _)| *len == s.len()) {
         Some(at) => at,
         None => {
