@@ -9,7 +9,9 @@
 //! it came with when that is sane, else a new one, so a request keeps its
 //! id across the mesh.
 
+use http::{HeaderName, HeaderValue};
 use pingora::http::RequestHeader;
+use std::io::Write;
 use std::net::IpAddr;
 
 /// Carries the client's SPIFFE ID to the backend, as Envoy does.
@@ -25,6 +27,14 @@ pub const PEER_WORKLOAD: &str = "x-weft-workload";
 pub const REQUEST_ID: &str = "x-request-id";
 const XFF: &str = "x-forwarded-for";
 const XFP: &str = "x-forwarded-proto";
+
+// The names removed, as `HeaderName`s: nothing parsed per request.
+const REMOVED: [HeaderName; 4] = [
+    HeaderName::from_static(XFCC),
+    HeaderName::from_static(MESH_SERVICE),
+    HeaderName::from_static(SOURCE_WORKLOAD),
+    HeaderName::from_static(PEER_WORKLOAD),
+];
 
 /// The longest `x-request-id` kept.
 const MAX_REQUEST_ID: usize = 128;
@@ -61,30 +71,41 @@ fn new_id() -> String {
 
 /// Rewrites the identity and forwarding headers of a request sent on.
 pub fn apply(client: &Client<'_>, req: &mut RequestHeader) -> pingora::Result<()> {
-    req.remove_header(XFCC);
-    req.remove_header(MESH_SERVICE);
-    req.remove_header(SOURCE_WORKLOAD);
-    req.remove_header(PEER_WORKLOAD);
+    for name in &REMOVED {
+        req.remove_header(name);
+    }
     if let Some(id) = client.identity {
-        req.insert_header(XFCC, format!("URI={id}"))?;
+        let mut value = Vec::with_capacity(4 + id.len());
+        value.extend_from_slice(b"URI=");
+        value.extend_from_slice(id.as_bytes());
+        req.insert_header(XFCC, value_of(value)?)?;
     }
     if let Some((addr, scheme)) = client.edge {
-        let before: Vec<&str> = req
-            .headers
-            .get_all(XFF)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let value = if before.is_empty() {
-            addr.to_string()
-        } else {
-            format!("{}, {addr}", before.join(", "))
-        };
-        req.insert_header(XFF, value)?;
-        req.insert_header(XFP, scheme)?;
+        // The client's address after any the request came with, written
+        // straight into the value.
+        let mut value = Vec::with_capacity(48);
+        for before in req.headers.get_all(XFF) {
+            if let Ok(before) = before.to_str() {
+                value.extend_from_slice(before.as_bytes());
+                value.extend_from_slice(b", ");
+            }
+        }
+        let _ = write!(value, "{addr}");
+        req.insert_header(XFF, value_of(value)?)?;
+        req.insert_header(XFP, HeaderValue::from_static(scheme))?;
     }
     req.insert_header(REQUEST_ID, client.request_id)?;
     Ok(())
+}
+
+/// The bytes as a header value, without a copy.
+fn value_of(bytes: Vec<u8>) -> pingora::Result<HeaderValue> {
+    HeaderValue::try_from(bytes).map_err(|_| {
+        pingora::Error::explain(
+            pingora::ErrorType::InvalidHTTPHeader,
+            "a forwarding header's value",
+        )
+    })
 }
 
 #[cfg(test)]
