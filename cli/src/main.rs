@@ -281,15 +281,7 @@ fn sidecar_exec() {
 
 fn main() -> anyhow::Result<()> {
     sidecar_exec();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal, never into files or pipes.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    weft_sidecar::process::init_logs();
     let cli = Cli::parse();
     // One TLS provider for every client and server of the process.
     let _ = rustls::crypto::ring::default_provider().install_default();

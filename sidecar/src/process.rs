@@ -142,8 +142,14 @@ pub struct Sidecar {
     pub admin: Option<SocketAddr>,
 }
 
-/// Runs the sidecar until SIGTERM or Ctrl-C, then stops it.
+/// The data-plane threads a sidecar process runs by default (Istio's
+/// sidecars take two as well); `WEFT_WORKERS` overrides it.
+pub const SIDECAR_WORKERS: usize = 2;
+
+/// Runs the sidecar until SIGTERM or Ctrl-C, then stops it. As a process
+/// of its own, it takes at most [`SIDECAR_WORKERS`] data-plane threads.
 pub async fn sidecar(o: Sidecar) -> Result<(), Error> {
+    weft_gateway::listen::workers::cap_default(SIDECAR_WORKERS);
     let (namespace, name) = o.workload.split_once('/').ok_or_else(|| {
         Error::Argument(format!("--workload {:?} is not namespace/name", o.workload))
     })?;
@@ -167,6 +173,20 @@ pub async fn sidecar(o: Sidecar) -> Result<(), Error> {
     stopped().await;
     running.stop().await;
     Ok(())
+}
+
+/// How every weft process logs: to stderr, `RUST_LOG` or `info` (the
+/// engine's own lines from `warn`), in colour only for a person at a
+/// terminal, never into files or pipes.
+pub fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
 }
 
 /// Until SIGTERM or Ctrl-C.

@@ -41,14 +41,7 @@ fn allocator_settings() {
 
 fn main() -> ExitCode {
     allocator_settings();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,pingora_core=warn,pingora_proxy=warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    process::init_logs();
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     // The control plane (config stream, certificate renewals, admin port)

@@ -18,19 +18,33 @@ pub const WORKERS_ENV: &str = "WEFT_WORKERS";
 
 static WORKERS: OnceLock<Vec<Handle>> = OnceLock::new();
 
-/// The data-plane runtimes, started on first use.
-pub fn handles() -> &'static [Handle] {
-    WORKERS.get_or_init(|| (0..count()).map(start).collect())
+static DEFAULT_CAP: OnceLock<usize> = OnceLock::new();
+
+/// Caps the default number of data-plane threads at `n`, before the first
+/// socket is bound: a per-workload proxy takes two (as Istio's sidecars
+/// do), not one per core of a large node. `WEFT_WORKERS` still decides
+/// when set.
+pub fn cap_default(n: usize) {
+    let _ = DEFAULT_CAP.set(n.max(1));
 }
 
-/// How many data-plane threads to run.
-fn count() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    std::env::var(WORKERS_ENV)
-        .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
+/// The data-plane runtimes, started on first use.
+pub fn handles() -> &'static [Handle] {
+    WORKERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let env = std::env::var(WORKERS_ENV).ok();
+        (0..count(env.as_deref(), cores, DEFAULT_CAP.get().copied()))
+            .map(start)
+            .collect()
+    })
+}
+
+/// How many data-plane threads to run: `WEFT_WORKERS` if it is a sane
+/// number, else the cores this process may run on, at most `cap`.
+fn count(env: Option<&str>, cores: usize, cap: Option<usize>) -> usize {
+    env.and_then(|v| v.trim().parse::<usize>().ok())
         .filter(|n| (1..=1024).contains(n))
-        .unwrap_or(cores)
+        .unwrap_or_else(|| cap.map_or(cores, |c| cores.min(c)))
 }
 
 /// Starts data-plane thread `i` and returns its runtime's handle. The
@@ -55,6 +69,18 @@ fn start(i: usize) -> Handle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_count_is_the_setting_else_the_cores_within_the_cap() {
+        assert_eq!(count(None, 64, None), 64);
+        assert_eq!(count(None, 64, Some(2)), 2);
+        assert_eq!(count(None, 1, Some(2)), 1);
+        assert_eq!(count(Some("8"), 64, Some(2)), 8);
+        assert_eq!(count(Some(" 3 "), 1, None), 3);
+        for bad in ["0", "-1", "many", "100000"] {
+            assert_eq!(count(Some(bad), 4, Some(2)), 2, "{bad}");
+        }
+    }
 
     #[tokio::test]
     async fn tasks_run_on_the_worker_threads() {
