@@ -257,26 +257,13 @@ fn sidecar_exec() {
     {
         return;
     }
-    let missing = weft_sidecar::process::allocator_settings_missing();
-    let mut again = match sidecar_binary() {
+    match sidecar_binary() {
         Some(sidecar) => {
-            let mut cmd = std::process::Command::new(sidecar);
-            cmd.args(args);
-            cmd
+            let e = weft_sidecar::process::exec_with_allocator_settings(sidecar, args);
+            eprintln!("weft sidecar: cannot start weft-sidecar: {e}");
         }
-        None if missing.is_empty() => return,
-        None => {
-            let Ok(exe) = std::env::current_exe() else {
-                return;
-            };
-            let mut cmd = std::process::Command::new(exe);
-            cmd.args(std::env::args_os().skip(1));
-            cmd
-        }
-    };
-    use std::os::unix::process::CommandExt;
-    let e = again.envs(missing).exec();
-    eprintln!("weft sidecar: cannot start: {e}");
+        None => weft_sidecar::process::restart_with_allocator_settings("weft sidecar"),
+    }
 }
 
 fn main() -> anyhow::Result<()> {

@@ -82,11 +82,7 @@ fn command(spec: &Spec, token: String) -> std::io::Result<Command> {
     }
     // The sidecar's allocator settings, given here so that it need not
     // start itself again to apply them (`weft_sidecar::process::ALLOCATOR`).
-    for (name, value) in weft_sidecar::process::ALLOCATOR {
-        if std::env::var_os(name).is_none() {
-            cmd.env(name, value);
-        }
-    }
+    cmd.envs(weft_sidecar::process::allocator_settings_missing());
     // SAFETY: prctl(2) only, between fork and exec: the sidecar gets
     // SIGTERM if this process dies without stopping it.
     unsafe {

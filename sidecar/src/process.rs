@@ -32,7 +32,7 @@ pub enum Error {
 /// about 8 MiB of RSS an idle per-workload proxy never uses; without it the
 /// proxy trades those page faults for memory. The user's own setting wins.
 /// mimalloc reads them before `main`, so a process started without them
-/// starts itself again with them ([`allocator_settings_missing`]).
+/// starts itself again with them ([`restart_with_allocator_settings`]).
 pub const ALLOCATOR: [(&str, &str); 1] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
 
 /// The allocator settings this process was started without.
@@ -42,6 +42,33 @@ pub fn allocator_settings_missing() -> Vec<(&'static str, &'static str)> {
         .filter(|(name, _)| std::env::var_os(name).is_none())
         .copied()
         .collect()
+}
+
+/// Execs `program` with `args`, adding the allocator settings this process
+/// was started without. Returns only if the exec failed.
+pub fn exec_with_allocator_settings(
+    program: PathBuf,
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+) -> std::io::Error {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new(program)
+        .args(args)
+        .envs(allocator_settings_missing())
+        .exec()
+}
+
+/// Started without its allocator settings, the process starts itself
+/// again with them (`who` names it if that fails). Returns only when
+/// nothing is missing or the exec failed.
+pub fn restart_with_allocator_settings(who: &str) {
+    if allocator_settings_missing().is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let e = exec_with_allocator_settings(exe, std::env::args_os().skip(1));
+    eprintln!("{who}: cannot apply its allocator settings: {e}");
 }
 
 /// Where the control plane is, what it must prove, and how a proxy

@@ -20,27 +20,9 @@ struct Args {
     sidecar: process::Sidecar,
 }
 
-/// mimalloc reads its options before `main`: started without them, the
-/// process starts itself again with them. Returns only when there is
-/// nothing to do or the exec failed.
-fn allocator_settings() {
-    let missing = process::allocator_settings_missing();
-    if missing.is_empty() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    use std::os::unix::process::CommandExt;
-    let e = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .envs(missing)
-        .exec();
-    eprintln!("weft-sidecar: cannot apply its allocator settings: {e}");
-}
-
 fn main() -> ExitCode {
-    allocator_settings();
+    // mimalloc reads its options before `main`.
+    process::restart_with_allocator_settings("weft-sidecar");
     process::init_logs();
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();

@@ -86,15 +86,12 @@ pub fn sidecars(
             })
             .collect();
         let identity = backend::workload_identity(trust_domain, &key.namespace, w);
-        let virtual_hosts = match hosts_of.get(&key.namespace) {
-            Some(hosts) => hosts.clone(),
-            None => {
-                let hosts =
-                    virtual_hosts(store, caller, &key.namespace, &by_service, &mut clusters);
-                hosts_of.insert(key.namespace.clone(), hosts.clone());
-                hosts
-            }
-        };
+        let virtual_hosts = hosts_of
+            .entry(key.namespace.clone())
+            .or_insert_with(|| {
+                virtual_hosts(store, caller, &key.namespace, &by_service, &mut clusters)
+            })
+            .clone();
         let used: BTreeSet<String> = virtual_hosts
             .iter()
             .flat_map(|v| &v.routes)
