@@ -207,12 +207,14 @@ impl std::fmt::Display for CertKey {
     }
 }
 
+// The serials' bytes, not their text: a peer's pool key is hashed twice
+// per request (on take and on release), and formatting each serial as hex
+// allocated a string per certificate each time. Equal serials hash equal
+// either way; the hash is never stored.
 impl Hash for CertKey {
     fn hash<H: Hasher>(&self, state: &mut H) {
         for certificate in &self.certificates {
-            if let Ok(serial) = get_serial(certificate) {
-                serial.hash(state)
-            }
+            certificate.borrow_cert().raw_serial().hash(state)
         }
     }
 }
