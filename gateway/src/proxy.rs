@@ -32,7 +32,9 @@ mod guard;
 mod steps;
 
 use crate::config::snapshot::Snapshot;
-use crate::filters::forwarded::{self, MESH_SERVICE, PEER_WORKLOAD, SOURCE_WORKLOAD};
+use crate::filters::forwarded::{
+    self, MESH_SERVICE_NAME, PEER_WORKLOAD_NAME, SOURCE_WORKLOAD_NAME,
+};
 use crate::filters::headers;
 use crate::filters::mirror::{Copy, Mirrors};
 use crate::listen::conn::ConnInfo;
@@ -248,7 +250,7 @@ impl ProxyHttp for WeftProxy {
             // (`crate::upstream::upgrade`).
             crate::upstream::upgrade::peer(cluster, addr)
         } else {
-            cluster.peer(addr)
+            cluster.peer(i)
         };
         // The per-try timeout, cut to what is left of the request's.
         let per_try = ctx
@@ -322,8 +324,11 @@ impl ProxyHttp for WeftProxy {
         };
         forwarded::apply(&client, upstream)?;
         if let Some(c) = ctx.cluster.as_ref().filter(|c| c.tls.is_some()) {
-            upstream.insert_header(MESH_SERVICE, c.service.as_str())?;
-            upstream.insert_header(SOURCE_WORKLOAD, self.metrics.reporter().workload.as_str())?;
+            upstream.insert_header(MESH_SERVICE_NAME, c.service.as_str())?;
+            upstream.insert_header(
+                SOURCE_WORKLOAD_NAME,
+                self.metrics.reporter().workload.as_str(),
+            )?;
         }
         let trace = ctx
             .trace
@@ -353,8 +358,9 @@ impl ProxyHttp for WeftProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let mesh = ctx.cluster.as_ref().is_some_and(|c| c.tls.is_some());
-        ctx.destination_workload = told(&resp.headers, PEER_WORKLOAD, mesh).map(str::to_string);
-        resp.remove_header(PEER_WORKLOAD);
+        ctx.destination_workload =
+            told(&resp.headers, &PEER_WORKLOAD_NAME, mesh).map(str::to_string);
+        resp.remove_header(&PEER_WORKLOAD_NAME);
         let status = resp.status.as_u16();
         // No body follows: the answer has ended with its header, and the
         // body filter will not see it end.
@@ -421,7 +427,10 @@ impl ProxyHttp for WeftProxy {
     ) -> Result<()> {
         // A mesh caller learns which workload answered.
         if ConnInfo::of(session.digest()).is_some_and(|c| c.mesh_peer) {
-            resp.insert_header(PEER_WORKLOAD, self.metrics.reporter().workload.as_str())?;
+            resp.insert_header(
+                PEER_WORKLOAD_NAME,
+                self.metrics.reporter().workload.as_str(),
+            )?;
         }
         for f in ctx.backend_filters() {
             if let HttpFilter::ResponseHeaders(m) = f {

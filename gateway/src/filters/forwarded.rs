@@ -28,12 +28,18 @@ pub const REQUEST_ID: &str = "x-request-id";
 const XFF: &str = "x-forwarded-for";
 const XFP: &str = "x-forwarded-proto";
 
-// The names removed, as `HeaderName`s: nothing parsed per request.
+/// The mesh's names as `HeaderName`s, for the request path: nothing
+/// parsed per request.
+pub const MESH_SERVICE_NAME: HeaderName = HeaderName::from_static(MESH_SERVICE);
+pub const SOURCE_WORKLOAD_NAME: HeaderName = HeaderName::from_static(SOURCE_WORKLOAD);
+pub const PEER_WORKLOAD_NAME: HeaderName = HeaderName::from_static(PEER_WORKLOAD);
+
+// The names removed from what a client sent.
 const REMOVED: [HeaderName; 4] = [
     HeaderName::from_static(XFCC),
-    HeaderName::from_static(MESH_SERVICE),
-    HeaderName::from_static(SOURCE_WORKLOAD),
-    HeaderName::from_static(PEER_WORKLOAD),
+    MESH_SERVICE_NAME,
+    SOURCE_WORKLOAD_NAME,
+    PEER_WORKLOAD_NAME,
 ];
 
 /// The longest `x-request-id` kept.

@@ -148,7 +148,7 @@ impl Mirrors {
         mut head: RequestHeader,
         body: Bytes,
     ) -> pingora::Result<()> {
-        let peer = cluster.peer(cluster.endpoints[i]);
+        let peer = cluster.peer(i);
         let (mut session, _) = self.connector.get_http_session(&peer).await?;
         if let HttpSession::H2(_) = session {
             to_h2(&mut head, cluster.tls.is_some())?;

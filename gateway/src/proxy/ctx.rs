@@ -2,7 +2,7 @@
 //! (`RequestCtx`), and what it leaves in logs, spans and metrics.
 
 use crate::config::snapshot::CompiledRoute;
-use crate::filters::forwarded::{MESH_SERVICE, SOURCE_WORKLOAD};
+use crate::filters::forwarded::{MESH_SERVICE_NAME, SOURCE_WORKLOAD_NAME};
 use crate::filters::grpc::is_grpc;
 use crate::filters::mirror::Copy;
 use crate::route::select;
@@ -115,7 +115,7 @@ impl RequestCtx {
         status: u16,
     ) -> RequestRecord<'a> {
         let headers = &session.req_header().headers;
-        let told_service = told(headers, MESH_SERVICE, peer.is_some());
+        let told_service = told(headers, &MESH_SERVICE_NAME, peer.is_some());
         RequestRecord {
             source_principal: peer,
             destination_service: match (told_service, &self.cluster, &self.passthrough) {
@@ -129,7 +129,7 @@ impl RequestCtx {
                 .as_ref()
                 .and_then(|c| c.tls.as_ref())
                 .and_then(|t| t.principal.as_deref()),
-            source_workload: told(headers, SOURCE_WORKLOAD, peer.is_some()),
+            source_workload: told(headers, &SOURCE_WORKLOAD_NAME, peer.is_some()),
             destination_workload: self.destination_workload.as_deref(),
             protocol: if is_grpc(session.req_header()) {
                 "grpc"
@@ -146,16 +146,19 @@ impl RequestCtx {
 }
 
 /// A header sent by a mesh peer (mutual TLS), as a label value.
-pub(super) fn told<'a>(headers: &'a http::HeaderMap, name: &str, mesh: bool) -> Option<&'a str> {
-    headers
-        .get(name)
-        .filter(|_| mesh)
-        .and_then(|v| v.to_str().ok())
-        .filter(|s| {
-            s.len() <= 253
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        })
+pub(super) fn told<'a>(
+    headers: &'a http::HeaderMap,
+    name: &http::HeaderName,
+    mesh: bool,
+) -> Option<&'a str> {
+    if !mesh {
+        return None;
+    }
+    headers.get(name).and_then(|v| v.to_str().ok()).filter(|s| {
+        s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    })
 }
 
 /// The trace context the request came with.

@@ -20,6 +20,8 @@ pub struct ClusterState {
     pub service: String,
     pub protocol: AppProtocol,
     pub endpoints: Vec<SocketAddr>,
+    /// One peer per endpoint, built with the snapshot; a request clones it.
+    peers: Vec<HttpPeer>,
     lb: LbPolicy,
     /// TLS origination, when the cluster asks for it.
     pub tls: Option<Arc<crate::upstream::connector::MeshConnector>>,
@@ -37,8 +39,14 @@ impl ClusterState {
             )?)),
             None => None,
         };
+        let peers = c
+            .endpoints
+            .iter()
+            .map(|&addr| new_peer(tls.as_ref(), c.protocol, addr))
+            .collect();
         Ok(ClusterState {
             service: c.service.clone().unwrap_or_else(|| name.to_string()),
+            peers,
             tls,
             name: name.to_string(),
             protocol: c.protocol,
@@ -50,19 +58,9 @@ impl ClusterState {
         })
     }
 
-    /// The peer for the endpoint at `addr`: TLS as the cluster asks
-    /// (`crate::upstream::connector`), HTTP/2 to h2c clusters, pooled.
-    pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
-        let mut peer = match &self.tls {
-            Some(tls) => tls.peer(addr),
-            None => HttpPeer::new(addr, false, String::new()),
-        };
-        peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
-        peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
-        if self.protocol == AppProtocol::H2c {
-            peer.options.set_http_version(2, 2);
-        }
-        peer
+    /// The peer for endpoint `i` (an index into `endpoints`).
+    pub fn peer(&self, i: usize) -> HttpPeer {
+        self.peers[i].clone()
     }
 
     /// The endpoint for the next request, marked active until `finish`.
@@ -96,6 +94,25 @@ impl ClusterState {
             a.fetch_sub(1, Ordering::Relaxed);
         }
     }
+}
+
+/// The peer for the endpoint at `addr`: TLS as the cluster asks
+/// (`crate::upstream::connector`), HTTP/2 to h2c clusters, pooled.
+fn new_peer(
+    tls: Option<&Arc<crate::upstream::connector::MeshConnector>>,
+    protocol: AppProtocol,
+    addr: SocketAddr,
+) -> HttpPeer {
+    let mut peer = match tls {
+        Some(tls) => tls.peer(addr),
+        None => HttpPeer::new(addr, false, String::new()),
+    };
+    peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+    peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
+    if protocol == AppProtocol::H2c {
+        peer.options.set_http_version(2, 2);
+    }
+    peer
 }
 
 #[cfg(test)]
