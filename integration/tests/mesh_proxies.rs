@@ -334,6 +334,25 @@ async fn sidecars_run_as_processes_of_their_own() {
     assert_eq!(names(sidecars(Some(up))), ["procs/client", "procs/server"]);
     let ready = c.get("http://127.0.62.2:15020/ready").send().await.unwrap();
     assert_eq!(ready.status(), 200, "the client sidecar's admin port");
+    // Having proxied calls, each sidecar runs only its own threads: no
+    // Pingora clock thread, which wakes every 10 ms for good once started
+    // (its timeouts go to the data-plane runtime's timer).
+    for (workload, pid) in sidecars(Some(up)) {
+        let threads: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+            .map(|c| c.trim().to_string())
+            .collect();
+        assert!(
+            threads.iter().any(|t| t.starts_with("weft-worker")),
+            "{workload}: {threads:?}"
+        );
+        assert!(
+            !threads.iter().any(|t| t == "Timer thread"),
+            "{workload} runs Pingora's clock thread: {threads:?}"
+        );
+    }
 
     // A sidecar that dies is started again, with a certificate of its own.
     let killed = sidecars(Some(up))[0].1;

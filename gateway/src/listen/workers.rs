@@ -31,6 +31,17 @@ pub fn cap_default(n: usize) {
 /// The data-plane runtimes, started on first use.
 pub fn handles() -> &'static [Handle] {
     WORKERS.get_or_init(|| {
+        // Pingora's own timer (`pingora_timeout`) starts, on its first
+        // timeout, a clock thread that wakes every 10 ms for the life of
+        // the process, and keeps each timeout until its deadline even when
+        // the request ended long before. Every timeout of a second or more
+        // (keep-alive, connect, idle) goes to the runtime's own timer
+        // instead: dropped with the request, and an idle proxy sleeps.
+        // Only a timeout under a second (a route's per-try timeout) still
+        // starts Pingora's clock.
+        pingora::prelude::fast_timeout::set_fast_timeout_to_tokio_threshold(Some(
+            std::time::Duration::ZERO,
+        ));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let env = std::env::var(WORKERS_ENV).ok();
         (0..count(env.as_deref(), cores, DEFAULT_CAP.get().copied()))
