@@ -1,12 +1,14 @@
-"""Profiles one proxy under the gateway-h1 load: wrk on the load core, the
-proxy alone on its core, `perf record` (CPU clock, DWARF call graphs) on
+"""Profiles one proxy under the gateway-h1 load (or, for `h2-tls`, the
+gateway-tls scenario's HTTP/2 load, h2load over TLS 1.3): the load
+generator on the load core, the proxy alone on its core, `perf record` (CPU clock, DWARF call graphs) on
 the proxy's process for a few seconds in the middle of the load. Writes,
 under bench/profiles/: NAME.svg (a flamegraph, by inferno) and NAME.txt
 (the run's req/s and the functions with the most self time, and the most
 time including callees).
 
-Usage: bench/profile.py NAME [--peer weft|pingora|nginx] [--weft PATH]
-                        [--bare PATH] [--seconds S] [--folded PATH]
+Usage: bench/profile.py NAME [--peer weft|pingora|nginx|sidecar-pair]
+                        [--h2-tls] [--weft PATH] [--bare PATH] [--seconds S]
+                        [--folded PATH]
 Needs perf (Debian linux-perf) and inferno (`cargo install inferno`)."""
 
 import argparse
@@ -21,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402
 import mesh  # noqa: E402
 import peers  # noqa: E402
+import tls  # noqa: E402
 
 OUT = os.path.join(bench.ROOT, "bench", "profiles")
 
@@ -34,6 +37,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=6)
     ap.add_argument("--folded", help="also write the folded stacks here")
     ap.add_argument("--bare", help="a bare Pingora binary to use instead of building one")
+    ap.add_argument("--h2-tls", action="store_true",
+                    help="HTTP/2 over TLS (gateway-tls's load); weft or nginx only")
     args = ap.parse_args()
     for tool in ("perf", "inferno-collapse-perf", "inferno-flamegraph", "wrk"):
         if not shutil.which(tool):
@@ -55,6 +60,13 @@ def main():
             pids = [peers.sidecar_pid(f"bench/{w}") for w in ("client", "server")]
             profile(args, procs, url, headers, ",".join(str(p) for p in pids), load)
             return
+        if args.h2_tls:
+            if args.peer not in ("weft", "nginx"):
+                sys.exit("profile: --h2-tls profiles weft or nginx")
+            p = tls.start(procs, [args.peer], proxy, load)[args.peer]
+            url = f"https://127.0.0.1:{tls.PORTS[args.peer]}/"
+            profile(args, procs, url, [], str(proxy_pid(args.peer, p.pid)), load)
+            return
         procs.backend(load)
         peers.wait_for("http://%s:%d/" % peers.BACKEND)
         if args.peer == "weft":
@@ -65,32 +77,43 @@ def main():
             p = procs.nginx(proxy)
         url = f"http://127.0.0.1:{peers.PORTS[args.peer]}/"
         peers.wait_for(url)
-        pid = p.pid  # taskset execs the proxy
-        if args.peer == "nginx":  # its one worker, not the master
-            pid = int(subprocess.run(["pgrep", "-P", str(pid)], check=True,
-                                     capture_output=True, text=True).stdout.split()[0])
-        profile(args, procs, url, headers, str(pid), load)
+        profile(args, procs, url, headers, str(proxy_pid(args.peer, p.pid)), load)
     finally:
         procs.close()
 
 
+def proxy_pid(peer, pid):
+    """The process to record: the one started (taskset execs the proxy),
+    or nginx's one worker rather than its master."""
+    if peer != "nginx":
+        return pid
+    return int(subprocess.run(["pgrep", "-P", str(pid)], check=True,
+                              capture_output=True, text=True).stdout.split()[0])
+
+
 def profile(args, procs, url, headers, pids, load):
-    """Records `pids` (comma-separated) under wrk's load on `url`; writes
-    the flamegraph and the table."""
-    bench.wrk(url, load, 1, headers)
+    """Records `pids` (comma-separated) under wrk's (or h2load's) load on
+    `url`; writes the flamegraph and the table."""
     data = os.path.join(procs.dir, "perf.data")
     wrk_headers = [a for h in headers for a in ("-H", h)]
-    load_run = subprocess.Popen(
-        ["taskset", "-c", str(load), "wrk", "-t1", f"-c{bench.CONNECTIONS}",
-         f"-d{args.seconds + 4}s", *wrk_headers, url],
-        stdout=subprocess.PIPE, text=True)
+    if args.h2_tls:
+        tls.h2load(url, load, 1)
+        argv = ["h2load", f"-c{tls.H2_CLIENTS}", f"-m{tls.H2_STREAMS}", "-t1",
+                "-D", str(args.seconds + 4), url]
+    else:
+        bench.wrk(url, load, 1, headers)
+        argv = ["wrk", "-t1", f"-c{bench.CONNECTIONS}", f"-d{args.seconds + 4}s",
+                *wrk_headers, url]
+    load_run = subprocess.Popen(["taskset", "-c", str(load), *argv],
+                                stdout=subprocess.PIPE, text=True)
     time.sleep(2)
     subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-F", "999",
                     "--call-graph", "dwarf,32768", "-p", pids, "-o", data,
                     "--", "sleep", str(args.seconds)], check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = load_run.communicate()[0]
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out) or re.search(
+        r"finished in [\d.]+m?s, ([\d.]+) req/s", out)
     os.makedirs(OUT, exist_ok=True)
     folded = subprocess.run(
         f"perf script -i {data} 2>/dev/null | inferno-collapse-perf --all",
@@ -102,7 +125,8 @@ def profile(args, procs, url, headers, pids, load):
         subprocess.run(["inferno-flamegraph", "--title", f"{args.name} ({args.peer})"],
                        input=folded, stdout=f, check=True, text=True)
     with open(os.path.join(OUT, args.name + ".txt"), "w") as f:
-        f.write(f"{args.name}: {args.peer} under wrk -c{bench.CONNECTIONS}, "
+        load_name = "h2load over TLS" if args.h2_tls else f"wrk -c{bench.CONNECTIONS}"
+        f.write(f"{args.name}: {args.peer} under {load_name}, "
                 f"{rps.group(1) if rps else '?'} req/s while profiled\n\n")
         f.write(summary(folded))
     print(os.path.join(OUT, args.name + ".svg"))
