@@ -83,14 +83,7 @@ fn command(spec: &Spec, token: String) -> std::io::Result<Command> {
     // The sidecar's allocator settings, given here so that it need not
     // start itself again to apply them (`weft_sidecar::process::ALLOCATOR`).
     cmd.envs(weft_sidecar::process::allocator_settings_missing());
-    // SAFETY: prctl(2) only, between fork and exec: the sidecar gets
-    // SIGTERM if this process dies without stopping it.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    crate::workloads::end_with_this_process(&mut cmd);
     Ok(cmd)
 }
 

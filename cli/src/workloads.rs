@@ -92,16 +92,22 @@ fn command(key: &ObjKey, w: &Workload) -> Option<Command> {
     for e in &w.spec.env {
         cmd.env(&e.name, &e.value);
     }
-    // SAFETY: prctl(2) only, between fork and exec: the workload gets
-    // SIGTERM if weft up dies without stopping it (killed, say), as its
-    // sidecar does.
+    // The workload ends if weft up dies without stopping it (killed,
+    // say), as its sidecar does.
+    end_with_this_process(&mut cmd);
+    Some(cmd)
+}
+
+/// Asks the kernel to send the child SIGTERM when this process dies
+/// without stopping it, so nothing `weft up` started outlives it.
+pub(crate) fn end_with_this_process(cmd: &mut Command) {
+    // SAFETY: prctl(2) only, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
             Ok(())
         });
     }
-    Some(cmd)
 }
 
 async fn supervise(key: ObjKey, w: Workload, mut stop: watch::Receiver<bool>) {

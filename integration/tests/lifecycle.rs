@@ -12,13 +12,7 @@ use support::*;
 #[tokio::test]
 async fn sigterm_stops_everything_and_dead_workloads_come_back() {
     let ip = "127.0.41.1";
-    let mut weft = Weft::up(
-        ip,
-        &[
-            ("base.yaml", &base(ip)),
-            ("r.yaml", &route("r", "a.example.com", "v1")),
-        ],
-    );
+    let mut weft = up_with_v1(ip);
     let c = client(&[]);
     let url = format!("http://{ip}:8080/");
     eventually(Duration::from_secs(20), "v1 serves", || async {
@@ -58,19 +52,25 @@ async fn sigterm_stops_everything_and_dead_workloads_come_back() {
     );
 }
 
+/// `weft up` on `ip` with one route, `a.example.com`, to workload v1
+/// (`ip:9001`).
+fn up_with_v1(ip: &str) -> Weft {
+    Weft::up(
+        ip,
+        &[
+            ("base.yaml", &base(ip)),
+            ("r.yaml", &route("r", "a.example.com", "v1")),
+        ],
+    )
+}
+
 /// A `weft up` that is killed (no chance to stop anything) takes its
 /// workloads with it: none is left running without the proxy and the
 /// controller it was started under.
 #[tokio::test]
 async fn a_killed_weft_up_leaves_no_workload_behind() {
     let ip = "127.0.41.2";
-    let mut weft = Weft::up(
-        ip,
-        &[
-            ("base.yaml", &base(ip)),
-            ("r.yaml", &route("r", "a.example.com", "v1")),
-        ],
-    );
+    let mut weft = up_with_v1(ip);
     eventually(Duration::from_secs(20), "the v1 workload runs", || async {
         pid_of(&format!("{ip}:9001")).is_some()
     })
