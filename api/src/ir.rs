@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 pub use crate::policy::*;
+pub use crate::resilience::*;
 
 /// The whole configuration of one gateway: one snapshot, one version.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -415,6 +416,10 @@ pub struct Cluster {
     /// (`<svc>.<ns>.svc.<cluster domain>`); the cluster's name if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
+    /// Circuit breaking, outlier detection, health checks
+    /// (`BackendTrafficPolicy`).
+    #[serde(default, skip_serializing_if = "Resilience::is_default")]
+    pub resilience: Resilience,
 }
 
 impl Cluster {
@@ -426,6 +431,7 @@ impl Cluster {
             lb: LbPolicy::RoundRobin,
             tls: None,
             service: None,
+            resilience: Resilience::default(),
         }
     }
 }
@@ -485,6 +491,8 @@ pub enum LbPolicy {
     #[default]
     RoundRobin,
     LeastRequest,
+    /// An endpoint picked at random.
+    Random,
 }
 
 /// What one sidecar needs: where it listens for its workload, and the

@@ -7,6 +7,7 @@
 mod error;
 mod ir;
 mod policy;
+mod resilience;
 mod scope;
 mod validate;
 pub mod wire;

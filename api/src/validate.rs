@@ -52,6 +52,10 @@ impl GatewayConfig {
             if cluster.endpoints.iter().any(|e| e.port() == 0) {
                 return invalid(format!("cluster {name} has an endpoint on port 0"));
             }
+            cluster
+                .resilience
+                .validate()
+                .map_err(|e| ApiError::Invalid(format!("cluster {name}: {e}")))?;
         }
         Ok(())
     }

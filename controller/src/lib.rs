@@ -23,6 +23,7 @@ pub mod server;
 pub mod status;
 pub mod store;
 pub mod tokenreview;
+pub mod traffic_policy;
 pub mod translate;
 pub mod webhook;
 pub mod workload;

@@ -2,6 +2,7 @@
 //! typed object.
 
 use crate::policies::{AuthorizationPolicy, SecurityPolicy};
+use crate::traffic_policy::BackendTrafficPolicy;
 use crate::workload::Workload;
 use gateway_api::backendtlspolicies::BackendTlsPolicy;
 use gateway_api::experimental::httproutes::HttpRoute;
@@ -42,6 +43,7 @@ pub enum Kind {
     Workload,
     SecurityPolicy,
     AuthorizationPolicy,
+    BackendTrafficPolicy,
 }
 
 impl Kind {
@@ -75,6 +77,9 @@ impl Kind {
             ("AuthorizationPolicy", WEFT_GROUP) if version == "v1alpha1" => {
                 Kind::AuthorizationPolicy
             }
+            ("BackendTrafficPolicy", WEFT_GROUP) if version == "v1alpha1" => {
+                Kind::BackendTrafficPolicy
+            }
             _ => return None,
         })
     }
@@ -98,6 +103,7 @@ impl Kind {
             Kind::Workload => "Workload",
             Kind::SecurityPolicy => "SecurityPolicy",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
+            Kind::BackendTrafficPolicy => "BackendTrafficPolicy",
         }
     }
 
@@ -149,6 +155,7 @@ pub enum Object {
     Workload(Workload),
     SecurityPolicy(SecurityPolicy),
     AuthorizationPolicy(AuthorizationPolicy),
+    BackendTrafficPolicy(BackendTrafficPolicy),
 }
 
 /// One object as read: shared, never copied, between the folder's cache of
@@ -254,6 +261,7 @@ fn typed(kind: Kind, doc: Value) -> Result<Object, serde_json::Error> {
         Kind::Workload => Object::Workload(from(doc)?),
         Kind::SecurityPolicy => Object::SecurityPolicy(from(doc)?),
         Kind::AuthorizationPolicy => Object::AuthorizationPolicy(from(doc)?),
+        Kind::BackendTrafficPolicy => Object::BackendTrafficPolicy(from(doc)?),
     })
 }
 
@@ -277,6 +285,7 @@ impl Object {
             Object::Workload(o) => &mut o.metadata,
             Object::SecurityPolicy(o) => &mut o.metadata,
             Object::AuthorizationPolicy(o) => &mut o.metadata,
+            Object::BackendTrafficPolicy(o) => &mut o.metadata,
         }
     }
 
@@ -299,6 +308,7 @@ impl Object {
             Object::Workload(o) => &o.metadata,
             Object::SecurityPolicy(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,
+            Object::BackendTrafficPolicy(o) => &o.metadata,
         }
     }
 }

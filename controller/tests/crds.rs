@@ -19,9 +19,13 @@ fn the_chart_carries_the_generated_crds() {
         "{} differs from the CRDs the types make; regenerate with WEFT_UPDATE_GOLDEN=1",
         path.display()
     );
-    // Both kinds, with the status subresource weft writes to.
-    for kind in ["kind: SecurityPolicy", "kind: AuthorizationPolicy"] {
+    // Every kind, with the status subresource weft writes to.
+    for kind in [
+        "kind: SecurityPolicy",
+        "kind: AuthorizationPolicy",
+        "kind: BackendTrafficPolicy",
+    ] {
         assert!(made.contains(kind), "{kind}");
     }
-    assert_eq!(made.matches("status: {}").count(), 2, "{made}");
+    assert_eq!(made.matches("status: {}").count(), 3, "{made}");
 }

@@ -38,6 +38,7 @@ fn gateway_config(
         lb: LbPolicy::RoundRobin,
         tls: Some(tls),
         service: None,
+        resilience: Default::default(),
     };
     GatewayConfig {
         namespace: "infra".into(),

@@ -148,6 +148,7 @@ class Chart(unittest.TestCase):
                      ("MutatingWebhookConfiguration", "weft-sidecar-injector-weft-system"),
                      ("CustomResourceDefinition", "securitypolicies.weft.dev"),
                      ("CustomResourceDefinition", "authorizationpolicies.weft.dev"),
+                     ("CustomResourceDefinition", "backendtrafficpolicies.weft.dev"),
                      ("PodDisruptionBudget", "weft-controller")]:
             self.assertIn(want, kinds)
         # Gateway API's CRDs only when asked; Workload is standalone only.

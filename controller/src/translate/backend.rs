@@ -173,16 +173,21 @@ pub fn resolve(
         None => None,
     };
     if !clusters.contains_key(&name) {
+        let traffic = super::traffic::for_port(store, ns, r.name, service_port.name.as_deref());
         let mut cluster = Cluster {
             protocol,
             endpoints: endpoints(store, ns, r.name, svc, service_port),
-            lb: lb_policy(svc),
+            lb: traffic
+                .as_ref()
+                .and_then(|t| t.lb)
+                .unwrap_or_else(|| lb_policy(svc)),
             tls: policy,
             service: Some(format!(
                 "{}.{ns}.svc.{}",
                 r.name,
                 caller.trust().cluster_domain
             )),
+            resilience: traffic.map(|t| t.resilience).unwrap_or_default(),
         };
         let (endpoints, identities) =
             mesh_endpoints(store, ns, svc, service_port, caller.trust().domain);

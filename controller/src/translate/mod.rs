@@ -20,6 +20,7 @@ mod route;
 mod rules;
 mod selector;
 mod tls;
+mod traffic;
 
 /// Where a sidecar takes inbound connections for its workload's `i`-th port.
 pub use backend::INBOUND_BASE_PORT;
@@ -112,6 +113,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     }
     policy::statuses(store, &policy::users(store, &gateways), &mut statuses);
     resolver.statuses(&gateways, &mut statuses);
+    traffic::statuses(store, &mut statuses);
     Translation {
         gateways: out,
         sidecars,

@@ -284,6 +284,7 @@ mod tests {
             lb: LbPolicy::RoundRobin,
             tls: None,
             service: None,
+            resilience: Default::default(),
         };
         let config = GatewayConfig {
             namespace: "d".into(),

@@ -92,6 +92,7 @@ const WANTED: &[Wanted] = &[
     all(Kind::ReferenceGrant, GATEWAY_GROUP, V1_BETA),
     all(Kind::SecurityPolicy, WEFT_GROUP, &["v1alpha1"]),
     all(Kind::AuthorizationPolicy, WEFT_GROUP, &["v1alpha1"]),
+    all(Kind::BackendTrafficPolicy, WEFT_GROUP, &["v1alpha1"]),
 ];
 
 /// What discovery said of a kind.

@@ -10,11 +10,11 @@
 
 mod authz;
 mod authz_status;
-mod checks;
+pub(super) mod checks;
 mod inbound;
 mod jwt;
 mod security;
-mod status;
+pub(super) mod status;
 mod targets;
 
 pub use inbound::inbound;
