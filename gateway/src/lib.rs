@@ -10,7 +10,8 @@
 //!   the answers the gateway gives itself;
 //! - `policy`: who may use a route (JWT authentication, authorization),
 //!   compiled into the snapshot and checked before any backend;
-//! - `upstream`: balancing, connectors and verifiers, retries;
+//! - `upstream`: balancing, endpoint health (outlier detection, active
+//!   checks), circuit breaking, connectors and verifiers, retries;
 //! - `telemetry`: metrics, traces, access logs;
 //!
 //! and two leaves every room may use: `pki` (certificates) and `error`.
@@ -54,6 +55,10 @@ pub struct Gateway {
     /// Whether the config stream to the controller is up.
     controller_connected: std::sync::atomic::AtomicBool,
     pub(crate) interest: Option<Arc<route::discovery::Interest>>,
+    /// Endpoint health and breaker counters, kept across snapshots.
+    health: upstream::health::Registry,
+    /// Active health checks of the current snapshot's clusters.
+    probes: upstream::probe::Probes,
 }
 
 impl Gateway {
@@ -102,6 +107,8 @@ impl Gateway {
             rejected: std::sync::Mutex::new(None),
             controller_connected: Default::default(),
             interest,
+            health: Default::default(),
+            probes: Default::default(),
         })
     }
 
@@ -113,9 +120,13 @@ impl Gateway {
         version: String,
         config: GatewayConfig,
     ) -> Result<Vec<String>, GatewayError> {
-        let snapshot = Arc::new(Snapshot::build(version, config)?);
+        let snapshot = Arc::new(Snapshot::build_in(version, config, &self.health)?);
         let mut listeners = self.listeners.lock().await;
         self.snapshot.store(Some(snapshot.clone()));
+        let names: std::collections::HashSet<&str> =
+            snapshot.clusters.iter().map(|c| c.name.as_str()).collect();
+        self.health.retain(|name| names.contains(name));
+        self.probes.follow(&snapshot);
         let errors = listeners.reconcile(&snapshot).await;
         *self.bind_errors.lock().await = errors.clone();
         Ok(errors)

@@ -41,7 +41,9 @@ use crate::listen::conn::ConnInfo;
 use crate::route::select::{self, Decision};
 use crate::telemetry::records;
 use crate::telemetry::trace::TraceContext;
+use crate::upstream::balancer::CONNECT_TIMEOUT;
 use crate::upstream::deadline::Deadline;
+use crate::upstream::health::Outcome;
 use crate::upstream::retry::{Failure, Request, Verdict};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
@@ -53,7 +55,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::sync::Arc;
 use std::time::Duration;
-use steps::{canonical, mirror_head, passthrough_peer, respond};
+use steps::{canonical, mirror_head, overloaded, passthrough_peer, respond};
 use weft_api::HttpFilter;
 
 /// How long a request for an unknown host waits for the controller's answer.
@@ -187,9 +189,21 @@ impl ProxyHttp for WeftProxy {
             ctx.deadline = ctx.retry.deadline.map(Deadline::start);
             session.enable_retry_buffering();
         }
+        // Over the cluster's bounds, the request is refused at once; it
+        // waits for a connection slot no longer than it may wait for a
+        // connection.
+        let wait = ctx
+            .retry
+            .remaining()
+            .map_or(CONNECT_TIMEOUT, |r| r.min(CONNECT_TIMEOUT));
+        ctx.admission = cluster.health.breaker.admit(wait).await;
         ctx.backend = backend;
         ctx.cluster = Some(cluster);
         ctx.route = Some(route);
+        if ctx.admission.is_none() {
+            ctx.response_flags = "UO";
+            return overloaded(session).await;
+        }
         Ok(false)
     }
 
@@ -237,6 +251,7 @@ impl ProxyHttp for WeftProxy {
             return Err(Error::explain(HTTPStatus(504), "request timeout"));
         }
         let Some(i) = cluster.pick(ctx.failed_endpoint) else {
+            ctx.response_flags = "UH";
             return Err(Error::explain(
                 HTTPStatus(503),
                 format!("cluster {} has no endpoint", cluster.name),
@@ -264,8 +279,7 @@ impl ProxyHttp for WeftProxy {
         };
         peer.options.read_timeout = timeout;
         if let Some(t) = timeout {
-            peer.options.connection_timeout =
-                Some(t.min(crate::upstream::balancer::CONNECT_TIMEOUT));
+            peer.options.connection_timeout = Some(t.min(CONNECT_TIMEOUT));
         }
         Ok(Box::new(peer))
     }
@@ -273,12 +287,20 @@ impl ProxyHttp for WeftProxy {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         _digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        // An HTTP/1 connection carries at most the cluster's share of
+        // requests: the last asks the endpoint to close it.
+        if let Some(c) = &ctx.cluster {
+            let max = c.resilience.circuit_breaker.max_requests_per_connection;
+            if max > 0 && c.protocol != weft_api::AppProtocol::H2c {
+                ctx.last_on_connection = c.health.last_on_connection(fd, !reused, max);
+            }
+        }
         if let Some(deadline) = &ctx.deadline {
             let h2 = ctx
                 .cluster
@@ -348,6 +370,9 @@ impl ProxyHttp for WeftProxy {
             upstream.set_uri(uri);
         }
         steps::backend_filters(ctx, upstream)?;
+        if ctx.last_on_connection {
+            upstream.insert_header(http::header::CONNECTION, "close")?;
+        }
         Ok(())
     }
 
@@ -362,6 +387,9 @@ impl ProxyHttp for WeftProxy {
             told(&resp.headers, &PEER_WORKLOAD_NAME, mesh).map(str::to_string);
         resp.remove_header(&PEER_WORKLOAD_NAME);
         let status = resp.status.as_u16();
+        if let (Some(c), Some(i)) = (&ctx.cluster, ctx.endpoint) {
+            c.record(i, Outcome::Status(status));
+        }
         // No body follows: the answer has ended with its header, and the
         // body filter will not see it end.
         if let Some(deadline) = &ctx.deadline {
@@ -396,6 +424,11 @@ impl ProxyHttp for WeftProxy {
         let mut e = e.more_context(format!("Peer: {peer}"));
         if std::mem::take(&mut ctx.retry.on_status) {
             return e;
+        }
+        if e.esource() == &ErrorSource::Upstream {
+            if let (Some(c), Some(i)) = (&ctx.cluster, ctx.endpoint) {
+                c.record(i, Outcome::LocalFailure);
+            }
         }
         // Every try counts, a reconnect after a pooled connection the
         // upstream had closed included: the route's attempts are a bound.
@@ -460,6 +493,9 @@ impl ProxyHttp for WeftProxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        if let (Some(c), Some(i)) = (&ctx.cluster, ctx.endpoint) {
+            c.record(i, Outcome::LocalFailure);
+        }
         // Another endpoint, if the route's attempts allow it.
         let retry = self.may_retry(session, ctx, Failure::Connect) == Verdict::Retry;
         e.set_retry(retry);
@@ -496,6 +532,7 @@ impl ProxyHttp for WeftProxy {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.admission = None;
         if let Some(cluster) = &ctx.cluster {
             if let Some(i) = ctx.endpoint.take() {
                 cluster.finish(i);

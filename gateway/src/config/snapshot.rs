@@ -8,6 +8,7 @@ use crate::error::GatewayError;
 use crate::filters::cors::CompiledCors;
 use crate::policy::CompiledAccess;
 use crate::upstream::balancer::ClusterState;
+use crate::upstream::health::Registry;
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ pub struct Snapshot {
     pub version: String,
     pub config: GatewayConfig,
     pub ports: HashMap<u16, PortTable>,
+    /// Every cluster, for what runs beside the requests (active checks).
+    pub clusters: Vec<Arc<ClusterState>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -68,8 +71,19 @@ pub struct CompiledBackend {
 }
 
 impl Snapshot {
-    /// Validates and compiles a config. Fails without side effects.
+    /// Validates and compiles a config, with endpoint health of its own.
+    /// Fails without side effects.
     pub fn build(version: String, config: GatewayConfig) -> Result<Self, GatewayError> {
+        Snapshot::build_in(version, config, &Registry::default())
+    }
+
+    /// Validates and compiles a config whose clusters share the endpoint
+    /// health `registry` keeps (of the proxy that will run it).
+    pub fn build_in(
+        version: String,
+        config: GatewayConfig,
+        registry: &Registry,
+    ) -> Result<Self, GatewayError> {
         config
             .validate()
             .map_err(|e| GatewayError::Snapshot(e.to_string()))?;
@@ -77,7 +91,7 @@ impl Snapshot {
             .clusters
             .iter()
             .map(|(name, c)| {
-                let state = ClusterState::new(name, c)
+                let state = ClusterState::new(name, c, registry)
                     .map_err(|e| GatewayError::Snapshot(format!("cluster {name}: TLS: {e}")))?;
                 Ok((name.as_str(), Arc::new(state)))
             })
@@ -133,10 +147,12 @@ impl Snapshot {
                 },
             );
         }
+        let clusters = clusters.into_values().collect();
         Ok(Snapshot {
             version,
             config,
             ports,
+            clusters,
         })
     }
 }

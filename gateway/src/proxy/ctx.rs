@@ -47,6 +47,13 @@ pub struct RequestCtx {
     pub(crate) policy_rule: Option<std::sync::Arc<str>>,
     /// Why the access policy allowed or refused it (the metrics' reason).
     pub(crate) policy_decision: Option<&'static str>,
+    /// Its place under the cluster's circuit breaker, held to the end.
+    pub(crate) admission: Option<crate::upstream::breaker::Admission>,
+    /// Envoy's response flags (`-` for none).
+    pub(crate) response_flags: &'static str,
+    /// The upstream connection closes after this request
+    /// (`maxRequestsPerConnection`).
+    pub(crate) last_on_connection: bool,
 }
 
 impl RequestCtx {
@@ -70,6 +77,9 @@ impl RequestCtx {
             token: None,
             policy_rule: None,
             policy_decision: None,
+            admission: None,
+            response_flags: "-",
+            last_on_connection: false,
         }
     }
 
@@ -137,6 +147,7 @@ impl RequestCtx {
                 "http"
             },
             status,
+            response_flags: self.response_flags,
             mutual_tls: peer.is_some(),
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             request_bytes: session.body_bytes_read(),

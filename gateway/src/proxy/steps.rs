@@ -35,6 +35,21 @@ pub(super) async fn respond(
     Ok(true)
 }
 
+/// Answers a request a cluster's circuit breaker refused: 503 (gRPC
+/// `UNAVAILABLE`) with `x-weft-overloaded: true`, at once.
+pub(super) async fn overloaded(session: &mut Session) -> Result<bool> {
+    let mut resp = if crate::filters::grpc::is_grpc(session.req_header()) {
+        crate::filters::grpc::error_response(503)?
+    } else {
+        let mut resp = ResponseHeader::build(503, Some(2))?;
+        resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+        resp
+    };
+    resp.insert_header("x-weft-overloaded", "true")?;
+    session.write_response_header(Box::new(resp), true).await?;
+    Ok(true)
+}
+
 /// The head a mirror gets: the request as the proxy sends it on, with the
 /// rule's request header filters, in origin form with a `Host`.
 pub(super) fn mirror_head(

@@ -75,7 +75,7 @@ fn end<'a>(
     ]
 }
 
-const LABELS: [&str; 11] = [
+const LABELS: [&str; 12] = [
     "reporter",
     "source_workload",
     "source_workload_namespace",
@@ -87,6 +87,7 @@ const LABELS: [&str; 11] = [
     "request_protocol",
     "response_code",
     "connection_security_policy",
+    "response_flags",
 ];
 const TCP_LABELS: [&str; 3] = [
     "reporter",
@@ -126,6 +127,10 @@ pub struct RequestRecord<'a> {
     pub destination_workload: Option<&'a str>,
     pub protocol: &'static str,
     pub status: u16,
+    /// Envoy's response flags, as Istio labels them: `-` for none, `UO`
+    /// (overflow: a circuit breaker refused the request), `UH` (no
+    /// healthy endpoint).
+    pub response_flags: &'static str,
     pub mutual_tls: bool,
     pub duration_ms: f64,
     pub request_bytes: usize,
@@ -349,6 +354,7 @@ impl Metrics {
             r.protocol,
             status,
             security,
+            r.response_flags,
         ];
         let resolve = || {
             let bounds = &self.bounds;
@@ -487,7 +493,7 @@ mod tests {
         m.record(&r);
         m.record(&r);
         let text = m.text();
-        assert!(text.contains("istio_requests_total{connection_security_policy=\"none\",destination_principal=\"unknown\",destination_service=\"echo.default.svc.cluster.local\",destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",reporter=\"source\",request_protocol=\"http\",response_code=\"200\",source_principal=\"unknown\",source_workload=\"unknown\",source_workload_namespace=\"unknown\"} 2"), "{text}");
+        assert!(text.contains("istio_requests_total{connection_security_policy=\"none\",destination_principal=\"unknown\",destination_service=\"echo.default.svc.cluster.local\",destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",reporter=\"source\",request_protocol=\"http\",response_code=\"200\",response_flags=\"-\",source_principal=\"unknown\",source_workload=\"unknown\",source_workload_namespace=\"unknown\"} 2"), "{text}");
         assert!(text.contains("istio_request_duration_milliseconds_count"));
     }
 
@@ -500,6 +506,7 @@ mod tests {
             destination_workload: None,
             protocol: "http",
             status: 200,
+            response_flags: "-",
             mutual_tls: false,
             duration_ms: 1.0,
             request_bytes: 0,
@@ -582,6 +589,7 @@ mod tests {
         let r = RequestRecord {
             source_principal: Some("spiffe://cluster.local/ns/edge/sa/gw"),
             status: 503,
+            response_flags: "-",
             mutual_tls: true,
             ..request("productpage.shop.svc.cluster.local")
         };
@@ -589,7 +597,7 @@ mod tests {
         let bytes = outbound.byte_counters(false);
         bytes.sent.inc_by(7);
         let text = outbound.text();
-        assert!(text.contains("reporter=\"destination\",request_protocol=\"http\",response_code=\"503\",source_principal=\"spiffe://cluster.local/ns/edge/sa/gw\",source_workload=\"unknown\",source_workload_namespace=\"edge\"} 1"), "{text}");
+        assert!(text.contains("reporter=\"destination\",request_protocol=\"http\",response_code=\"503\",response_flags=\"-\",source_principal=\"spiffe://cluster.local/ns/edge/sa/gw\",source_workload=\"unknown\",source_workload_namespace=\"edge\"} 1"), "{text}");
         assert!(text.contains("istio_tcp_sent_bytes_total{connection_security_policy=\"none\",destination_workload=\"productpage\",reporter=\"source\"} 7"), "{text}");
     }
 }

@@ -1,12 +1,15 @@
-//! A cluster's endpoints and the choice among them: round robin, or least
-//! request (the less busy of two endpoints picked at random).
+//! A cluster's endpoints and the choice among them: round robin, least
+//! request (the less busy of two endpoints picked at random) or random,
+//! among the endpoints that are healthy (`crate::upstream::health`); among
+//! all of them when fewer than the panic threshold's share are.
 
+use crate::upstream::health::{self, ClusterHealth, EndpointHealth, Outcome, Registry};
 use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use weft_api::{AppProtocol, Cluster, LbPolicy};
+use weft_api::{AppProtocol, Cluster, LbPolicy, Resilience};
 
 /// How long a connection to an endpoint may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,10 +32,15 @@ pub struct ClusterState {
     active: Vec<AtomicUsize>,
     /// Requests and retries in flight, for the retry budget.
     pub budget: crate::upstream::retry::Budget,
+    pub resilience: Resilience,
+    /// What outlives the snapshot: the breaker, and each endpoint's health.
+    pub health: Arc<ClusterHealth>,
+    endpoint_health: Vec<Arc<EndpointHealth>>,
 }
 
 impl ClusterState {
-    pub fn new(name: &str, c: &Cluster) -> Result<Self, String> {
+    /// The state of cluster `name`, with the health `registry` keeps of it.
+    pub fn new(name: &str, c: &Cluster, registry: &Registry) -> Result<Self, String> {
         let tls = match &c.tls {
             Some(t) => Some(Arc::new(crate::upstream::connector::MeshConnector::new(
                 t, c.protocol,
@@ -44,7 +52,12 @@ impl ClusterState {
             .iter()
             .map(|&addr| new_peer(tls.as_ref(), c.protocol, addr))
             .collect();
+        let health = registry.cluster(name);
+        health.breaker.set_limits(&c.resilience.circuit_breaker);
         Ok(ClusterState {
+            endpoint_health: health.endpoints(&c.endpoints),
+            health,
+            resilience: c.resilience.clone(),
             service: c.service.clone().unwrap_or_else(|| name.to_string()),
             peers,
             tls,
@@ -70,28 +83,85 @@ impl ClusterState {
         if n == 0 {
             return None;
         }
-        let mut i = match self.lb {
-            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % n,
+        let mut usable = Usable::All(n);
+        let now = health::now_ms();
+        if self.resilience.guarded() && self.health.may_be_unusable(now) {
+            let healthy = self
+                .endpoint_health
+                .iter()
+                .filter(|e| e.usable(now))
+                .count();
+            // Below the panic threshold, health is ignored.
+            if healthy * 100 >= self.resilience.panic_threshold as usize * n && healthy > 0 {
+                usable = Usable::Healthy(&self.endpoint_health, now, healthy);
+            }
+        }
+        let m = usable.count();
+        let mut k = match self.lb {
+            LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % m,
+            LbPolicy::Random => rand::random_range(0..m),
             LbPolicy::LeastRequest => {
-                let a = rand::random_range(0..n);
-                let b = rand::random_range(0..n);
-                if self.active[b].load(Ordering::Relaxed) < self.active[a].load(Ordering::Relaxed) {
+                let a = rand::random_range(0..m);
+                let b = rand::random_range(0..m);
+                let load = |k| self.active[usable.nth(k)].load(Ordering::Relaxed);
+                if load(b) < load(a) {
                     b
                 } else {
                     a
                 }
             }
         };
-        if skip == Some(i) && n > 1 {
-            i = (i + 1) % n;
+        if skip == Some(usable.nth(k)) && m > 1 {
+            k = (k + 1) % m;
         }
+        let i = usable.nth(k);
         self.active[i].fetch_add(1, Ordering::Relaxed);
         Some(i)
+    }
+
+    /// Counts what a try at endpoint `i` came to, for outlier detection.
+    pub fn record(&self, i: usize, outcome: Outcome) {
+        if let Some(o) = &self.resilience.outlier {
+            self.health.record(&self.endpoint_health, i, outcome, o);
+        }
+    }
+
+    /// Each endpoint with its health, for active checks.
+    pub fn endpoint_health(&self) -> &[Arc<EndpointHealth>] {
+        &self.endpoint_health
     }
 
     pub fn finish(&self, i: usize) {
         if let Some(a) = self.active.get(i) {
             a.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The endpoints a pick chooses among.
+enum Usable<'a> {
+    All(usize),
+    /// The healthy ones at `now` (how many there are).
+    Healthy(&'a [Arc<EndpointHealth>], u64, usize),
+}
+
+impl Usable<'_> {
+    fn count(&self) -> usize {
+        match self {
+            Usable::All(n) | Usable::Healthy(_, _, n) => *n,
+        }
+    }
+
+    /// The index among all endpoints of the `k`-th usable one.
+    fn nth(&self, k: usize) -> usize {
+        match self {
+            Usable::All(_) => k,
+            Usable::Healthy(endpoints, now, _) => endpoints
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.usable(*now))
+                .nth(k)
+                .map_or(0, |(i, _)| i),
         }
     }
 }
@@ -120,6 +190,10 @@ mod tests {
     use super::*;
 
     fn cluster(lb: LbPolicy, n: u16) -> ClusterState {
+        with_resilience(lb, n, Resilience::default())
+    }
+
+    fn with_resilience(lb: LbPolicy, n: u16, resilience: Resilience) -> ClusterState {
         let endpoints = (0..n)
             .map(|i| SocketAddr::from(([127, 0, 0, 1], 9000 + i)))
             .collect();
@@ -131,9 +205,49 @@ mod tests {
                 lb,
                 tls: None,
                 service: None,
+                resilience,
             },
+            &Registry::default(),
         )
         .unwrap()
+    }
+
+    fn ejecting() -> Resilience {
+        Resilience {
+            outlier: Some(weft_api::Outlier {
+                consecutive_5xx: 1,
+                consecutive_gateway_errors: 0,
+                interval_ms: 1000,
+                base_ejection_ms: 60_000,
+                max_ejection_percent: 100,
+            }),
+            ..Resilience::default()
+        }
+    }
+
+    #[test]
+    fn ejected_endpoints_get_no_picks_until_too_few_are_left() {
+        for lb in [
+            LbPolicy::RoundRobin,
+            LbPolicy::LeastRequest,
+            LbPolicy::Random,
+        ] {
+            let c = with_resilience(lb, 4, ejecting());
+            c.record(1, Outcome::Status(503));
+            let picks: Vec<_> = (0..60).map(|_| c.pick(None).unwrap()).collect();
+            assert!(!picks.contains(&1), "{lb:?}");
+            for i in [0, 2, 3] {
+                assert!(picks.contains(&i), "{lb:?} never picked {i}");
+            }
+            // Two of four left is the panic threshold (50%): still healthy
+            // only; one of four is below it, and all are picked again.
+            c.record(2, Outcome::LocalFailure);
+            let picks: Vec<_> = (0..40).map(|_| c.pick(None).unwrap()).collect();
+            assert!(!picks.contains(&1) && !picks.contains(&2), "{lb:?}");
+            c.record(3, Outcome::Status(500));
+            let picks: Vec<_> = (0..80).map(|_| c.pick(None).unwrap()).collect();
+            assert!((0..4).all(|i| picks.contains(&i)), "{lb:?} in panic");
+        }
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! Reaching a backend: a cluster's endpoints and the choice among them
-//! (`balancer`), TLS and mutual TLS originated to them (`connector`,
+//! (`balancer`), their health (`health`: outlier detection; `probe`: active
+//! checks) and the bounds on what is sent them (`breaker`), TLS and mutual TLS originated to them (`connector`,
 //! checked by `verify`), retries and their budget (`retry`), the request
 //! deadline that cuts a trickling answer (`deadline`), and the
 //! connections upgrades (WebSocket) start on (`upgrade`).
 
 pub mod balancer;
+pub mod breaker;
 pub mod connector;
 pub mod deadline;
+pub mod health;
+pub mod probe;
 pub mod retry;
 pub mod upgrade;
 pub mod verify;
