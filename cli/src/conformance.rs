@@ -119,6 +119,10 @@ const TESTS: &[(&str, &str)] = &[
         include_str!("../../integration/tests/reload.rs"),
     ),
     (
+        "integration/tests/resilience.rs",
+        include_str!("../../integration/tests/resilience.rs"),
+    ),
+    (
         "integration/tests/retries.rs",
         include_str!("../../integration/tests/retries.rs"),
     ),

@@ -56,3 +56,77 @@ pub async fn recorder(ip: &str) -> (u16, Arc<Mutex<Vec<String>>>) {
     });
     (port, seen)
 }
+
+/// A backend whose answers a test changes while it runs: every request
+/// (`/healthz` included) gets the status it holds, after its delay, with
+/// `{"pod": name}`. It counts requests (checks apart) and the connections
+/// they came on.
+#[derive(Clone)]
+pub struct Flaky {
+    pub name: String,
+    pub status: Arc<std::sync::atomic::AtomicU16>,
+    pub delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    pub hits: Arc<std::sync::atomic::AtomicUsize>,
+    pub checks: Arc<std::sync::atomic::AtomicUsize>,
+    pub connections: Arc<Mutex<std::collections::HashSet<std::net::SocketAddr>>>,
+}
+
+impl Flaky {
+    /// Starts one on `ip:port`.
+    pub async fn start(name: &str, ip: &str, port: u16) -> Flaky {
+        use axum::extract::{ConnectInfo, State};
+        use std::sync::atomic::Ordering;
+        let flaky = Flaky {
+            name: name.to_string(),
+            status: Arc::new(200.into()),
+            delay_ms: Arc::new(0.into()),
+            hits: Arc::default(),
+            checks: Arc::default(),
+            connections: Arc::default(),
+        };
+        async fn answer(
+            State(f): State<Flaky>,
+            ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+            uri: axum::http::Uri,
+        ) -> axum::response::Response {
+            use axum::response::IntoResponse;
+            if uri.path() == "/healthz" {
+                f.checks.fetch_add(1, Ordering::Relaxed);
+            } else {
+                f.hits.fetch_add(1, Ordering::Relaxed);
+                f.connections.lock().unwrap().insert(peer);
+            }
+            let delay = f.delay_ms.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let status = axum::http::StatusCode::from_u16(f.status.load(Ordering::Relaxed))
+                .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+            (status, axum::Json(serde_json::json!({"pod": f.name}))).into_response()
+        }
+        let app = axum::Router::new()
+            .fallback(answer)
+            .with_state(flaky.clone());
+        let l = tokio::net::TcpListener::bind(format!("{ip}:{port}"))
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            let _ = axum::serve(l, service).await;
+        });
+        flaky
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.status
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn checks(&self) -> usize {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
