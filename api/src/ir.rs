@@ -31,6 +31,32 @@ pub struct GatewayConfig {
     /// Access policies by name, for routes to refer to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub access: BTreeMap<String, Access>,
+    /// Where global rate limits are counted (`redis://host:port`), when a
+    /// route or cluster here has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_store: Option<String>,
+}
+
+impl GatewayConfig {
+    /// Whether a route or cluster here has global rate limits.
+    pub fn has_global_limits(&self) -> bool {
+        let global = |t: &Option<TrafficRules>| {
+            t.as_ref()
+                .and_then(|t| t.rate_limit.as_ref())
+                .is_some_and(|r| !r.global.is_empty())
+        };
+        let routes = self
+            .ports
+            .iter()
+            .flat_map(|p| &p.listeners)
+            .flat_map(|l| &l.virtual_hosts)
+            .flat_map(|v| &v.routes);
+        routes.into_iter().any(|r| global(&r.traffic))
+            || self
+                .clusters
+                .values()
+                .any(|c| global(&c.resilience.traffic))
+    }
 }
 
 /// Bounds a proxy keeps under hostile load (a Gateway's annotations may
@@ -206,6 +232,10 @@ pub struct Route {
     /// The entry of `GatewayConfig::access` a request must pass first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
+    /// Faults and rate limits of a BackendTrafficPolicy on the route (or
+    /// its rule); the backend Service's apply when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficRules>,
 }
 
 /// When and how often a request is tried again on another endpoint. Every
@@ -258,6 +288,7 @@ impl Route {
             timeouts: Timeouts::default(),
             retry: None,
             access: None,
+            traffic: None,
         }
     }
 }

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "camelCase")]
 pub struct Resilience {
     #[serde(skip_serializing_if = "CircuitBreaker::is_default")]
@@ -20,6 +20,10 @@ pub struct Resilience {
     /// When fewer than this share (percent) of the endpoints are healthy,
     /// the proxy ignores health and balances over all of them.
     pub panic_threshold: u32,
+    /// Faults and rate limits for requests to the cluster, unless their
+    /// route has its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficRules>,
 }
 
 impl Default for Resilience {
@@ -29,6 +33,7 @@ impl Default for Resilience {
             outlier: None,
             health_check: None,
             panic_threshold: 50,
+            traffic: None,
         }
     }
 }
@@ -57,6 +62,9 @@ impl Resilience {
                 return Err("health check thresholds must be above 0".into());
             }
             if let Some(http) = &h.http {
+                if http.method.is_empty() {
+                    return Err("health check method is empty".into());
+                }
                 if !http.path.starts_with('/') {
                     return Err(format!(
                         "health check path {:?} does not start with /",
@@ -71,6 +79,9 @@ impl Resilience {
                     return Err("health check expects a status outside 100-599".into());
                 }
             }
+        }
+        if let Some(t) = &self.traffic {
+            t.validate()?;
         }
         Ok(())
     }
@@ -160,4 +171,128 @@ pub struct HttpCheck {
     pub host: Option<String>,
     /// Answers that pass.
     pub expected_statuses: Vec<u16>,
+}
+
+/// What a route (or a Service, for the routes without their own) does to
+/// requests before they reach a backend: faults, then rate limits.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct TrafficRules {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults: Option<Faults>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimits>,
+}
+
+impl TrafficRules {
+    pub fn validate(&self) -> Result<(), String> {
+        let share = |p: f64| (0.0..=100.0).contains(&p);
+        if let Some(f) = &self.faults {
+            if f.delay.as_ref().is_some_and(|d| !share(d.percent))
+                || f.abort.as_ref().is_some_and(|a| !share(a.percent))
+            {
+                return Err("a fault's percentage is outside 0-100".into());
+            }
+            if f.abort
+                .as_ref()
+                .is_some_and(|a| !(200..600).contains(&a.http_status))
+            {
+                return Err("a fault's status is outside 200-599".into());
+            }
+        }
+        if let Some(r) = &self.rate_limit {
+            for rule in r.local.iter().chain(&r.global) {
+                if rule.requests == 0 || rule.unit_seconds == 0 {
+                    return Err("a rate limit of zero requests or a zero unit".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Faults injected into a share of requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct Faults {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay: Option<FaultDelay>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultDelay {
+    pub delay_ms: u64,
+    /// Percent of requests delayed.
+    pub percent: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultAbort {
+    /// The answer to HTTP requests (and to gRPC ones without `grpc_status`,
+    /// as its gRPC equivalent).
+    pub http_status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    /// Percent of requests aborted.
+    pub percent: f64,
+}
+
+/// Rate limits of one policy: `local` ones counted by each proxy alone,
+/// `global` ones shared by every proxy through the store
+/// (`GatewayConfig::rate_limit_store`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+pub struct RateLimits {
+    /// `<namespace>/<policy>`: the limits' name in keys and metrics.
+    pub policy: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub local: Vec<RateLimitRule>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub global: Vec<RateLimitRule>,
+    /// When the store cannot be reached, refuse (503) rather than pass.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub fail_closed: bool,
+}
+
+/// `requests` per `unit_seconds` for the requests every selector matches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitRule {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selectors: Vec<ClientMatch>,
+    pub requests: u64,
+    pub unit_seconds: u64,
+}
+
+/// One condition on the client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientMatch {
+    Header {
+        name: String,
+        value: ValueMatch,
+    },
+    /// The client's address within `cidr`; `distinct`: each address its
+    /// own limit.
+    SourceCidr {
+        cidr: String,
+        distinct: bool,
+    },
+    /// The caller's SPIFFE ID (a mutual-TLS peer).
+    SpiffeId(ValueMatch),
+    JwtClaim {
+        name: String,
+        value: ValueMatch,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValueMatch {
+    Exact(String),
+    Regex(String),
+    /// Any value, each its own limit.
+    Distinct,
 }

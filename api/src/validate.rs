@@ -82,6 +82,9 @@ impl GatewayConfig {
         for filter in route.filters.iter().chain(backend_filters) {
             self.validate_filter(filter, prefix_match)?;
         }
+        if let Some(t) = &route.traffic {
+            t.validate()?;
+        }
         if let Some(a) = &route.access {
             if !self.access.contains_key(a) {
                 return Err(format!("access policy {a} is not defined"));
@@ -188,6 +191,7 @@ mod tests {
             identity: None,
             limits: Default::default(),
             access: Default::default(),
+            rate_limit_store: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! weft's resilience kind (`weft.dev/v1alpha1`), as written: the
 //! `BackendTrafficPolicy`, with Envoy Gateway's field names where it has
-//! them. It targets Services (a port of one by `sectionName`); only its
+//! them. It targets Services (a port of one by `sectionName`), and for
+//! rate limits and faults also HTTPRoutes and GRPCRoutes (a rule of one by
+//! `sectionName`), whose policy overrides the Service's; only its
 //! shape lives here, and `crate::translate::traffic` checks it and builds
 //! the IR. Numbers are signed and durations text, so that a bad value is a
 //! status condition rather than a document that cannot be read.
@@ -31,14 +33,131 @@ pub struct BackendTrafficPolicySpec {
     pub health_check: Option<HealthCheckSpec>,
     #[serde(default)]
     pub load_balancer: Option<LoadBalancerSpec>,
-    /// Not built yet: a policy with it is not accepted.
     #[serde(default)]
-    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
-    pub rate_limit: Option<serde_json::Value>,
-    /// Not built yet: a policy with it is not accepted.
+    pub rate_limit: Option<RateLimitSpec>,
     #[serde(default)]
-    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
-    pub fault_injection: Option<serde_json::Value>,
+    pub fault_injection: Option<FaultInjectionSpec>,
+}
+
+/// Faults injected into a share of requests: a delay, then an answer
+/// instead of the backend's.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultInjectionSpec {
+    #[serde(default)]
+    pub delay: Option<FaultDelaySpec>,
+    #[serde(default)]
+    pub abort: Option<FaultAbortSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultDelaySpec {
+    #[serde(default)]
+    pub fixed_delay: Option<String>,
+    /// Percent of requests (fractions allowed); 100 when absent.
+    #[serde(default)]
+    pub percentage: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultAbortSpec {
+    /// The answer to HTTP requests (and to gRPC ones without `grpcStatus`).
+    #[serde(default)]
+    pub http_status: Option<i64>,
+    /// The gRPC status of aborted gRPC requests.
+    #[serde(default)]
+    pub grpc_status: Option<i64>,
+    /// Percent of requests (fractions allowed); 100 when absent.
+    #[serde(default)]
+    pub percentage: Option<f64>,
+}
+
+/// Rate limits: `local` ones per proxy, `global` ones shared by every
+/// proxy through Redis.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitSpec {
+    #[serde(default)]
+    pub local: Option<RateLimitRules>,
+    #[serde(default)]
+    pub global: Option<GlobalRateLimitSpec>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitRules {
+    #[serde(default)]
+    pub rules: Vec<RateLimitRule>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GlobalRateLimitSpec {
+    #[serde(default)]
+    pub rules: Vec<RateLimitRule>,
+    /// When Redis cannot be reached: `Open` (the default: requests pass,
+    /// and are counted) or `Closed` (they are refused with 503).
+    #[serde(default)]
+    pub failure_mode: Option<String>,
+}
+
+/// A limit on the requests whose client every selector matches (all
+/// requests when there is none).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitRule {
+    #[serde(default)]
+    pub client_selectors: Vec<ClientSelector>,
+    pub limit: RateLimitValue,
+}
+
+/// Every condition given must hold. A `Distinct` condition gives each
+/// value (each client address within the CIDR) a limit of its own.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientSelector {
+    #[serde(default)]
+    pub headers: Vec<SelectorMatch>,
+    #[serde(default, rename = "sourceCIDR")]
+    pub source_cidr: Option<SelectorValue>,
+    /// The caller's SPIFFE ID (mutual TLS).
+    #[serde(default, rename = "spiffeID")]
+    pub spiffe_id: Option<SelectorValue>,
+    /// Claims of the JWT a SecurityPolicy verified.
+    #[serde(default)]
+    pub jwt_claims: Vec<SelectorMatch>,
+}
+
+/// A named value (a header, a claim) matched `Exact` (the default),
+/// `RegularExpression`, or `Distinct` (any value, each its own limit).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorMatch {
+    pub name: String,
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// A value matched `Exact` (the default) or `Distinct`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectorValue {
+    #[serde(default, rename = "type")]
+    pub type_: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitValue {
+    pub requests: i64,
+    /// `Second`, `Minute`, `Hour` or `Day`.
+    pub unit: String,
 }
 
 /// Each limit 1024 when absent.

@@ -13,7 +13,12 @@ fn render(input: &str) -> String {
     let parsed = parse_text(input).expect("golden inputs parse");
     let docs = parsed.into_iter().map(|p| ("in.yaml".into(), p)).collect();
     let store = Store::build(&Store::default(), docs, vec![], &Store::now());
-    let out = translate(&store, &Options::default(), &BTreeMap::new());
+    // Global rate limits are counted in a Redis the inputs share.
+    let opts = Options {
+        rate_limit_store: Some("redis://127.0.0.1:6379".into()),
+        ..Options::default()
+    };
+    let out = translate(&store, &opts, &BTreeMap::new());
     let statuses: Vec<serde_json::Value> = out
         .statuses
         .iter()

@@ -48,6 +48,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
         identity: None,
         limits: Default::default(),
         access: Default::default(),
+        rate_limit_store: None,
     }
 }
 

@@ -68,5 +68,6 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         identity: None,
         limits: Default::default(),
         access,
+        rate_limit_store: None,
     }
 }

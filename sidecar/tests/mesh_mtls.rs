@@ -66,6 +66,7 @@ fn gateway_config(
         identity: None,
         limits: Default::default(),
         access: Default::default(),
+        rate_limit_store: None,
     }
 }
 

@@ -76,6 +76,8 @@ pub struct Trust<'a> {
     /// The DNS suffix of Service names.
     pub cluster_domain: &'a str,
     pub bundle: &'a [String],
+    /// Whether global rate limits have a store (Redis) to be counted in.
+    pub rate_limit_store: bool,
 }
 
 impl<'a> Caller<'a> {
@@ -173,7 +175,9 @@ pub fn resolve(
         None => None,
     };
     if !clusters.contains_key(&name) {
-        let traffic = super::traffic::for_port(store, ns, r.name, service_port.name.as_deref());
+        let rate_store = caller.trust().rate_limit_store;
+        let port_name = service_port.name.as_deref();
+        let traffic = super::traffic::for_port(store, ns, r.name, port_name, rate_store);
         let mut cluster = Cluster {
             protocol,
             endpoints: endpoints(store, ns, r.name, svc, service_port),

@@ -83,6 +83,7 @@ fn convert(
         backends,
         timeouts: Timeouts::default(),
         retry: None,
+        traffic: Rule::traffic_of(cx, rule.name.as_deref()),
     })
 }
 

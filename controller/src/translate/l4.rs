@@ -50,6 +50,7 @@ pub fn convert_route<'a>(
             backends,
             timeouts: Timeouts::default(),
             retry: None,
+            traffic: None,
         };
         converted.push((i, rule));
     }

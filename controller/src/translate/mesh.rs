@@ -124,6 +124,7 @@ pub fn sidecars(
             identity: Some(identity.clone()),
             limits: Default::default(),
             access: Default::default(),
+            rate_limit_store: None,
         };
         let config = SidecarConfig {
             namespace: key.namespace.clone(),
@@ -347,19 +348,9 @@ fn virtual_hosts(
             let mut entries: Vec<(SortKey, Route)> = Vec::new();
             for r in chosen {
                 for (i, rule) in &r.rules {
-                    for (j, (sort, m)) in rule.matches.iter().enumerate() {
-                        entries.push((
-                            sort.clone(),
-                            Route {
-                                name: format!("{}/{}/rule/{i}/match/{j}", r.route_ns, r.route_name),
-                                matches: m.clone(),
-                                filters: rule.filters.clone(),
-                                backends: rule.backends.clone(),
-                                timeouts: rule.timeouts.clone(),
-                                retry: rule.retry.clone(),
-                                access: None,
-                            },
-                        ));
+                    for (j, (sort, _)) in rule.matches.iter().enumerate() {
+                        let route = rule.route(&r.route_ns, &r.route_name, *i, j, None);
+                        entries.push((sort.clone(), route));
                     }
                 }
             }

@@ -21,6 +21,7 @@ mod rules;
 mod selector;
 mod tls;
 mod traffic;
+mod traffic_check;
 
 /// Where a sidecar takes inbound connections for its workload's `i`-th port.
 pub use backend::INBOUND_BASE_PORT;
@@ -42,6 +43,8 @@ pub struct Options {
     pub cluster_domain: String,
     /// The roots workload certificates chain to, sent to every proxy.
     pub trust_bundle: Vec<String>,
+    /// Where proxies count global rate limits (`redis://host:port`).
+    pub rate_limit_store: Option<String>,
 }
 
 impl Default for Options {
@@ -51,6 +54,7 @@ impl Default for Options {
             trust_domain: "cluster.local".into(),
             cluster_domain: "cluster.local".into(),
             trust_bundle: Vec::new(),
+            rate_limit_store: None,
         }
     }
 }
@@ -78,6 +82,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         domain: td,
         cluster_domain: &opts.cluster_domain,
         bundle: &opts.trust_bundle,
+        rate_limit_store: opts.rate_limit_store.is_some(),
     };
     let mut resolver = access::Resolver::new(store, td);
     route::routes(
@@ -88,7 +93,13 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         trust,
         &mut resolver,
     );
-    let sidecars = mesh::sidecars(store, trust, &mut statuses);
+    let mut sidecars = mesh::sidecars(store, trust, &mut statuses);
+    // Only the proxies with global rate limits learn where they are counted.
+    for s in sidecars.values_mut() {
+        if s.outbound.has_global_limits() {
+            s.outbound.rate_limit_store = opts.rate_limit_store.clone();
+        }
+    }
     let mut out = BTreeMap::new();
     for gw in &gateways {
         let errors = bind_errors
@@ -108,12 +119,15 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         if gw.address_problem.is_none() && gw.parameters_problem.is_none() {
             let mut config = ir(gw, &clusters, &resolver.accesses);
             config.identity = Some(gateway_identity(td, &gw.key));
+            if config.has_global_limits() {
+                config.rate_limit_store = opts.rate_limit_store.clone();
+            }
             out.insert(gw.key.clone(), config);
         }
     }
     policy::statuses(store, &policy::users(store, &gateways), &mut statuses);
     resolver.statuses(&gateways, &mut statuses);
-    traffic::statuses(store, &mut statuses);
+    traffic::statuses(store, opts.rate_limit_store.is_some(), &mut statuses);
     Translation {
         gateways: out,
         sidecars,
@@ -205,5 +219,6 @@ fn ir(
             .filter_map(|a| accesses.get(&a).map(|v| (a, v.clone())))
             .collect(),
         identity: None,
+        rate_limit_store: None,
     }
 }

@@ -6,7 +6,6 @@ use super::gateway::ListenerCtx;
 use super::hostname;
 use super::rules::Rule;
 use crate::resources::ObjKey;
-use weft_api::Route;
 
 /// Adds the rules of the route `key` (with `hostnames`) to the listener's
 /// virtual hosts, each guarded by the Access `access` names for it.
@@ -24,19 +23,9 @@ pub fn program(
     for host in hostname::effective(hostnames, listener.hostname.as_deref()) {
         let vhost = listener.vhosts.entry(host).or_default();
         for ((i, rule), guard) in rules.iter().zip(&guards) {
-            for (j, (sort, m)) in rule.matches.iter().enumerate() {
-                vhost.push((
-                    sort.clone(),
-                    Route {
-                        name: format!("{}/{}/rule/{i}/match/{j}", key.namespace, key.name),
-                        matches: m.clone(),
-                        filters: rule.filters.clone(),
-                        backends: rule.backends.clone(),
-                        timeouts: rule.timeouts.clone(),
-                        retry: rule.retry.clone(),
-                        access: guard.clone(),
-                    },
-                ));
+            for (j, (sort, _)) in rule.matches.iter().enumerate() {
+                let route = rule.route(&key.namespace, &key.name, *i, j, guard.clone());
+                vhost.push((sort.clone(), route));
             }
         }
     }

@@ -13,7 +13,8 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use weft_api::{
     BackendTarget, Cluster, Cors, HeaderModifier, HttpFilter, HttpMatch, KeyMatch, Mirror,
-    PathMatch, PathModifier, Redirect, Retry, Rewrite, StringMatch, Timeouts, WeightedBackend,
+    PathMatch, PathModifier, Redirect, Retry, Rewrite, Route, StringMatch, Timeouts, TrafficRules,
+    WeightedBackend,
 };
 
 /// Orders routes within a virtual host, most specific first: exact paths,
@@ -44,6 +45,39 @@ pub struct Rule {
     pub backends: Vec<WeightedBackend>,
     pub timeouts: Timeouts,
     pub retry: Option<Retry>,
+    /// Faults and rate limits a BackendTrafficPolicy on the route gives it.
+    pub traffic: Option<TrafficRules>,
+}
+
+impl Rule {
+    /// The IR route of match `j` of this rule (the `i`-th of route
+    /// `ns/name`), guarded by `access`.
+    pub fn route(&self, ns: &str, name: &str, i: usize, j: usize, access: Option<String>) -> Route {
+        Route {
+            name: format!("{ns}/{name}/rule/{i}/match/{j}"),
+            matches: self.matches[j].1.clone(),
+            filters: self.filters.clone(),
+            backends: self.backends.clone(),
+            timeouts: self.timeouts.clone(),
+            retry: self.retry.clone(),
+            access,
+            traffic: self.traffic.clone(),
+        }
+    }
+
+    /// The policy's faults and rate limits for the rule `name` of the
+    /// route `cx` converts.
+    pub fn traffic_of(cx: &Ctx<'_>, name: Option<&str>) -> Option<TrafficRules> {
+        let store = cx.caller.trust().rate_limit_store;
+        super::traffic::for_rule(
+            cx.store,
+            cx.namespace,
+            cx.kind.name(),
+            cx.route,
+            name,
+            store,
+        )
+    }
 }
 
 /// What went wrong while converting, for the route's conditions.
@@ -60,6 +94,8 @@ pub struct Ctx<'a> {
     pub caller: backend::Caller<'a>,
     pub kind: backend::RouteKind,
     pub namespace: &'a str,
+    /// The route's name.
+    pub route: &'a str,
     pub order: RouteOrder,
     pub clusters: &'a mut BTreeMap<String, Cluster>,
 }
@@ -112,6 +148,7 @@ impl<'a> Ctx<'a> {
             caller,
             kind,
             namespace: &key.namespace,
+            route: &key.name,
             order: route_order(key, meta),
             clusters,
         }
@@ -171,6 +208,7 @@ pub fn convert(
         backends,
         timeouts,
         retry,
+        traffic: Rule::traffic_of(cx, rule.name.as_deref()),
     })
 }
 

@@ -335,6 +335,7 @@ mod tests {
             identity: None,
             limits: Default::default(),
             access: Default::default(),
+            rate_limit_store: None,
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];
