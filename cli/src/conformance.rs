@@ -131,6 +131,10 @@ const TESTS: &[(&str, &str)] = &[
         include_str!("../../integration/tests/routing.rs"),
     ),
     (
+        "integration/tests/traffic.rs",
+        include_str!("../../integration/tests/traffic.rs"),
+    ),
+    (
         "integration/tests/tracing.rs",
         include_str!("../../integration/tests/tracing.rs"),
     ),

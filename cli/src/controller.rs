@@ -59,6 +59,10 @@ pub struct Args {
     /// Where Gateways without spec.addresses listen in their pods.
     #[arg(long, default_value = "0.0.0.0")]
     default_address: std::net::IpAddr,
+    /// The Redis global rate limits count in (`redis://host:port`); without
+    /// it, policies with global limits are not accepted.
+    #[arg(long, env = "WEFT_REDIS")]
+    redis: Option<String>,
     /// The GatewayClass the leader makes when it is missing; empty for none.
     #[arg(long, default_value = "weft")]
     gateway_class: String,
@@ -120,6 +124,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         trust_domain: args.trust_domain,
         cluster_domain: args.cluster_domain.clone(),
         default_address: args.default_address,
+        rate_limit_store: args.redis.clone(),
         ..Options::default()
     });
     let admin = weft_controller::admin::bind(args.admin).await?;

@@ -10,6 +10,7 @@ mod grpc_echo;
 mod jwt;
 mod mesh;
 mod proxies;
+mod redis;
 mod sidecar_process;
 mod up;
 mod workloads;
@@ -57,6 +58,10 @@ enum Command {
         /// The DNS suffix of Service names (`<svc>.<ns>.svc.<domain>`).
         #[arg(long, default_value = "cluster.local")]
         cluster_domain: String,
+        /// The Redis global rate limits count in (`redis://host:port`);
+        /// without it, weft up runs its own when redis-server is installed.
+        #[arg(long)]
+        redis: Option<String>,
     },
     /// Run the control plane on Kubernetes: watch the API server, publish
     /// config, write statuses while leading.
@@ -286,8 +291,10 @@ fn main() -> anyhow::Result<()> {
                 sidecar_processes,
                 trust_domain,
                 cluster_domain,
+                redis,
             } => {
                 up::run(up::UpOptions {
+                    redis,
                     dir,
                     admin,
                     default_address,

@@ -49,6 +49,9 @@ pub struct UpOptions {
     pub trust_domain: String,
     /// The DNS suffix of Service names.
     pub cluster_domain: String,
+    /// The Redis global rate limits count in (`--redis`); without it, one
+    /// of weft up's own when `redis-server` is installed.
+    pub redis: Option<String>,
 }
 
 pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -61,13 +64,16 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         sidecar_processes,
         trust_domain,
         cluster_domain,
+        redis,
     } = opts;
+    let mut rate_store = crate::redis::RateStore::plan(redis);
     let (mut controller, state) = Controller::new(
         dir.clone(),
         Options {
             default_address,
             trust_domain: trust_domain.clone(),
             cluster_domain,
+            rate_limit_store: rate_store.url(),
             ..Options::default()
         },
     );
@@ -129,6 +135,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             ca_secret_warned = true;
         }
         mesh.set_roster(roster(&published));
+        rate_store.ensure(needs_rate_store(&published));
         reconcile_gateways(&mut gateways, &published, &dial, &mesh).await?;
         mesh.reconcile(&published.sidecars).await;
         workloads.reconcile(&with_proxy(&published, &mesh)).await;
@@ -150,6 +157,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     tokio::time::sleep(DRAIN).await;
     workloads.stop_all().await;
     mesh.stop_all().await;
+    rate_store.stop().await;
     let _ = stop_tx.send(true);
     let _ = control.await;
     Ok(())
@@ -167,6 +175,15 @@ pub(crate) fn roster(published: &Published) -> Vec<weft_ca::SpiffeId> {
         .chain(gateways)
         .filter_map(|id| weft_ca::SpiffeId::parse(id).ok())
         .collect()
+}
+
+/// Whether a proxy `published` runs counts global rate limits.
+fn needs_rate_store(published: &Published) -> bool {
+    let gateways = published.gateways.values().map(|g| &g.config);
+    let sidecars = published.sidecars.values().map(|s| &s.outbound);
+    gateways
+        .chain(sidecars)
+        .any(|c| c.rate_limit_store.is_some())
 }
 
 /// The Workloads with their sidecar's outbound port as HTTP proxy, so

@@ -55,8 +55,9 @@ pub struct Gateway {
     /// Whether the config stream to the controller is up.
     controller_connected: std::sync::atomic::AtomicBool,
     pub(crate) interest: Option<Arc<route::discovery::Interest>>,
-    /// Endpoint health and breaker counters, kept across snapshots.
-    health: upstream::health::Registry,
+    /// Endpoint health, breakers and rate-limit buckets, kept across
+    /// snapshots.
+    kept: config::kept::Kept,
     /// Active health checks of the current snapshot's clusters.
     probes: upstream::probe::Probes,
 }
@@ -107,7 +108,7 @@ impl Gateway {
             rejected: std::sync::Mutex::new(None),
             controller_connected: Default::default(),
             interest,
-            health: Default::default(),
+            kept: Default::default(),
             probes: Default::default(),
         })
     }
@@ -120,12 +121,12 @@ impl Gateway {
         version: String,
         config: GatewayConfig,
     ) -> Result<Vec<String>, GatewayError> {
-        let snapshot = Arc::new(Snapshot::build_in(version, config, &self.health)?);
+        let snapshot = Arc::new(Snapshot::build_in(version, config, &self.kept)?);
         let mut listeners = self.listeners.lock().await;
         self.snapshot.store(Some(snapshot.clone()));
         let names: std::collections::HashSet<&str> =
             snapshot.clusters.iter().map(|c| c.name.as_str()).collect();
-        self.health.retain(|name| names.contains(name));
+        self.kept.health.retain(|name| names.contains(name));
         self.probes.follow(&snapshot);
         let errors = listeners.reconcile(&snapshot).await;
         *self.bind_errors.lock().await = errors.clone();

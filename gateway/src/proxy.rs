@@ -7,28 +7,35 @@
 //!   for TLS, with 421 when the two disagree) → virtual host → first
 //!   matching route. It answers on its own what needs no backend: 404 no
 //!   route, redirects, 500 for a rule whose backends are all invalid; and
-//!   what the route's access policy refuses (`guard`). It starts the
-//!   request's deadline and the copy for its mirrors.
+//!   what the route's access policy refuses (`guard`), what its rate
+//!   limits refuse and the faults it injects (`shape`), and what the
+//!   cluster's circuit breaker refuses (503, `x-weft-overloaded`). It
+//!   starts the request's deadline and the copy for its mirrors.
 //! - `request_body_filter` copies the body for the mirrors, and sends the
 //!   copies once it is whole.
 //! - `upstream_peer` picks an endpoint of the chosen backend's cluster; 503
 //!   when the cluster has none.
-//! - `connected_to_upstream` tells the deadline which socket to cut.
+//! - `connected_to_upstream` tells the deadline which socket to cut, and
+//!   closes a connection that has carried its share of requests.
 //! - `upstream_request_filter` says who the client is
 //!   (`crate::filters::forwarded`) and applies request filters and rewrites.
-//! - `upstream_response_filter` retries on status; `response_filter`
-//!   applies response header filters and CORS.
+//! - `upstream_response_filter` counts the answer for outlier detection
+//!   and retries on status; `response_filter` applies response header
+//!   filters, CORS and the `x-ratelimit-*` headers.
 //! - `upstream_response_body_filter` ends the deadline with the body.
-//! - `error_while_proxy` and `fail_to_connect` decide retries
-//!   (`crate::upstream::retry`): every try counts.
+//! - `error_while_proxy` and `fail_to_connect` count the failure for
+//!   outlier detection and decide retries (`crate::upstream::retry`):
+//!   every try counts.
 //! - `fail_to_proxy` maps failures to status codes (`crate::filters::rescue`).
-//! - `logging` releases the endpoint and records metrics, logs and spans.
+//! - `logging` releases the endpoint and the breaker's place, and records
+//!   metrics (with Envoy's response flags), logs and spans.
 //!
 //! What the gateway answers itself, a gRPC caller gets as a gRPC status
 //! (`crate::filters::grpc`).
 
 mod ctx;
 mod guard;
+mod shape;
 mod steps;
 
 use crate::config::snapshot::Snapshot;
@@ -44,7 +51,7 @@ use crate::telemetry::trace::TraceContext;
 use crate::upstream::balancer::CONNECT_TIMEOUT;
 use crate::upstream::deadline::Deadline;
 use crate::upstream::health::Outcome;
-use crate::upstream::retry::{Failure, Request, Verdict};
+use crate::upstream::retry::{Failure, Verdict};
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 pub use ctx::RequestCtx;
@@ -55,7 +62,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 use std::sync::Arc;
 use std::time::Duration;
-use steps::{canonical, mirror_head, overloaded, passthrough_peer, respond};
+use steps::{canonical, mirror_head, passthrough_peer, respond};
 use weft_api::HttpFilter;
 
 /// How long a request for an unknown host waits for the controller's answer.
@@ -166,6 +173,34 @@ impl ProxyHttp for WeftProxy {
             Some(chosen) => chosen,
             None => return Ok(true),
         };
+        // From here the request counts against its cluster (in flight for
+        // the retry budget, until `logging`).
+        cluster.budget.start();
+        ctx.backend = backend;
+        ctx.cluster = Some(cluster.clone());
+        ctx.route = Some(route.clone());
+        // Rate limits and faults, before anything is sent or mirrored.
+        if let Some(t) = route.backends.get(backend).and_then(|b| b.traffic.as_ref()) {
+            let store = snapshot.rate_store.as_ref();
+            if shape::shape(session, ctx, &self.metrics, t, store).await? {
+                return Ok(true);
+            }
+        }
+        // An injected delay is not the backend's time.
+        ctx.retry.deadline = route
+            .timeouts
+            .request_ms
+            .map(|ms| ctx.started + ctx.injected_delay + Duration::from_millis(ms));
+        // A tunnel outlives the request that opened it, and its "body" is
+        // never replayed; other requests get the deadline, and keep their
+        // body for a retry (Pingora buffers a bounded amount).
+        if !session.is_upgrade_req() {
+            ctx.deadline = ctx.retry.deadline.map(Deadline::start);
+            session.enable_retry_buffering();
+        }
+        if steps::through_breaker(session, ctx, &cluster).await? {
+            return Ok(true);
+        }
         let mirrored: Vec<_> = route
             .mirrors
             .iter()
@@ -176,33 +211,6 @@ impl ProxyHttp for WeftProxy {
             let head = mirror_head(session, ctx, &route)?;
             let limit = snapshot.config.limits.mirror_body_bytes;
             ctx.mirror = Some(Copy::new(mirrored, head, limit as usize));
-        }
-        cluster.budget.start();
-        ctx.retry.deadline = route
-            .timeouts
-            .request_ms
-            .map(|ms| ctx.started + Duration::from_millis(ms));
-        // A tunnel outlives the request that opened it, and its "body" is
-        // never replayed; other requests get the deadline, and keep their
-        // body for a retry (Pingora buffers a bounded amount).
-        if !session.is_upgrade_req() {
-            ctx.deadline = ctx.retry.deadline.map(Deadline::start);
-            session.enable_retry_buffering();
-        }
-        // Over the cluster's bounds, the request is refused at once; it
-        // waits for a connection slot no longer than it may wait for a
-        // connection.
-        let wait = ctx
-            .retry
-            .remaining()
-            .map_or(CONNECT_TIMEOUT, |r| r.min(CONNECT_TIMEOUT));
-        ctx.admission = cluster.health.breaker.admit(wait).await;
-        ctx.backend = backend;
-        ctx.cluster = Some(cluster);
-        ctx.route = Some(route);
-        if ctx.admission.is_none() {
-            ctx.response_flags = "UO";
-            return overloaded(session).await;
         }
         Ok(false)
     }
@@ -400,7 +408,7 @@ impl ProxyHttp for WeftProxy {
         if status < 400 {
             return Ok(());
         }
-        match self.may_retry(session, ctx, Failure::Status(status)) {
+        match steps::may_retry(session, ctx, Failure::Status(status)) {
             Verdict::Retry => {
                 ctx.retry.on_status = true;
                 let mut e = Error::explain(HTTPStatus(status), "retrying on status");
@@ -436,7 +444,7 @@ impl ProxyHttp for WeftProxy {
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
             _ => Failure::Reset,
         };
-        let retry = self.may_retry(session, ctx, failure) == Verdict::Retry;
+        let retry = steps::may_retry(session, ctx, failure) == Verdict::Retry;
         e.set_retry(retry);
         e
     }
@@ -470,6 +478,9 @@ impl ProxyHttp for WeftProxy {
                 headers::modify_response(m, resp);
             }
         }
+        if let Some(q) = &ctx.quota {
+            shape::quota_headers(resp, q)?;
+        }
         let cors = ctx.route.as_ref().and_then(|r| r.cors.as_ref());
         let origin = session.req_header().headers.get(http::header::ORIGIN);
         if let (Some(cors), Some(origin)) = (cors, origin) {
@@ -497,7 +508,7 @@ impl ProxyHttp for WeftProxy {
             c.record(i, Outcome::LocalFailure);
         }
         // Another endpoint, if the route's attempts allow it.
-        let retry = self.may_retry(session, ctx, Failure::Connect) == Verdict::Retry;
+        let retry = steps::may_retry(session, ctx, Failure::Connect) == Verdict::Retry;
         e.set_retry(retry);
         e
     }
@@ -580,28 +591,5 @@ pub(crate) fn arrival_of(port: Option<u16>, conn: Option<&ConnInfo>) -> select::
         port,
         sni: conn.and_then(|c| c.sni.as_deref()),
         original_port: conn.and_then(|c| c.original_dst).map(|a| a.port()),
-    }
-}
-
-impl WeftProxy {
-    /// Whether the failed try is tried again (on another endpoint).
-    fn may_retry(&self, session: &Session, ctx: &mut RequestCtx, failure: Failure) -> Verdict {
-        let Some(cluster) = ctx.cluster.clone() else {
-            return Verdict::No;
-        };
-        let req = Request {
-            idempotent: session.req_header().method.is_idempotent(),
-            // An upgrade's "body" is the tunnel: it cannot be replayed.
-            replayable: !session.as_ref().retry_buffer_truncated()
-                && session.response_written().is_none()
-                && !session.is_upgrade_req(),
-        };
-        let policy = ctx.route.as_ref().and_then(|r| r.retry.as_ref());
-        let verdict = ctx.retry.allow(policy, failure, &req, &cluster.budget);
-        if verdict == Verdict::Retry {
-            tracing::debug!(?failure, cluster = %cluster.name, "retrying");
-            ctx.failed_endpoint = ctx.endpoint;
-        }
-        verdict
     }
 }

@@ -90,14 +90,25 @@ async fn a_failing_endpoint_is_ejected_after_the_count_and_returns_after_the_eje
 
     flakies[1].set_status(500);
     let before = flakies[1].hits();
-    let statuses = send(&c, &url, 30).await;
+    // The third failure in a row ejects: no ejection starts before the
+    // request that brought it was sent.
+    let mut statuses = Vec::new();
+    let mut ejected_at = None;
+    for _ in 0..30 {
+        let sent = Instant::now();
+        let status = get(&c, &url, "reviews.example.com").await.0;
+        statuses.push(status);
+        if status == 500 && statuses.iter().filter(|s| **s == 500).count() == 3 {
+            ejected_at = Some(sent);
+        }
+    }
     let failures = statuses.iter().filter(|s| **s == 500).count();
     assert_eq!(
         failures, 3,
         "ejected at the third 5xx in a row: {statuses:?}"
     );
     assert_eq!(flakies[1].hits() - before, 3);
-    let ejected_at = Instant::now();
+    let ejected_at = ejected_at.unwrap();
 
     // Healthy again, but ejected: no traffic until the ejection ends.
     flakies[1].set_status(200);

@@ -3,12 +3,14 @@
 //! holds one and swaps it whole.
 
 use crate::config::hosts::HostTable;
+use crate::config::kept::Kept;
 use crate::config::matcher::{Matcher, Path};
 use crate::error::GatewayError;
 use crate::filters::cors::CompiledCors;
+use crate::policy::global::GlobalStore;
+use crate::policy::traffic::CompiledTraffic;
 use crate::policy::CompiledAccess;
 use crate::upstream::balancer::ClusterState;
-use crate::upstream::health::Registry;
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +22,8 @@ pub struct Snapshot {
     pub ports: HashMap<u16, PortTable>,
     /// Every cluster, for what runs beside the requests (active checks).
     pub clusters: Vec<Arc<ClusterState>>,
+    /// Where global rate limits are counted, when some route has them.
+    pub rate_store: Option<Arc<GlobalStore>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -68,21 +72,32 @@ pub struct CompiledBackend {
     /// `Err(status)` for a backend that could not be resolved.
     pub target: Result<Arc<ClusterState>, u16>,
     pub filters: Vec<HttpFilter>,
+    /// Rate limits and faults: the route's, else the backend Service's.
+    pub traffic: Option<Arc<CompiledTraffic>>,
+}
+
+/// What routes are compiled against.
+struct Parts<'a> {
+    clusters: HashMap<&'a str, Arc<ClusterState>>,
+    access: HashMap<&'a str, Arc<CompiledAccess>>,
+    /// Each cluster's own rate limits and faults.
+    traffic: HashMap<&'a str, Arc<CompiledTraffic>>,
+    kept: &'a Kept,
 }
 
 impl Snapshot {
     /// Validates and compiles a config, with endpoint health of its own.
     /// Fails without side effects.
     pub fn build(version: String, config: GatewayConfig) -> Result<Self, GatewayError> {
-        Snapshot::build_in(version, config, &Registry::default())
+        Snapshot::build_in(version, config, &Kept::default())
     }
 
-    /// Validates and compiles a config whose clusters share the endpoint
-    /// health `registry` keeps (of the proxy that will run it).
+    /// Validates and compiles a config that carries on from what `kept`
+    /// holds (of the proxy that will run it).
     pub fn build_in(
         version: String,
         config: GatewayConfig,
-        registry: &Registry,
+        kept: &Kept,
     ) -> Result<Self, GatewayError> {
         config
             .validate()
@@ -91,7 +106,7 @@ impl Snapshot {
             .clusters
             .iter()
             .map(|(name, c)| {
-                let state = ClusterState::new(name, c, registry)
+                let state = ClusterState::new(name, c, &kept.health)
                     .map_err(|e| GatewayError::Snapshot(format!("cluster {name}: TLS: {e}")))?;
                 Ok((name.as_str(), Arc::new(state)))
             })
@@ -105,6 +120,26 @@ impl Snapshot {
                 Ok((name.as_str(), Arc::new(compiled)))
             })
             .collect::<Result<_, GatewayError>>()?;
+        let traffic: HashMap<&str, Arc<CompiledTraffic>> = config
+            .clusters
+            .iter()
+            .filter_map(|(name, c)| Some((name, c.resilience.traffic.as_ref()?)))
+            .map(|(name, t)| {
+                let compiled = CompiledTraffic::compile(t, &kept.limiters)
+                    .map_err(|e| GatewayError::Snapshot(format!("cluster {name}: {e}")))?;
+                Ok((name.as_str(), Arc::new(compiled)))
+            })
+            .collect::<Result<_, GatewayError>>()?;
+        let rate_store = match &config.rate_limit_store {
+            Some(url) => Some(kept.store(url).map_err(GatewayError::Snapshot)?),
+            None => None,
+        };
+        let parts = Parts {
+            clusters,
+            access,
+            traffic,
+            kept,
+        };
         let mut ports = HashMap::new();
         for port in &config.ports {
             let mut listeners = Vec::new();
@@ -121,7 +156,7 @@ impl Snapshot {
                     .map(|v| {
                         v.routes
                             .iter()
-                            .map(|r| compile_route(r, &clusters, &access).map(Arc::new))
+                            .map(|r| compile_route(r, &parts).map(Arc::new))
                             .collect()
                     })
                     .collect::<Result<Vec<Vec<_>>, _>>()?;
@@ -147,31 +182,45 @@ impl Snapshot {
                 },
             );
         }
-        let clusters = clusters.into_values().collect();
+        let clusters = parts.clusters.into_values().collect();
         Ok(Snapshot {
             version,
             config,
             ports,
             clusters,
+            rate_store,
         })
     }
 }
 
-fn compile_route(
-    r: &Route,
-    clusters: &HashMap<&str, Arc<ClusterState>>,
-    access: &HashMap<&str, Arc<CompiledAccess>>,
-) -> Result<CompiledRoute, GatewayError> {
+fn compile_route(r: &Route, parts: &Parts<'_>) -> Result<CompiledRoute, GatewayError> {
+    let (clusters, access) = (&parts.clusters, &parts.access);
+    let own = match &r.traffic {
+        Some(t) => Some(Arc::new(
+            CompiledTraffic::compile(t, &parts.kept.limiters)
+                .map_err(|e| GatewayError::Snapshot(format!("route {}: {e}", r.name)))?,
+        )),
+        None => None,
+    };
     let backends: Vec<CompiledBackend> = r
         .backends
         .iter()
-        .map(|b| CompiledBackend {
-            weight: b.weight,
-            target: match &b.target {
-                BackendTarget::Cluster(c) => clusters.get(c.as_str()).cloned().ok_or(500),
-                BackendTarget::Invalid { status } => Err(*status),
-            },
-            filters: b.filters.clone(),
+        .map(|b| {
+            let cluster = match &b.target {
+                BackendTarget::Cluster(c) => Some(c.as_str()),
+                BackendTarget::Invalid { .. } => None,
+            };
+            CompiledBackend {
+                weight: b.weight,
+                target: match &b.target {
+                    BackendTarget::Cluster(c) => clusters.get(c.as_str()).cloned().ok_or(500),
+                    BackendTarget::Invalid { status } => Err(*status),
+                },
+                filters: b.filters.clone(),
+                traffic: own
+                    .clone()
+                    .or_else(|| cluster.and_then(|c| parts.traffic.get(c).cloned())),
+            }
         })
         .collect();
     let mirrors = r

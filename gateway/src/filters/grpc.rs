@@ -33,6 +33,16 @@ fn message_for(status: u16) -> &'static str {
     }
 }
 
+/// A trailers-only answer with gRPC status `code` and `message` (already
+/// percent-encoded).
+pub fn status_response(code: u32, message: &str) -> pingora::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(200, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+    resp.insert_header("grpc-status", code.to_string())?;
+    resp.insert_header("grpc-message", message)?;
+    Ok(resp)
+}
+
 /// The trailers-only answer to a gRPC call that failed with HTTP `status`.
 pub fn error_response(status: u16) -> pingora::Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(200, Some(3))?;

@@ -15,14 +15,20 @@
 //!
 //! On an L4 port only what a connection shows is asked
 //! ([`CompiledAccess::check_connection`]).
+//!
+//! Then what a BackendTrafficPolicy does to requests (`traffic`): rate
+//! limits, local (`ratelimit`) and global (`global`, in Redis), and faults.
 
 pub mod authz;
 mod authz_index;
 pub mod cache;
+pub mod global;
 pub mod jwt;
 pub mod keys;
+pub mod ratelimit;
 pub mod remote;
 pub mod rewrite;
+pub mod traffic;
 
 use authz::{Facts, HttpFacts};
 use jwt::Verified;

@@ -54,6 +54,10 @@ pub struct RequestCtx {
     /// The upstream connection closes after this request
     /// (`maxRequestsPerConnection`).
     pub(crate) last_on_connection: bool,
+    /// The tightest rate limit that applied, for `x-ratelimit-*`.
+    pub(crate) quota: Option<crate::policy::ratelimit::Quota>,
+    /// A delay a fault injected (not counted in the request's timeout).
+    pub(crate) injected_delay: std::time::Duration,
 }
 
 impl RequestCtx {
@@ -80,6 +84,8 @@ impl RequestCtx {
             admission: None,
             response_flags: "-",
             last_on_connection: false,
+            quota: None,
+            injected_delay: std::time::Duration::ZERO,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The steps of `WeftProxy`'s phases that are more than a few lines: the
-//! answers the proxy gives itself, the request made canonical, the head a
-//! mirror gets, the filters on what goes upstream, and the peer of a host
-//! outside the config.
+//! answers the proxy gives itself, the request made canonical, the circuit
+//! breaker's admission, the head a mirror gets, the filters on what goes
+//! upstream, the peer of a host outside the config, and whether a failed
+//! try is tried again.
 
 use super::ctx::RequestCtx;
 use crate::config::snapshot::CompiledRoute;
@@ -9,6 +10,8 @@ use crate::filters::forwarded;
 use crate::filters::headers;
 use crate::listen::conn::ConnInfo;
 use crate::route::normalize;
+use crate::upstream::balancer::{ClusterState, CONNECT_TIMEOUT};
+use crate::upstream::retry::{Failure, Request, Verdict};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::proxy::Session;
@@ -35,9 +38,29 @@ pub(super) async fn respond(
     Ok(true)
 }
 
+/// Over the cluster's bounds (its circuit breaker), the request is
+/// answered at once (`true`); it waits for a connection slot no longer
+/// than it may wait for a connection.
+pub(super) async fn through_breaker(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    cluster: &ClusterState,
+) -> Result<bool> {
+    let wait = ctx
+        .retry
+        .remaining()
+        .map_or(CONNECT_TIMEOUT, |r| r.min(CONNECT_TIMEOUT));
+    ctx.admission = cluster.health.breaker.admit(wait).await;
+    if ctx.admission.is_some() {
+        return Ok(false);
+    }
+    ctx.response_flags = "UO";
+    overloaded(session).await
+}
+
 /// Answers a request a cluster's circuit breaker refused: 503 (gRPC
 /// `UNAVAILABLE`) with `x-weft-overloaded: true`, at once.
-pub(super) async fn overloaded(session: &mut Session) -> Result<bool> {
+async fn overloaded(session: &mut Session) -> Result<bool> {
     let mut resp = if crate::filters::grpc::is_grpc(session.req_header()) {
         crate::filters::grpc::error_response(503)?
     } else {
@@ -161,6 +184,27 @@ pub(super) fn bodiless(req: &RequestHeader, resp: &ResponseHeader) -> bool {
             .headers
             .get(http::header::CONTENT_LENGTH)
             .is_some_and(|v| v.as_bytes() == b"0")
+}
+
+/// Whether the failed try is tried again (on another endpoint).
+pub(super) fn may_retry(session: &Session, ctx: &mut RequestCtx, failure: Failure) -> Verdict {
+    let Some(cluster) = ctx.cluster.clone() else {
+        return Verdict::No;
+    };
+    let req = Request {
+        idempotent: session.req_header().method.is_idempotent(),
+        // An upgrade's "body" is the tunnel: it cannot be replayed.
+        replayable: !session.as_ref().retry_buffer_truncated()
+            && session.response_written().is_none()
+            && !session.is_upgrade_req(),
+    };
+    let policy = ctx.route.as_ref().and_then(|r| r.retry.as_ref());
+    let verdict = ctx.retry.allow(policy, failure, &req, &cluster.budget);
+    if verdict == Verdict::Retry {
+        tracing::debug!(?failure, cluster = %cluster.name, "retrying");
+        ctx.failed_endpoint = ctx.endpoint;
+    }
+    verdict
 }
 
 #[cfg(test)]

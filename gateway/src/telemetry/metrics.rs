@@ -159,6 +159,8 @@ pub struct Metrics {
     mirrors: IntCounterVec,
     /// Requests and connections an access policy decided on.
     policy: IntCounterVec,
+    /// Requests a rate limit refused, or let through without its store.
+    rate_limits: IntCounterVec,
     bounds: Arc<Bounds>,
     /// These families among every `Metrics::new` of the process (the key
     /// of their series in `series`' per-thread caches).
@@ -253,7 +255,16 @@ impl Metrics {
             &["reporter", "policy", "decision", "reason"],
         )
         .expect("valid metric");
+        let rate_limits = IntCounterVec::new(
+            Opts::new(
+                "weft_rate_limit_requests_total",
+                "Requests a rate limit refused (over_local_limit, over_global_limit), or decided on without its store (store_unavailable_passed, store_unavailable_refused)",
+            ),
+            &["reporter", "policy", "decision"],
+        )
+        .expect("valid metric");
         for m in [
+            &rate_limits,
             &requests,
             &downstream_versions,
             &mirrors,
@@ -288,6 +299,7 @@ impl Metrics {
             downstream_versions,
             mirrors,
             policy,
+            rate_limits,
             bounds: Arc::default(),
             families,
             versions: Default::default(),
@@ -306,6 +318,14 @@ impl Metrics {
             reporter,
             ..self.clone()
         }
+    }
+
+    /// A rate limit's decision on a request (policy names come from the
+    /// config, so the series stay bounded).
+    pub fn rate_limit(&self, policy: &str, decision: &str) {
+        self.rate_limits
+            .with_label_values(&[self.reporter.reporter, policy, decision])
+            .inc();
     }
 
     /// One decision of an access policy (whose names come from the

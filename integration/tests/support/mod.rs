@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod kube;
 pub mod netns;
 pub mod pki;
+pub mod redis;
 pub mod ws;
 
 pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
