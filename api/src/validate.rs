@@ -2,7 +2,7 @@
 //! accepts it. A snapshot that fails them is NACKed and never served.
 
 use crate::{ApiError, BackendTarget, GatewayConfig, HttpFilter, PathMatch, PathModifier};
-use crate::{Protocol, Route, StringMatch};
+use crate::{ConsistentHash, LbPolicy, Protocol, Route, StringMatch};
 use std::collections::HashSet;
 
 const REDIRECT_CODES: [u16; 5] = [301, 302, 303, 307, 308];
@@ -56,6 +56,18 @@ impl GatewayConfig {
                 .resilience
                 .validate()
                 .map_err(|e| ApiError::Invalid(format!("cluster {name}: {e}")))?;
+            match (cluster.lb, &cluster.hash) {
+                (LbPolicy::ConsistentHash, None) => {
+                    return invalid(format!("cluster {name} hashes on nothing"));
+                }
+                (_, Some(h)) if !ConsistentHash::table_size_ok(h.table_size) => {
+                    return invalid(format!(
+                        "cluster {name}: table size {} is not a prime up to 5000011",
+                        h.table_size
+                    ));
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -84,6 +96,12 @@ impl GatewayConfig {
         }
         if let Some(t) = &route.traffic {
             t.validate()?;
+        }
+        if let Some(s) = &route.session {
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if s.name.is_empty() || !s.name.bytes().all(token) {
+                return Err(format!("session name {:?} is not a token", s.name));
+            }
         }
         if let Some(a) = &route.access {
             if !self.access.contains_key(a) {

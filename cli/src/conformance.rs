@@ -19,6 +19,10 @@ pub const GATEWAY_API_VERSION: &str = "v1.5.1";
 /// The end-to-end tests, as built into the binary: (path, source).
 const TESTS: &[(&str, &str)] = &[
     (
+        "integration/tests/affinity.rs",
+        include_str!("../../integration/tests/affinity.rs"),
+    ),
+    (
         "integration/tests/backend_tls.rs",
         include_str!("../../integration/tests/backend_tls.rs"),
     ),
@@ -131,12 +135,12 @@ const TESTS: &[(&str, &str)] = &[
         include_str!("../../integration/tests/routing.rs"),
     ),
     (
-        "integration/tests/traffic.rs",
-        include_str!("../../integration/tests/traffic.rs"),
-    ),
-    (
         "integration/tests/tracing.rs",
         include_str!("../../integration/tests/tracing.rs"),
+    ),
+    (
+        "integration/tests/traffic.rs",
+        include_str!("../../integration/tests/traffic.rs"),
     ),
 ];
 

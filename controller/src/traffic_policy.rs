@@ -30,13 +30,13 @@ pub struct BackendTrafficPolicySpec {
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreakerSpec>,
     #[serde(default)]
-    pub health_check: Option<HealthCheckSpec>,
+    pub health_check: Option<Box<HealthCheckSpec>>,
     #[serde(default)]
-    pub load_balancer: Option<LoadBalancerSpec>,
+    pub load_balancer: Option<Box<LoadBalancerSpec>>,
     #[serde(default)]
-    pub rate_limit: Option<RateLimitSpec>,
+    pub rate_limit: Option<Box<RateLimitSpec>>,
     #[serde(default)]
-    pub fault_injection: Option<FaultInjectionSpec>,
+    pub fault_injection: Option<Box<FaultInjectionSpec>>,
 }
 
 /// Faults injected into a share of requests: a delay, then an answer
@@ -248,14 +248,43 @@ pub struct PassiveHealthCheckSpec {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerSpec {
-    /// `RoundRobin`, `LeastRequest`, `Random` (`ConsistentHash` is not built
-    /// yet).
+    /// `RoundRobin`, `LeastRequest`, `Random` or `ConsistentHash`.
     #[serde(default, rename = "type")]
     pub type_: String,
     #[serde(default)]
-    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
-    pub consistent_hash: Option<serde_json::Value>,
+    pub consistent_hash: Option<ConsistentHashSpec>,
+    /// Not built yet: a policy with it is not accepted.
     #[serde(default)]
     #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
     pub zone_aware: Option<serde_json::Value>,
+}
+
+/// What a request is hashed on (Maglev).
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsistentHashSpec {
+    /// `SourceIP`, `Header` or `Cookie`.
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    #[serde(default)]
+    pub header: Option<HashHeaderSpec>,
+    #[serde(default)]
+    pub cookie: Option<HashCookieSpec>,
+    /// A prime up to 5000011; 65537 when absent.
+    #[serde(default)]
+    pub table_size: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+pub struct HashHeaderSpec {
+    pub name: String,
+}
+
+/// A request without the cookie is given one.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+pub struct HashCookieSpec {
+    pub name: String,
+    /// How long the cookie given lasts; the browser session when absent.
+    #[serde(default)]
+    pub ttl: Option<String>,
 }

@@ -33,6 +33,7 @@
 //! What the gateway answers itself, a gRPC caller gets as a gRPC status
 //! (`crate::filters::grpc`).
 
+mod affinity;
 mod ctx;
 mod guard;
 mod shape;
@@ -173,6 +174,7 @@ impl ProxyHttp for WeftProxy {
             Some(chosen) => chosen,
             None => return Ok(true),
         };
+        let (backend, cluster) = affinity::prepare(session, ctx, &route, (backend, cluster));
         // From here the request counts against its cluster (in flight for
         // the retry budget, until `logging`).
         cluster.budget.start();
@@ -258,7 +260,8 @@ impl ProxyHttp for WeftProxy {
         if ctx.retry.remaining() == Some(Duration::ZERO) {
             return Err(Error::explain(HTTPStatus(504), "request timeout"));
         }
-        let Some(i) = cluster.pick(ctx.failed_endpoint) else {
+        let hint = affinity::hint(&mut ctx.pinned, ctx.hash_key);
+        let Some(i) = cluster.pick_for(ctx.failed_endpoint, hint) else {
             ctx.response_flags = "UH";
             return Err(Error::explain(
                 HTTPStatus(503),
@@ -481,6 +484,7 @@ impl ProxyHttp for WeftProxy {
         if let Some(q) = &ctx.quota {
             shape::quota_headers(resp, q)?;
         }
+        affinity::answer(resp, ctx)?;
         let cors = ctx.route.as_ref().and_then(|r| r.cors.as_ref());
         let origin = session.req_header().headers.get(http::header::ORIGIN);
         if let (Some(cors), Some(origin)) = (cors, origin) {

@@ -39,6 +39,7 @@ fn gateway_config(
         tls: Some(tls),
         service: None,
         resilience: Default::default(),
+        hash: None,
     };
     GatewayConfig {
         namespace: "infra".into(),

@@ -191,6 +191,7 @@ pub fn resolve(
                 r.name,
                 caller.trust().cluster_domain
             )),
+            hash: traffic.as_ref().and_then(|t| t.hash.clone()),
             resilience: traffic.map(|t| t.resilience).unwrap_or_default(),
         };
         let (endpoints, identities) =

@@ -7,7 +7,7 @@ use super::backend::{backend_ref, Caller, RouteKind};
 use super::rules::{self, Ctx, Problems, RouteOrder, Rule, SortKey};
 use crate::resources::ObjKey;
 use crate::store::Store;
-use gateway_api::grpcroutes::{
+use gateway_api::experimental::grpcroutes::{
     GrpcRoute, GrpcRouteRules, GrpcRouteRulesMatches, GrpcRouteRulesMatchesHeadersType,
     GrpcRouteRulesMatchesMethodType,
 };
@@ -76,6 +76,24 @@ fn convert(
     let refs = rule.backend_refs.iter().flatten();
     let refs = refs.map(|b| (backend_ref!(b), b.weight, &b.filters));
     let backends = rules::backends(cx, refs, false, problems)?;
+    // The same shape as an HTTPRoute rule's.
+    let session = rule
+        .session_persistence
+        .as_ref()
+        .map(|sp| {
+            let text = serde_json::to_value(sp).map_err(|e| e.to_string())?;
+            serde_json::from_value(text)
+                .map_err(|e| e.to_string())
+                .and_then(|sp| rules::session(&sp))
+        })
+        .transpose();
+    let session = match session {
+        Ok(s) => s,
+        Err(e) => {
+            problems.unsupported.get_or_insert(e);
+            return None;
+        }
+    };
     Some(Rule {
         name: rule.name.clone(),
         matches: out,
@@ -84,6 +102,7 @@ fn convert(
         timeouts: Timeouts::default(),
         retry: None,
         traffic: Rule::traffic_of(cx, rule.name.as_deref()),
+        session,
     })
 }
 
@@ -176,7 +195,7 @@ fn convert_match(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gateway_api::grpcroutes::GrpcRouteRulesMatchesMethod;
+    use gateway_api::experimental::grpcroutes::GrpcRouteRulesMatchesMethod;
 
     fn method(service: Option<&str>, name: Option<&str>, regex: bool) -> GrpcRouteRulesMatches {
         GrpcRouteRulesMatches {

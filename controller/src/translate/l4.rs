@@ -51,6 +51,7 @@ pub fn convert_route<'a>(
             timeouts: Timeouts::default(),
             retry: None,
             traffic: None,
+            session: None,
         };
         converted.push((i, rule));
     }

@@ -17,6 +17,7 @@ mod policy;
 mod program;
 mod refs;
 mod route;
+mod rule_options;
 mod rules;
 mod selector;
 mod tls;

@@ -2,6 +2,8 @@
 //! the Gateway API precedence key that orders routes within a virtual host.
 
 use super::backend::{self, BackendRef, Unresolved};
+pub use super::rule_options::session;
+use super::rule_options::{retry, timeouts};
 use crate::store::Store;
 use gateway_api::experimental::httproutes::{
     HttpRouteRules, HttpRouteRulesFilters, HttpRouteRulesFiltersType as FilterType,
@@ -13,8 +15,8 @@ use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use weft_api::{
     BackendTarget, Cluster, Cors, HeaderModifier, HttpFilter, HttpMatch, KeyMatch, Mirror,
-    PathMatch, PathModifier, Redirect, Retry, Rewrite, Route, StringMatch, Timeouts, TrafficRules,
-    WeightedBackend,
+    PathMatch, PathModifier, Redirect, Retry, Rewrite, Route, SessionPersistence, StringMatch,
+    Timeouts, TrafficRules, WeightedBackend,
 };
 
 /// Orders routes within a virtual host, most specific first: exact paths,
@@ -47,6 +49,7 @@ pub struct Rule {
     pub retry: Option<Retry>,
     /// Faults and rate limits a BackendTrafficPolicy on the route gives it.
     pub traffic: Option<TrafficRules>,
+    pub session: Option<SessionPersistence>,
 }
 
 impl Rule {
@@ -62,6 +65,7 @@ impl Rule {
             retry: self.retry.clone(),
             access,
             traffic: self.traffic.clone(),
+            session: self.session.clone(),
         }
     }
 
@@ -194,7 +198,11 @@ pub fn convert(
     let refs = rule.backend_refs.iter().flatten();
     let refs = refs.map(|b| (backend::backend_ref!(b), b.weight, &b.filters));
     let backends = backends(cx, refs, prefix_only, problems)?;
-    let (timeouts, retry) = match timeouts(rule).and_then(|t| Ok((t, retry(rule)?))) {
+    let options = timeouts(rule).and_then(|t| {
+        let session = rule.session_persistence.as_ref().map(session).transpose()?;
+        Ok((t, retry(rule)?, session))
+    });
+    let (timeouts, retry, session) = match options {
         Ok(t) => t,
         Err(e) => {
             problems.unsupported.get_or_insert(e);
@@ -209,6 +217,7 @@ pub fn convert(
         timeouts,
         retry,
         traffic: Rule::traffic_of(cx, rule.name.as_deref()),
+        session,
     })
 }
 
@@ -553,56 +562,4 @@ fn path_modifier(
         ("ReplacePrefixMatch", _, Some(p)) => Ok(PathModifier::ReplacePrefixMatch(p.clone())),
         (t, _, _) => Err(format!("path modifier {t} lacks its value")),
     }
-}
-
-/// A Gateway API duration in milliseconds; `None` for zero (no limit).
-fn millis(s: &Option<String>, what: &str) -> Result<Option<u64>, String> {
-    let Some(s) = s else { return Ok(None) };
-    let d: gateway_api::Duration = s.parse().map_err(|e| format!("{what} {s:?}: {e}"))?;
-    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    Ok((ms > 0).then_some(ms))
-}
-
-/// Retries when none are set: as Envoy's default backoff.
-const DEFAULT_ATTEMPTS: u32 = 2;
-const DEFAULT_BACKOFF_MS: u64 = 25;
-
-fn retry(rule: &HttpRouteRules) -> Result<Option<Retry>, String> {
-    let Some(r) = &rule.retry else {
-        return Ok(None);
-    };
-    let attempts = match r.attempts {
-        None => DEFAULT_ATTEMPTS,
-        Some(n) => u32::try_from(n).map_err(|_| format!("retry attempts {n} is negative"))?,
-    };
-    let codes = r
-        .codes
-        .iter()
-        .flatten()
-        .map(|c| match u16::try_from(*c) {
-            Ok(c) if (400..600).contains(&c) => Ok(c),
-            _ => Err(format!("retry code {c} is not an HTTP error status")),
-        })
-        .collect::<Result<Vec<u16>, String>>()?;
-    Ok(Some(Retry {
-        attempts,
-        backoff_ms: millis(&r.backoff, "retry backoff")?.unwrap_or(DEFAULT_BACKOFF_MS),
-        codes,
-    }))
-}
-
-fn timeouts(rule: &HttpRouteRules) -> Result<Timeouts, String> {
-    let Some(t) = &rule.timeouts else {
-        return Ok(Timeouts::default());
-    };
-    let out = Timeouts {
-        request_ms: millis(&t.request, "timeout")?,
-        backend_request_ms: millis(&t.backend_request, "timeout")?,
-    };
-    if let (Some(req), Some(be)) = (out.request_ms, out.backend_request_ms) {
-        if be > req {
-            return Err("timeouts.backendRequest must not exceed timeouts.request".into());
-        }
-    }
-    Ok(out)
 }

@@ -4,12 +4,14 @@
 
 use super::access::checks::{cidr, duration, header_name};
 use crate::traffic_policy::{
-    ActiveHealthCheckSpec, BackendTrafficPolicySpec, ClientSelector, FaultInjectionSpec,
-    PassiveHealthCheckSpec, RateLimitRule as RuleSpec, RateLimitSpec, SelectorMatch, SelectorValue,
+    ActiveHealthCheckSpec, BackendTrafficPolicySpec, ClientSelector, ConsistentHashSpec,
+    FaultInjectionSpec, PassiveHealthCheckSpec, RateLimitRule as RuleSpec, RateLimitSpec,
+    SelectorMatch, SelectorValue,
 };
 use weft_api::{
-    CircuitBreaker, ClientMatch, FaultAbort, FaultDelay, Faults, HealthCheck, HttpCheck, LbPolicy,
-    Outlier, RateLimitRule, RateLimits, Resilience, TrafficRules, ValueMatch,
+    CircuitBreaker, ClientMatch, ConsistentHash, FaultAbort, FaultDelay, Faults, HashOn,
+    HealthCheck, HttpCheck, LbPolicy, Outlier, RateLimitRule, RateLimits, Resilience, TrafficRules,
+    ValueMatch,
 };
 
 /// What a policy asks for.
@@ -19,6 +21,8 @@ pub struct Traffic {
     pub resilience: Resilience,
     /// The balancing it asks for, over the Service's annotation.
     pub lb: Option<LbPolicy>,
+    /// What a request is hashed on (`lb` ConsistentHash).
+    pub hash: Option<ConsistentHash>,
     /// The fields that only a Service target can take, that it sets.
     pub service_only: Vec<&'static str>,
 }
@@ -84,6 +88,7 @@ pub fn check(name: &str, spec: &BackendTrafficPolicySpec, store: bool) -> Result
         }
         resilience.panic_threshold = panic;
     }
+    let mut hash = None;
     let lb = match &spec.load_balancer {
         None => None,
         Some(lb) => {
@@ -98,11 +103,15 @@ pub fn check(name: &str, spec: &BackendTrafficPolicySpec, store: bool) -> Result
                 "LeastRequest" => LbPolicy::LeastRequest,
                 "Random" => LbPolicy::Random,
                 "ConsistentHash" => {
-                    return Err("loadBalancer type ConsistentHash is not supported yet".into())
+                    let Some(h) = &lb.consistent_hash else {
+                        return Err("loadBalancer type ConsistentHash needs consistentHash".into());
+                    };
+                    hash = Some(consistent_hash(h)?);
+                    LbPolicy::ConsistentHash
                 }
                 other => {
                     return Err(format!(
-                        "loadBalancer type {other:?} is not RoundRobin, LeastRequest or Random"
+                        "loadBalancer type {other:?} is not RoundRobin, LeastRequest, Random or ConsistentHash"
                     ))
                 }
             })
@@ -111,6 +120,7 @@ pub fn check(name: &str, spec: &BackendTrafficPolicySpec, store: bool) -> Result
     Ok(Traffic {
         resilience,
         lb,
+        hash,
         service_only,
     })
 }
@@ -209,6 +219,60 @@ fn outlier(p: &PassiveHealthCheckSpec) -> Result<Outlier, Invalid> {
         )?,
         max_ejection_percent: percent,
     })
+}
+
+fn consistent_hash(h: &ConsistentHashSpec) -> Result<ConsistentHash, Invalid> {
+    let on = match (h.type_.as_str(), &h.header, &h.cookie) {
+        ("SourceIP", None, None) => HashOn::SourceIp,
+        ("Header", Some(header), None) => HashOn::Header(
+            header_name(&header.name).map_err(|e| format!("consistentHash.header: {e}"))?,
+        ),
+        ("Cookie", None, Some(c)) => {
+            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            if c.name.is_empty() || !c.name.bytes().all(token) {
+                return Err(format!(
+                    "consistentHash.cookie.name {:?} is not a cookie name",
+                    c.name
+                ));
+            }
+            let ttl_seconds = match c.ttl.as_deref() {
+                None => None,
+                Some(t) => Some(millis("consistentHash.cookie.ttl", Some(t), 0)?.div_ceil(1000)),
+            };
+            HashOn::Cookie {
+                name: c.name.clone(),
+                ttl_seconds,
+            }
+        }
+        ("SourceIP" | "Header" | "Cookie", _, _) => {
+            return Err(format!(
+                "consistentHash type {} takes {}",
+                h.type_,
+                match h.type_.as_str() {
+                    "Header" => "header (and no cookie)",
+                    "Cookie" => "cookie (and no header)",
+                    _ => "neither header nor cookie",
+                }
+            ))
+        }
+        (other, _, _) => {
+            return Err(format!(
+                "consistentHash type {other:?} is not SourceIP, Header or Cookie"
+            ))
+        }
+    };
+    let table_size = match h.table_size {
+        None => 65_537,
+        Some(n) => match u32::try_from(n) {
+            Ok(n) if ConsistentHash::table_size_ok(n) => n,
+            _ => {
+                return Err(format!(
+                    "consistentHash.tableSize {n} is not a prime up to 5000011"
+                ))
+            }
+        },
+    };
+    Ok(ConsistentHash { by: on, table_size })
 }
 
 /// A percentage (fractions allowed), 100 if absent.

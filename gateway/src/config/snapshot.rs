@@ -14,7 +14,9 @@ use crate::upstream::balancer::ClusterState;
 use rustls::sign::CertifiedKey;
 use std::collections::HashMap;
 use std::sync::Arc;
-use weft_api::{BackendTarget, GatewayConfig, HttpFilter, Protocol, Retry, Route, Timeouts};
+use weft_api::{
+    BackendTarget, GatewayConfig, HttpFilter, PathMatch, Protocol, Retry, Route, Timeouts,
+};
 
 pub struct Snapshot {
     pub version: String,
@@ -65,6 +67,10 @@ pub struct CompiledRoute {
     pub cors: Option<CompiledCors>,
     /// Who may use the route (`crate::policy`).
     pub access: Option<Arc<CompiledAccess>>,
+    /// The rule's session persistence, and the path its cookie is for
+    /// (the match's path; `/` for a regular expression).
+    pub session: Option<weft_api::SessionPersistence>,
+    pub session_path: String,
 }
 
 pub struct CompiledBackend {
@@ -249,6 +255,11 @@ fn compile_route(r: &Route, parts: &Parts<'_>) -> Result<CompiledRoute, GatewayE
         backends,
         timeouts: r.timeouts.clone(),
         retry: r.retry.clone(),
+        session: r.session.clone(),
+        session_path: match &r.matches.path {
+            PathMatch::Exact(p) | PathMatch::Prefix(p) => p.clone(),
+            PathMatch::Regex(_) => "/".into(),
+        },
     })
 }
 
@@ -350,6 +361,7 @@ mod tests {
             tls: None,
             service: None,
             resilience: Default::default(),
+            hash: None,
         };
         let config = GatewayConfig {
             namespace: "d".into(),

@@ -58,6 +58,14 @@ pub struct RequestCtx {
     pub(crate) quota: Option<crate::policy::ratelimit::Quota>,
     /// A delay a fault injected (not counted in the request's timeout).
     pub(crate) injected_delay: std::time::Duration,
+    /// The endpoint the request's session is pinned to (its first try).
+    pub(crate) pinned: Option<usize>,
+    /// The session the request carried.
+    pub(crate) session: Option<super::affinity::Token>,
+    /// The request's consistent-hashing key, and the cookie that gives a
+    /// client the key it lacked.
+    pub(crate) hash_key: Option<u64>,
+    pub(crate) set_cookie: Option<String>,
 }
 
 impl RequestCtx {
@@ -86,6 +94,10 @@ impl RequestCtx {
             last_on_connection: false,
             quota: None,
             injected_delay: std::time::Duration::ZERO,
+            pinned: None,
+            session: None,
+            hash_key: None,
+            set_cookie: None,
         }
     }
 

@@ -1,7 +1,9 @@
 //! A cluster's endpoints and the choice among them: round robin, least
-//! request (the less busy of two endpoints picked at random) or random,
-//! among the endpoints that are healthy (`crate::upstream::health`); among
-//! all of them when fewer than the panic threshold's share are.
+//! request (the less busy of two endpoints picked at random), random, or
+//! by the request's key (`crate::upstream::maglev`), among the endpoints
+//! that are healthy (`crate::upstream::health`); among all of them when
+//! fewer than the panic threshold's share are. A request whose session
+//! names an endpoint goes there while it is usable.
 
 use crate::upstream::health::{self, ClusterHealth, EndpointHealth, Outcome, Registry};
 use pingora::upstreams::peer::HttpPeer;
@@ -36,6 +38,20 @@ pub struct ClusterState {
     /// What outlives the snapshot: the breaker, and each endpoint's health.
     pub health: Arc<ClusterHealth>,
     endpoint_health: Vec<Arc<EndpointHealth>>,
+    /// The consistent-hashing table (`LbPolicy::ConsistentHash`), and
+    /// what a request is hashed on.
+    maglev: Option<crate::upstream::maglev::Maglev>,
+    pub hash: Option<weft_api::ConsistentHash>,
+}
+
+/// What a request brings to the choice of its endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    None,
+    /// Its key, for consistent hashing.
+    Hash(u64),
+    /// The endpoint its session is pinned to.
+    Pinned(usize),
 }
 
 impl ClusterState {
@@ -58,6 +74,14 @@ impl ClusterState {
             endpoint_health: health.endpoints(&c.endpoints),
             health,
             resilience: c.resilience.clone(),
+            hash: c.hash.clone().filter(|_| c.lb == LbPolicy::ConsistentHash),
+            maglev: match (&c.hash, c.lb) {
+                (Some(h), LbPolicy::ConsistentHash) => Some(crate::upstream::maglev::Maglev::new(
+                    &c.endpoints,
+                    h.table_size,
+                )),
+                _ => None,
+            },
             service: c.service.clone().unwrap_or_else(|| name.to_string()),
             peers,
             tls,
@@ -79,12 +103,35 @@ impl ClusterState {
     /// The endpoint for the next request, marked active until `finish`.
     /// `skip` is an endpoint to avoid if there is another (a failed try).
     pub fn pick(&self, skip: Option<usize>) -> Option<usize> {
+        self.pick_for(skip, Hint::None)
+    }
+
+    /// As `pick`, for a request that brings `hint`: its pinned endpoint
+    /// while usable; by its key, the first usable endpoint of the slots
+    /// from the one it hashes to.
+    pub fn pick_for(&self, skip: Option<usize>, hint: Hint) -> Option<usize> {
+        let now = health::now_ms();
+        let usable = |i: usize| {
+            Some(i) != skip && self.endpoint_health.get(i).is_some_and(|e| e.usable(now))
+        };
+        let chosen = match (hint, &self.maglev) {
+            (Hint::Pinned(i), _) if usable(i) => Some(i),
+            // With no usable endpoint, the key still decides (panic).
+            (Hint::Hash(key), Some(table)) => table
+                .walk(key)
+                .find(|i| usable(*i))
+                .or_else(|| table.walk(key).find(|i| Some(*i) != skip)),
+            _ => None,
+        };
+        if let Some(i) = chosen {
+            self.active[i].fetch_add(1, Ordering::Relaxed);
+            return Some(i);
+        }
         let n = self.endpoints.len();
         if n == 0 {
             return None;
         }
         let mut usable = Usable::All(n);
-        let now = health::now_ms();
         if self.resilience.guarded() && self.health.may_be_unusable(now) {
             let healthy = self
                 .endpoint_health
@@ -99,7 +146,8 @@ impl ClusterState {
         let m = usable.count();
         let mut k = match self.lb {
             LbPolicy::RoundRobin => self.next.fetch_add(1, Ordering::Relaxed) % m,
-            LbPolicy::Random => rand::random_range(0..m),
+            // Without a key (or a usable endpoint for it), any.
+            LbPolicy::Random | LbPolicy::ConsistentHash => rand::random_range(0..m),
             LbPolicy::LeastRequest => {
                 let a = rand::random_range(0..m);
                 let b = rand::random_range(0..m);
@@ -206,6 +254,7 @@ mod tests {
                 tls: None,
                 service: None,
                 resilience,
+                hash: None,
             },
             &Registry::default(),
         )

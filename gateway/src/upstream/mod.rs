@@ -10,6 +10,7 @@ pub mod breaker;
 pub mod connector;
 pub mod deadline;
 pub mod health;
+pub mod maglev;
 pub mod probe;
 pub mod retry;
 pub mod upgrade;
