@@ -120,6 +120,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "--renew-deadline-seconds must be shorter than --lease-duration-seconds"
     );
     let td = args.trust_domain.clone();
+    if let Some(url) = &args.redis {
+        crate::redis::check_url(url)?;
+    }
     let (mut publisher, state) = Publisher::new(Options {
         trust_domain: args.trust_domain,
         cluster_domain: args.cluster_domain.clone(),

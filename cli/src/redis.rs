@@ -5,6 +5,17 @@
 //! limits are not accepted, and their status says why.
 
 use std::process::Stdio;
+
+/// A `--redis` value proxies can use: `redis://host:port` (a bad one would
+/// make every config with global limits unusable, so it stops here).
+pub fn check_url(url: &str) -> anyhow::Result<()> {
+    let rest = url.strip_prefix("redis://").unwrap_or("");
+    anyhow::ensure!(
+        !rest.is_empty() && !rest.contains(char::is_whitespace),
+        "--redis {url:?}: give redis://host:port"
+    );
+    Ok(())
+}
 use tokio::process::{Child, Command};
 
 pub enum RateStore {
@@ -18,9 +29,10 @@ pub enum RateStore {
 
 impl RateStore {
     /// The store for `flag` (`--redis`), if any can be had.
-    pub fn plan(flag: Option<String>) -> RateStore {
+    pub fn plan(flag: Option<String>) -> anyhow::Result<RateStore> {
         if let Some(url) = flag {
-            return RateStore::Given(url);
+            check_url(&url)?;
+            return Ok(RateStore::Given(url));
         }
         let installed = std::env::var_os("PATH").is_some_and(|path| {
             std::env::split_paths(&path).any(|dir| dir.join("redis-server").is_file())
@@ -28,10 +40,10 @@ impl RateStore {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port());
-        match (installed, port) {
+        Ok(match (installed, port) {
             (true, Ok(port)) => RateStore::Local { port, child: None },
             _ => RateStore::Missing,
-        }
+        })
     }
 
     /// The URL proxies are given.

@@ -66,7 +66,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         cluster_domain,
         redis,
     } = opts;
-    let mut rate_store = crate::redis::RateStore::plan(redis);
+    let mut rate_store = crate::redis::RateStore::plan(redis)?;
     let (mut controller, state) = Controller::new(
         dir.clone(),
         Options {

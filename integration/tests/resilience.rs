@@ -3,9 +3,11 @@
 //! An endpoint that starts failing is ejected after the configured count
 //! and comes back after the ejection time; no more than the allowed share
 //! is ejected; one whose health check fails gets no traffic and gets it
-//! again when it recovers; the circuit breaker refuses what is over its
-//! limits under a burst (503, `x-weft-overloaded`, `UO` in the metrics)
-//! and recovers; a connection carries no more than its share of requests.
+//! again when it recovers; below the panic threshold every endpoint takes
+//! traffic; the circuit breaker refuses what is over its limits under a
+//! burst (503, `x-weft-overloaded`, `UO` in the metrics; gRPC
+//! `UNAVAILABLE`) and recovers; a connection carries no more than its
+//! share of requests.
 
 mod support;
 use std::time::{Duration, Instant};
@@ -262,6 +264,87 @@ async fn the_circuit_breaker_refuses_what_is_over_its_limits_and_recovers() {
         uo.contains("response_code=\"503\"") && uo.ends_with(" 7"),
         "{uo}"
     );
+}
+
+/// Below the panic threshold, health is ignored: with two of three
+/// endpoints failing their checks (a third healthy, under 50%), all three
+/// take traffic again; with one failing, it takes none.
+#[tokio::test]
+async fn below_the_panic_threshold_every_endpoint_takes_traffic() {
+    let ip = "127.0.123.2";
+    let ips = ["127.0.123.21", "127.0.123.22", "127.0.123.23"];
+    let policy = "  healthCheck:\n    active: {type: HTTP, http: {path: /healthz}, interval: 200ms, unhealthyThreshold: 1}\n    panicThreshold: 50\n";
+    let (_weft, flakies) = start(ip, 9180, &ips, policy).await;
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/");
+    all_answer(&c, &url, &flakies).await;
+    let served = |i: usize, before: usize| flakies[i].hits() > before;
+
+    flakies[0].set_status(500);
+    eventually(
+        Duration::from_secs(10),
+        "the failing endpoint is left out",
+        || async {
+            let before = flakies[0].hits();
+            send(&c, &url, 9).await;
+            !served(0, before)
+        },
+    )
+    .await;
+    flakies[1].set_status(500);
+    eventually(
+        Duration::from_secs(10),
+        "in panic, all three take traffic",
+        || async {
+            let before: Vec<usize> = flakies.iter().map(Flaky::hits).collect();
+            send(&c, &url, 30).await;
+            (0..3).all(|i| served(i, before[i]))
+        },
+    )
+    .await;
+}
+
+/// A gRPC call over the breaker's limits gets `UNAVAILABLE` at once, with
+/// `x-weft-overloaded`.
+#[tokio::test]
+async fn a_grpc_call_over_the_limit_is_unavailable() {
+    let ip = "127.0.124.3";
+    let ips = ["127.0.124.31"];
+    let policy = "  circuitBreaker: {maxConnections: 1, maxPendingRequests: 0}\n";
+    let (_weft, flakies) = start(ip, 9180, &ips, policy).await;
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/");
+    all_answer(&c, &url, &flakies).await;
+    flakies[0]
+        .delay_ms
+        .store(2000, std::sync::atomic::Ordering::Relaxed);
+    let before = flakies[0].hits();
+    let holder = tokio::spawn({
+        let (c, url) = (c.clone(), url.clone());
+        async move { get(&c, &url, "reviews.example.com").await.0 }
+    });
+    eventually(
+        Duration::from_secs(5),
+        "the one connection is taken",
+        || async { flakies[0].hits() > before },
+    )
+    .await;
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .origin("http://reviews.example.com".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = weft_api::wire::echo::GrpcEchoClient::new(channel);
+    let started = Instant::now();
+    let refused = grpc
+        .echo(tonic::Request::new(weft_api::wire::echo::EchoRequest {}))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert_eq!(refused.metadata().get("x-weft-overloaded").unwrap(), "true");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(holder.await.unwrap(), 200);
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 //! bucket per distinct client; a global limit shared by two gateways
 //! through a real Redis within 5% over 10 s; Redis killed mid-run, failing
 //! open or closed as each policy says, and limits again once it is back;
-//! and `weft up` starting a Redis of its own.
+//! `weft up` starting a Redis of its own, and refusing a Redis URL it
+//! cannot use.
 
 mod support;
 use std::sync::{Arc, Mutex};
@@ -493,4 +494,28 @@ async fn weft_up_runs_a_redis_of_its_own_for_global_limits() {
         0,
         "counted in Redis, not passed without it"
     );
+}
+
+#[test]
+fn a_redis_url_weft_cannot_use_stops_weft_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(WEFT)
+        .args([
+            "up",
+            dir.path().to_str().unwrap(),
+            "--redis",
+            "localhost:6379",
+        ])
+        .args([
+            "--admin",
+            "127.0.130.9:0",
+            "--default-address",
+            "127.0.130.9",
+        ])
+        .env("WEFT_STATE", dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("give redis://host:port"), "{err}");
 }

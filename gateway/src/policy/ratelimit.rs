@@ -400,6 +400,44 @@ mod tests {
     }
 
     #[test]
+    fn spiffe_ids_and_claims_select_and_name_buckets() {
+        let rule = RateLimitRule {
+            selectors: vec![
+                ClientMatch::SpiffeId(ValueMatch::Distinct),
+                ClientMatch::JwtClaim {
+                    name: "org.tier".into(),
+                    value: ValueMatch::Exact("free".into()),
+                },
+            ],
+            requests: 1,
+            unit_seconds: 60,
+        };
+        let l = limits(vec![rule], &Limiters::default());
+        let headers = http::HeaderMap::new();
+        let claims = serde_json::json!({"org": {"tier": "free"}});
+        let caller = Client {
+            spiffe: Some("spiffe://td/ns/a/sa/b"),
+            claims: Some(&claims),
+            ..client(&headers)
+        };
+        assert_eq!(
+            l.local[0].key(&caller).as_deref(),
+            Some("spiffe://td/ns/a/sa/b\u{1f}")
+        );
+        let paid = serde_json::json!({"org": {"tier": "paid"}});
+        let other = Client {
+            claims: Some(&paid),
+            ..caller
+        };
+        assert_eq!(l.local[0].key(&other), None);
+        let anonymous = Client {
+            spiffe: None,
+            ..caller
+        };
+        assert_eq!(l.local[0].key(&anonymous), None, "no identity, no match");
+    }
+
+    #[test]
     fn distinct_values_are_bounded() {
         let l = limits(vec![per_user(1)], &Limiters::default());
         for i in 0..MAX_DISTINCT + 5 {
