@@ -35,6 +35,10 @@ pub struct GatewayConfig {
     /// route or cluster here has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_store: Option<String>,
+    /// The zone the proxy runs in (`topology.kubernetes.io/zone` of its
+    /// Workload, or of its Gateway's `spec.infrastructure.labels`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
 }
 
 impl GatewayConfig {
@@ -458,6 +462,10 @@ pub struct Cluster {
     /// What a request is hashed on (`lb: ConsistentHash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash: Option<ConsistentHash>,
+    /// Each endpoint's zone (empty: unknown), when the cluster is
+    /// zone-aware.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zones: Vec<String>,
 }
 
 /// Consistent hashing (Maglev): requests with the same key go to the same
@@ -534,6 +542,7 @@ impl Cluster {
             service: None,
             resilience: Resilience::default(),
             hash: None,
+            zones: Vec::new(),
         }
     }
 }

@@ -24,6 +24,18 @@ pub struct Resilience {
     /// route has its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficRules>,
+    /// Endpoints in the proxy's zone first (`Cluster::zones`,
+    /// `GatewayConfig::zone`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zone_aware: Option<ZoneAware>,
+}
+
+/// Locality: while the proxy's zone has at least `min_endpoints` usable
+/// endpoints, only those take its requests; with fewer, all do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneAware {
+    pub min_endpoints: u32,
 }
 
 impl Default for Resilience {
@@ -34,6 +46,7 @@ impl Default for Resilience {
             health_check: None,
             panic_threshold: 50,
             traffic: None,
+            zone_aware: None,
         }
     }
 }
@@ -88,7 +101,7 @@ impl Resilience {
 
     /// Whether endpoints may be taken out of the balance.
     pub fn guarded(&self) -> bool {
-        self.outlier.is_some() || self.health_check.is_some()
+        self.outlier.is_some() || self.health_check.is_some() || self.zone_aware.is_some()
     }
 }
 

@@ -56,6 +56,9 @@ impl GatewayConfig {
                 .resilience
                 .validate()
                 .map_err(|e| ApiError::Invalid(format!("cluster {name}: {e}")))?;
+            if !cluster.zones.is_empty() && cluster.zones.len() != cluster.endpoints.len() {
+                return invalid(format!("cluster {name}: zones do not match its endpoints"));
+            }
             match (cluster.lb, &cluster.hash) {
                 (LbPolicy::ConsistentHash, None) => {
                     return invalid(format!("cluster {name} hashes on nothing"));
@@ -210,6 +213,7 @@ mod tests {
             limits: Default::default(),
             access: Default::default(),
             rate_limit_store: None,
+            zone: None,
         }
     }
 

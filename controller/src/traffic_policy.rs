@@ -253,10 +253,8 @@ pub struct LoadBalancerSpec {
     pub type_: String,
     #[serde(default)]
     pub consistent_hash: Option<ConsistentHashSpec>,
-    /// Not built yet: a policy with it is not accepted.
     #[serde(default)]
-    #[schemars(extend("x-kubernetes-preserve-unknown-fields" = true))]
-    pub zone_aware: Option<serde_json::Value>,
+    pub zone_aware: Option<ZoneAwareSpec>,
 }
 
 /// What a request is hashed on (Maglev).
@@ -287,4 +285,22 @@ pub struct HashCookieSpec {
     /// How long the cookie given lasts; the browser session when absent.
     #[serde(default)]
     pub ttl: Option<String>,
+}
+
+/// Endpoints in the proxy's own zone first.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ZoneAwareSpec {
+    #[serde(default)]
+    pub prefer_local: Option<PreferLocalSpec>,
+}
+
+/// Only the proxy's zone takes its requests while it has at least
+/// `minEndpointsThreshold` usable endpoints (1 when absent); with fewer,
+/// every zone does.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferLocalSpec {
+    #[serde(default)]
+    pub min_endpoints_threshold: Option<i64>,
 }

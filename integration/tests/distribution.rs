@@ -49,6 +49,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
         limits: Default::default(),
         access: Default::default(),
         rate_limit_store: None,
+        zone: None,
     }
 }
 

@@ -7,7 +7,7 @@
 //! traffic; the circuit breaker refuses what is over its limits under a
 //! burst (503, `x-weft-overloaded`, `UO` in the metrics; gRPC
 //! `UNAVAILABLE`) and recovers; a connection carries no more than its
-//! share of requests.
+//! share of requests; a zone-aware sidecar keeps to its zone while it can.
 
 mod support;
 use std::time::{Duration, Instant};
@@ -424,4 +424,86 @@ spec:
         },
     )
     .await;
+}
+
+/// Zone awareness from a sidecar: front (zone a) calls only back-1, its
+/// zone's endpoint, while it is usable; SIGKILLed (and so ejected), back-2
+/// in zone b takes the calls, none failing.
+#[tokio::test]
+async fn a_sidecar_prefers_its_zone_and_fails_over_to_another() {
+    let ip = "127.0.137.1";
+    let workload = |name: &str, app: &str, ip: &str, zone: &str, calls: &str| {
+        format!(
+            "---\napiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {name}, namespace: zoned, labels: {{app: {app}, topology.kubernetes.io/zone: {zone}}}}}\nspec:\n  serviceAccountName: {app}\n  address: {ip}\n  command: [weft, echo, --listen, \"{ip}:9080\"{calls}]\n  ports: [{{name: http, containerPort: 9080}}]\n"
+        )
+    };
+    let mut manifests = String::from(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: zoned, labels: {weft.dev/mesh: enabled}}\n",
+    );
+    manifests += &workload(
+        "front",
+        "front",
+        "127.0.137.10",
+        "a",
+        ", --call, \"http://back:9080/\"",
+    );
+    manifests += &workload("back-1", "back", "127.0.137.11", "a", "");
+    manifests += &workload("back-2", "back", "127.0.137.12", "b", "");
+    manifests += r#"---
+apiVersion: v1
+kind: Service
+metadata: {name: front, namespace: zoned}
+spec: {selector: {app: front}, ports: [{name: http, port: 9080, targetPort: http}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: back, namespace: zoned}
+spec: {selector: {app: back}, ports: [{name: http, port: 9080, targetPort: http}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: BackendTrafficPolicy
+metadata: {name: back, namespace: zoned}
+spec:
+  targetRefs: [{group: "", kind: Service, name: back}]
+  loadBalancer: {type: RoundRobin, zoneAware: {preferLocal: {}}}
+  healthCheck:
+    passive: {consecutiveGatewayErrors: 1, maxEjectionPercent: 50}
+"#;
+    let _weft = Weft::up(
+        ip,
+        &[
+            ("zoned.yaml", &manifests),
+            ("edge.yaml", &edge("zoned", "front")),
+        ],
+    );
+    let c = client(&[]);
+    let url = format!("http://{ip}:8080/");
+    let backs = |n: usize| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let (status, body) = get(&c, &url, "front").await;
+                let call = &body["calls"][0];
+                out.push((
+                    status,
+                    call["status"].as_u64().unwrap_or(0),
+                    call["body"]["pod"].as_str().unwrap_or("").to_string(),
+                ));
+            }
+            out
+        }
+    };
+    eventually(Duration::from_secs(30), "front calls back", || async {
+        backs(1).await[0].1 == 200
+    })
+    .await;
+    for (status, call, pod) in backs(20).await {
+        assert_eq!((status, call, pod.as_str()), (200, 200, "back-1"));
+    }
+    let pid = pid_of("127.0.137.11:9080").expect("back-1 runs");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    for (status, call, pod) in backs(20).await {
+        assert_eq!((status, call, pod.as_str()), (200, 200, "back-2"));
+    }
 }

@@ -69,5 +69,6 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         limits: Default::default(),
         access,
         rate_limit_store: None,
+        zone: None,
     }
 }

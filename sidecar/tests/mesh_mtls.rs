@@ -40,6 +40,7 @@ fn gateway_config(
         service: None,
         resilience: Default::default(),
         hash: None,
+        zones: Vec::new(),
     };
     GatewayConfig {
         namespace: "infra".into(),
@@ -68,6 +69,7 @@ fn gateway_config(
         limits: Default::default(),
         access: Default::default(),
         rate_limit_store: None,
+        zone: None,
     }
 }
 

@@ -192,6 +192,7 @@ pub fn resolve(
                 caller.trust().cluster_domain
             )),
             hash: traffic.as_ref().and_then(|t| t.hash.clone()),
+            zones: Vec::new(),
             resilience: traffic.map(|t| t.resilience).unwrap_or_default(),
         };
         let (endpoints, identities) =
@@ -206,9 +207,50 @@ pub fn resolve(
                 policy: None,
             });
         }
+        if cluster.resilience.zone_aware.is_some() {
+            cluster.zones = cluster
+                .endpoints
+                .iter()
+                .map(|a| zone_of(store, ns, svc, a.ip()))
+                .collect();
+        }
         clusters.insert(name.clone(), cluster);
     }
     Ok(name)
+}
+
+/// The label (on a Workload, and on a Gateway's infrastructure) naming
+/// the zone it runs in, as Kubernetes nodes have it.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// The zone of the endpoint at `ip` of Service `svc`: its EndpointSlice's
+/// `zone`, else its Workload's label; empty when unknown.
+fn zone_of(store: &Store, ns: &str, svc: &Service, ip: std::net::IpAddr) -> String {
+    let name = svc.metadata.name.as_deref().unwrap_or("");
+    let from_slice = store
+        .of_kind(Kind::EndpointSlice)
+        .filter(|(key, _)| key.namespace == ns)
+        .filter_map(|(_, e)| match &e.object {
+            Object::EndpointSlice(s) => Some(s),
+            _ => None,
+        })
+        .filter(|s| {
+            let labels = s.metadata.labels.as_ref();
+            labels
+                .and_then(|l| l.get("kubernetes.io/service-name"))
+                .map(String::as_str)
+                == Some(name)
+        })
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .find(|ep| ep.addresses.iter().any(|a| a.parse() == Ok(ip)))
+        .and_then(|ep| ep.zone.clone());
+    from_slice
+        .or_else(|| {
+            selected_workloads(store, ns, svc)
+                .find(|(_, w)| w.address() == ip)
+                .and_then(|(_, w)| w.metadata.labels.as_ref()?.get(ZONE_LABEL).cloned())
+        })
+        .unwrap_or_default()
 }
 
 /// The annotation `weft.dev/load-balancer: least-request` picks the less busy

@@ -90,6 +90,8 @@ pub struct GatewayCtx {
     pub client_cert_problem: Option<(&'static str, String)>,
     /// The ListenerSets that name this Gateway their parent.
     pub listener_sets: Vec<super::listenerset::Attached>,
+    /// Its zone: `spec.infrastructure.labels` `topology.kubernetes.io/zone`.
+    pub zone: Option<String>,
 }
 
 /// The GatewayClasses weft owns, with their statuses; the names of the
@@ -247,6 +249,13 @@ fn gateway(
         backend_client_cert,
         client_cert_problem,
         listener_sets,
+        zone: gw
+            .spec
+            .infrastructure
+            .as_ref()
+            .and_then(|i| i.labels.as_ref())
+            .and_then(|l| l.get(super::backend::ZONE_LABEL))
+            .cloned(),
     }
 }
 

@@ -125,6 +125,12 @@ pub fn sidecars(
             limits: Default::default(),
             access: Default::default(),
             rate_limit_store: None,
+            zone: w
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(super::backend::ZONE_LABEL))
+                .cloned(),
         };
         let config = SidecarConfig {
             namespace: key.namespace.clone(),

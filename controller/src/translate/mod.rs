@@ -221,5 +221,6 @@ fn ir(
             .collect(),
         identity: None,
         rate_limit_store: None,
+        zone: gw.zone.clone(),
     }
 }

@@ -11,7 +11,7 @@ use crate::traffic_policy::{
 use weft_api::{
     CircuitBreaker, ClientMatch, ConsistentHash, FaultAbort, FaultDelay, Faults, HashOn,
     HealthCheck, HttpCheck, LbPolicy, Outlier, RateLimitRule, RateLimits, Resilience, TrafficRules,
-    ValueMatch,
+    ValueMatch, ZoneAware,
 };
 
 /// What a policy asks for.
@@ -92,8 +92,14 @@ pub fn check(name: &str, spec: &BackendTrafficPolicySpec, store: bool) -> Result
     let lb = match &spec.load_balancer {
         None => None,
         Some(lb) => {
-            if lb.zone_aware.is_some() {
-                return Err("loadBalancer.zoneAware is not supported yet".into());
+            if let Some(z) = &lb.zone_aware {
+                let Some(local) = &z.prefer_local else {
+                    return Err("loadBalancer.zoneAware needs preferLocal".into());
+                };
+                let min = local.min_endpoints_threshold;
+                resilience.zone_aware = Some(ZoneAware {
+                    min_endpoints: count("preferLocal.minEndpointsThreshold", min, 1, 1)?,
+                });
             }
             if lb.consistent_hash.is_some() && lb.type_ != "ConsistentHash" {
                 return Err("loadBalancer.consistentHash needs type ConsistentHash".into());

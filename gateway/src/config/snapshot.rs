@@ -112,7 +112,7 @@ impl Snapshot {
             .clusters
             .iter()
             .map(|(name, c)| {
-                let state = ClusterState::new(name, c, &kept.health)
+                let state = ClusterState::new(name, c, &kept.health, config.zone.as_deref())
                     .map_err(|e| GatewayError::Snapshot(format!("cluster {name}: TLS: {e}")))?;
                 Ok((name.as_str(), Arc::new(state)))
             })
@@ -362,6 +362,7 @@ mod tests {
             service: None,
             resilience: Default::default(),
             hash: None,
+            zones: Vec::new(),
         };
         let config = GatewayConfig {
             namespace: "d".into(),
@@ -397,6 +398,7 @@ mod tests {
             limits: Default::default(),
             access: Default::default(),
             rate_limit_store: None,
+            zone: None,
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];

@@ -42,6 +42,8 @@ pub struct ClusterState {
     /// what a request is hashed on.
     maglev: Option<crate::upstream::maglev::Maglev>,
     pub hash: Option<weft_api::ConsistentHash>,
+    /// Zone-aware clusters: whether each endpoint is in the proxy's zone.
+    local: Option<Vec<bool>>,
 }
 
 /// What a request brings to the choice of its endpoint.
@@ -55,8 +57,14 @@ pub enum Hint {
 }
 
 impl ClusterState {
-    /// The state of cluster `name`, with the health `registry` keeps of it.
-    pub fn new(name: &str, c: &Cluster, registry: &Registry) -> Result<Self, String> {
+    /// The state of cluster `name`, with the health `registry` keeps of
+    /// it, for a proxy in `zone`.
+    pub fn new(
+        name: &str,
+        c: &Cluster,
+        registry: &Registry,
+        zone: Option<&str>,
+    ) -> Result<Self, String> {
         let tls = match &c.tls {
             Some(t) => Some(Arc::new(crate::upstream::connector::MeshConnector::new(
                 t, c.protocol,
@@ -75,6 +83,12 @@ impl ClusterState {
             health,
             resilience: c.resilience.clone(),
             hash: c.hash.clone().filter(|_| c.lb == LbPolicy::ConsistentHash),
+            local: match (zone, &c.resilience.zone_aware) {
+                (Some(zone), Some(_)) if c.zones.len() == c.endpoints.len() => {
+                    Some(c.zones.iter().map(|z| z == zone).collect())
+                }
+                _ => None,
+            },
             maglev: match (&c.hash, c.lb) {
                 (Some(h), LbPolicy::ConsistentHash) => Some(crate::upstream::maglev::Maglev::new(
                     &c.endpoints,
@@ -131,8 +145,13 @@ impl ClusterState {
         if n == 0 {
             return None;
         }
-        let mut usable = Usable::All(n);
-        if self.resilience.guarded() && self.health.may_be_unusable(now) {
+        let mut usable = Usable {
+            count: n,
+            health: None,
+            local: None,
+        };
+        let zoned = self.local.is_some();
+        if self.resilience.guarded() && (zoned || self.health.may_be_unusable(now)) {
             let healthy = self
                 .endpoint_health
                 .iter()
@@ -140,7 +159,19 @@ impl ClusterState {
                 .count();
             // Below the panic threshold, health is ignored.
             if healthy * 100 >= self.resilience.panic_threshold as usize * n && healthy > 0 {
-                usable = Usable::Healthy(&self.endpoint_health, now, healthy);
+                usable.health = Some((&self.endpoint_health, now));
+                usable.count = healthy;
+            }
+            // The proxy's zone alone, while it has enough of them.
+            if let (Some(local), Some(z)) = (&self.local, &self.resilience.zone_aware) {
+                let mine = Usable {
+                    local: Some(local),
+                    ..usable
+                };
+                let count = (0..n).filter(|i| mine.ok(*i)).count();
+                if count >= (z.min_endpoints as usize).max(1) {
+                    usable = Usable { count, ..mine };
+                }
             }
         }
         let m = usable.count();
@@ -186,31 +217,37 @@ impl ClusterState {
     }
 }
 
-/// The endpoints a pick chooses among.
-enum Usable<'a> {
-    All(usize),
-    /// The healthy ones at `now` (how many there are).
-    Healthy(&'a [Arc<EndpointHealth>], u64, usize),
+/// The endpoints a pick chooses among: all, or those healthy at a time,
+/// or (also) those in the proxy's zone; `count` of them.
+#[derive(Clone, Copy)]
+struct Usable<'a> {
+    count: usize,
+    health: Option<(&'a [Arc<EndpointHealth>], u64)>,
+    local: Option<&'a [bool]>,
 }
 
 impl Usable<'_> {
     fn count(&self) -> usize {
-        match self {
-            Usable::All(n) | Usable::Healthy(_, _, n) => *n,
-        }
+        self.count
+    }
+
+    fn ok(&self, i: usize) -> bool {
+        self.health.is_none_or(|(e, now)| e[i].usable(now)) && self.local.is_none_or(|l| l[i])
     }
 
     /// The index among all endpoints of the `k`-th usable one.
     fn nth(&self, k: usize) -> usize {
-        match self {
-            Usable::All(_) => k,
-            Usable::Healthy(endpoints, now, _) => endpoints
-                .iter()
-                .enumerate()
-                .filter(|(_, e)| e.usable(*now))
-                .nth(k)
-                .map_or(0, |(i, _)| i),
+        if self.health.is_none() && self.local.is_none() {
+            return k;
         }
+        let n = self
+            .health
+            .map(|(e, _)| e.len())
+            .or(self.local.map(<[bool]>::len));
+        (0..n.unwrap_or(0))
+            .filter(|i| self.ok(*i))
+            .nth(k)
+            .unwrap_or(0)
     }
 }
 
@@ -255,8 +292,10 @@ mod tests {
                 service: None,
                 resilience,
                 hash: None,
+                zones: Vec::new(),
             },
             &Registry::default(),
+            None,
         )
         .unwrap()
     }
@@ -297,6 +336,29 @@ mod tests {
             let picks: Vec<_> = (0..80).map(|_| c.pick(None).unwrap()).collect();
             assert!((0..4).all(|i| picks.contains(&i)), "{lb:?} in panic");
         }
+    }
+
+    #[test]
+    fn the_proxys_zone_goes_first_while_it_has_a_usable_endpoint() {
+        let mut resilience = ejecting();
+        resilience.zone_aware = Some(weft_api::ZoneAware { min_endpoints: 1 });
+        let endpoints: Vec<SocketAddr> =
+            (0..3).map(|i| ([127, 0, 0, 1], 9000 + i).into()).collect();
+        let cluster = Cluster {
+            zones: vec!["a".into(), "b".into(), "b".into()],
+            resilience,
+            ..Cluster::http1(endpoints)
+        };
+        let c = ClusterState::new("c", &cluster, &Registry::default(), Some("a")).unwrap();
+        assert!((0..20).all(|_| c.pick(None) == Some(0)));
+        // The zone's one endpoint ejected: the others take over.
+        c.record(0, Outcome::Status(503));
+        let picks: Vec<_> = (0..20).map(|_| c.pick(None).unwrap()).collect();
+        assert!(!picks.contains(&0) && picks.contains(&1) && picks.contains(&2));
+        // A proxy whose zone is unknown uses every endpoint.
+        let anywhere = ClusterState::new("d", &cluster, &Registry::default(), None).unwrap();
+        let picks: Vec<_> = (0..9).map(|_| anywhere.pick(None).unwrap()).collect();
+        assert!((0..3).all(|i| picks.contains(&i)));
     }
 
     #[test]
