@@ -79,6 +79,29 @@ async fn all_answer(c: &reqwest::Client, url: &str, flakies: &[Flaky]) {
     .await;
 }
 
+/// A meshed Namespace `ns`, and for each of `apps` a Service of its name
+/// on port 9080 selecting `app: <name>`.
+fn meshed(ns: &str, apps: &[&str]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, labels: {{weft.dev/mesh: enabled}}}}\n"
+    );
+    for app in apps {
+        out += &format!(
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {app}, namespace: {ns}}}\nspec: {{selector: {{app: {app}}}, ports: [{{name: http, port: 9080, targetPort: http}}]}}\n"
+        );
+    }
+    out
+}
+
+/// A `weft echo` Workload `name` of `app` (its service account too) in
+/// `ns` on `ip:9080`, with `labels` (flow-style entries, after `app`) and
+/// the echo's `args` (flow-style, each after a comma).
+fn echo_workload(ns: &str, name: &str, app: &str, ip: &str, labels: &str, args: &str) -> String {
+    format!(
+        "---\napiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}{labels}}}}}\nspec:\n  serviceAccountName: {app}\n  address: {ip}\n  command: [weft, echo, --listen, \"{ip}:9080\"{args}]\n  ports: [{{name: http, containerPort: 9080}}]\n"
+    )
+}
+
 #[tokio::test]
 async fn a_failing_endpoint_is_ejected_after_the_count_and_returns_after_the_ejection_time() {
     let ip = "127.0.121.1";
@@ -375,23 +398,12 @@ async fn a_connection_carries_no_more_than_its_share_of_requests() {
 #[tokio::test]
 async fn a_sidecar_leaves_out_an_endpoint_that_fails_its_checks() {
     let ip = "127.0.125.1";
-    let workload = |name: &str, ip: &str, args: &str| {
-        format!(
-            "---\napiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {name}, namespace: shop, labels: {{app: back}}}}\nspec:\n  serviceAccountName: back\n  address: {ip}\n  command: [weft, echo, --listen, \"{ip}:9080\"{args}]\n  ports: [{{name: http, containerPort: 9080}}]\n"
-        )
-    };
-    let mut manifests = String::from(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop, labels: {weft.dev/mesh: enabled}}\n",
-    );
+    let mut manifests = meshed("shop", &["back"]);
     manifests += &meshed_echo("shop", "front", "127.0.125.10", &["http://back:9080/"]);
-    manifests += &workload("back-1", "127.0.125.11", "");
-    manifests += &workload("back-2", "127.0.125.12", ", --status, \"500\"");
+    manifests += &echo_workload("shop", "back-1", "back", "127.0.125.11", "", "");
+    let failing = ", --status, \"500\"";
+    manifests += &echo_workload("shop", "back-2", "back", "127.0.125.12", "", failing);
     manifests += r#"---
-apiVersion: v1
-kind: Service
-metadata: {name: back, namespace: shop}
-spec: {selector: {app: back}, ports: [{name: http, port: 9080, targetPort: http}]}
----
 apiVersion: weft.dev/v1alpha1
 kind: BackendTrafficPolicy
 metadata: {name: back, namespace: shop}
@@ -432,34 +444,13 @@ spec:
 #[tokio::test]
 async fn a_sidecar_prefers_its_zone_and_fails_over_to_another() {
     let ip = "127.0.137.1";
-    let workload = |name: &str, app: &str, ip: &str, zone: &str, calls: &str| {
-        format!(
-            "---\napiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {{name: {name}, namespace: zoned, labels: {{app: {app}, topology.kubernetes.io/zone: {zone}}}}}\nspec:\n  serviceAccountName: {app}\n  address: {ip}\n  command: [weft, echo, --listen, \"{ip}:9080\"{calls}]\n  ports: [{{name: http, containerPort: 9080}}]\n"
-        )
-    };
-    let mut manifests = String::from(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {name: zoned, labels: {weft.dev/mesh: enabled}}\n",
-    );
-    manifests += &workload(
-        "front",
-        "front",
-        "127.0.137.10",
-        "a",
-        ", --call, \"http://back:9080/\"",
-    );
-    manifests += &workload("back-1", "back", "127.0.137.11", "a", "");
-    manifests += &workload("back-2", "back", "127.0.137.12", "b", "");
+    let zone = |z: &str| format!(", topology.kubernetes.io/zone: {z}");
+    let calls = ", --call, \"http://back:9080/\"";
+    let mut manifests = meshed("zoned", &["front", "back"]);
+    manifests += &echo_workload("zoned", "front", "front", "127.0.137.10", &zone("a"), calls);
+    manifests += &echo_workload("zoned", "back-1", "back", "127.0.137.11", &zone("a"), "");
+    manifests += &echo_workload("zoned", "back-2", "back", "127.0.137.12", &zone("b"), "");
     manifests += r#"---
-apiVersion: v1
-kind: Service
-metadata: {name: front, namespace: zoned}
-spec: {selector: {app: front}, ports: [{name: http, port: 9080, targetPort: http}]}
----
-apiVersion: v1
-kind: Service
-metadata: {name: back, namespace: zoned}
-spec: {selector: {app: back}, ports: [{name: http, port: 9080, targetPort: http}]}
----
 apiVersion: weft.dev/v1alpha1
 kind: BackendTrafficPolicy
 metadata: {name: back, namespace: zoned}
