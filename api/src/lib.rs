@@ -4,6 +4,7 @@
 //!
 //! It does no I/O and knows neither Kubernetes nor Pingora.
 
+mod affinity;
 mod error;
 mod ir;
 mod policy;

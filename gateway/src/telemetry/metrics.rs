@@ -11,50 +11,11 @@
 //! grow the series without bound.
 
 use crate::telemetry::series::{self, Series};
+use crate::telemetry::told::Bounds;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
-
-/// Distinct values a told label may take; more are recorded as `other`.
-const MAX_TOLD: usize = 1000;
-
-/// The values of one told label seen so far.
-#[derive(Default)]
-struct Told(RwLock<HashSet<String>>);
-
-impl Told {
-    /// `value` if it is known or there is room for it, else `other`. A
-    /// known value (nearly every request's) takes only the read lock.
-    fn admit<'a>(&self, value: &'a str) -> &'a str {
-        if self
-            .0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(value)
-        {
-            return value;
-        }
-        let mut seen = self.0.write().unwrap_or_else(|p| p.into_inner());
-        if seen.contains(value) {
-            return value;
-        }
-        if seen.len() >= MAX_TOLD {
-            return "other";
-        }
-        seen.insert(value.to_string());
-        value
-    }
-}
-
-/// The told labels of one set of metric families.
-#[derive(Default)]
-struct Bounds {
-    source_workload: Told,
-    destination_workload: Told,
-    destination_service: Told,
-}
+use std::sync::Arc;
 
 /// Workload, namespace and principal of one end of a request: this
 /// proxy's own when it reports as that end, else what the request says
@@ -500,6 +461,7 @@ fn status_label(code: u16) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::told::MAX_TOLD;
 
     #[test]
     fn counts_requests_with_istio_labels() {

@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod metrics;
 pub mod records;
 mod series;
+mod told;
 pub mod trace;
 
 pub use metrics::{ByteCounters, Metrics, Reporter, RequestRecord};
