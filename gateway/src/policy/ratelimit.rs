@@ -252,10 +252,17 @@ impl Buckets {
         } else {
             "\u{0}overflow"
         };
-        let b = map.entry(key.to_string()).or_insert(Bucket {
-            tokens: capacity,
-            at: now,
-        });
+        // A known key (nearly every request's) is found without a copy.
+        if !map.contains_key(key) {
+            let full = Bucket {
+                tokens: capacity,
+                at: now,
+            };
+            map.insert(key.to_string(), full);
+        }
+        let Some(b) = map.get_mut(key) else {
+            unreachable!("inserted above")
+        };
         b.tokens = (b.tokens + (now - b.at).as_secs_f64() * per_sec).min(capacity);
         b.at = now;
         let quota = |tokens: f64| Quota {

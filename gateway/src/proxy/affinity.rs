@@ -42,11 +42,6 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// An endpoint's name in tokens.
-fn endpoint_tag(cluster: &ClusterState, i: usize) -> u64 {
-    fnv1a(format!("{}|{}", cluster.name, cluster.endpoints[i]).as_bytes())
-}
-
 /// The value of cookie `name` among the request's `Cookie` headers.
 fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers
@@ -156,8 +151,10 @@ fn choose(
         let Ok(cluster) = &backend.target else {
             continue;
         };
-        let found =
-            (0..cluster.endpoints.len()).find(|i| endpoint_tag(cluster, *i) == token.endpoint);
+        let found = cluster
+            .session_tags
+            .iter()
+            .position(|t| *t == token.endpoint);
         if let Some(i) = found {
             ctx.pinned = Some(i);
             ctx.session = Some(token);
@@ -179,7 +176,7 @@ fn issue(
         return Ok(());
     };
     let now = now_secs();
-    let endpoint = endpoint_tag(cluster, i);
+    let endpoint = cluster.session_tags[i];
     let began = match ctx.session {
         Some(t) if t.endpoint == endpoint => t.began,
         _ => now,
@@ -216,7 +213,13 @@ fn hash_key(
             let value = req.headers.get(name.as_str()).map(|v| fnv1a(v.as_bytes()));
             (value, None)
         }
-        HashOn::SourceIp => (client.map(|ip| fnv1a(ip.to_string().as_bytes())), None),
+        HashOn::SourceIp => {
+            let key = client.map(|ip| match ip {
+                IpAddr::V4(v4) => fnv1a(&v4.octets()),
+                IpAddr::V6(v6) => fnv1a(&v6.octets()),
+            });
+            (key, None)
+        }
         HashOn::Cookie { name, ttl_seconds } => {
             if let Some(v) = cookie(req, name) {
                 return (Some(fnv1a(v.as_bytes())), None);

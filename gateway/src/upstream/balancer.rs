@@ -44,6 +44,9 @@ pub struct ClusterState {
     pub hash: Option<weft_api::ConsistentHash>,
     /// Zone-aware clusters: whether each endpoint is in the proxy's zone.
     local: Option<Vec<bool>>,
+    /// Each endpoint's name in session tokens: a hash of the cluster's
+    /// name and the endpoint's address, made once with the snapshot.
+    pub session_tags: Vec<u64>,
 }
 
 /// What a request brings to the choice of its endpoint.
@@ -83,6 +86,11 @@ impl ClusterState {
             health,
             resilience: c.resilience.clone(),
             hash: c.hash.clone().filter(|_| c.lb == LbPolicy::ConsistentHash),
+            session_tags: c
+                .endpoints
+                .iter()
+                .map(|a| crate::upstream::maglev::fnv1a(format!("{name}|{a}").as_bytes()))
+                .collect(),
             local: match (zone, &c.resilience.zone_aware) {
                 (Some(zone), Some(_)) if c.zones.len() == c.endpoints.len() => {
                     Some(c.zones.iter().map(|z| z == zone).collect())
