@@ -66,3 +66,10 @@ pub struct SessionPersistence {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub permanent: bool,
 }
+
+/// Whether `name` is an HTTP token (RFC 9110): what a cookie's or a
+/// header's name must be.
+pub fn is_token(name: &str) -> bool {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    !name.is_empty() && name.bytes().all(tchar)
+}

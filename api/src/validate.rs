@@ -101,8 +101,7 @@ impl GatewayConfig {
             t.validate()?;
         }
         if let Some(s) = &route.session {
-            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-            if s.name.is_empty() || !s.name.bytes().all(token) {
+            if !crate::is_token(&s.name) {
                 return Err(format!("session name {:?} is not a token", s.name));
             }
         }

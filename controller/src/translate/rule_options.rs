@@ -88,8 +88,7 @@ pub fn session(sp: &HttpRouteRulesSessionPersistence) -> Result<SessionPersisten
         .session_name
         .clone()
         .unwrap_or_else(|| DEFAULT_SESSION_NAME.to_string());
-    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-    if name.is_empty() || !name.bytes().all(token) {
+    if !weft_api::is_token(&name) {
         return Err(format!(
             "sessionPersistence.sessionName {name:?} is not a cookie or header name"
         ));

@@ -234,8 +234,7 @@ fn consistent_hash(h: &ConsistentHashSpec) -> Result<ConsistentHash, Invalid> {
             header_name(&header.name).map_err(|e| format!("consistentHash.header: {e}"))?,
         ),
         ("Cookie", None, Some(c)) => {
-            let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
-            if c.name.is_empty() || !c.name.bytes().all(token) {
+            if !weft_api::is_token(&c.name) {
                 return Err(format!(
                     "consistentHash.cookie.name {:?} is not a cookie name",
                     c.name
