@@ -3,6 +3,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &[
             "proto/config.proto",
             "proto/ca.proto",
+            "proto/peering.proto",
             "proto/grpcecho.proto",
         ],
         &["proto"],

@@ -5,8 +5,10 @@
 //! It does no I/O and knows neither Kubernetes nor Pingora.
 
 mod affinity;
+mod cluster;
 mod error;
 mod ir;
+pub mod peering;
 mod policy;
 mod resilience;
 mod scope;

@@ -59,6 +59,11 @@ impl GatewayConfig {
             if !cluster.zones.is_empty() && cluster.zones.len() != cluster.endpoints.len() {
                 return invalid(format!("cluster {name}: zones do not match its endpoints"));
             }
+            if !cluster.origins.is_empty() && cluster.origins.len() != cluster.endpoints.len() {
+                return invalid(format!(
+                    "cluster {name}: origins do not match its endpoints"
+                ));
+            }
             match (cluster.lb, &cluster.hash) {
                 (LbPolicy::ConsistentHash, None) => {
                     return invalid(format!("cluster {name} hashes on nothing"));

@@ -13,6 +13,8 @@ pub mod cluster;
 pub mod crds;
 mod error;
 pub mod inject;
+pub mod multicluster;
+pub mod peering;
 pub mod policies;
 pub mod preview;
 pub mod provider;

@@ -1,6 +1,7 @@
 //! The resource kinds weft reads, and turning one manifest document into one
 //! typed object.
 
+use crate::multicluster::{ClusterLink, ServiceExport, MCS_GROUP};
 use crate::policies::{AuthorizationPolicy, SecurityPolicy};
 use crate::traffic_policy::BackendTrafficPolicy;
 use crate::workload::Workload;
@@ -44,6 +45,8 @@ pub enum Kind {
     SecurityPolicy,
     AuthorizationPolicy,
     BackendTrafficPolicy,
+    ServiceExport,
+    ClusterLink,
 }
 
 impl Kind {
@@ -80,6 +83,8 @@ impl Kind {
             ("BackendTrafficPolicy", WEFT_GROUP) if version == "v1alpha1" => {
                 Kind::BackendTrafficPolicy
             }
+            ("ServiceExport", MCS_GROUP) if version == "v1alpha1" => Kind::ServiceExport,
+            ("ClusterLink", WEFT_GROUP) if version == "v1alpha1" => Kind::ClusterLink,
             _ => return None,
         })
     }
@@ -104,6 +109,8 @@ impl Kind {
             Kind::SecurityPolicy => "SecurityPolicy",
             Kind::AuthorizationPolicy => "AuthorizationPolicy",
             Kind::BackendTrafficPolicy => "BackendTrafficPolicy",
+            Kind::ServiceExport => "ServiceExport",
+            Kind::ClusterLink => "ClusterLink",
         }
     }
 
@@ -156,6 +163,8 @@ pub enum Object {
     SecurityPolicy(SecurityPolicy),
     AuthorizationPolicy(AuthorizationPolicy),
     BackendTrafficPolicy(BackendTrafficPolicy),
+    ServiceExport(ServiceExport),
+    ClusterLink(ClusterLink),
 }
 
 /// One object as read: shared, never copied, between the folder's cache of
@@ -262,6 +271,8 @@ fn typed(kind: Kind, doc: Value) -> Result<Object, serde_json::Error> {
         Kind::SecurityPolicy => Object::SecurityPolicy(from(doc)?),
         Kind::AuthorizationPolicy => Object::AuthorizationPolicy(from(doc)?),
         Kind::BackendTrafficPolicy => Object::BackendTrafficPolicy(from(doc)?),
+        Kind::ServiceExport => Object::ServiceExport(from(doc)?),
+        Kind::ClusterLink => Object::ClusterLink(from(doc)?),
     })
 }
 
@@ -286,6 +297,8 @@ impl Object {
             Object::SecurityPolicy(o) => &mut o.metadata,
             Object::AuthorizationPolicy(o) => &mut o.metadata,
             Object::BackendTrafficPolicy(o) => &mut o.metadata,
+            Object::ServiceExport(o) => &mut o.metadata,
+            Object::ClusterLink(o) => &mut o.metadata,
         }
     }
 
@@ -309,6 +322,8 @@ impl Object {
             Object::SecurityPolicy(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::BackendTrafficPolicy(o) => &o.metadata,
+            Object::ServiceExport(o) => &o.metadata,
+            Object::ClusterLink(o) => &o.metadata,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct Published {
     pub sidecars: BTreeMap<ObjKey, weft_api::SidecarConfig>,
     /// The CA the user plugs in: the fields of the Secret `CA_SECRET`.
     pub ca_secret: Option<BTreeMap<String, String>>,
+    /// What this cluster exports to its peers, and the peers it links to.
+    pub exports: Arc<weft_api::peering::ExportSet>,
+    pub links: Vec<crate::translate::multicluster::Link>,
 }
 
 /// The Secret (namespace, name) whose keys replace the CA weft would
@@ -90,6 +93,11 @@ impl Publisher {
     /// The roots to send every proxy (the CA's, once it is up).
     pub fn set_trust_bundle(&mut self, bundle: Vec<String>) {
         self.opts.trust_bundle = bundle;
+    }
+
+    /// What peering knows of the linked clusters.
+    pub fn set_peers(&mut self, peers: Arc<crate::translate::multicluster::Peers>) {
+        self.opts.peers = peers;
     }
 
     /// Takes a gateway's bind report; true when it changed anything.
@@ -149,6 +157,11 @@ impl Publisher {
             // With the statuses of the same read, below.
             sources: previous.sources.clone(),
             sidecars: t.sidecars,
+            exports: match &previous.exports {
+                e if **e == t.exports => e.clone(),
+                _ => Arc::new(t.exports),
+            },
+            links: t.links,
             ca_secret: match store.lookup(Kind::Secret, CA_SECRET.0, CA_SECRET.1) {
                 Some(crate::resources::Object::Secret(secret)) => Some(secret_fields(secret)),
                 _ => None,
@@ -174,7 +187,8 @@ impl Publisher {
         if configs_changed {
             self.publish.send_replace(Arc::new(published.clone()));
         }
-        let items = status::items(store, &t.statuses, &mut self.clock, &status::now());
+        let mut items = status::items(store, &t.statuses, &mut self.clock, &status::now());
+        items.extend(t.service_imports);
         published.items = Arc::new(items);
         published.sources = store.sources.clone();
         self.publish.send_replace(Arc::new(published));
@@ -188,6 +202,8 @@ pub struct Controller {
     folder: FolderState,
     store: Store,
     publisher: Publisher,
+    /// What peering learns of linked clusters, when this cluster peers.
+    peers: Option<watch::Receiver<Arc<crate::translate::multicluster::Peers>>>,
 }
 
 impl Controller {
@@ -198,6 +214,7 @@ impl Controller {
             folder: FolderState::default(),
             store: Store::default(),
             publisher,
+            peers: None,
         };
         (c, rx)
     }
@@ -206,6 +223,14 @@ impl Controller {
     pub fn set_trust_bundle(&mut self, bundle: Vec<String>) {
         self.publisher.set_trust_bundle(bundle);
         self.publisher.publish(&self.store);
+    }
+
+    /// Translates again with each change of what peering knows.
+    pub fn follow_peers(
+        &mut self,
+        peers: watch::Receiver<Arc<crate::translate::multicluster::Peers>>,
+    ) {
+        self.peers = Some(peers);
     }
 
     /// Reads the folder and publishes; the first read must succeed.
@@ -223,8 +248,16 @@ impl Controller {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), ControllerError> {
         let (_watcher, mut changes) = folder::watch(&self.dir)?;
+        // Without peering, a sender kept here so the branch never fires.
+        let (_idle, idle) = watch::channel(Arc::default());
+        let mut peers = self.peers.take().unwrap_or(idle);
         loop {
             tokio::select! {
+                Ok(()) = peers.changed() => {
+                    let now = peers.borrow_and_update().clone();
+                    self.publisher.set_peers(now);
+                    self.publisher.publish(&self.store);
+                }
                 Some(()) = changes.recv() => {
                     match self.folder.read(&self.dir, &self.store) {
                         Ok(store) => {

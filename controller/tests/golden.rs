@@ -7,17 +7,39 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use weft_controller::provider::folder::parse_text;
 use weft_controller::store::Store;
+use weft_controller::translate::multicluster::PeerState;
 use weft_controller::translate::{translate, Options};
 
-fn render(input: &str) -> String {
+/// What peering knows, for an input with a `.peers.yaml` beside it.
+#[derive(serde::Deserialize)]
+struct PeerFile {
+    cluster: String,
+    network: String,
+    peers: BTreeMap<String, weft_api::peering::ExportSet>,
+}
+
+fn render(input: &str, peers: Option<PeerFile>) -> String {
     let parsed = parse_text(input).expect("golden inputs parse");
     let docs = parsed.into_iter().map(|p| ("in.yaml".into(), p)).collect();
     let store = Store::build(&Store::default(), docs, vec![], &Store::now());
     // Global rate limits are counted in a Redis the inputs share.
-    let opts = Options {
+    let mut opts = Options {
         rate_limit_store: Some("redis://127.0.0.1:6379".into()),
         ..Options::default()
     };
+    if let Some(p) = peers {
+        opts.cluster = p.cluster;
+        opts.network = p.network;
+        let states = p.peers.into_iter().map(|(name, set)| {
+            let state = PeerState {
+                exports: Some(std::sync::Arc::new(set)),
+                connected: true,
+                message: String::new(),
+            };
+            (name, state)
+        });
+        opts.peers = std::sync::Arc::new(states.collect());
+    }
     let out = translate(&store, &opts, &BTreeMap::new());
     let statuses: Vec<serde_json::Value> = out
         .statuses
@@ -36,7 +58,15 @@ fn render(input: &str) -> String {
         .iter()
         .map(|(k, v)| (format!("{}/{}", k.namespace, k.name), v))
         .collect();
-    let doc = serde_json::json!({"statuses": statuses, "gateways": gateways, "sidecars": sidecars});
+    let mut doc =
+        serde_json::json!({"statuses": statuses, "gateways": gateways, "sidecars": sidecars});
+    // The cluster set's part, where there is one.
+    if !out.exports.services.is_empty() || !out.links.is_empty() {
+        doc["exports"] = serde_json::to_value(&out.exports).unwrap();
+        doc["serviceImports"] = serde_json::Value::Array(out.service_imports.clone());
+        let links: Vec<_> = out.links.iter().map(|l| format!("{l:?}")).collect();
+        doc["links"] = serde_json::json!(links);
+    }
     serde_yaml::to_string(&doc).unwrap()
 }
 
@@ -57,7 +87,10 @@ fn golden() {
             continue;
         };
         count += 1;
-        let got = render(&std::fs::read_to_string(&input).unwrap());
+        let peers = std::fs::read_to_string(dir.join(format!("{stem}.peers.yaml")))
+            .ok()
+            .map(|t| serde_yaml::from_str(&t).expect("peer files parse"));
+        let got = render(&std::fs::read_to_string(&input).unwrap(), peers);
         let expected_path = dir.join(format!("{stem}.out.yaml"));
         if update {
             std::fs::write(&expected_path, &got).unwrap();

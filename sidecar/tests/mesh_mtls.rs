@@ -41,6 +41,7 @@ fn gateway_config(
         resilience: Default::default(),
         hash: None,
         zones: Vec::new(),
+        origins: Vec::new(),
     };
     GatewayConfig {
         namespace: "infra".into(),

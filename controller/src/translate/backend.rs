@@ -78,6 +78,8 @@ pub struct Trust<'a> {
     pub bundle: &'a [String],
     /// Whether global rate limits have a store (Redis) to be counted in.
     pub rate_limit_store: bool,
+    /// The cluster set: imports and the peers' endpoints.
+    pub cluster_set: &'a super::multicluster::ClusterSet,
 }
 
 impl<'a> Caller<'a> {
@@ -103,6 +105,9 @@ pub fn resolve(
 ) -> Result<String, Unresolved> {
     let group = r.group.unwrap_or("");
     let kind = r.kind.unwrap_or("Service");
+    if (group, kind) == (crate::multicluster::MCS_GROUP, "ServiceImport") {
+        return import(store, caller, route_kind, route_ns, r, clusters);
+    }
     if !group.is_empty() || kind != "Service" {
         return Err((
             "InvalidKind",
@@ -193,6 +198,7 @@ pub fn resolve(
             )),
             hash: traffic.as_ref().and_then(|t| t.hash.clone()),
             zones: Vec::new(),
+            origins: Vec::new(),
             resilience: traffic.map(|t| t.resilience).unwrap_or_default(),
         };
         let (endpoints, identities) =
@@ -219,13 +225,53 @@ pub fn resolve(
     Ok(name)
 }
 
+/// A backendRef to a ServiceImport (GEP-1748): the whole cluster set.
+/// Like a Service, it needs a ReferenceGrant from another namespace.
+fn import(
+    store: &Store,
+    caller: Caller<'_>,
+    route_kind: RouteKind,
+    route_ns: &str,
+    r: &BackendRef<'_>,
+    clusters: &mut BTreeMap<String, Cluster>,
+) -> Result<String, Unresolved> {
+    let ns = r.namespace.unwrap_or(route_ns);
+    let from = From {
+        group: GATEWAY_GROUP,
+        kind: route_kind.name(),
+        namespace: route_ns,
+    };
+    let to = To {
+        group: crate::multicluster::MCS_GROUP,
+        kind: "ServiceImport",
+        namespace: ns,
+        name: r.name,
+    };
+    if matches!(caller, Caller::Gateway(_)) && !permitted(store, &from, &to) {
+        return Err((
+            "RefNotPermitted",
+            format!(
+                "no ReferenceGrant in {ns} allows a reference to ServiceImport {}",
+                r.name
+            ),
+        ));
+    }
+    let Some(port) = r.port.and_then(|p| u16::try_from(p).ok()) else {
+        return Err((
+            "BackendNotFound",
+            format!("backendRef to ServiceImport {ns}/{} needs a port", r.name),
+        ));
+    };
+    super::multicluster::resolve(store, caller, route_kind, ns, r.name, port, clusters)
+}
+
 /// The label (on a Workload, and on a Gateway's infrastructure) naming
 /// the zone it runs in, as Kubernetes nodes have it.
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// The zone of the endpoint at `ip` of Service `svc`: its EndpointSlice's
 /// `zone`, else its Workload's label; empty when unknown.
-fn zone_of(store: &Store, ns: &str, svc: &Service, ip: std::net::IpAddr) -> String {
+pub(crate) fn zone_of(store: &Store, ns: &str, svc: &Service, ip: std::net::IpAddr) -> String {
     let name = svc.metadata.name.as_deref().unwrap_or("");
     let from_slice = store
         .of_kind(Kind::EndpointSlice)
@@ -280,7 +326,7 @@ pub fn workload_identity(
 
 /// The sidecars behind a Service port: each selected Workload's inbound
 /// address for the target port, and the identities they serve with.
-fn mesh_endpoints(
+pub(crate) fn mesh_endpoints(
     store: &Store,
     ns: &str,
     svc: &Service,
@@ -381,7 +427,7 @@ fn selected_workloads<'a>(
 }
 
 /// What a Service port's `appProtocol` says, if it says something weft knows.
-fn app_protocol(port: &ServicePort) -> Option<AppProtocol> {
+pub(crate) fn app_protocol(port: &ServicePort) -> Option<AppProtocol> {
     match port.app_protocol.as_deref()? {
         // Istio's names for HTTP/2 ports, too.
         "kubernetes.io/h2c" | "grpc" | "http2" => Some(AppProtocol::H2c),

@@ -400,5 +400,22 @@ fn virtual_hosts(
             }
         }
     }
+    // The cluster set's services, by their `clusterset.local` names.
+    let imports = caller.trust().cluster_set.imports(store);
+    for ((ins, iname), import) in &imports {
+        for &port in import.ports.keys() {
+            let http = backend::RouteKind::Http;
+            let Ok(cluster) =
+                super::multicluster::resolve(store, caller, http, ins, iname, port, clusters)
+            else {
+                continue;
+            };
+            let name = format!("{ins}/{iname}:{port}@clusterset");
+            out.push(VirtualHost {
+                hostname: super::multicluster::host(ins, iname, port),
+                routes: vec![Route::to_cluster(name, HttpMatch::default(), cluster)],
+            });
+        }
+    }
     out
 }

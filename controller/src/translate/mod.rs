@@ -13,6 +13,7 @@ mod l4;
 mod limits;
 mod listenerset;
 pub mod mesh;
+pub mod multicluster;
 mod policy;
 mod program;
 mod refs;
@@ -46,6 +47,11 @@ pub struct Options {
     pub trust_bundle: Vec<String>,
     /// Where proxies count global rate limits (`redis://host:port`).
     pub rate_limit_store: Option<String>,
+    /// This cluster's name and network in the cluster set.
+    pub cluster: String,
+    pub network: String,
+    /// What peering knows of the linked clusters.
+    pub peers: std::sync::Arc<multicluster::Peers>,
 }
 
 impl Default for Options {
@@ -56,9 +62,15 @@ impl Default for Options {
             cluster_domain: "cluster.local".into(),
             trust_bundle: Vec::new(),
             rate_limit_store: None,
+            cluster: DEFAULT_CLUSTER.into(),
+            network: String::new(),
+            peers: Default::default(),
         }
     }
 }
+
+/// The cluster name of a control plane not given one.
+pub const DEFAULT_CLUSTER: &str = "cluster-1";
 
 /// What the gateways reported: per Gateway, the addresses they failed to bind.
 pub type BindErrors = BTreeMap<ObjKey, Vec<String>>;
@@ -71,6 +83,12 @@ pub struct Translation {
     pub sidecars: BTreeMap<ObjKey, SidecarConfig>,
     /// The status of each resource weft owns, without `lastTransitionTime`.
     pub statuses: BTreeMap<ObjKey, Value>,
+    /// What this cluster exports to its peers.
+    pub exports: weft_api::peering::ExportSet,
+    /// The peers to dial.
+    pub links: Vec<multicluster::Link>,
+    /// The ServiceImports, as `/status` shows them.
+    pub service_imports: Vec<Value>,
 }
 
 pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Translation {
@@ -79,11 +97,19 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     let mut gateways = gateway::gateways(store, &classes, opts);
     let mut clusters = BTreeMap::new();
     let td = &opts.trust_domain;
+    let cluster_set = multicluster::ClusterSet::build(
+        store,
+        &opts.cluster,
+        &opts.network,
+        &opts.peers,
+        &mut statuses,
+    );
     let trust = backend::Trust {
         domain: td,
         cluster_domain: &opts.cluster_domain,
         bundle: &opts.trust_bundle,
         rate_limit_store: opts.rate_limit_store.is_some(),
+        cluster_set: &cluster_set,
     };
     let mut resolver = access::Resolver::new(store, td);
     route::routes(
@@ -129,10 +155,14 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     policy::statuses(store, &policy::users(store, &gateways), &mut statuses);
     resolver.statuses(&gateways, &mut statuses);
     traffic::statuses(store, opts.rate_limit_store.is_some(), &mut statuses);
+    let imports = cluster_set.imports(store);
     Translation {
         gateways: out,
         sidecars,
         statuses,
+        exports: cluster_set.exports(store, td, Vec::new()),
+        links: cluster_set.links.clone(),
+        service_imports: multicluster::import_items(&imports),
     }
 }
 

@@ -363,6 +363,7 @@ mod tests {
             resilience: Default::default(),
             hash: None,
             zones: Vec::new(),
+            origins: Vec::new(),
         };
         let config = GatewayConfig {
             namespace: "d".into(),

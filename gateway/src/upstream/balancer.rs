@@ -301,6 +301,7 @@ mod tests {
                 resilience,
                 hash: None,
                 zones: Vec::new(),
+                origins: Vec::new(),
             },
             &Registry::default(),
             None,
