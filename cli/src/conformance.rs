@@ -111,6 +111,10 @@ const TESTS: &[(&str, &str)] = &[
         include_str!("../../integration/tests/mesh_proxies.rs"),
     ),
     (
+        "integration/tests/multicluster.rs",
+        include_str!("../../integration/tests/multicluster.rs"),
+    ),
+    (
         "integration/tests/normalization.rs",
         include_str!("../../integration/tests/normalization.rs"),
     ),

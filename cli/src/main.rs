@@ -9,6 +9,7 @@ mod fetch;
 mod grpc_echo;
 mod jwt;
 mod mesh;
+mod peering;
 mod proxies;
 mod redis;
 mod sidecar_process;
@@ -62,6 +63,8 @@ enum Command {
         /// without it, weft up runs its own when redis-server is installed.
         #[arg(long)]
         redis: Option<String>,
+        #[command(flatten)]
+        cluster_set: peering::ClusterSetArgs,
     },
     /// Run the control plane on Kubernetes: watch the API server, publish
     /// config, write statuses while leading.
@@ -292,9 +295,11 @@ fn main() -> anyhow::Result<()> {
                 trust_domain,
                 cluster_domain,
                 redis,
+                cluster_set,
             } => {
                 up::run(up::UpOptions {
                     redis,
+                    cluster_set,
                     dir,
                     admin,
                     default_address,

@@ -52,6 +52,8 @@ pub struct UpOptions {
     /// The Redis global rate limits count in (`--redis`); without it, one
     /// of weft up's own when `redis-server` is installed.
     pub redis: Option<String>,
+    /// Its cluster name, network and peering address.
+    pub cluster_set: crate::peering::ClusterSetArgs,
 }
 
 pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -65,7 +67,9 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         trust_domain,
         cluster_domain,
         redis,
+        cluster_set,
     } = opts;
+    cluster_set.check()?;
     let mut rate_store = crate::redis::RateStore::plan(redis)?;
     let (mut controller, state) = Controller::new(
         dir.clone(),
@@ -74,6 +78,8 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             trust_domain: trust_domain.clone(),
             cluster_domain,
             rate_limit_store: rate_store.url(),
+            cluster: cluster_set.cluster.clone(),
+            network: cluster_set.network.clone(),
             ..Options::default()
         },
     );
@@ -102,7 +108,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
     let (reports_tx, reports_rx) = mpsc::channel(64);
     let service = ConfigService::new(state.clone(), reports_tx, &trust_domain);
     let (control_plane, control_plane_svids) = mesh.control_plane();
-    let tls = weft_ca::tls::server_config(control_plane_svids, Some(&mesh.trust_bundle()))?;
+    let tls = weft_ca::tls::server_config(control_plane_svids.clone(), Some(&mesh.trust_bundle()))?;
     tokio::spawn(async move {
         let server = tonic::transport::Server::builder().add_service(service);
         if let Err(e) = server
@@ -112,6 +118,15 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             tracing::error!("config server failed: {e}");
         }
     });
+    let peers = crate::peering::start(
+        &cluster_set,
+        state.clone(),
+        control_plane_svids.clone(),
+        &mesh.trust_bundle(),
+        &trust_domain,
+    )
+    .await?;
+    controller.follow_peers(peers);
     let bundle = mesh.trust_bundle();
     let dial = |svids| weft_gateway::control::client::Dial {
         addr: grpc_addr.to_string(),

@@ -44,6 +44,12 @@ pub struct ClusterState {
     pub hash: Option<weft_api::ConsistentHash>,
     /// Zone-aware clusters: whether each endpoint is in the proxy's zone.
     local: Option<Vec<bool>>,
+    /// Clusters of the cluster set: whether each endpoint is in this
+    /// cluster (they go first; other clusters' only when none is usable).
+    home: Option<Vec<bool>>,
+    /// Which cluster of the cluster set each endpoint is in (empty: this
+    /// one), for metrics.
+    pub origins: Vec<String>,
     /// Each endpoint's name in session tokens: a hash of the cluster's
     /// name and the endpoint's address, made once with the snapshot.
     pub session_tags: Vec<u64>,
@@ -68,6 +74,14 @@ impl ClusterState {
         registry: &Registry,
         zone: Option<&str>,
     ) -> Result<Self, String> {
+        let reachable;
+        let c = match c.origins.iter().any(|o| o.via.is_some()) {
+            true => {
+                reachable = without_gateways(c);
+                &reachable
+            }
+            false => c,
+        };
         let tls = match &c.tls {
             Some(t) => Some(Arc::new(crate::upstream::connector::MeshConnector::new(
                 t, c.protocol,
@@ -81,8 +95,18 @@ impl ClusterState {
             .collect();
         let health = registry.cluster(name);
         health.breaker.set_limits(&c.resilience.circuit_breaker);
+        let keys: Vec<crate::upstream::health::EndpointKey> = match c.origins.is_empty() {
+            true => c.endpoints.iter().map(|a| (*a, None)).collect(),
+            false => c.endpoints.iter().zip(&c.origins).map(|(a, o)| (*a, o.via)).collect(),
+        };
         Ok(ClusterState {
-            endpoint_health: health.endpoints(&c.endpoints),
+            endpoint_health: health.endpoints(&keys),
+            home: c
+                .origins
+                .iter()
+                .any(|o| !o.is_local())
+                .then(|| c.origins.iter().map(weft_api::Origin::is_local).collect()),
+            origins: c.origins.iter().map(|o| o.cluster.clone()).collect(),
             health,
             resilience: c.resilience.clone(),
             hash: c.hash.clone().filter(|_| c.lb == LbPolicy::ConsistentHash),
@@ -154,12 +178,15 @@ impl ClusterState {
             return None;
         }
         let mut usable = Usable {
+            n,
             count: n,
             health: None,
             local: None,
+            home: None,
         };
         let zoned = self.local.is_some();
-        if self.resilience.guarded() && (zoned || self.health.may_be_unusable(now)) {
+        let checked = self.resilience.guarded() && (zoned || self.health.may_be_unusable(now));
+        if checked {
             let healthy = self
                 .endpoint_health
                 .iter()
@@ -170,6 +197,23 @@ impl ClusterState {
                 usable.health = Some((&self.endpoint_health, now));
                 usable.count = healthy;
             }
+        }
+        // This cluster's endpoints while one of them is usable (and not the
+        // one that just failed), else the other clusters'.
+        if let Some(home) = &self.home {
+            for here in [true, false] {
+                let tier = Usable {
+                    home: Some((home, here)),
+                    ..usable
+                };
+                if (0..n).any(|i| tier.ok(i) && Some(i) != skip) {
+                    let count = (0..n).filter(|i| tier.ok(*i)).count();
+                    usable = Usable { count, ..tier };
+                    break;
+                }
+            }
+        }
+        if checked {
             // The proxy's zone alone, while it has enough of them.
             if let (Some(local), Some(z)) = (&self.local, &self.resilience.zone_aware) {
                 let mine = Usable {
@@ -229,9 +273,13 @@ impl ClusterState {
 /// or (also) those in the proxy's zone; `count` of them.
 #[derive(Clone, Copy)]
 struct Usable<'a> {
+    /// All endpoints.
+    n: usize,
     count: usize,
     health: Option<(&'a [Arc<EndpointHealth>], u64)>,
     local: Option<&'a [bool]>,
+    /// Only those in this cluster (`true`), or only those in others.
+    home: Option<(&'a [bool], bool)>,
 }
 
 impl Usable<'_> {
@@ -240,22 +288,36 @@ impl Usable<'_> {
     }
 
     fn ok(&self, i: usize) -> bool {
-        self.health.is_none_or(|(e, now)| e[i].usable(now)) && self.local.is_none_or(|l| l[i])
+        self.health.is_none_or(|(e, now)| e[i].usable(now))
+            && self.local.is_none_or(|l| l[i])
+            && self.home.is_none_or(|(h, here)| h[i] == here)
     }
 
     /// The index among all endpoints of the `k`-th usable one.
     fn nth(&self, k: usize) -> usize {
-        if self.health.is_none() && self.local.is_none() {
+        if self.health.is_none() && self.local.is_none() && self.home.is_none() {
             return k;
         }
-        let n = self
-            .health
-            .map(|(e, _)| e.len())
-            .or(self.local.map(<[bool]>::len));
-        (0..n.unwrap_or(0))
-            .filter(|i| self.ok(*i))
-            .nth(k)
-            .unwrap_or(0)
+        (0..self.n).filter(|i| self.ok(*i)).nth(k).unwrap_or(0)
+    }
+}
+
+/// `c` without the endpoints reached through an east-west gateway: the
+/// tunnel to them is not built yet, and their addresses mean nothing on
+/// this network.
+fn without_gateways(c: &Cluster) -> Cluster {
+    let keep: Vec<usize> = (0..c.endpoints.len())
+        .filter(|i| c.origins[*i].via.is_none())
+        .collect();
+    let pick = |v: &Vec<_>| keep.iter().map(|i| v[*i]).collect();
+    Cluster {
+        endpoints: pick(&c.endpoints),
+        origins: keep.iter().map(|i| c.origins[*i].clone()).collect(),
+        zones: match c.zones.is_empty() {
+            true => Vec::new(),
+            false => keep.iter().map(|i| c.zones[*i].clone()).collect(),
+        },
+        ..c.clone()
     }
 }
 
@@ -368,6 +430,49 @@ mod tests {
         let anywhere = ClusterState::new("d", &cluster, &Registry::default(), None).unwrap();
         let picks: Vec<_> = (0..9).map(|_| anywhere.pick(None).unwrap()).collect();
         assert!((0..3).all(|i| picks.contains(&i)));
+    }
+
+    #[test]
+    fn other_clusters_take_over_only_when_none_here_is_usable() {
+        let endpoints: Vec<SocketAddr> =
+            (0..4).map(|i| ([127, 0, 0, 1], 9000 + i).into()).collect();
+        let away = |cluster: &str, via: Option<SocketAddr>| weft_api::Origin {
+            cluster: cluster.into(),
+            via,
+        };
+        let cluster = Cluster {
+            origins: vec![
+                weft_api::Origin::default(),
+                away("west", None),
+                away("west", None),
+                // Through a gateway: left out until tunnels exist.
+                away("south", Some(([10, 0, 0, 1], 15443).into())),
+            ],
+            resilience: ejecting(),
+            ..Cluster::http1(endpoints)
+        };
+        let c = ClusterState::new("c", &cluster, &Registry::default(), None).unwrap();
+        assert_eq!(c.endpoints.len(), 3);
+        assert!((0..20).all(|_| c.pick(None) == Some(0)));
+        // A retry after this cluster's one endpoint failed goes away.
+        assert!(matches!(c.pick(Some(0)), Some(1 | 2)));
+        // Ejected: the other cluster takes every request, both endpoints.
+        c.record(0, Outcome::Status(503));
+        let picks: Vec<_> = (0..20).map(|_| c.pick(None).unwrap()).collect();
+        assert!(!picks.contains(&0) && picks.contains(&1) && picks.contains(&2));
+        // Back: home again.
+        c.endpoint_health()[0]
+            .ejected_until
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        assert!((0..20).all(|_| c.pick(None) == Some(0)));
+        // Without outlier detection, the same holds for retries.
+        let plain = Cluster {
+            resilience: Resilience::default(),
+            ..cluster
+        };
+        let c = ClusterState::new("d", &plain, &Registry::default(), None).unwrap();
+        assert!((0..10).all(|_| c.pick(None) == Some(0)));
+        assert!(matches!(c.pick(Some(0)), Some(1 | 2)));
     }
 
     #[test]

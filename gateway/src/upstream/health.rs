@@ -38,7 +38,7 @@ pub struct EndpointHealth {
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
     /// Ejected until then (`now_ms`); not ejected once it has passed.
-    ejected_until: AtomicU64,
+    pub(crate) ejected_until: AtomicU64,
     times_ejected: AtomicU32,
     /// Active checks say it is unhealthy.
     pub(crate) check_failed: AtomicBool,
@@ -75,10 +75,15 @@ pub enum Outcome {
     LocalFailure,
 }
 
+/// An endpoint: its address, and the east-west gateway it is reached
+/// through when it is on another network (two networks may use the same
+/// addresses).
+pub type EndpointKey = (SocketAddr, Option<SocketAddr>);
+
 /// The state of one cluster's endpoints that outlives snapshots.
 #[derive(Debug, Default)]
 pub struct ClusterHealth {
-    endpoints: Mutex<HashMap<SocketAddr, Arc<EndpointHealth>>>,
+    endpoints: Mutex<HashMap<EndpointKey, Arc<EndpointHealth>>>,
     pub breaker: Arc<Breaker>,
     /// Ejections are decided one at a time, so that two at once cannot
     /// pass the share allowed.
@@ -94,13 +99,12 @@ pub struct ClusterHealth {
 }
 
 impl ClusterHealth {
-    /// The state of each of `addrs`, made for new ones; endpoints no
+    /// The state of each of `keys`, made for new ones; endpoints no
     /// longer there are forgotten.
-    pub fn endpoints(&self, addrs: &[SocketAddr]) -> Vec<Arc<EndpointHealth>> {
+    pub fn endpoints(&self, keys: &[EndpointKey]) -> Vec<Arc<EndpointHealth>> {
         let mut known = lock(&self.endpoints);
-        known.retain(|a, _| addrs.contains(a));
-        addrs
-            .iter()
+        known.retain(|a, _| keys.contains(a));
+        keys.iter()
             .map(|a| known.entry(*a).or_default().clone())
             .collect()
     }
@@ -229,7 +233,8 @@ mod tests {
     fn cluster(n: u16) -> (ClusterHealth, Vec<Arc<EndpointHealth>>) {
         let c = ClusterHealth::default();
         let addrs: Vec<SocketAddr> = (0..n).map(|i| ([127, 0, 0, 1], 1000 + i).into()).collect();
-        let e = c.endpoints(&addrs);
+        let keys: Vec<EndpointKey> = addrs.iter().map(|a| (*a, None)).collect();
+        let e = c.endpoints(&keys);
         (c, e)
     }
 
@@ -292,7 +297,10 @@ mod tests {
         // The ejection ends; the next comes before a quiet interval passes.
         e[0].ejected_until.store(now_ms() - 1, Ordering::Relaxed);
         // A new snapshot's list shares the state.
-        let again = c.endpoints(&[([127, 0, 0, 1], 1000).into(), ([127, 0, 0, 1], 1001).into()]);
+        let again = c.endpoints(&[
+            (([127, 0, 0, 1], 1000).into(), None),
+            (([127, 0, 0, 1], 1001).into(), None),
+        ]);
         assert!(Arc::ptr_eq(&again[0], &e[0]));
         eject(&again);
         let second = e[0].ejected_until.load(Ordering::Relaxed) - now_ms();

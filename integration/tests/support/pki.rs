@@ -82,3 +82,34 @@ pub fn server_config(pem: &(String, String), client_roots: Option<&str>) -> rust
     };
     builder.with_single_cert(certs, key).unwrap()
 }
+
+/// A CA issued by `root` (an intermediate): what each cluster of a
+/// cluster set signs with, as (certificate PEM, key PEM).
+pub fn intermediate(root: &Ca, name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("intermediate {name}"));
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let issuer = rcgen::Issuer::from_params(&root.params, &root.key);
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+/// The Secret `weft-system/cacerts` plugging a CA in: its certificate
+/// and key, and the root (Istio's file names); with the Namespace.
+pub fn cacerts(root: &Ca, ca: &(String, String)) -> String {
+    let field = |k: &str, v: &str| format!("  {k}: |\n{}", indent(v));
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: weft-system}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cacerts, namespace: weft-system}}\nstringData:\n{}{}{}",
+        field("ca-cert.pem", &ca.0),
+        field("ca-key.pem", &ca.1),
+        field("root-cert.pem", &root.pem),
+    )
+}
