@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use crate::affinity::*;
 pub use crate::cluster::*;
+pub use crate::eastwest::*;
 pub use crate::policy::*;
 pub use crate::resilience::*;
 
@@ -41,6 +42,9 @@ pub struct GatewayConfig {
     /// Workload, or of its Gateway's `spec.infrastructure.labels`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone: Option<String>,
+    /// An east-west gateway's tunnels (its `EastWest` port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub east_west: Option<EastWest>,
 }
 
 impl GatewayConfig {
@@ -160,6 +164,8 @@ pub enum Protocol {
     /// certificate terminates TLS, one without passes it through; the first
     /// route of the virtual host for the SNI takes the connection.
     Tls,
+    /// An east-west gateway's tunnel port (`GatewayConfig::east_west`).
+    EastWest,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 
 mod affinity;
 mod cluster;
+mod eastwest;
 mod error;
 mod ir;
 pub mod peering;

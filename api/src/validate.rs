@@ -218,6 +218,7 @@ mod tests {
             access: Default::default(),
             rate_limit_store: None,
             zone: None,
+            east_west: None,
         }
     }
 

@@ -162,9 +162,14 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// How often an idle channel pings its server, and how long it waits for
+/// the answer: a server gone silent (a peer cut off, not just closed) is
+/// noticed within twice this.
+const KEEPALIVE: Duration = Duration::from_secs(5);
+
 /// A gRPC channel to `addr` (`host:port`) over TLS with `config`, the
 /// server checked as `server`. It connects on first use and again after
-/// a failure.
+/// a failure, and pings while idle (`KEEPALIVE`).
 pub fn channel(
     addr: &str,
     server: &SpiffeId,
@@ -173,7 +178,10 @@ pub fn channel(
     let name = ServerName::try_from(server.dns_name()).map_err(tls_error)?;
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(tls_error)?
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE)
+        .keep_alive_while_idle(true);
     let addr = addr.to_string();
     let connector = tower::service_fn(move |_: http::Uri| {
         let (addr, name) = (addr.clone(), name.clone());

@@ -307,6 +307,7 @@ fn table(
                     weft_api::Protocol::Https => "https",
                     weft_api::Protocol::Tcp => "tcp",
                     weft_api::Protocol::Tls => "tls",
+                    weft_api::Protocol::EastWest => "east-west",
                 };
                 for addr in &port.addresses {
                     listens.push(format!("{scheme}://{}", SocketAddr::new(*addr, port.port)));

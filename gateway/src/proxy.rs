@@ -131,7 +131,9 @@ impl ProxyHttp for WeftProxy {
             .and_then(|t| {
                 let addr = conn?.client?.ip();
                 let scheme = match t.protocol {
-                    weft_api::Protocol::Https | weft_api::Protocol::Tls => "https",
+                    weft_api::Protocol::Https
+                    | weft_api::Protocol::Tls
+                    | weft_api::Protocol::EastWest => "https",
                     weft_api::Protocol::Http | weft_api::Protocol::Tcp => "http",
                 };
                 Some((addr, scheme))

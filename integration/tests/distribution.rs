@@ -50,6 +50,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
         access: Default::default(),
         rate_limit_store: None,
         zone: None,
+        east_west: None,
     }
 }
 

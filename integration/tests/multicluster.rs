@@ -8,6 +8,7 @@
 
 mod support;
 use std::time::Duration;
+use support::netns;
 use support::pki::{cacerts, intermediate};
 use support::*;
 
@@ -48,8 +49,10 @@ spec:
     )
 }
 
-/// A Workload `name` in shop on `ip` calling `url` for every request.
-fn caller(name: &str, ip: &str, url: &str) -> String {
+/// A Workload `name` in shop on `ip` calling each of `urls` for every
+/// request.
+fn caller(name: &str, ip: &str, urls: &[&str]) -> String {
+    let calls: String = urls.iter().map(|u| format!(", --call, \"{u}\"")).collect();
     format!(
         r#"---
 apiVersion: weft.dev/v1alpha1
@@ -58,7 +61,7 @@ metadata: {{name: {name}, namespace: shop, labels: {{app: {name}}}}}
 spec:
   serviceAccountName: {name}
   address: {ip}
-  command: [weft, echo, --listen, "{ip}:9080", --call, "{url}"]
+  command: [weft, echo, --listen, "{ip}:9080"{calls}]
   ports: [{{name: http, containerPort: 9080}}]
 "#
     )
@@ -98,7 +101,13 @@ fn condition(item: &serde_json::Value, type_: &str) -> String {
     item["status"]["conditions"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["type"] == type_))
-        .map(|c| format!("{}/{}", c["status"].as_str().unwrap_or(""), c["reason"].as_str().unwrap_or("")))
+        .map(|c| {
+            format!(
+                "{}/{}",
+                c["status"].as_str().unwrap_or(""),
+                c["reason"].as_str().unwrap_or("")
+            )
+        })
         .unwrap_or_default()
 }
 
@@ -115,7 +124,7 @@ async fn same_network_peers_go_pod_to_pod_local_first_and_fail_over() {
         "{}\n---\n{}{}{}",
         cacerts(&root, &intermediate(&root, "east")),
         shop("east", "127.0.140.11", ""),
-        caller("productpage", "127.0.140.10", url),
+        caller("productpage", "127.0.140.10", &[url]),
         link("west", "net1", "127.0.141.1:15012", "5m"),
     );
     let west_files = format!(
@@ -125,7 +134,14 @@ async fn same_network_peers_go_pod_to_pod_local_first_and_fail_over() {
         link("east", "net1", "127.0.140.1:15012", "5m"),
     );
     let args = |cluster: &'static str, peering: &'static str| {
-        ["--cluster", cluster, "--network", "net1", "--peering", peering]
+        [
+            "--cluster",
+            cluster,
+            "--network",
+            "net1",
+            "--peering",
+            peering,
+        ]
     };
     let east = Weft::up_with(
         "127.0.140.1",
@@ -149,9 +165,11 @@ async fn same_network_peers_go_pod_to_pod_local_first_and_fail_over() {
         serde_json::json!([{"cluster": "east"}, {"cluster": "west"}]),
         "{import}"
     );
-    eventually(Duration::from_secs(30), "productpage calls reviews", || async {
-        calls(&c, page, 1).await[0].1 == 200
-    })
+    eventually(
+        Duration::from_secs(30),
+        "productpage calls reviews",
+        || async { calls(&c, page, 1).await[0].1 == 200 },
+    )
     .await;
     for (status, call, pod, _) in calls(&c, page, 20).await {
         assert_eq!((status, call, pod.as_str()), (200, 200, "reviews-east"));
@@ -182,14 +200,434 @@ async fn same_network_peers_go_pod_to_pod_local_first_and_fail_over() {
     // West's sidecar verified productpage's own certificate (issued under
     // east's intermediate) and told its app who called.
     assert!(
-        west[0].3.contains("URI=spiffe://cluster.local/ns/shop/sa/productpage"),
+        west[0]
+            .3
+            .contains("URI=spiffe://cluster.local/ns/shop/sa/productpage"),
         "{:?}",
         west[0]
     );
     // East's reviews is restarted by weft up; once its ejection ends,
     // calls go home.
     eventually(Duration::from_secs(20), "calls return to east", || async {
-        calls(&c, page, 5).await.iter().all(|s| s.2 == "reviews-east")
+        calls(&c, page, 5)
+            .await
+            .iter()
+            .all(|s| s.2 == "reviews-east")
+    })
+    .await;
+}
+
+/// The east-west gateway of west, on `ip`, and an AuthorizationPolicy on
+/// it refusing the identity `intruder`.
+fn east_west_gateway(ip: &str) -> String {
+    format!(
+        r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: weft}}
+spec: {{controllerName: weft.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: eastwest, namespace: weft-system}}
+spec:
+  gatewayClassName: weft
+  addresses: [{{type: IPAddress, value: {ip}}}]
+  listeners: [{{name: cross-network, port: 15443, protocol: weft.dev/EastWest}}]
+---
+apiVersion: weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {{name: no-intruders, namespace: weft-system}}
+spec:
+  targetRefs: [{{group: gateway.networking.k8s.io, kind: Gateway, name: eastwest}}]
+  action: Deny
+  rules: [{{sources: [{{type: SPIFFE, spiffe: "spiffe://cluster.local/ns/shop/sa/intruder"}}]}}]
+"#
+    )
+}
+
+/// A meshed Workload `name` (app and service account too) in shop on
+/// `ip`, behind a Service of its name, exported when `exported`.
+fn service(name: &str, ip: &str, exported: bool) -> String {
+    let export = match exported {
+        true => format!(
+            "---\napiVersion: multicluster.x-k8s.io/v1alpha1\nkind: ServiceExport\nmetadata: {{name: {name}, namespace: shop}}\n"
+        ),
+        false => String::new(),
+    };
+    format!(
+        r#"---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {{name: {name}, namespace: shop, labels: {{app: {name}}}}}
+spec:
+  serviceAccountName: {name}
+  address: {ip}
+  command: [weft, echo, --listen, "{ip}:9080"]
+  ports: [{{name: http, containerPort: 9080}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: shop}}
+spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 9080, targetPort: http}}]}}
+{export}"#
+    )
+}
+
+/// Runs `f` (async) inside namespace `ns` on a runtime of its own.
+async fn within<T, F, Fut>(ns: &str, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T>,
+{
+    let ns = ns.to_string();
+    tokio::task::spawn_blocking(move || {
+        netns::within_ns(&ns, move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(f())
+        })
+    })
+    .await
+    .unwrap()
+}
+
+/// An item of `/status` at `admin`, read inside `ns`.
+async fn item_in(
+    ns: &str,
+    admin: std::net::SocketAddr,
+    kind: &str,
+    name: &str,
+) -> serde_json::Value {
+    let (kind, name) = (kind.to_string(), name.to_string());
+    within(ns, move || async move {
+        let status: serde_json::Value = client(&[])
+            .get(format!("http://{admin}/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let items = status["items"].as_array().cloned().unwrap_or_default();
+        items
+            .into_iter()
+            .find(|i| i["kind"] == kind.as_str() && i["metadata"]["name"] == name.as_str())
+            .unwrap_or_default()
+    })
+    .await
+}
+
+/// A hand-made tunnel: mutual TLS to `gateway` as `cert` (chain, key),
+/// then an HTTP/2 CONNECT to `target`: the status, or why the connection
+/// failed.
+async fn connect(
+    gateway: std::net::SocketAddr,
+    cert: (String, String),
+    root: String,
+    target: String,
+) -> Result<u16, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut root.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = rustls_pemfile::certs(&mut cert.0.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut cert.1.as_bytes())
+        .unwrap()
+        .unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let name =
+        rustls::pki_types::ServerName::try_from("eastwest.weft-system.sa.cluster.local").unwrap();
+    let tcp = tokio::net::TcpStream::connect(gateway)
+        .await
+        .map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (send, conn) = h2::client::handshake(tls)
+        .await
+        .map_err(|e| format!("h2: {e}"))?;
+    tokio::spawn(conn);
+    let mut send = send.ready().await.map_err(|e| format!("h2: {e}"))?;
+    let request = http::Request::builder()
+        .method("CONNECT")
+        .uri(target)
+        .body(())
+        .unwrap();
+    let (answer, _stream) = send
+        .send_request(request, false)
+        .map_err(|e| format!("h2: {e}"))?;
+    let answer = answer.await.map_err(|e| format!("h2: {e}"))?;
+    Ok(answer.status().as_u16())
+}
+
+/// Two networks, each cluster in a network namespace of its own, joined
+/// only by one link on which west's east-west gateway and both peering
+/// ports listen. East's productpage calls reviews (in both clusters) and
+/// ratings (west's alone) by their clusterset names:
+/// - reviews stays home; its one endpoint SIGKILLed under continuous
+///   calls, west's takes them through the gateway with none failing, and
+///   west's app sees productpage's own identity; then calls go home;
+/// - the gateway counts the tunnels by the caller's principal;
+/// - a hand-made tunnel to a Service west does not export, or anywhere
+///   else, is 403; to an exported endpoint, 200; an identity the
+///   gateway's AuthorizationPolicy denies, 403; a certificate of another
+///   root fails the handshake;
+/// - the peering port blocked: the link is lost, ratings still answers on
+///   the last imports until the grace period ends, then not; unblocked,
+///   the link and the calls come back.
+#[tokio::test]
+async fn other_networks_are_reached_through_the_east_west_gateway() {
+    if !netns::available() {
+        return cannot_run("root, ip, iptables, setpriv, curl and openssl are needed");
+    }
+    let (east_ns, west_ns) = (netns::Netns::bare("mce"), netns::Netns::bare("mcw"));
+    east_ns.link("10.254.3.1", &west_ns, "10.254.3.2");
+    let root = pki::ca();
+    let (east_ca, west_ca) = (intermediate(&root, "east"), intermediate(&root, "west"));
+    let calls_to = [
+        "http://reviews.shop.svc.clusterset.local:9080/",
+        "http://ratings.shop.svc.clusterset.local:9080/",
+    ];
+    let east_files = format!(
+        "{}\n---\n{}{}---\napiVersion: weft.dev/v1alpha1\nkind: ClusterLink\nmetadata: {{name: west, namespace: weft-system}}\nspec: {{cluster: west, network: net-west, peering: \"10.254.3.2:15012\", gateways: [\"10.254.3.2:15443\"], importGracePeriod: 6s}}\n",
+        cacerts(&root, &east_ca),
+        shop("east", "127.0.150.11", ""),
+        caller("productpage", "127.0.150.10", &calls_to),
+    );
+    let west_extra = format!(
+        "{}{}{}",
+        service("ratings", "127.0.151.12", true),
+        service("secret", "127.0.151.13", false),
+        east_west_gateway("10.254.3.2"),
+    );
+    let west_files = format!(
+        "{}\n---\n{}{}",
+        cacerts(&root, &west_ca),
+        shop("west", "127.0.151.11", &west_extra),
+        link("east", "net-east", "10.254.3.1:15012", "5m"),
+    );
+    let dir = |files: &str| {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("all.yaml"), files).unwrap();
+        d
+    };
+    let (east_dir, west_dir) = (dir(&east_files), dir(&west_files));
+    let east = Weft::start_in(
+        Some(&east_ns.name),
+        east_dir.path(),
+        "127.0.150.1",
+        &[],
+        &[
+            "--cluster",
+            "east",
+            "--network",
+            "net-east",
+            "--peering",
+            "10.254.3.1:15012",
+        ],
+    );
+    let west = Weft::start_in(
+        Some(&west_ns.name),
+        west_dir.path(),
+        "127.0.151.1",
+        &[],
+        &[
+            "--cluster",
+            "west",
+            "--network",
+            "net-west",
+            "--peering",
+            "10.254.3.2:15012",
+        ],
+    );
+    let east_link = || item_in(&east_ns.name, east.admin, "ClusterLink", "west");
+    eventually(Duration::from_secs(30), "the link connects", || async {
+        condition(&east_link().await, "Connected") == "True/Connected"
+    })
+    .await;
+
+    // Calls from productpage, made inside east: (reviews pod, its XFCC,
+    // ratings status) per call, or a failure.
+    let east_name = east_ns.name.clone();
+    // `n` calls, or as many as `for_ms` allows when it is not zero.
+    let page_for = move |n: usize, for_ms: u64| {
+        let east_name = east_name.clone();
+        async move {
+            within(&east_name, move || async move {
+                let c = client(&[]);
+                let mut out = Vec::new();
+                let start = std::time::Instant::now();
+                while out.len() < n || start.elapsed() < Duration::from_millis(for_ms) {
+                    let (status, body) = get(&c, "http://127.0.150.10:9080/", "productpage").await;
+                    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+                    out.push((
+                        status,
+                        body["calls"][0]["status"].as_u64().unwrap_or(0),
+                        text(&body["calls"][0]["body"]["pod"]),
+                        text(&body["calls"][0]["body"]["headers"]["X-Forwarded-Client-Cert"][0]),
+                        body["calls"][1]["status"].as_u64().unwrap_or(0),
+                    ));
+                }
+                out
+            })
+            .await
+        }
+    };
+    let page = |n: usize| page_for(n, 0);
+    eventually(
+        Duration::from_secs(30),
+        "productpage calls both",
+        || async {
+            let c = &page(1).await[0];
+            c.1 == 200 && c.4 == 200
+        },
+    )
+    .await;
+    for c in page(10).await {
+        assert_eq!(
+            (c.0, c.1, c.2.as_str(), c.4),
+            (200, 200, "reviews-east", 200),
+            "{c:?}"
+        );
+    }
+
+    // Failover across networks under continuous calls.
+    let load = tokio::spawn(page_for(0, 3000));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = pid_of("127.0.150.11:9080").expect("east's reviews runs");
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let seen = load.await.unwrap();
+    for c in &seen {
+        assert_eq!((c.0, c.1, c.4), (200, 200, 200), "{seen:?}");
+    }
+    let away: Vec<_> = seen.iter().filter(|c| c.2 == "reviews-west").collect();
+    assert!(!away.is_empty(), "{seen:?}");
+    assert!(
+        away[0]
+            .3
+            .contains("URI=spiffe://cluster.local/ns/shop/sa/productpage"),
+        "{:?}",
+        away[0]
+    );
+    eventually(Duration::from_secs(20), "calls return home", || async {
+        page(5).await.iter().all(|c| c.2 == "reviews-east")
+    })
+    .await;
+
+    // The gateway counts tunnels by the caller's principal.
+    let gw_admin = west.gateway_admins[0].clone();
+    let metrics = within(&west_ns.name, move || async move {
+        text_of(&format!("{gw_admin}/metrics")).await
+    })
+    .await;
+    let opened = metrics.lines().find(|l| {
+        l.starts_with("weft_tunnels_total")
+            && l.contains("source_principal=\"spiffe://cluster.local/ns/shop/sa/productpage\"")
+            && l.contains("destination_service=\"reviews.shop.svc.cluster.local\"")
+            && l.contains("result=\"opened\"")
+    });
+    assert!(opened.is_some(), "{metrics}");
+
+    // Hand-made tunnels, from inside east.
+    let gateway: std::net::SocketAddr = "10.254.3.2:15443".parse().unwrap();
+    let leaf = |ca: &pki::Ca, sa: &str| {
+        let (cert, key) = pki::issue(
+            ca,
+            &[],
+            &[&format!("spiffe://cluster.local/ns/shop/sa/{sa}")],
+        );
+        (format!("{cert}{}", ca.pem), key)
+    };
+    let tries = [
+        (leaf(&east_ca, "productpage"), "127.0.151.11:15006", Ok(200)),
+        (leaf(&east_ca, "productpage"), "127.0.151.13:15006", Ok(403)),
+        (leaf(&east_ca, "productpage"), "127.0.0.1:15000", Ok(403)),
+        (
+            leaf(&east_ca, "productpage"),
+            "reviews.shop.svc.cluster.local:9080",
+            Ok(403),
+        ),
+        (leaf(&east_ca, "intruder"), "127.0.151.11:15006", Ok(403)),
+    ];
+    for (cert, target, want) in tries {
+        let (root_pem, target) = (root.pem.clone(), target.to_string());
+        let got = within(&east_ns.name, move || {
+            connect(gateway, cert, root_pem, target)
+        })
+        .await;
+        assert_eq!(got, want);
+    }
+    let foreign = pki::ca();
+    let cert = leaf(&foreign, "productpage");
+    let root_pem = root.pem.clone();
+    let got = within(&east_ns.name, move || {
+        connect(gateway, cert, root_pem, "127.0.151.11:15006".into())
+    })
+    .await;
+    assert!(
+        got.as_ref()
+            .is_err_and(|e| e.starts_with("TLS") || e.starts_with("h2")),
+        "{got:?}"
+    );
+
+    // The peering port blocked (connections reset): the link is lost and
+    // west-only ratings keeps answering on the last imports, until the
+    // grace period (6s) ends.
+    let block = [
+        "-A",
+        "INPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        "15012",
+        "-j",
+        "REJECT",
+        "--reject-with",
+        "tcp-reset",
+    ];
+    let rule = |op: &str| {
+        let mut args = vec!["iptables".to_string()];
+        args.extend(block.iter().map(|s| s.to_string()));
+        args[1] = op.to_string();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = west_ns.exec(None, &args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    rule("-A");
+    eventually(Duration::from_secs(20), "the link is lost", || async {
+        condition(&east_link().await, "Connected") == "False/Lost"
+    })
+    .await;
+    for c in page(5).await {
+        assert_eq!(c.4, 200, "ratings on the last imports: {c:?}");
+    }
+    eventually(
+        Duration::from_secs(20),
+        "the imports go after the grace period",
+        || async { page(1).await[0].4 != 200 },
+    )
+    .await;
+    rule("-D");
+    eventually(Duration::from_secs(30), "the link recovers", || async {
+        condition(&east_link().await, "Connected") == "True/Connected" && page(1).await[0].4 == 200
     })
     .await;
 }

@@ -70,5 +70,6 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         access,
         rate_limit_store: None,
         zone: None,
+        east_west: None,
     }
 }

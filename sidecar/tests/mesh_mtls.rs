@@ -71,6 +71,7 @@ fn gateway_config(
         access: Default::default(),
         rate_limit_store: None,
         zone: None,
+        east_west: None,
     }
 }
 

@@ -265,7 +265,8 @@ fn route_kinds(protocol: Option<Protocol>) -> &'static [&'static str] {
         Some(Protocol::Http | Protocol::Https) => &["HTTPRoute", "GRPCRoute"],
         Some(Protocol::Tcp) => &["TCPRoute"],
         Some(Protocol::Tls) => &["TLSRoute"],
-        None => &[],
+        // An east-west gateway's tunnels go to exported services only.
+        Some(Protocol::EastWest) | None => &[],
     }
 }
 
@@ -289,6 +290,7 @@ pub fn listener(
         "HTTPS" => Some(Protocol::Https),
         "TCP" => Some(Protocol::Tcp),
         "TLS" => Some(Protocol::Tls),
+        super::eastwest::PROTOCOL => Some(Protocol::EastWest),
         other => {
             accepted.fail(
                 "UnsupportedProtocol",

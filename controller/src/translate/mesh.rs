@@ -131,6 +131,7 @@ pub fn sidecars(
                 .as_ref()
                 .and_then(|l| l.get(super::backend::ZONE_LABEL))
                 .cloned(),
+            east_west: None,
         };
         let config = SidecarConfig {
             namespace: key.namespace.clone(),

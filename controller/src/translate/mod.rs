@@ -5,6 +5,7 @@
 mod access;
 mod backend;
 pub mod conditions;
+mod eastwest;
 mod frontend;
 mod gateway;
 mod grpc;
@@ -127,6 +128,8 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
             s.outbound.rate_limit_store = opts.rate_limit_store.clone();
         }
     }
+    // What this cluster exports, with its east-west gateways' addresses.
+    let exports = cluster_set.exports(store, td, eastwest::addresses(&gateways));
     let mut out = BTreeMap::new();
     for gw in &gateways {
         let errors = bind_errors
@@ -145,6 +148,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         listenerset::statuses(gw, accepted, &mut statuses);
         if gw.address_problem.is_none() && gw.parameters_problem.is_none() {
             let mut config = ir(gw, &clusters, &resolver.accesses);
+            eastwest::configure(&mut config, gw, &exports, trust, &mut resolver);
             config.identity = Some(gateway_identity(td, &gw.key));
             if config.has_global_limits() {
                 config.rate_limit_store = opts.rate_limit_store.clone();
@@ -160,7 +164,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         gateways: out,
         sidecars,
         statuses,
-        exports: cluster_set.exports(store, td, Vec::new()),
+        exports,
         links: cluster_set.links.clone(),
         service_imports: multicluster::import_items(&imports),
     }
@@ -252,5 +256,6 @@ fn ir(
         identity: None,
         rate_limit_store: None,
         zone: gw.zone.clone(),
+        east_west: None,
     }
 }

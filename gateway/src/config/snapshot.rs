@@ -26,6 +26,17 @@ pub struct Snapshot {
     pub clusters: Vec<Arc<ClusterState>>,
     /// Where global rate limits are counted, when some route has them.
     pub rate_store: Option<Arc<GlobalStore>>,
+    /// An east-west gateway's tunnels.
+    pub east_west: Option<CompiledEastWest>,
+}
+
+/// `weft_api::EastWest`, ready for the tunnel listener.
+pub struct CompiledEastWest {
+    /// The endpoints tunnels may go to, with their service.
+    pub targets: HashMap<std::net::SocketAddr, String>,
+    pub access: Option<Arc<CompiledAccess>>,
+    /// The gateway's certificate; tunnels wait for it.
+    pub key: Option<Arc<CertifiedKey>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -140,6 +151,19 @@ impl Snapshot {
             Some(url) => Some(kept.store(url).map_err(GatewayError::Snapshot)?),
             None => None,
         };
+        let east_west = match &config.east_west {
+            Some(ew) => Some(CompiledEastWest {
+                targets: ew.targets.iter().map(|(a, s)| (*a, s.clone())).collect(),
+                access: ew.access.as_deref().and_then(|a| access.get(a).cloned()),
+                key: match &ew.cert {
+                    Some(c) => Some(crate::pki::certified_key(c).map_err(|e| {
+                        GatewayError::Snapshot(format!("east-west certificate: {e}"))
+                    })?),
+                    None => None,
+                },
+            }),
+            None => None,
+        };
         let parts = Parts {
             clusters,
             access,
@@ -195,6 +219,7 @@ impl Snapshot {
             ports,
             clusters,
             rate_store,
+            east_west,
         })
     }
 }
@@ -400,6 +425,7 @@ mod tests {
             access: Default::default(),
             rate_limit_store: None,
             zone: None,
+            east_west: None,
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];

@@ -19,6 +19,21 @@ use weft_ca::workload::{Svid, Svids};
 /// `svid` (not clusters whose TLS a BackendTLSPolicy asks for).
 pub fn with_identity(config: &GatewayConfig, svid: &Svid) -> GatewayConfig {
     let mut config = config.clone();
+    if let Some(ew) = config.east_west.as_mut() {
+        ew.cert = Some(TlsCertificate {
+            cert_chain_pem: svid.chain.concat(),
+            key_pem: svid.key_pem.clone(),
+        });
+    }
+    for ew_port in config
+        .ports
+        .iter_mut()
+        .filter(|p| p.protocol == weft_api::Protocol::EastWest)
+    {
+        if let Some(auth) = ew_port.client_auth.as_mut() {
+            auth.roots_pem = union(&auth.roots_pem, &svid.bundle);
+        }
+    }
     for cluster in config.clusters.values_mut() {
         if let Some(tls) = cluster.tls.as_mut().filter(|t| t.policy.is_none()) {
             tls.roots_pem = union(&tls.roots_pem, &svid.bundle);
@@ -44,7 +59,7 @@ pub fn union(a: &[String], b: &[String]) -> Vec<String> {
 
 /// Whether `config` can only serve once a certificate is in.
 fn needs_identity(config: &GatewayConfig) -> bool {
-    config.clusters.values().any(|c| c.tls.is_some())
+    config.clusters.values().any(|c| c.tls.is_some()) || config.east_west.is_some()
 }
 
 /// A gateway and the certificates of its identity.

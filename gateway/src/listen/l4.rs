@@ -47,6 +47,8 @@ pub async fn serve(
     let idle = Duration::from_secs(snapshot.config.limits.l4_idle_seconds);
     let client = tcp.peer_addr().ok().map(|a| a.ip());
     match table.protocol {
+        // Served by `crate::listen::tunnel`; never here.
+        Protocol::EastWest => {}
         Protocol::Tcp => {
             let Some(route) = table.listeners.first().and_then(|l| l.first_route("")) else {
                 return;

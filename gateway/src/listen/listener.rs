@@ -145,7 +145,20 @@ impl<A: App> Listeners<A> {
         socket.bind(addr)?;
         // Each data-plane thread accepts on its own copy of the socket.
         let listener = socket.listen(1024)?.into_std()?;
+        let tunnel = match (binding.protocol, &binding.client_auth) {
+            (Protocol::EastWest, Some(auth)) => Some(tokio_rustls::TlsAcceptor::from(
+                crate::listen::tunnel::server_config(self.snapshot.clone(), &auth.roots_pem)
+                    .map_err(std::io::Error::other)?,
+            )),
+            (Protocol::EastWest, None) => {
+                return Err(std::io::Error::other(
+                    "an east-west port needs the mesh's roots",
+                ))
+            }
+            _ => None,
+        };
         let (acceptor, l4) = match binding.protocol {
+            Protocol::EastWest => (None, None),
             Protocol::Https => {
                 let config = tls_config(
                     addr.port(),
@@ -183,6 +196,7 @@ impl<A: App> Listeners<A> {
             header_timeout: binding.header_timeout,
             tls: acceptor,
             l4,
+            tunnel,
             snapshot: self.snapshot.clone(),
             plaintext_too,
             proxy: self.proxy.clone(),
@@ -251,6 +265,8 @@ struct Serving<A> {
     snapshot: Arc<ArcSwapOption<Snapshot>>,
     /// PERMISSIVE: plaintext accepted beside TLS.
     plaintext_too: bool,
+    /// An east-west gateway's tunnel port (`crate::listen::tunnel`).
+    tunnel: Option<tokio_rustls::TlsAcceptor>,
     /// Whether a client certificate is an identity (not under
     /// `AllowInsecureFallback`, where it need not verify).
     trust_peer: bool,
@@ -290,6 +306,15 @@ async fn accept_loop<A: App>(
         };
         let _ = tcp.set_nodelay(true);
         let (serving, stop) = (serving.clone(), stop.clone());
+        if let Some(acceptor) = &serving.tunnel {
+            let (acceptor, metrics) = (acceptor.clone(), serving.metrics.clone());
+            let snapshot = serving.snapshot.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                crate::listen::tunnel::serve(tcp, acceptor, snapshot, metrics).await;
+            });
+            continue;
+        }
         if let Some(terminate) = &serving.l4 {
             if let Some(snapshot) = serving.snapshot.load_full() {
                 let metrics = serving.metrics.clone();

@@ -110,7 +110,7 @@ pub fn decide(snapshot: &Snapshot, arrival: Arrival<'_>, req: &RequestHeader) ->
         };
         let parts = filters::RequestParts {
             scheme: match table.protocol {
-                Protocol::Https | Protocol::Tls => "https",
+                Protocol::Https | Protocol::Tls | Protocol::EastWest => "https",
                 Protocol::Http | Protocol::Tcp => "http",
             },
             host,

@@ -122,6 +122,8 @@ pub struct Metrics {
     policy: IntCounterVec,
     /// Requests a rate limit refused, or let through without its store.
     rate_limits: IntCounterVec,
+    /// An east-west gateway's tunnels (`super::tunnels`).
+    pub(crate) tunnels: IntCounterVec,
     bounds: Arc<Bounds>,
     /// These families among every `Metrics::new` of the process (the key
     /// of their series in `series`' per-thread caches).
@@ -224,7 +226,9 @@ impl Metrics {
             &["reporter", "policy", "decision"],
         )
         .expect("valid metric");
+        let tunnels = super::tunnels::family();
         for m in [
+            &tunnels,
             &rate_limits,
             &requests,
             &downstream_versions,
@@ -261,6 +265,7 @@ impl Metrics {
             mirrors,
             policy,
             rate_limits,
+            tunnels,
             bounds: Arc::default(),
             families,
             versions: Default::default(),

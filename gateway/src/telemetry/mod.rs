@@ -8,5 +8,6 @@ pub mod records;
 mod series;
 mod told;
 pub mod trace;
+pub mod tunnels;
 
 pub use metrics::{ByteCounters, Metrics, Reporter, RequestRecord};

@@ -74,30 +74,46 @@ impl ClusterState {
         registry: &Registry,
         zone: Option<&str>,
     ) -> Result<Self, String> {
-        let reachable;
-        let c = match c.origins.iter().any(|o| o.via.is_some()) {
-            true => {
-                reachable = without_gateways(c);
-                &reachable
-            }
-            false => c,
-        };
         let tls = match &c.tls {
             Some(t) => Some(Arc::new(crate::upstream::connector::MeshConnector::new(
                 t, c.protocol,
             )?)),
             None => None,
         };
+        // Endpoints on other networks are reached through tunnels.
+        let tunnels = match (&c.tls, c.origins.iter().any(|o| o.via.is_some())) {
+            (Some(t), true) => Some(Arc::new(crate::upstream::tunnel::Tunnels::new(t)?)),
+            _ => None,
+        };
         let peers = c
             .endpoints
             .iter()
-            .map(|&addr| new_peer(tls.as_ref(), c.protocol, addr))
+            .enumerate()
+            .map(|(i, &addr)| {
+                let via = c.origins.get(i).and_then(|o| o.via);
+                let tunnel = match (&tls, &tunnels, via) {
+                    (Some(mesh), Some(tunnels), Some(gateway)) => {
+                        Some(crate::upstream::tunnel::TunnelPeer {
+                            mesh: mesh.clone(),
+                            tunnels: tunnels.clone(),
+                            gateway,
+                        })
+                    }
+                    _ => None,
+                };
+                new_peer(tls.as_ref(), tunnel, c.protocol, addr)
+            })
             .collect();
         let health = registry.cluster(name);
         health.breaker.set_limits(&c.resilience.circuit_breaker);
         let keys: Vec<crate::upstream::health::EndpointKey> = match c.origins.is_empty() {
             true => c.endpoints.iter().map(|a| (*a, None)).collect(),
-            false => c.endpoints.iter().zip(&c.origins).map(|(a, o)| (*a, o.via)).collect(),
+            false => c
+                .endpoints
+                .iter()
+                .zip(&c.origins)
+                .map(|(a, o)| (*a, o.via))
+                .collect(),
         };
         Ok(ClusterState {
             endpoint_health: health.endpoints(&keys),
@@ -302,35 +318,23 @@ impl Usable<'_> {
     }
 }
 
-/// `c` without the endpoints reached through an east-west gateway: the
-/// tunnel to them is not built yet, and their addresses mean nothing on
-/// this network.
-fn without_gateways(c: &Cluster) -> Cluster {
-    let keep: Vec<usize> = (0..c.endpoints.len())
-        .filter(|i| c.origins[*i].via.is_none())
-        .collect();
-    let pick = |v: &Vec<_>| keep.iter().map(|i| v[*i]).collect();
-    Cluster {
-        endpoints: pick(&c.endpoints),
-        origins: keep.iter().map(|i| c.origins[*i].clone()).collect(),
-        zones: match c.zones.is_empty() {
-            true => Vec::new(),
-            false => keep.iter().map(|i| c.zones[*i].clone()).collect(),
-        },
-        ..c.clone()
-    }
-}
-
 /// The peer for the endpoint at `addr`: TLS as the cluster asks
 /// (`crate::upstream::connector`), HTTP/2 to h2c clusters, pooled.
 fn new_peer(
     tls: Option<&Arc<crate::upstream::connector::MeshConnector>>,
+    tunnel: Option<crate::upstream::tunnel::TunnelPeer>,
     protocol: AppProtocol,
     addr: SocketAddr,
 ) -> HttpPeer {
-    let mut peer = match tls {
-        Some(tls) => tls.peer(addr),
-        None => HttpPeer::new(addr, false, String::new()),
+    let mut peer = match (tunnel, tls) {
+        (Some(tunnel), _) => {
+            let mut peer = HttpPeer::new(addr, false, String::new());
+            peer.group_key = tunnel.mesh.group_key;
+            peer.options.custom_l4 = Some(Arc::new(tunnel));
+            peer
+        }
+        (None, Some(tls)) => tls.peer(addr),
+        (None, None) => HttpPeer::new(addr, false, String::new()),
     };
     peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
     peer.options.idle_timeout = Some(POOL_IDLE_TIMEOUT);
@@ -445,14 +449,12 @@ mod tests {
                 weft_api::Origin::default(),
                 away("west", None),
                 away("west", None),
-                // Through a gateway: left out until tunnels exist.
-                away("south", Some(([10, 0, 0, 1], 15443).into())),
+                away("west", None),
             ],
             resilience: ejecting(),
             ..Cluster::http1(endpoints)
         };
         let c = ClusterState::new("c", &cluster, &Registry::default(), None).unwrap();
-        assert_eq!(c.endpoints.len(), 3);
         assert!((0..20).all(|_| c.pick(None) == Some(0)));
         // A retry after this cluster's one endpoint failed goes away.
         assert!(matches!(c.pick(Some(0)), Some(1 | 2)));

@@ -220,6 +220,18 @@ impl MeshConnector {
             .or_err(ErrorType::TLSHandshakeFailure, "upstream TLS handshake")
     }
 
+    /// The TLS handshake over any stream (a tunnel's), the server checked
+    /// as the cluster asks.
+    pub async fn handshake_over<S>(&self, stream: S) -> pingora::Result<TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.connector
+            .connect(self.sni.clone(), stream)
+            .await
+            .or_err(ErrorType::TLSHandshakeFailure, "upstream TLS handshake")
+    }
+
     /// The TLS handshake for a whole connection (L4) over `tcp`.
     pub async fn handshake_l4(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         self.l4.connect(self.sni.clone(), tcp).await

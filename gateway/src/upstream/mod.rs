@@ -2,16 +2,20 @@
 //! (`balancer`), their health (`health`: outlier detection; `probe`: active
 //! checks) and the bounds on what is sent them (`breaker`), TLS and mutual TLS originated to them (`connector`,
 //! checked by `verify`), retries and their budget (`retry`), the request
-//! deadline that cuts a trickling answer (`deadline`), and the
-//! connections upgrades (WebSocket) start on (`upgrade`).
+//! deadline that cuts a trickling answer (`deadline`), the
+//! connections upgrades (WebSocket) start on (`upgrade`), and tunnels to
+//! other networks' endpoints through east-west gateways (`tunnel`, over
+//! `h2stream`).
 
 pub mod balancer;
 pub mod breaker;
 pub mod connector;
 pub mod deadline;
+pub mod h2stream;
 pub mod health;
 pub mod maglev;
 pub mod probe;
 pub mod retry;
+pub mod tunnel;
 pub mod upgrade;
 pub mod verify;

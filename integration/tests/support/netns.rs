@@ -39,6 +39,7 @@ pub fn available() -> bool {
 /// this side), removed on drop.
 pub struct Netns {
     pub name: String,
+    /// This side's end of the pair; none for a namespace made bare.
     outer_if: String,
 }
 
@@ -98,6 +99,55 @@ impl Netns {
         ns
     }
 
+    /// A namespace with only its loopback (up), removed on drop.
+    pub fn bare(tag: &str) -> Netns {
+        let name = format!("weft-{tag}-{}", std::process::id() % 100_000);
+        let _ = run("ip", &["netns", "del", &name]);
+        must("ip", &["netns", "add", &name]);
+        must("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        Netns {
+            name,
+            outer_if: String::new(),
+        }
+    }
+
+    /// A veth pair between this namespace (`ip`) and `other` (`other_ip`),
+    /// both in one /30: the only way between them.
+    pub fn link(&self, ip: &str, other: &Netns, other_ip: &str) {
+        let id = std::process::id() % 100_000;
+        let (a, b) = (format!("wl{id}a"), format!("wl{id}b"));
+        must(
+            "ip",
+            &[
+                "-n",
+                &self.name,
+                "link",
+                "add",
+                &a,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &b,
+                "netns",
+                &other.name,
+            ],
+        );
+        for (ns, iface, addr) in [(&self.name, &a, ip), (&other.name, &b, other_ip)] {
+            must(
+                "ip",
+                &["-n", ns, "addr", "add", &format!("{addr}/30"), "dev", iface],
+            );
+            must("ip", &["-n", ns, "link", "set", iface, "up"]);
+        }
+    }
+
+    /// Runs `f` on a thread of its own inside the namespace: the sockets
+    /// it opens are the namespace's.
+    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        within_ns(&self.name, f)
+    }
+
     /// `args` in the namespace, as `uid` when given.
     pub fn command(&self, uid: Option<u32>, args: &[&str]) -> Command {
         let mut c = Command::new("ip");
@@ -141,6 +191,24 @@ impl Netns {
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = run("ip", &["netns", "del", &self.name]);
-        let _ = run("ip", &["link", "del", &self.outer_if]);
+        if !self.outer_if.is_empty() {
+            let _ = run("ip", &["link", "del", &self.outer_if]);
+        }
     }
+}
+
+/// Runs `f` on a thread of its own inside the namespace `name`: the
+/// sockets it opens are the namespace's.
+pub fn within_ns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{name}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns(2) on this thread alone, with an open namespace file.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}");
+        f()
+    })
+    .join()
+    .unwrap()
 }

@@ -84,8 +84,8 @@ pub fn server_config(pem: &(String, String), client_roots: Option<&str>) -> rust
 }
 
 /// A CA issued by `root` (an intermediate): what each cluster of a
-/// cluster set signs with, as (certificate PEM, key PEM).
-pub fn intermediate(root: &Ca, name: &str) -> (String, String) {
+/// cluster set signs with.
+pub fn intermediate(root: &Ca, name: &str) -> Ca {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
     params
@@ -98,18 +98,18 @@ pub fn intermediate(root: &Ca, name: &str) -> (String, String) {
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
     let issuer = rcgen::Issuer::from_params(&root.params, &root.key);
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    (cert.pem(), key.serialize_pem())
+    let pem = params.signed_by(&key, &issuer).unwrap().pem();
+    Ca { params, key, pem }
 }
 
 /// The Secret `weft-system/cacerts` plugging a CA in: its certificate
 /// and key, and the root (Istio's file names); with the Namespace.
-pub fn cacerts(root: &Ca, ca: &(String, String)) -> String {
+pub fn cacerts(root: &Ca, ca: &Ca) -> String {
     let field = |k: &str, v: &str| format!("  {k}: |\n{}", indent(v));
     format!(
         "apiVersion: v1\nkind: Namespace\nmetadata: {{name: weft-system}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: cacerts, namespace: weft-system}}\nstringData:\n{}{}{}",
-        field("ca-cert.pem", &ca.0),
-        field("ca-key.pem", &ca.1),
+        field("ca-cert.pem", &ca.pem),
+        field("ca-key.pem", &ca.key.serialize_pem()),
         field("root-cert.pem", &root.pem),
     )
 }

@@ -137,6 +137,26 @@ impl<'s> Resolver<'s> {
         Some(name)
     }
 
+    /// The name of the Access of the AuthorizationPolicies on `gateway`
+    /// as a whole (an east-west gateway's tunnels); `None` when none
+    /// targets it.
+    pub fn for_gateway(&mut self, gateway: &ObjKey) -> Option<(String, Access)> {
+        let on_gateway = self.gateways.get(gateway)?;
+        let name = format!("AuthorizationPolicy/{}/{}", gateway.namespace, gateway.name);
+        let access = match on_gateway {
+            Ok(a) => Access {
+                authorization: vec![a.clone()],
+                ..Default::default()
+            },
+            Err(message) => Access {
+                invalid: Some(message.clone()),
+                ..Default::default()
+            },
+        };
+        self.accesses.insert(name.clone(), access.clone());
+        Some((name, access))
+    }
+
     /// The status of every SecurityPolicy and AuthorizationPolicy, once
     /// routes have attached to `gateways`.
     pub fn statuses(&self, gateways: &[GatewayCtx], out: &mut BTreeMap<ObjKey, Value>) {
