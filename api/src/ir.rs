@@ -45,6 +45,9 @@ pub struct GatewayConfig {
     /// An east-west gateway's tunnels (its `EastWest` port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub east_west: Option<EastWest>,
+    /// The cluster (control plane) the proxy is in, for metrics.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
 }
 
 impl GatewayConfig {

@@ -219,6 +219,7 @@ mod tests {
             rate_limit_store: None,
             zone: None,
             east_west: None,
+            cluster: String::new(),
         }
     }
 

@@ -40,9 +40,7 @@ mod shape;
 mod steps;
 
 use crate::config::snapshot::Snapshot;
-use crate::filters::forwarded::{
-    self, MESH_SERVICE_NAME, PEER_WORKLOAD_NAME, SOURCE_WORKLOAD_NAME,
-};
+use crate::filters::forwarded::{self, PEER_WORKLOAD_NAME};
 use crate::filters::headers;
 use crate::filters::mirror::{Copy, Mirrors};
 use crate::listen::conn::ConnInfo;
@@ -123,21 +121,7 @@ impl ProxyHttp for WeftProxy {
                 }
             }
         }
-        ctx.access_log = snapshot.config.access_log;
-        ctx.request_id = forwarded::request_id(req);
-        ctx.edge = port
-            .and_then(|p| snapshot.ports.get(&p))
-            .filter(|t| !t.sidecar)
-            .and_then(|t| {
-                let addr = conn?.client?.ip();
-                let scheme = match t.protocol {
-                    weft_api::Protocol::Https
-                    | weft_api::Protocol::Tls
-                    | weft_api::Protocol::EastWest => "https",
-                    weft_api::Protocol::Http | weft_api::Protocol::Tcp => "http",
-                };
-                Some((addr, scheme))
-            });
+        steps::start(ctx, &snapshot, req, port, conn);
         let (route, backend, cluster) = match decision {
             Decision::Forward {
                 route,
@@ -359,11 +343,8 @@ impl ProxyHttp for WeftProxy {
         };
         forwarded::apply(&client, upstream)?;
         if let Some(c) = ctx.cluster.as_ref().filter(|c| c.tls.is_some()) {
-            upstream.insert_header(MESH_SERVICE_NAME, c.service.as_str())?;
-            upstream.insert_header(
-                SOURCE_WORKLOAD_NAME,
-                self.metrics.reporter().workload.as_str(),
-            )?;
+            let me = (self.metrics.reporter().workload.as_str(), &*ctx.home);
+            forwarded::tell_mesh(upstream, &c.service, me)?;
         }
         let trace = ctx
             .trace
@@ -551,7 +532,8 @@ impl ProxyHttp for WeftProxy {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         ctx.admission = None;
         if let Some(cluster) = &ctx.cluster {
-            if let Some(i) = ctx.endpoint.take() {
+            // Kept: the metrics name the endpoint's cluster.
+            if let Some(i) = ctx.endpoint {
                 cluster.finish(i);
             }
             cluster.budget.end();

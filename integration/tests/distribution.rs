@@ -51,6 +51,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
         rate_limit_store: None,
         zone: None,
         east_west: None,
+        cluster: String::new(),
     }
 }
 

@@ -541,6 +541,34 @@ async fn other_networks_are_reached_through_the_east_west_gateway() {
             && l.contains("result=\"opened\"")
     });
     assert!(opened.is_some(), "{metrics}");
+    // Istio's cluster labels: productpage's sidecar saw the call go to
+    // west; reviews-west's saw it come from east.
+    let has = |text: &str, parts: &[&str]| {
+        text.lines()
+            .any(|l| l.starts_with("istio_requests_total{") && parts.iter().all(|p| l.contains(p)))
+    };
+    let source = within(&east_ns.name, || {
+        text_of("http://127.0.150.10:15020/metrics")
+    })
+    .await;
+    let want = [
+        "reporter=\"source\"",
+        "source_cluster=\"east\"",
+        "destination_cluster=\"west\"",
+        "destination_service=\"reviews.shop.svc.clusterset.local\"",
+    ];
+    assert!(has(&source, &want), "{source}");
+    let destination = within(&west_ns.name, || {
+        text_of("http://127.0.151.11:15020/metrics")
+    })
+    .await;
+    let want = [
+        "reporter=\"destination\"",
+        "source_cluster=\"east\"",
+        "destination_cluster=\"west\"",
+        "source_principal=\"spiffe://cluster.local/ns/shop/sa/productpage\"",
+    ];
+    assert!(has(&destination, &want), "{destination}");
 
     // Hand-made tunnels, from inside east.
     let gateway: std::net::SocketAddr = "10.254.3.2:15443".parse().unwrap();

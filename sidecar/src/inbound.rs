@@ -17,6 +17,8 @@ pub struct Spec {
     pub access_log: bool,
     /// Roots the config distributes, trusted beside the certificate's own.
     pub trust_bundle: Vec<String>,
+    /// The cluster the workload is in, for metrics.
+    pub cluster: String,
 }
 
 /// The snapshot serving `spec` with `svid`.
@@ -71,5 +73,6 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         rate_limit_store: None,
         zone: None,
         east_west: None,
+        cluster: spec.cluster.clone(),
     }
 }

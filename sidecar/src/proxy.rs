@@ -134,6 +134,7 @@ impl Sidecar {
             mode: config.mode,
             access_log: config.outbound.access_log,
             trust_bundle: config.trust_bundle.clone(),
+            cluster: config.outbound.cluster.clone(),
         };
         let mut errors = Vec::new();
         let unchanged = !force

@@ -109,6 +109,7 @@ async fn start(
         mode,
         access_log: false,
         trust_bundle: vec![],
+        cluster: String::new(),
     };
     let gw = weft_gateway::Gateway::new();
     gw.apply("1".into(), inbound::config(&spec, &server))

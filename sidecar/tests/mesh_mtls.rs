@@ -72,6 +72,7 @@ fn gateway_config(
         rate_limit_store: None,
         zone: None,
         east_west: None,
+        cluster: String::new(),
     }
 }
 
@@ -103,6 +104,7 @@ async fn gateway_to_sidecar_over_mutual_tls() {
             access: None,
         }],
         mode: MtlsMode::Strict,
+        cluster: String::new(),
         access_log: false,
         trust_bundle: vec![],
     };

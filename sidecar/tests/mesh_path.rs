@@ -106,6 +106,7 @@ async fn an_application_calls_a_service_through_both_sidecars() {
             mode: sidecar.mode,
             access_log: false,
             trust_bundle: vec![],
+            cluster: String::new(),
         };
         let gw = weft_gateway::Gateway::new();
         let config = inbound::config(&spec, &svid(&ca, "shop", "backend"));

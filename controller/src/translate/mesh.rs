@@ -132,6 +132,7 @@ pub fn sidecars(
                 .and_then(|l| l.get(super::backend::ZONE_LABEL))
                 .cloned(),
             east_west: None,
+            cluster: trust.cluster_set.cluster.clone(),
         };
         let config = SidecarConfig {
             namespace: key.namespace.clone(),

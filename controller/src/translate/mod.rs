@@ -149,6 +149,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         if gw.address_problem.is_none() && gw.parameters_problem.is_none() {
             let mut config = ir(gw, &clusters, &resolver.accesses);
             eastwest::configure(&mut config, gw, &exports, trust, &mut resolver);
+            config.cluster = opts.cluster.clone();
             config.identity = Some(gateway_identity(td, &gw.key));
             if config.has_global_limits() {
                 config.rate_limit_store = opts.rate_limit_store.clone();
@@ -257,5 +258,6 @@ fn ir(
         rate_limit_store: None,
         zone: gw.zone.clone(),
         east_west: None,
+        cluster: String::new(),
     }
 }

@@ -28,7 +28,12 @@ pub struct Snapshot {
     pub rate_store: Option<Arc<GlobalStore>>,
     /// An east-west gateway's tunnels.
     pub east_west: Option<CompiledEastWest>,
+    /// The proxy's cluster (`UNKNOWN_CLUSTER` when the config names none).
+    pub home: Arc<str>,
 }
+
+/// The cluster label of a proxy whose config names no cluster.
+pub const UNKNOWN_CLUSTER: &str = "unknown";
 
 /// `weft_api::EastWest`, ready for the tunnel listener.
 pub struct CompiledEastWest {
@@ -213,6 +218,10 @@ impl Snapshot {
             );
         }
         let clusters = parts.clusters.into_values().collect();
+        let home = match config.cluster.is_empty() {
+            true => Arc::from(UNKNOWN_CLUSTER),
+            false => Arc::from(config.cluster.as_str()),
+        };
         Ok(Snapshot {
             version,
             config,
@@ -220,6 +229,7 @@ impl Snapshot {
             clusters,
             rate_store,
             east_west,
+            home,
         })
     }
 }
@@ -426,6 +436,7 @@ mod tests {
             rate_limit_store: None,
             zone: None,
             east_west: None,
+            cluster: String::new(),
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];

@@ -23,6 +23,8 @@ pub const MESH_SERVICE: &str = "x-weft-service";
 /// The workload at each end, told the same way: the caller's on the
 /// request, the callee's on the response.
 pub const SOURCE_WORKLOAD: &str = "x-weft-source-workload";
+/// The caller's cluster, told on the request the same way.
+pub const SOURCE_CLUSTER: &str = "x-weft-source-cluster";
 pub const PEER_WORKLOAD: &str = "x-weft-workload";
 pub const REQUEST_ID: &str = "x-request-id";
 const XFF: &str = "x-forwarded-for";
@@ -32,13 +34,15 @@ const XFP: &str = "x-forwarded-proto";
 /// parsed per request.
 pub const MESH_SERVICE_NAME: HeaderName = HeaderName::from_static(MESH_SERVICE);
 pub const SOURCE_WORKLOAD_NAME: HeaderName = HeaderName::from_static(SOURCE_WORKLOAD);
+pub const SOURCE_CLUSTER_NAME: HeaderName = HeaderName::from_static(SOURCE_CLUSTER);
 pub const PEER_WORKLOAD_NAME: HeaderName = HeaderName::from_static(PEER_WORKLOAD);
 
 // The names removed from what a client sent.
-const REMOVED: [HeaderName; 4] = [
+const REMOVED: [HeaderName; 5] = [
     HeaderName::from_static(XFCC),
     MESH_SERVICE_NAME,
     SOURCE_WORKLOAD_NAME,
+    SOURCE_CLUSTER_NAME,
     PEER_WORKLOAD_NAME,
 ];
 
@@ -52,6 +56,14 @@ pub struct Client<'a> {
     /// At a gateway: the client's address and the listener's scheme.
     pub edge: Option<(IpAddr, &'static str)>,
     pub request_id: &'a str,
+}
+
+/// What a mesh caller tells the sidecar it calls (over mutual TLS only):
+/// the service it meant, and its own workload and cluster (`me`).
+pub fn tell_mesh(req: &mut RequestHeader, service: &str, me: (&str, &str)) -> pingora::Result<()> {
+    req.insert_header(MESH_SERVICE_NAME, service)?;
+    req.insert_header(SOURCE_WORKLOAD_NAME, me.0)?;
+    req.insert_header(SOURCE_CLUSTER_NAME, me.1)
 }
 
 /// The request's id: the one it came with if sane, else a new one.

@@ -2,7 +2,7 @@
 //! (`RequestCtx`), and what it leaves in logs, spans and metrics.
 
 use crate::config::snapshot::CompiledRoute;
-use crate::filters::forwarded::{MESH_SERVICE_NAME, SOURCE_WORKLOAD_NAME};
+use crate::filters::forwarded::{MESH_SERVICE_NAME, SOURCE_CLUSTER_NAME, SOURCE_WORKLOAD_NAME};
 use crate::filters::grpc::is_grpc;
 use crate::filters::mirror::Copy;
 use crate::route::select;
@@ -66,6 +66,8 @@ pub struct RequestCtx {
     /// client the key it lacked.
     pub(crate) hash_key: Option<u64>,
     pub(crate) set_cookie: Option<String>,
+    /// The proxy's cluster, from the snapshot (`Snapshot::home`).
+    pub(crate) home: Arc<str>,
 }
 
 impl RequestCtx {
@@ -98,6 +100,7 @@ impl RequestCtx {
             session: None,
             hash_key: None,
             set_cookie: None,
+            home: Arc::from(crate::config::snapshot::UNKNOWN_CLUSTER),
         }
     }
 
@@ -158,6 +161,18 @@ impl RequestCtx {
                 .and_then(|c| c.tls.as_ref())
                 .and_then(|t| t.principal.as_deref()),
             source_workload: told(headers, &SOURCE_WORKLOAD_NAME, peer.is_some()),
+            source_cluster: told(headers, &SOURCE_CLUSTER_NAME, peer.is_some()),
+            home: &self.home,
+            // The endpoint's cluster, as the config says.
+            destination_cluster: match (&self.cluster, self.endpoint) {
+                (Some(c), Some(i)) => Some(
+                    c.origins
+                        .get(i)
+                        .filter(|o| !o.is_empty())
+                        .map_or(&*self.home, String::as_str),
+                ),
+                _ => None,
+            },
             destination_workload: self.destination_workload.as_deref(),
             protocol: if is_grpc(session.req_header()) {
                 "grpc"

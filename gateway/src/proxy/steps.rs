@@ -17,6 +17,34 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 use weft_api::HttpFilter;
 
+/// What the request takes from the snapshot it loaded and the connection
+/// it came on: whether to log it, its id, the client at an edge, and the
+/// proxy's cluster.
+pub(super) fn start(
+    ctx: &mut RequestCtx,
+    snapshot: &crate::Snapshot,
+    req: &RequestHeader,
+    port: Option<u16>,
+    conn: Option<&ConnInfo>,
+) {
+    ctx.access_log = snapshot.config.access_log;
+    ctx.home = snapshot.home.clone();
+    ctx.request_id = forwarded::request_id(req);
+    ctx.edge = port
+        .and_then(|p| snapshot.ports.get(&p))
+        .filter(|t| !t.sidecar)
+        .and_then(|t| {
+            let addr = conn?.client?.ip();
+            let scheme = match t.protocol {
+                weft_api::Protocol::Https
+                | weft_api::Protocol::Tls
+                | weft_api::Protocol::EastWest => "https",
+                weft_api::Protocol::Http | weft_api::Protocol::Tcp => "http",
+            };
+            Some((addr, scheme))
+        });
+}
+
 /// Answers the request without a backend: `status` (a gRPC status to a
 /// gRPC caller), with `location` for a redirect.
 pub(super) async fn respond(

@@ -36,7 +36,7 @@ fn end<'a>(
     ]
 }
 
-const LABELS: [&str; 12] = [
+const LABELS: [&str; 14] = [
     "reporter",
     "source_workload",
     "source_workload_namespace",
@@ -49,6 +49,8 @@ const LABELS: [&str; 12] = [
     "response_code",
     "connection_security_policy",
     "response_flags",
+    "source_cluster",
+    "destination_cluster",
 ];
 const TCP_LABELS: [&str; 3] = [
     "reporter",
@@ -86,6 +88,11 @@ pub struct RequestRecord<'a> {
     /// The workloads at either end, as the peer proxy told them.
     pub source_workload: Option<&'a str>,
     pub destination_workload: Option<&'a str>,
+    /// The caller's cluster as its proxy told it (inbound), and the
+    /// endpoint's as the config says (outbound); `home` is this proxy's.
+    pub source_cluster: Option<&'a str>,
+    pub destination_cluster: Option<&'a str>,
+    pub home: &'a str,
     pub protocol: &'static str,
     pub status: u16,
     /// Envoy's response flags, as Istio labels them: `-` for none, `UO`
@@ -341,6 +348,14 @@ impl Metrics {
             status,
             security,
             r.response_flags,
+            match source {
+                true => r.home,
+                false => r.source_cluster.unwrap_or(unknown),
+            },
+            match destination {
+                true => r.home,
+                false => r.destination_cluster.unwrap_or(unknown),
+            },
         ];
         let resolve = || {
             let bounds = &self.bounds;
@@ -352,6 +367,9 @@ impl Metrics {
                 labels[4] = bounds.destination_workload.admit(labels[4]);
             }
             labels[6] = bounds.destination_service.admit(labels[6]);
+            if !source {
+                labels[12] = bounds.source_cluster.admit(labels[12]);
+            }
             Series {
                 requests: self.requests.with_label_values(&labels),
                 duration: self.duration.with_label_values(&labels),
@@ -464,127 +482,5 @@ fn status_label(code: u16) -> Option<&'static str> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::telemetry::told::MAX_TOLD;
-
-    #[test]
-    fn counts_requests_with_istio_labels() {
-        let m = Metrics::new(Reporter::default());
-        let r = RequestRecord {
-            duration_ms: 3.0,
-            request_bytes: 10,
-            response_bytes: 100,
-            ..request("echo.default.svc.cluster.local")
-        };
-        m.record(&r);
-        m.record(&r);
-        let text = m.text();
-        assert!(text.contains("istio_requests_total{connection_security_policy=\"none\",destination_principal=\"unknown\",destination_service=\"echo.default.svc.cluster.local\",destination_workload=\"unknown\",destination_workload_namespace=\"unknown\",reporter=\"source\",request_protocol=\"http\",response_code=\"200\",response_flags=\"-\",source_principal=\"unknown\",source_workload=\"unknown\",source_workload_namespace=\"unknown\"} 2"), "{text}");
-        assert!(text.contains("istio_request_duration_milliseconds_count"));
-    }
-
-    fn request(service: &str) -> RequestRecord<'_> {
-        RequestRecord {
-            source_principal: None,
-            destination_service: service,
-            destination_principal: None,
-            source_workload: None,
-            destination_workload: None,
-            protocol: "http",
-            status: 200,
-            response_flags: "-",
-            mutual_tls: false,
-            duration_ms: 1.0,
-            request_bytes: 0,
-            response_bytes: 0,
-        }
-    }
-
-    #[test]
-    fn cached_series_count_in_their_own_families() {
-        // Same labels, two sets of families (two proxies of one process):
-        // the thread's cache must not send one's requests to the other.
-        let a = Metrics::new(Reporter::default());
-        let b = Metrics::new(Reporter::default());
-        for _ in 0..3 {
-            a.record(&request("svc.example"));
-        }
-        b.record(&request("svc.example"));
-        let count = |m: &Metrics| {
-            m.text()
-                .lines()
-                .find(|l| l.starts_with("istio_requests_total{"))
-                .and_then(|l| l.rsplit(' ').next())
-                .map(str::to_string)
-        };
-        assert_eq!(count(&a).as_deref(), Some("3"));
-        assert_eq!(count(&b).as_deref(), Some("1"));
-        assert!(a
-            .text()
-            .contains("istio_request_duration_milliseconds_count{"));
-    }
-
-    #[test]
-    fn the_series_cache_stays_bounded() {
-        let m = Metrics::new(Reporter::default());
-        let hosts: Vec<String> = (0..5000).map(|i| format!("h{i}.example")).collect();
-        for host in &hosts {
-            m.record(&request(host));
-            assert!(crate::telemetry::series::cached() <= crate::telemetry::series::CAPACITY);
-        }
-        // Past the bound, values are still admitted as before.
-        assert!(m.text().contains("destination_service=\"other\""));
-    }
-
-    #[test]
-    fn told_label_values_are_bounded() {
-        let m = Metrics::new(Reporter::default());
-        let hosts: Vec<String> = (0..MAX_TOLD + 50)
-            .map(|i| format!("h{i}.example"))
-            .collect();
-        for host in &hosts {
-            m.record(&RequestRecord {
-                source_workload: Some(host),
-                ..request(host)
-            });
-        }
-        let text = m.text();
-        let series = text
-            .lines()
-            .filter(|l| l.starts_with("istio_requests_total{"))
-            .count();
-        assert_eq!(series, MAX_TOLD + 1, "the known values and `other`");
-        assert!(text.contains("destination_service=\"other\""));
-        assert!(!text.contains("h1049.example"));
-    }
-
-    #[test]
-    fn sides_share_families_and_label_as_their_reporter() {
-        let outbound = Metrics::new(Reporter {
-            reporter: "source",
-            workload: "productpage".into(),
-            namespace: "shop".into(),
-            principal: "spiffe://cluster.local/ns/shop/sa/productpage".into(),
-        });
-        let inbound = outbound.with_reporter(Reporter {
-            reporter: "destination",
-            workload: "productpage".into(),
-            namespace: "shop".into(),
-            principal: "spiffe://cluster.local/ns/shop/sa/productpage".into(),
-        });
-        let r = RequestRecord {
-            source_principal: Some("spiffe://cluster.local/ns/edge/sa/gw"),
-            status: 503,
-            response_flags: "-",
-            mutual_tls: true,
-            ..request("productpage.shop.svc.cluster.local")
-        };
-        inbound.record(&r);
-        let bytes = outbound.byte_counters(false);
-        bytes.sent.inc_by(7);
-        let text = outbound.text();
-        assert!(text.contains("reporter=\"destination\",request_protocol=\"http\",response_code=\"503\",response_flags=\"-\",source_principal=\"spiffe://cluster.local/ns/edge/sa/gw\",source_workload=\"unknown\",source_workload_namespace=\"edge\"} 1"), "{text}");
-        assert!(text.contains("istio_tcp_sent_bytes_total{connection_security_policy=\"none\",destination_workload=\"productpage\",reporter=\"source\"} 7"), "{text}");
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

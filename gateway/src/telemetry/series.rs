@@ -30,13 +30,13 @@ pub(crate) struct Series {
 /// and its eleven values.
 struct Key {
     families: u64,
-    labels: [Box<str>; 12],
+    labels: [Box<str>; 14],
 }
 
 /// A label set as a request has it, to look up without allocating.
 struct Lookup<'a> {
     families: u64,
-    labels: &'a [&'a str; 12],
+    labels: &'a [&'a str; 14],
 }
 
 impl Hash for Key {
@@ -84,7 +84,7 @@ thread_local! {
 /// from this thread's cache, else made by `resolve` and cached.
 pub(crate) fn with(
     families: u64,
-    labels: &[&str; 12],
+    labels: &[&str; 14],
     resolve: impl FnOnce() -> Series,
     record: impl FnOnce(&Series),
 ) {

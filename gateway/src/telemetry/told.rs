@@ -43,4 +43,5 @@ pub(crate) struct Bounds {
     pub(crate) source_workload: Told,
     pub(crate) destination_workload: Told,
     pub(crate) destination_service: Told,
+    pub(crate) source_cluster: Told,
 }

@@ -439,7 +439,7 @@ mod tests {
     #[test]
     fn other_clusters_take_over_only_when_none_here_is_usable() {
         let endpoints: Vec<SocketAddr> =
-            (0..4).map(|i| ([127, 0, 0, 1], 9000 + i).into()).collect();
+            (0..3).map(|i| ([127, 0, 0, 1], 9000 + i).into()).collect();
         let away = |cluster: &str, via: Option<SocketAddr>| weft_api::Origin {
             cluster: cluster.into(),
             via,
@@ -448,8 +448,8 @@ mod tests {
             origins: vec![
                 weft_api::Origin::default(),
                 away("west", None),
-                away("west", None),
-                away("west", None),
+                // Through a gateway: its health is its own.
+                away("west", Some(([10, 0, 0, 1], 15443).into())),
             ],
             resilience: ejecting(),
             ..Cluster::http1(endpoints)
