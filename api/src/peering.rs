@@ -48,8 +48,10 @@ pub struct ExportedPort {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     pub port: u16,
-    #[serde(default)]
-    pub protocol: AppProtocol,
+    /// What the Service port's `appProtocol` says; none when it says
+    /// nothing (HTTP/1.1 to HTTPRoutes, HTTP/2 to GRPCRoutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<AppProtocol>,
     /// The mutual-TLS addresses of the sidecars serving the port, on the
     /// exporting cluster's network.
     #[serde(default)]
@@ -152,7 +154,7 @@ mod tests {
                 ports: vec![ExportedPort {
                     name: Some("http".into()),
                     port: 9080,
-                    protocol: AppProtocol::Http1,
+                    protocol: Some(AppProtocol::Http1),
                     endpoints: vec![RemoteEndpoint {
                         address: ([10, 0, 0, 1], 15006).into(),
                         zone: String::new(),

@@ -190,18 +190,34 @@ impl Authority {
     /// certificate, intermediate certificate, intermediate key). The root's
     /// key is not returned: it has signed the intermediate and is dropped.
     pub fn generate(trust_domain: &str) -> Result<(String, String, String), CaError> {
+        let (root, mut intermediates) = Authority::generate_set(trust_domain, &[trust_domain])?;
+        let (cert, key) = intermediates.remove(0);
+        Ok((root, cert, key))
+    }
+
+    /// A new root and one intermediate per name it issued (each cluster of
+    /// a cluster set signs with its own): (root certificate, [(certificate,
+    /// key)]). The root's key is dropped once they are signed.
+    pub fn generate_set(
+        trust_domain: &str,
+        names: &[&str],
+    ) -> Result<(String, Vec<(String, String)>), CaError> {
         let root_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         let root = ca_params(format!("weft root CA {trust_domain}"), ROOT_LIFETIME, None)
             .self_signed(&root_key)?;
         let issuer = Issuer::from_ca_cert_pem(&root.pem(), root_key)?;
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
-        let params = ca_params(
-            format!("weft intermediate CA {trust_domain}"),
-            INTERMEDIATE_LIFETIME,
-            Some(0),
-        );
-        let cert = params.signed_by(&key, &issuer)?;
-        Ok((root.pem(), cert.pem(), key.serialize_pem()))
+        let mut out = Vec::new();
+        for name in names {
+            let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+            let params = ca_params(
+                format!("weft intermediate CA {name}"),
+                INTERMEDIATE_LIFETIME,
+                Some(0),
+            );
+            let cert = params.signed_by(&key, &issuer)?;
+            out.push((cert.pem(), key.serialize_pem()));
+        }
+        Ok((root.pem(), out))
     }
 
     /// The intermediate in `dir` if `root` issued it, else a new one.

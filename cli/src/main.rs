@@ -8,6 +8,7 @@ mod echo;
 mod fetch;
 mod grpc_echo;
 mod jwt;
+mod link;
 mod mesh;
 mod peering;
 mod proxies;
@@ -107,6 +108,18 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions of weft's policy kinds (YAML).
     Crds,
+    /// Print the ClusterLink another cluster applies to link to this one.
+    Link(link::LinkArgs),
+    /// Make a cluster set's CA: one root, and each cluster's intermediate
+    /// as `<out>/<cluster>/cacerts.yaml` (the Secret weft-system/cacerts).
+    Cacerts {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "cluster.local")]
+        trust_domain: String,
+        #[arg(required = true)]
+        clusters: Vec<String>,
+    },
     /// Translate manifests offline and print every status, and what a
     /// cluster would run (pods with sidecars, provisioned gateways); fails
     /// if any resource is not accepted. Each path is a file or a folder.
@@ -360,6 +373,15 @@ fn main() -> anyhow::Result<()> {
                 print!("{}", weft_controller::crds::yaml());
                 Ok(())
             }
+            Command::Link(args) => {
+                print!("{}", link::manifest(&args)?);
+                Ok(())
+            }
+            Command::Cacerts {
+                out,
+                trust_domain,
+                clusters,
+            } => link::cacerts(&out, &trust_domain, &clusters),
             Command::Analyze { paths, kustomize } => analyze::run(&paths, kustomize),
             Command::Status { admin } => analyze::status(admin).await,
             Command::ConformanceReport => {

@@ -659,3 +659,82 @@ async fn other_networks_are_reached_through_the_east_west_gateway() {
     })
     .await;
 }
+
+/// `examples/multicluster/up.sh` as its README runs it: productpage in
+/// east reaches reviews at home and ratings in west (through west's
+/// east-west gateway, as itself); SIGTERM stops both clusters and removes
+/// the namespaces.
+#[tokio::test]
+async fn the_example_brings_up_two_linked_clusters() {
+    if !netns::available() {
+        return cannot_run("root, ip, iptables, setpriv, curl and openssl are needed");
+    }
+    let work = tempfile::tempdir().unwrap();
+    let prefix = format!("weft-mcx{}", std::process::id() % 100_000);
+    let script = format!(
+        "{}/../examples/multicluster/up.sh",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    /// The script, stopped as Ctrl-C would when dropped.
+    struct Up(std::process::Child);
+    impl Drop for Up {
+        fn drop(&mut self) {
+            unsafe { libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let mut up = Up(std::process::Command::new("bash")
+        .arg(&script)
+        .env("WEFT", WEFT)
+        .env("PREFIX", &prefix)
+        .env("WORK", work.path())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap());
+    let east = format!("{prefix}-east");
+    let file = format!("/var/run/netns/{east}");
+    eventually(
+        Duration::from_secs(20),
+        "the script makes its namespaces",
+        || async { std::path::Path::new(&file).exists() },
+    )
+    .await;
+    let call = {
+        let east = east.clone();
+        move || {
+            let east = east.clone();
+            async move {
+                within(&east, || async {
+                    get(&client(&[]), "http://127.0.60.10:9080/", "productpage")
+                        .await
+                        .1
+                })
+                .await
+            }
+        }
+    };
+    eventually(
+        Duration::from_secs(60),
+        "productpage reaches both",
+        || async {
+            let body = call().await;
+            body["calls"][0]["status"] == 200 && body["calls"][1]["status"] == 200
+        },
+    )
+    .await;
+    let body = call().await;
+    assert_eq!(body["calls"][0]["body"]["pod"], "reviews-east", "{body}");
+    assert_eq!(body["calls"][1]["body"]["pod"], "ratings", "{body}");
+    let xfcc = &body["calls"][1]["body"]["headers"]["X-Forwarded-Client-Cert"][0];
+    assert!(
+        xfcc.as_str()
+            .unwrap_or("")
+            .contains("URI=spiffe://cluster.local/ns/shop/sa/productpage"),
+        "{body}"
+    );
+    unsafe { libc::kill(up.0.id() as libc::pid_t, libc::SIGTERM) };
+    let status = up.0.wait().unwrap();
+    assert!(status.success() || status.code() == Some(143), "{status:?}");
+    let left = netns::run("ip", &["netns", "list"]);
+    assert!(!String::from_utf8_lossy(&left.stdout).contains(&prefix));
+}

@@ -5,6 +5,7 @@
 use super::backend::{self, BackendRef, Caller, INBOUND_BASE_PORT};
 use super::conditions::{Condition, Verdict};
 use super::rules::{self, Rule, SortKey};
+use crate::multicluster::MCS_GROUP;
 use crate::resources::{Kind, ObjKey, Object};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
@@ -40,6 +41,9 @@ struct MeshRoute {
     route_ns: String,
     route_name: String,
     service: (String, String),
+    /// The parent is the ServiceImport of that name (GEP-1748): the route
+    /// shapes calls to its clusterset name.
+    import: bool,
     port: Option<i32>,
     rules: Vec<(usize, Rule)>,
 }
@@ -57,10 +61,10 @@ pub fn sidecars(
     // hosts once (they depend on the caller's namespace alone): a
     // translation is linear in Services and routes, not their product
     // times workloads.
-    let mut by_service: HashMap<(&str, &str), Vec<&MeshRoute>> = HashMap::new();
+    let mut by_service: HashMap<(&str, &str, bool), Vec<&MeshRoute>> = HashMap::new();
     for r in &routes {
         by_service
-            .entry((r.service.0.as_str(), r.service.1.as_str()))
+            .entry((r.service.0.as_str(), r.service.1.as_str(), r.import))
             .or_default()
             .push(r);
     }
@@ -174,11 +178,12 @@ fn access_log(store: &Store, ns: &str, w: &crate::workload::Workload) -> bool {
     annotation(store, ns, w, super::gateway::ACCESS_LOG_ANNOTATION).as_deref() == Some("true")
 }
 
-/// A Service a mesh route attaches to.
+/// A Service (or ServiceImport) a mesh route attaches to.
 struct MeshParent {
     namespace: Option<String>,
     name: String,
     port: Option<i32>,
+    import: bool,
 }
 
 /// The HTTPRoutes and GRPCRoutes whose parents are Services, converted
@@ -200,13 +205,18 @@ fn mesh_routes(
                 $refs
                     .iter()
                     .flatten()
-                    .filter(|p| {
-                        p.group.as_deref() == Some("") && p.kind.as_deref() == Some("Service")
-                    })
-                    .map(|p| MeshParent {
-                        namespace: p.namespace.clone(),
-                        name: p.name.clone(),
-                        port: p.port,
+                    .filter_map(|p| {
+                        let import = match (p.group.as_deref(), p.kind.as_deref()) {
+                            (Some(""), Some("Service")) => false,
+                            (Some(MCS_GROUP), Some("ServiceImport")) => true,
+                            _ => return None,
+                        };
+                        Some(MeshParent {
+                            namespace: p.namespace.clone(),
+                            name: p.name.clone(),
+                            port: p.port,
+                            import,
+                        })
                     })
                     .collect::<Vec<_>>()
             };
@@ -231,6 +241,7 @@ fn mesh_routes(
             _ => continue,
         };
         let mut parents = Vec::new();
+        let imports = caller.trust().cluster_set.imports(store);
         for parent in services {
             let svc_ns = parent
                 .namespace
@@ -238,7 +249,22 @@ fn mesh_routes(
                 .unwrap_or_else(|| key.namespace.clone());
             let g = entry.generation;
             let mut accepted = Verdict::ok("Accepted");
+            let import = imports.get(&(svc_ns.clone(), parent.name.clone()));
             match store.lookup(Kind::Service, &svc_ns, &parent.name) {
+                _ if parent.import => match import {
+                    Some(i)
+                        if parent
+                            .port
+                            .is_some_and(|p| !i.ports.keys().any(|ip| i32::from(*ip) == p)) =>
+                    {
+                        accepted.fail("NoMatchingParent", "the ServiceImport has no such port")
+                    }
+                    Some(_) => {}
+                    None => accepted.fail(
+                        "NoMatchingParent",
+                        format!("no cluster exports {svc_ns}/{}", parent.name),
+                    ),
+                },
                 Some(Object::Service(svc)) => {
                     let ports = svc
                         .spec
@@ -267,7 +293,10 @@ fn mesh_routes(
                 resolved.fail(reason, message.clone());
             }
             // As the route wrote it, group and kind filled in.
-            let mut parent_ref = json!({"group": "", "kind": "Service", "name": parent.name});
+            let mut parent_ref = match parent.import {
+                true => json!({"group": MCS_GROUP, "kind": "ServiceImport", "name": parent.name}),
+                false => json!({"group": "", "kind": "Service", "name": parent.name}),
+            };
             if let Some(ns) = &parent.namespace {
                 parent_ref["namespace"] = json!(ns);
             }
@@ -297,6 +326,7 @@ fn mesh_routes(
                     route_ns: key.namespace.clone(),
                     route_name: key.name.clone(),
                     service: (svc_ns, parent.name.clone()),
+                    import: parent.import,
                     port: parent.port,
                     rules: converted.iter().map(|(i, r)| (*i, r.clone())).collect(),
                 });
@@ -319,7 +349,7 @@ fn virtual_hosts(
     store: &Store,
     caller: Caller<'_>,
     ns: &str,
-    by_service: &HashMap<(&str, &str), Vec<&MeshRoute>>,
+    by_service: &HashMap<(&str, &str, bool), Vec<&MeshRoute>>,
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> Vec<VirtualHost> {
     let mut out = Vec::new();
@@ -328,7 +358,7 @@ fn virtual_hosts(
             continue;
         };
         let routes = by_service
-            .get(&(key.namespace.as_str(), key.name.as_str()))
+            .get(&(key.namespace.as_str(), key.name.as_str(), false))
             .map_or(&[][..], Vec::as_slice);
         for sp in svc
             .spec
@@ -336,34 +366,7 @@ fn virtual_hosts(
             .and_then(|s| s.ports.as_deref())
             .unwrap_or_default()
         {
-            let applies = |r: &&&MeshRoute| r.port.is_none_or(|p| p == sp.port);
-            let consumer: Vec<&MeshRoute> = routes
-                .iter()
-                .filter(applies)
-                .filter(|r| r.route_ns == ns && r.route_ns != key.namespace)
-                .copied()
-                .collect();
-            let chosen: Vec<&MeshRoute> = if consumer.is_empty() {
-                routes
-                    .iter()
-                    .filter(applies)
-                    .filter(|r| r.route_ns == key.namespace)
-                    .copied()
-                    .collect()
-            } else {
-                consumer
-            };
-            let mut entries: Vec<(SortKey, Route)> = Vec::new();
-            for r in chosen {
-                for (i, rule) in &r.rules {
-                    for (j, (sort, _)) in rule.matches.iter().enumerate() {
-                        let route = rule.route(&r.route_ns, &r.route_name, *i, j, None);
-                        entries.push((sort.clone(), route));
-                    }
-                }
-            }
-            entries.sort_by(|a, b| a.0.cmp(&b.0));
-            let mut routes: Vec<Route> = entries.into_iter().map(|(_, r)| r).collect();
+            let mut routes = applying(routes, ns, &key.namespace, sp.port);
             if routes.is_empty() {
                 let r = BackendRef {
                     group: None,
@@ -402,10 +405,22 @@ fn virtual_hosts(
             }
         }
     }
-    // The cluster set's services, by their `clusterset.local` names.
+    // The cluster set's services, by their `clusterset.local` names, with
+    // the routes whose parent is the ServiceImport.
     let imports = caller.trust().cluster_set.imports(store);
     for ((ins, iname), import) in &imports {
+        let attached = by_service
+            .get(&(ins.as_str(), iname.as_str(), true))
+            .map_or(&[][..], Vec::as_slice);
         for &port in import.ports.keys() {
+            let routes = applying(attached, ns, ins, i32::from(port));
+            if !routes.is_empty() {
+                out.push(VirtualHost {
+                    hostname: super::multicluster::host(ins, iname, port),
+                    routes,
+                });
+                continue;
+            }
             let http = backend::RouteKind::Http;
             let Ok(cluster) =
                 super::multicluster::resolve(store, caller, http, ins, iname, port, clusters)
@@ -420,4 +435,38 @@ fn virtual_hosts(
         }
     }
     out
+}
+
+/// The routes of `attached` (to one Service or ServiceImport in
+/// `parent_ns`) that apply to `port` for callers in `ns`, in precedence
+/// order: a consumer's own routes over the producer's (GEP-1294).
+fn applying(attached: &[&MeshRoute], ns: &str, parent_ns: &str, port: i32) -> Vec<Route> {
+    let applies = |r: &&&MeshRoute| r.port.is_none_or(|p| p == port);
+    let consumer: Vec<&MeshRoute> = attached
+        .iter()
+        .filter(applies)
+        .filter(|r| r.route_ns == ns && r.route_ns != parent_ns)
+        .copied()
+        .collect();
+    let chosen: Vec<&MeshRoute> = if consumer.is_empty() {
+        attached
+            .iter()
+            .filter(applies)
+            .filter(|r| r.route_ns == parent_ns)
+            .copied()
+            .collect()
+    } else {
+        consumer
+    };
+    let mut entries: Vec<(SortKey, Route)> = Vec::new();
+    for r in chosen {
+        for (i, rule) in &r.rules {
+            for (j, (sort, _)) in rule.matches.iter().enumerate() {
+                let route = rule.route(&r.route_ns, &r.route_name, *i, j, None);
+                entries.push((sort.clone(), route));
+            }
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.into_iter().map(|(_, r)| r).collect()
 }

@@ -159,7 +159,9 @@ impl ClusterSet {
             return None;
         };
         for sp in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
-            let mine = backend::app_protocol(sp).unwrap_or_default();
+            let Some(mine) = backend::app_protocol(sp) else {
+                continue;
+            };
             for p in &self.peers {
                 let theirs = p
                     .exports
@@ -168,11 +170,14 @@ impl ClusterSet {
                     .flat_map(|s| &s.ports);
                 if let Some(other) = theirs
                     .filter(|o| i32::from(o.port) == sp.port)
-                    .find(|o| o.protocol != mine)
+                    .find(|o| o.protocol.is_some_and(|theirs| theirs != mine))
                 {
                     return Some(format!(
                         "port {} is {:?} here and {:?} in cluster {}",
-                        sp.port, mine, other.protocol, p.cluster
+                        sp.port,
+                        mine,
+                        other.protocol.unwrap_or_default(),
+                        p.cluster
                     ));
                 }
             }
@@ -204,7 +209,7 @@ impl ClusterSet {
                 ports.push(ExportedPort {
                     name: sp.name.clone(),
                     port,
-                    protocol: backend::app_protocol(sp).unwrap_or_default(),
+                    protocol: backend::app_protocol(sp),
                     endpoints: addrs
                         .into_iter()
                         .map(|address| RemoteEndpoint {
@@ -241,9 +246,7 @@ impl ClusterSet {
             import.clusters.push(self.cluster.clone());
             for sp in svc.spec.iter().flat_map(|s| s.ports.iter().flatten()) {
                 if let Ok(port) = u16::try_from(sp.port) {
-                    import
-                        .ports
-                        .insert(port, backend::app_protocol(sp).unwrap_or_default());
+                    import.ports.insert(port, backend::app_protocol(sp));
                 }
             }
         }
@@ -254,7 +257,8 @@ impl ClusterSet {
                     .or_default();
                 import.clusters.push(p.cluster.clone());
                 for port in &s.ports {
-                    import.ports.entry(port.port).or_insert(port.protocol);
+                    let known = import.ports.entry(port.port).or_insert(port.protocol);
+                    *known = known.or(port.protocol);
                 }
             }
         }
@@ -262,11 +266,11 @@ impl ClusterSet {
     }
 }
 
-/// One ServiceImport: its ports (the first cluster's protocol for each) and
-/// the clusters exporting it.
+/// One ServiceImport: its ports (the protocol the first cluster that says
+/// one gives each) and the clusters exporting it.
 #[derive(Clone, Debug, Default)]
 pub struct Import {
-    pub ports: BTreeMap<u16, AppProtocol>,
+    pub ports: BTreeMap<u16, Option<AppProtocol>>,
     pub clusters: Vec<String>,
 }
 
@@ -278,7 +282,10 @@ pub fn import_items(imports: &BTreeMap<(String, String), Import>) -> Vec<Value> 
             let ports: Vec<Value> = i
                 .ports
                 .iter()
-                .map(|(port, p)| json!({"port": port, "protocol": "TCP", "appProtocol": app_protocol_name(*p)}))
+                .map(|(port, p)| match p {
+                    Some(p) => json!({"port": port, "protocol": "TCP", "appProtocol": app_protocol_name(*p)}),
+                    None => json!({"port": port, "protocol": "TCP"}),
+                })
                 .collect();
             let clusters: Vec<Value> = i.clusters.iter().map(|c| json!({"cluster": c})).collect();
             json!({
@@ -392,10 +399,6 @@ pub fn resolve(
 ) -> Result<String, Unresolved> {
     let trust = caller.trust();
     let set = trust.cluster_set;
-    let cname = cluster_name(ns, name, port);
-    if clusters.contains_key(&cname) {
-        return Ok(cname);
-    }
     let remote: Vec<(&Peer, &ExportedService, &ExportedPort)> = set
         .peers
         .iter()
@@ -429,7 +432,11 @@ pub fn resolve(
         None => None,
     };
     let mut cluster = local.unwrap_or_else(|| Cluster {
-        protocol: remote[0].2.protocol,
+        protocol: match (remote[0].2.protocol, route_kind) {
+            (Some(p), _) => p,
+            (None, backend::RouteKind::Grpc) => AppProtocol::H2c,
+            (None, _) => AppProtocol::Http1,
+        },
         lb: LbPolicy::RoundRobin,
         ..Cluster::http1(Vec::new())
     });
@@ -453,7 +460,8 @@ pub fn resolve(
     for (peer, service, p) in remote {
         // A port exported with another protocol (a conflict, shown on the
         // ServiceExport) is left out; so are peers with no way in.
-        if p.protocol != cluster.protocol || (!peer.same_network && peer.gateways.is_empty()) {
+        let other = p.protocol.is_some_and(|theirs| theirs != cluster.protocol);
+        if other || (!peer.same_network && peer.gateways.is_empty()) {
             continue;
         }
         identities.extend(service.identities.iter().cloned());
@@ -479,6 +487,12 @@ pub fn resolve(
     });
     tls.identities = identities.into_iter().collect();
     cluster.service = Some(format!("{name}.{ns}.svc.{CLUSTERSET_DOMAIN}"));
-    clusters.insert(cname.clone(), cluster);
+    // gRPC to a port that does not say its protocol is HTTP/2, and HTTP
+    // HTTP/1.1: two clusters, as for a Service.
+    let mut cname = cluster_name(ns, name, port);
+    if cluster.protocol == AppProtocol::H2c {
+        cname.push_str("/h2c");
+    }
+    clusters.entry(cname.clone()).or_insert(cluster);
     Ok(cname)
 }
