@@ -90,6 +90,9 @@ pub struct Args {
     /// The DNS suffix of Service names (`<svc>.<ns>.svc.<domain>`).
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// This cluster's name, network and peering address in a cluster set.
+    #[command(flatten)]
+    cluster_set: crate::peering::ClusterSetArgs,
 }
 
 async fn client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
@@ -120,6 +123,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "--renew-deadline-seconds must be shorter than --lease-duration-seconds"
     );
     let td = args.trust_domain.clone();
+    args.cluster_set.check()?;
     if let Some(url) = &args.redis {
         crate::redis::check_url(url)?;
     }
@@ -128,6 +132,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cluster_domain: args.cluster_domain.clone(),
         default_address: args.default_address,
         rate_limit_store: args.redis.clone(),
+        cluster: args.cluster_set.cluster.clone(),
+        network: args.cluster_set.network.clone(),
         ..Options::default()
     });
     let admin = weft_controller::admin::bind(args.admin).await?;
@@ -184,8 +190,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (reports_tx, reports) = mpsc::channel(64);
     let config = tokio::net::TcpListener::bind(args.config_listen).await?;
     println!("weft controller: config {}", config.local_addr()?);
+    // Every replica peers (each serves config, so each needs the imports).
+    let peers = crate::peering::start(
+        &args.cluster_set,
+        state.clone(),
+        svids.clone(),
+        &bundle,
+        &td,
+    )
+    .await?;
+    publisher.follow_peers(peers);
     let service = ConfigService::new(state, reports_tx, &td);
-    let tls = weft_ca::tls::server_config(svids, Some(&bundle))?;
+    let tls = weft_ca::tls::server_config(svids.clone(), Some(&bundle))?;
     tokio::spawn(async move {
         let server = tonic::transport::Server::builder().add_service(service);
         if let Err(e) = server

@@ -59,6 +59,11 @@ pub async fn run(
                 }
                 publish(&mut publisher);
             }
+            () = publisher.peers_changed() => {
+                if synced {
+                    publish(&mut publisher);
+                }
+            }
             Some(report) = reports.recv() => {
                 if synced && publisher.bind_report(report) {
                     publish(&mut publisher);

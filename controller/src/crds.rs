@@ -1,9 +1,11 @@
 //! The CustomResourceDefinitions of weft's kinds that live on a cluster
-//! (`SecurityPolicy`, `AuthorizationPolicy`, `BackendTrafficPolicy`), made from their Rust types
+//! (`SecurityPolicy`, `AuthorizationPolicy`, `BackendTrafficPolicy`,
+//! `ClusterLink`), made from their Rust types
 //! (`crate::policies`) so the schemas never drift from what the controller
 //! reads. `Workload` is standalone-only and has none. `weft crds` prints
 //! them; the chart carries them in `charts/weft/crds/`.
 
+use crate::multicluster::ClusterLink;
 use crate::policies::{AuthorizationPolicy, SecurityPolicy};
 use crate::traffic_policy::BackendTrafficPolicy;
 use kube::CustomResourceExt;
@@ -14,6 +16,7 @@ pub fn yaml() -> String {
         SecurityPolicy::crd(),
         AuthorizationPolicy::crd(),
         BackendTrafficPolicy::crd(),
+        ClusterLink::crd(),
     ];
     crds.iter()
         .map(|crd| serde_yaml::to_string(crd).expect("a CRD serializes"))

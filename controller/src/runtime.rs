@@ -6,6 +6,7 @@ use crate::provider::folder::{self, FolderState};
 use crate::resources::{Kind, ObjKey};
 use crate::status::{self, TransitionClock};
 use crate::store::{Problem, Source, Store};
+use crate::translate::multicluster::Peers;
 use crate::translate::{translate, BindErrors, Options};
 use crate::ControllerError;
 use serde_json::Value;
@@ -75,6 +76,8 @@ pub struct Publisher {
     publish: watch::Sender<Arc<Published>>,
     /// The problems of the last publish, so each is logged once.
     logged: BTreeSet<String>,
+    /// What peering learns of linked clusters, when this cluster peers.
+    peers: Option<watch::Receiver<Arc<Peers>>>,
 }
 
 impl Publisher {
@@ -86,6 +89,7 @@ impl Publisher {
             clock: TransitionClock::default(),
             publish,
             logged: BTreeSet::new(),
+            peers: None,
         };
         (p, rx)
     }
@@ -95,9 +99,23 @@ impl Publisher {
         self.opts.trust_bundle = bundle;
     }
 
-    /// What peering knows of the linked clusters.
-    pub fn set_peers(&mut self, peers: Arc<crate::translate::multicluster::Peers>) {
-        self.opts.peers = peers;
+    /// Translates again with each change of what peering knows (the
+    /// loop that publishes waits on `peers_changed`).
+    pub fn follow_peers(&mut self, peers: watch::Receiver<Arc<Peers>>) {
+        self.peers = Some(peers);
+    }
+
+    /// Waits until what peering knows changes, and takes it in; never
+    /// returns without peering.
+    pub async fn peers_changed(&mut self) {
+        let Some(rx) = self.peers.as_mut() else {
+            return std::future::pending().await;
+        };
+        if rx.changed().await.is_err() {
+            self.peers = None;
+            return std::future::pending().await;
+        }
+        self.opts.peers = rx.borrow_and_update().clone();
     }
 
     /// Takes a gateway's bind report; true when it changed anything.
@@ -202,8 +220,6 @@ pub struct Controller {
     folder: FolderState,
     store: Store,
     publisher: Publisher,
-    /// What peering learns of linked clusters, when this cluster peers.
-    peers: Option<watch::Receiver<Arc<crate::translate::multicluster::Peers>>>,
 }
 
 impl Controller {
@@ -214,7 +230,6 @@ impl Controller {
             folder: FolderState::default(),
             store: Store::default(),
             publisher,
-            peers: None,
         };
         (c, rx)
     }
@@ -226,11 +241,8 @@ impl Controller {
     }
 
     /// Translates again with each change of what peering knows.
-    pub fn follow_peers(
-        &mut self,
-        peers: watch::Receiver<Arc<crate::translate::multicluster::Peers>>,
-    ) {
-        self.peers = Some(peers);
+    pub fn follow_peers(&mut self, peers: watch::Receiver<Arc<Peers>>) {
+        self.publisher.follow_peers(peers);
     }
 
     /// Reads the folder and publishes; the first read must succeed.
@@ -248,14 +260,9 @@ impl Controller {
         mut stop: watch::Receiver<bool>,
     ) -> Result<(), ControllerError> {
         let (_watcher, mut changes) = folder::watch(&self.dir)?;
-        // Without peering, a sender kept here so the branch never fires.
-        let (_idle, idle) = watch::channel(Arc::default());
-        let mut peers = self.peers.take().unwrap_or(idle);
         loop {
             tokio::select! {
-                Ok(()) = peers.changed() => {
-                    let now = peers.borrow_and_update().clone();
-                    self.publisher.set_peers(now);
+                () = self.publisher.peers_changed() => {
                     self.publisher.publish(&self.store);
                 }
                 Some(()) = changes.recv() => {

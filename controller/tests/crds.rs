@@ -24,8 +24,9 @@ fn the_chart_carries_the_generated_crds() {
         "kind: SecurityPolicy",
         "kind: AuthorizationPolicy",
         "kind: BackendTrafficPolicy",
+        "kind: ClusterLink",
     ] {
         assert!(made.contains(kind), "{kind}");
     }
-    assert_eq!(made.matches("status: {}").count(), 3, "{made}");
+    assert_eq!(made.matches("status: {}").count(), 4, "{made}");
 }

@@ -3,8 +3,8 @@
 //! statuses weft writes back match the goldens of the folder provider (one
 //! translation, two providers); a watch dropped with 410 Gone recovers; two
 //! replicas elect one leader, and the other takes over when it dies; the
-//! leader makes weft's GatewayClass; and the chart, installed with Helm,
-//! runs bookinfo's statuses.
+//! leader makes weft's GatewayClass; the cluster-set kinds get statuses;
+//! and the chart, installed with Helm, runs bookinfo's statuses.
 
 mod support;
 
@@ -231,6 +231,98 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over() {
         || async { route_observed(&api) == Some(2) },
     )
     .await;
+}
+
+/// The multi-cluster kinds through the API server: a ServiceExport of a
+/// Service is Valid, one of a missing Service is not; a ClusterLink in
+/// weft's namespace is Accepted and (its peer unreachable) Connecting, one
+/// elsewhere is NotAllowed; the ServiceImport shows in `/status`.
+#[tokio::test]
+async fn cluster_set_kinds_get_statuses() {
+    let Some(api) = ApiServer::start() else {
+        return;
+    };
+    api.install_crds();
+    api.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {name: weft-system}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {ports: [{name: http, port: 9080}]}
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: reviews, namespace: shop}
+---
+apiVersion: multicluster.x-k8s.io/v1alpha1
+kind: ServiceExport
+metadata: {name: details, namespace: shop}
+---
+apiVersion: weft.dev/v1alpha1
+kind: ClusterLink
+metadata: {name: west, namespace: weft-system}
+spec: {cluster: west, network: net-west, peering: "127.0.0.1:9", gateways: ["10.0.0.2:15443"]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: ClusterLink
+metadata: {name: rogue, namespace: shop}
+spec: {cluster: rogue, peering: "127.0.0.1:9"}
+"#,
+    );
+    let controller = Controller::start_with(
+        &api,
+        "a",
+        &["--no-provisioning", "--gateway-class=", "--cluster", "east"],
+    );
+    let condition = |kind: &str, ns: &str, name: &str, type_: &str| {
+        api.get(kind, ns, name)
+            .and_then(|o| {
+                let c = o["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .find(|c| c["type"] == type_)?
+                    .clone();
+                Some(format!(
+                    "{}/{}",
+                    c["status"].as_str()?,
+                    c["reason"].as_str()?
+                ))
+            })
+            .unwrap_or_default()
+    };
+    eventually(Duration::from_secs(30), "every status written", || async {
+        condition("serviceexports", "shop", "reviews", "Valid") == "True/Valid"
+            && condition("serviceexports", "shop", "details", "Valid") == "False/ServiceNotFound"
+            && condition("clusterlinks", "weft-system", "west", "Accepted") == "True/Accepted"
+            && condition("clusterlinks", "weft-system", "west", "Connected") == "False/Connecting"
+            && condition("clusterlinks", "shop", "rogue", "Accepted") == "False/NotAllowed"
+    })
+    .await;
+    let status: Value = reqwest::get(format!("http://{}/status", controller.admin))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let import = status["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "ServiceImport")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(import["metadata"]["name"], "reviews", "{status}");
+    assert_eq!(
+        import["status"]["clusters"],
+        serde_json::json!([{"cluster": "east"}])
+    );
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@ VARIANTS = {
     "ignore-and-tag": ["--set", "injection.failurePolicy=Ignore", "--set", "image.tag=dev",
                        "--set", "trustDomain=example.org", "--set-json",
                        'imagePullSecrets=[{"name": "registry"}]'],
+    "cluster-set": ["--set", "multicluster.cluster=east", "--set", "multicluster.network=net-east",
+                    "--set", "multicluster.peering.enabled=true"],
 }
 
 REFUSED = {
@@ -40,6 +42,8 @@ REFUSED = {
     "unknown value": ["--set", "replicaCount=3"],
     "short certificates": ["--set", "certTTLSeconds=60"],
     "bad trust domain": ["--set", "trustDomain=Not_A_Domain"],
+    "bad cluster name": ["--set", "multicluster.cluster=East_1"],
+    "unknown peering service type": ["--set", "multicluster.peering.serviceType=Ingress"],
 }
 
 
@@ -149,6 +153,8 @@ class Chart(unittest.TestCase):
                      ("CustomResourceDefinition", "securitypolicies.weft.dev"),
                      ("CustomResourceDefinition", "authorizationpolicies.weft.dev"),
                      ("CustomResourceDefinition", "backendtrafficpolicies.weft.dev"),
+                     ("CustomResourceDefinition", "clusterlinks.weft.dev"),
+                     ("CustomResourceDefinition", "serviceexports.multicluster.x-k8s.io"),
                      ("PodDisruptionBudget", "weft-controller")]:
             self.assertIn(want, kinds)
         # Gateway API's CRDs only when asked; Workload is standalone only.
@@ -166,6 +172,21 @@ class Chart(unittest.TestCase):
         role = next(d for d in docs if d["kind"] == "ClusterRole")
         webhook_rule = next(r for r in role["rules"] if "mutatingwebhookconfigurations" in r["resources"])
         self.assertEqual(webhook_rule["resourceNames"], ["weft-sidecar-injector-weft-system"])
+
+    def test_a_cluster_of_a_set_peers_on_its_own_service(self):
+        docs = self.render(VARIANTS["cluster-set"])
+        container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        for arg in ["--cluster=east", "--network=net-east", "--peering=0.0.0.0:15013"]:
+            self.assertIn(arg, container["args"])
+        peering = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "weft-peering")
+        self.assertEqual(peering["spec"]["type"], "LoadBalancer")
+        self.assertEqual(peering["spec"]["ports"][0]["targetPort"], 15013)
+        # Off by default: no peering Service, no peering port.
+        defaults = self.render([])
+        self.assertFalse(any(d["kind"] == "Service" and d["metadata"]["name"] == "weft-peering" for d in defaults))
+        container = next(d for d in defaults if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn("--cluster=cluster-1", container["args"])
+        self.assertFalse(any(a.startswith("--peering") for a in container["args"]))
 
     def test_gateway_api_crds_when_asked(self):
         docs = self.render(["--set", "gatewayAPI.installCRDs=true"])

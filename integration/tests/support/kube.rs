@@ -187,6 +187,7 @@ impl ApiServer {
         let mut crds = String::new();
         for file in [
             "charts/weft/crds/weft.dev.yaml",
+            "charts/weft/crds/multicluster.x-k8s.io.yaml",
             "charts/weft/files/gateway-api-crds.yaml",
         ] {
             let text = std::fs::read_to_string(repo().join(file)).unwrap();

@@ -93,6 +93,12 @@ const WANTED: &[Wanted] = &[
     all(Kind::SecurityPolicy, WEFT_GROUP, &["v1alpha1"]),
     all(Kind::AuthorizationPolicy, WEFT_GROUP, &["v1alpha1"]),
     all(Kind::BackendTrafficPolicy, WEFT_GROUP, &["v1alpha1"]),
+    all(Kind::ClusterLink, WEFT_GROUP, &["v1alpha1"]),
+    all(
+        Kind::ServiceExport,
+        crate::multicluster::MCS_GROUP,
+        &["v1alpha1"],
+    ),
 ];
 
 /// What discovery said of a kind.
