@@ -69,7 +69,7 @@ enum Command {
     },
     /// Run the control plane on Kubernetes: watch the API server, publish
     /// config, write statuses while leading.
-    Controller(controller::Args),
+    Controller(Box<controller::Args>),
     /// Run one gateway that takes its config from a controller: its
     /// certificate from the CA's signing service (the first with a one-time
     /// join token), its config over mutual TLS.
@@ -368,7 +368,7 @@ fn main() -> anyhow::Result<()> {
                 }
             }
             Command::Jwt { command } => run_jwt(command).await,
-            Command::Controller(args) => controller::run(args).await,
+            Command::Controller(args) => controller::run(*args).await,
             Command::Crds => {
                 print!("{}", weft_controller::crds::yaml());
                 Ok(())
