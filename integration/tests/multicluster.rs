@@ -4,7 +4,8 @@
 //! its own cluster's endpoints first and west's when none of its own is
 //! usable, with its identity checked end to end by west's sidecar; a peer
 //! that is lost keeps its imports for the grace period; a link with a
-//! foreign root never connects.
+//! foreign root never connects; other networks are reached through
+//! east-west gateways; and the example runs as its README says.
 
 mod support;
 use std::time::Duration;
@@ -121,11 +122,19 @@ async fn same_network_peers_go_pod_to_pod_local_first_and_fail_over() {
     let root = pki::ca();
     let url = "http://reviews.shop.svc.clusterset.local:9080/";
     let east_files = format!(
-        "{}\n---\n{}{}{}",
+        "{}\n---\n{}{}{}{}",
         cacerts(&root, &intermediate(&root, "east")),
         shop("east", "127.0.140.11", ""),
         caller("productpage", "127.0.140.10", &[url]),
         link("west", "net1", "127.0.141.1:15012", "5m"),
+        link("rogue", "net1", "127.0.142.1:15012", "5m"),
+    );
+    // A cluster with a CA of its own (another root), linked both ways all
+    // the same: its exports must never arrive.
+    let rogue_files = format!(
+        "{}{}",
+        shop("rogue", "127.0.142.11", ""),
+        link("east", "net1", "127.0.140.1:15012", "5m"),
     );
     let west_files = format!(
         "{}\n---\n{}{}",
@@ -153,12 +162,35 @@ async fn same_network_peers_go_pod_to_pod_local_first_and_fail_over() {
         &[("all.yaml", &west_files)],
         &args("west", "127.0.141.1:15012"),
     );
+    let rogue = Weft::up_with(
+        "127.0.142.1",
+        &[("all.yaml", &rogue_files)],
+        &args("rogue", "127.0.142.1:15012"),
+    );
     let c = client(&[]);
     let page = "http://127.0.140.10:9080/";
     eventually(Duration::from_secs(30), "the link connects", || async {
         condition(&east.item("ClusterLink", "west").await, "Connected") == "True/Connected"
     })
     .await;
+    // The foreign root fails the handshake both ways: each side's link
+    // stays unconnected, with why.
+    for (weft, name) in [(&east, "rogue"), (&rogue, "east")] {
+        eventually(
+            Duration::from_secs(20),
+            "the rogue link is refused",
+            || async {
+                let item = weft.item("ClusterLink", name).await;
+                let connected = condition(&item, "Connected");
+                let message = item["status"]["conditions"][1]["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                connected == "False/Connecting" && !message.is_empty()
+            },
+        )
+        .await;
+    }
     let import = east.item("ServiceImport", "reviews").await;
     assert_eq!(
         import["status"]["clusters"],

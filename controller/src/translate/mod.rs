@@ -124,6 +124,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     let mut sidecars = mesh::sidecars(store, trust, &mut statuses);
     // Only the proxies with global rate limits learn where they are counted.
     for s in sidecars.values_mut() {
+        multicluster::spread_weighted(&mut s.outbound, &opts.cluster);
         if s.outbound.has_global_limits() {
             s.outbound.rate_limit_store = opts.rate_limit_store.clone();
         }
@@ -150,6 +151,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
             let mut config = ir(gw, &clusters, &resolver.accesses);
             eastwest::configure(&mut config, gw, &exports, trust, &mut resolver);
             config.cluster = opts.cluster.clone();
+            multicluster::spread_weighted(&mut config, &opts.cluster);
             config.identity = Some(gateway_identity(td, &gw.key));
             if config.has_global_limits() {
                 config.rate_limit_store = opts.rate_limit_store.clone();

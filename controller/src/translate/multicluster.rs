@@ -496,3 +496,62 @@ pub fn resolve(
     clusters.entry(cname.clone()).or_insert(cluster);
     Ok(cname)
 }
+
+/// The suffix of a clusterset cluster that spreads its requests over
+/// every cluster's endpoints alike.
+const SPREAD: &str = "+spread";
+
+/// Weights among a rule's backends decide shares of traffic: a
+/// ServiceImport among several backends takes its share over every
+/// cluster's endpoints alike (as MCS's ClusterSetIP does), not this
+/// cluster's first, so that `Service reviews: 90, ServiceImport reviews:
+/// 10` sends a tenth across the cluster set. Alone in its rule (or as the
+/// clusterset name) it keeps to this cluster while it can. Rewrites the
+/// routes of `config` so, adding the spread clusters it needs; `own` names
+/// this cluster (its endpoints' origin in a spread cluster, so their
+/// health and metrics stay theirs).
+pub fn spread_weighted(config: &mut weft_api::GatewayConfig, own: &str) {
+    let routes = config
+        .ports
+        .iter_mut()
+        .flat_map(|p| p.listeners.iter_mut())
+        .flat_map(|l| l.virtual_hosts.iter_mut())
+        .flat_map(|v| v.routes.iter_mut())
+        .filter(|r| r.backends.len() > 1);
+    let mut wanted = BTreeSet::new();
+    for route in routes {
+        for b in route.backends.iter_mut() {
+            if let weft_api::BackendTarget::Cluster(name) = &mut b.target {
+                if name.contains("@clusterset") && !name.ends_with(SPREAD) {
+                    name.push_str(SPREAD);
+                    wanted.insert(name.clone());
+                }
+            }
+        }
+    }
+    for name in wanted {
+        let Some(base) = config.clusters.get(name.trim_end_matches(SPREAD)) else {
+            continue;
+        };
+        let mut spread = base.clone();
+        for o in spread.origins.iter_mut().filter(|o| o.is_local()) {
+            o.cluster = own.to_string();
+        }
+        config.clusters.insert(name, spread);
+    }
+    // A local-first cluster no route uses any more goes (it would be
+    // probed twice).
+    let used: BTreeSet<String> = config
+        .ports
+        .iter()
+        .flat_map(|p| &p.listeners)
+        .flat_map(|l| &l.virtual_hosts)
+        .flat_map(|v| &v.routes)
+        .flat_map(weft_api::Route::clusters)
+        .map(str::to_string)
+        .collect();
+    config.clusters.retain(|name, _| {
+        (!name.ends_with("@clusterset") && !name.ends_with("@clusterset/h2c"))
+            || used.contains(name)
+    });
+}

@@ -467,6 +467,15 @@ mod tests {
             .ejected_until
             .store(0, std::sync::atomic::Ordering::Relaxed);
         assert!((0..20).all(|_| c.pick(None) == Some(0)));
+        // A spread cluster (every endpoint named by its cluster, this
+        // one's too) takes no side.
+        let spread = Cluster {
+            origins: vec![away("east", None), away("west", None), away("west", None)],
+            ..cluster.clone()
+        };
+        let c = ClusterState::new("s", &spread, &Registry::default(), None).unwrap();
+        let picks: Vec<_> = (0..9).map(|_| c.pick(None).unwrap()).collect();
+        assert!((0..3).all(|i| picks.contains(&i)), "{picks:?}");
         // Without outlier detection, the same holds for retries.
         let plain = Cluster {
             resilience: Resilience::default(),
