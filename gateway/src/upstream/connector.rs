@@ -251,20 +251,28 @@ impl pingora::connectors::L4Connect for MeshConnector {
 #[derive(Debug)]
 pub struct Socket<S>(pub S);
 
-/// A stream with a TCP connection beneath it.
+/// A stream with a TCP connection of its own beneath it, or none (a
+/// tunnel's streams share their connection, whose options are not theirs
+/// to set).
 pub trait OverTcp {
-    fn tcp(&self) -> &TcpStream;
+    fn tcp(&self) -> Option<&TcpStream>;
 }
 
 impl OverTcp for TcpStream {
-    fn tcp(&self) -> &TcpStream {
-        self
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
     }
 }
 
 impl OverTcp for TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self.get_ref().0)
+    }
+}
+
+impl OverTcp for TlsStream<crate::upstream::h2stream::H2Stream> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
     }
 }
 
@@ -273,8 +281,8 @@ where
     S: OverTcp + AsyncRead + AsyncWrite + Unpin + Send + Sync + std::fmt::Debug,
 {
     fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
-        match opt {
-            VirtualSockOpt::NoDelay => self.0.tcp().set_nodelay(true),
+        match (opt, self.0.tcp()) {
+            (VirtualSockOpt::NoDelay, Some(tcp)) => tcp.set_nodelay(true),
             _ => Ok(()),
         }
     }

@@ -16,7 +16,7 @@
 //! stream, TLS already done).
 
 use crate::upstream::balancer::CONNECT_TIMEOUT;
-use crate::upstream::connector::MeshConnector;
+use crate::upstream::connector::{MeshConnector, Socket};
 use crate::upstream::h2stream::H2Stream;
 use crate::upstream::verify::ServerVerifier;
 use async_trait::async_trait;
@@ -24,16 +24,12 @@ use bytes::Bytes;
 use h2::client::SendRequest;
 use pingora::protocols::l4::socket::SocketAddr as PingoraAddr;
 use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
+use pingora::protocols::l4::virt::VirtualSocketStream;
 use pingora::{Error, ErrorType, OrErr};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use weft_api::UpstreamTls;
 
 /// Mutual TLS to east-west gateways, and the HTTP/2 connection to each.
@@ -157,42 +153,6 @@ impl pingora::connectors::L4Connect for TunnelPeer {
             .ok_or_else(|| Error::explain(ErrorType::ConnectError, "not an inet address"))?;
         let stream = self.tunnels.open(self.gateway, target).await?;
         let tls = self.mesh.handshake_over(stream).await?;
-        Ok(VirtualSocketStream::new(Box::new(Tunneled(tls))).into())
-    }
-}
-
-/// The end-to-end TLS session inside a tunnel, as Pingora's stream.
-#[derive(Debug)]
-struct Tunneled(TlsStream<H2Stream>);
-
-impl VirtualSocket for Tunneled {
-    fn set_socket_option(&self, _: VirtualSockOpt) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl AsyncRead for Tunneled {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Tunneled {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        Ok(VirtualSocketStream::new(Box::new(Socket(tls))).into())
     }
 }
