@@ -330,6 +330,30 @@ spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 9080, targetPort:
     )
 }
 
+/// An ingress Gateway with a TCP listener on 9000 whose TCPRoute sends
+/// whole connections to the ServiceImport ratings: through the east-west
+/// gateway too when ratings is on another network.
+const TCP_EDGE: &str = r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: weft}
+spec: {controllerName: weft.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tcp-edge, namespace: shop}
+spec:
+  gatewayClassName: weft
+  listeners: [{name: tcp, port: 9000, protocol: TCP}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: ratings-tcp, namespace: shop}
+spec:
+  parentRefs: [{name: tcp-edge}]
+  rules: [{backendRefs: [{group: multicluster.x-k8s.io, kind: ServiceImport, name: ratings, port: 9080}]}]
+"#;
+
 /// Runs `f` (async) inside namespace `ns` on a runtime of its own.
 async fn within<T, F, Fut>(ns: &str, f: F) -> T
 where
@@ -434,6 +458,7 @@ async fn connect(
 /// only by one link on which west's east-west gateway and both peering
 /// ports listen. East's productpage calls reviews (in both clusters) and
 /// ratings (west's alone) by their clusterset names:
+/// - a TCPRoute to the ratings import crosses too, a whole connection;
 /// - reviews stays home; its one endpoint SIGKILLed under continuous
 ///   calls, west's takes them through the gateway with none failing, and
 ///   west's app sees productpage's own identity; then calls go home;
@@ -461,7 +486,7 @@ async fn other_networks_are_reached_through_the_east_west_gateway() {
     let east_files = format!(
         "{}\n---\n{}{}---\napiVersion: weft.dev/v1alpha1\nkind: ClusterLink\nmetadata: {{name: west, namespace: weft-system}}\nspec: {{cluster: west, network: net-west, peering: \"10.254.3.2:15012\", gateways: [\"10.254.3.2:15443\"], importGracePeriod: 6s}}\n",
         cacerts(&root, &east_ca),
-        shop("east", "127.0.150.11", ""),
+        shop("east", "127.0.150.11", TCP_EDGE),
         caller("productpage", "127.0.150.10", &calls_to),
     );
     let west_extra = format!(
@@ -551,6 +576,18 @@ async fn other_networks_are_reached_through_the_east_west_gateway() {
             "{c:?}"
         );
     }
+
+    // A whole TCP connection to the ratings import, from east's ingress
+    // gateway through west's east-west gateway.
+    let tcp = within(&east_ns.name, || async {
+        get(&client(&[]), "http://127.0.150.1:9000/", "ratings").await
+    })
+    .await;
+    assert_eq!(
+        (tcp.0, tcp.1["pod"].as_str()),
+        (200, Some("ratings")),
+        "{tcp:?}"
+    );
 
     // Failover across networks under continuous calls.
     let load = tokio::spawn(page_for(0, 3000));

@@ -170,6 +170,17 @@ async fn forward<S>(
         };
         let addr = cluster.endpoints[i];
         let connected = tokio::time::timeout(CONNECT_TIMEOUT, async {
+            // On another network: through its east-west gateway, then
+            // mutual TLS with its sidecar inside the tunnel.
+            if let (Some((tunnels, gateway)), Some(tls)) = (cluster.tunnel_of(i), &cluster.tls) {
+                let stream = tunnels
+                    .open(gateway, addr)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                return Ok(Upstream::Tunneled(Box::new(
+                    tls.handshake_l4(stream).await?,
+                )));
+            }
             let tcp = TcpStream::connect(addr).await?;
             let _ = tcp.set_nodelay(true);
             match &cluster.tls {
@@ -189,6 +200,7 @@ async fn forward<S>(
         let (to_up, to_down) = match &mut up {
             Upstream::Plain(s) => splice(&mut down, s, idle).await,
             Upstream::Tls(s) => splice(&mut down, s.as_mut(), idle).await,
+            Upstream::Tunneled(s) => splice(&mut down, s.as_mut(), idle).await,
         };
         counters.received.inc_by(to_up);
         counters.sent.inc_by(to_down);
@@ -201,6 +213,7 @@ async fn forward<S>(
 enum Upstream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tunneled(Box<tokio_rustls::client::TlsStream<crate::upstream::h2stream::H2Stream>>),
 }
 
 /// Copies both ways until both sides have closed, either fails, or no

@@ -50,6 +50,10 @@ pub struct ClusterState {
     /// Which cluster of the cluster set each endpoint is in (empty: this
     /// one), for metrics.
     pub origins: Vec<String>,
+    /// Tunnels to endpoints on other networks, and each endpoint's
+    /// east-west gateway (none: reached directly).
+    tunnels: Option<Arc<crate::upstream::tunnel::Tunnels>>,
+    vias: Vec<Option<SocketAddr>>,
     /// Each endpoint's name in session tokens: a hash of the cluster's
     /// name and the endpoint's address, made once with the snapshot.
     pub session_tags: Vec<u64>,
@@ -123,6 +127,8 @@ impl ClusterState {
                 .any(|o| !o.is_local())
                 .then(|| c.origins.iter().map(weft_api::Origin::is_local).collect()),
             origins: c.origins.iter().map(|o| o.cluster.clone()).collect(),
+            vias: c.origins.iter().map(|o| o.via).collect(),
+            tunnels,
             health,
             resilience: c.resilience.clone(),
             hash: c.hash.clone().filter(|_| c.lb == LbPolicy::ConsistentHash),
@@ -155,6 +161,12 @@ impl ClusterState {
             active: c.endpoints.iter().map(|_| AtomicUsize::new(0)).collect(),
             budget: Default::default(),
         })
+    }
+
+    /// The tunnels and the east-west gateway endpoint `i` is reached
+    /// through, when it is on another network.
+    pub fn tunnel_of(&self, i: usize) -> Option<(&crate::upstream::tunnel::Tunnels, SocketAddr)> {
+        Some((self.tunnels.as_deref()?, (*self.vias.get(i)?)?))
     }
 
     /// The peer for endpoint `i` (an index into `endpoints`).

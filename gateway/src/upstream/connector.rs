@@ -232,9 +232,13 @@ impl MeshConnector {
             .or_err(ErrorType::TLSHandshakeFailure, "upstream TLS handshake")
     }
 
-    /// The TLS handshake for a whole connection (L4) over `tcp`.
-    pub async fn handshake_l4(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
-        self.l4.connect(self.sni.clone(), tcp).await
+    /// The TLS handshake for a whole connection (L4) over `stream` (TCP,
+    /// or a tunnel's).
+    pub async fn handshake_l4<S>(&self, stream: S) -> std::io::Result<TlsStream<S>>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        self.l4.connect(self.sni.clone(), stream).await
     }
 }
 
