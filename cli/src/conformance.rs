@@ -115,6 +115,10 @@ const TESTS: &[(&str, &str)] = &[
         include_str!("../../integration/tests/multicluster.rs"),
     ),
     (
+        "integration/tests/multicluster_networks.rs",
+        include_str!("../../integration/tests/multicluster_networks.rs"),
+    ),
+    (
         "integration/tests/normalization.rs",
         include_str!("../../integration/tests/normalization.rs"),
     ),
