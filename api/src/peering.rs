@@ -19,6 +19,8 @@ pub use pb::{Exports, Hello};
 
 /// At most this many services, and endpoints per port, from one peer.
 pub const MAX_EXPORTED: usize = 10_000;
+/// At most this many east-west gateways from one peer.
+pub const MAX_GATEWAYS: usize = 64;
 
 /// One cluster's exports, as its peers receive them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,6 +91,11 @@ impl ExportSet {
         }
         if self.services.len() > MAX_EXPORTED {
             return bad(format!("more than {MAX_EXPORTED} services"));
+        }
+        if self.gateways.len() > MAX_GATEWAYS || self.gateways.iter().any(|g| g.port() == 0) {
+            return bad(format!(
+                "more than {MAX_GATEWAYS} gateways, or one on port 0"
+            ));
         }
         let mut seen = BTreeSet::new();
         let prefix = format!("spiffe://{trust_domain}/ns/");
@@ -190,6 +197,7 @@ mod tests {
         );
         refused(&|s| s.services.push(s.services[0].clone()), "twice");
         refused(&|s| s.services[0].ports[0].port = 0, "zero or repeated");
+        refused(&|s| s.gateways = vec![([10, 0, 0, 1], 0).into()], "port 0");
         refused(
             &|s| {
                 let e = s.services[0].ports[0].endpoints[0].clone();
