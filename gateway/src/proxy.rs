@@ -343,7 +343,7 @@ impl ProxyHttp for WeftProxy {
         };
         forwarded::apply(&client, upstream)?;
         if let Some(c) = ctx.cluster.as_ref().filter(|c| c.tls.is_some()) {
-            let me = (self.metrics.reporter().workload.as_str(), &*ctx.home);
+            let me = (self.metrics.reporter().workload.as_str(), ctx.home());
             forwarded::tell_mesh(upstream, &c.service, me)?;
         }
         let trace = ctx

@@ -66,8 +66,9 @@ pub struct RequestCtx {
     /// client the key it lacked.
     pub(crate) hash_key: Option<u64>,
     pub(crate) set_cookie: Option<String>,
-    /// The proxy's cluster, from the snapshot (`Snapshot::home`).
-    pub(crate) home: Arc<str>,
+    /// The proxy's cluster, from the snapshot (`Snapshot::home`); none
+    /// before a snapshot is loaded.
+    pub(crate) home: Option<Arc<str>>,
 }
 
 impl RequestCtx {
@@ -100,7 +101,7 @@ impl RequestCtx {
             session: None,
             hash_key: None,
             set_cookie: None,
-            home: Arc::from(crate::config::snapshot::UNKNOWN_CLUSTER),
+            home: None,
         }
     }
 
@@ -137,6 +138,13 @@ impl RequestCtx {
         rule.chain(backend)
     }
 
+    /// The proxy's cluster, for metrics and mesh peers.
+    pub(crate) fn home(&self) -> &str {
+        self.home
+            .as_deref()
+            .unwrap_or(crate::config::snapshot::UNKNOWN_CLUSTER)
+    }
+
     /// The request as the metrics record it. Only a mesh peer (`peer`, its
     /// identity) may say which service it called and who it is.
     pub(super) fn record<'a>(
@@ -162,14 +170,14 @@ impl RequestCtx {
                 .and_then(|t| t.principal.as_deref()),
             source_workload: told(headers, &SOURCE_WORKLOAD_NAME, peer.is_some()),
             source_cluster: told(headers, &SOURCE_CLUSTER_NAME, peer.is_some()),
-            home: &self.home,
+            home: self.home(),
             // The endpoint's cluster, as the config says.
             destination_cluster: match (&self.cluster, self.endpoint) {
                 (Some(c), Some(i)) => Some(
                     c.origins
                         .get(i)
                         .filter(|o| !o.is_empty())
-                        .map_or(&*self.home, String::as_str),
+                        .map_or(self.home(), String::as_str),
                 ),
                 _ => None,
             },

@@ -28,7 +28,7 @@ pub(super) fn start(
     conn: Option<&ConnInfo>,
 ) {
     ctx.access_log = snapshot.config.access_log;
-    ctx.home = snapshot.home.clone();
+    ctx.home = Some(snapshot.home.clone());
     ctx.request_id = forwarded::request_id(req);
     ctx.edge = port
         .and_then(|p| snapshot.ports.get(&p))

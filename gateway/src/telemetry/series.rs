@@ -27,7 +27,7 @@ pub(crate) struct Series {
 }
 
 /// A cached label set: the families it belongs to (one per `Metrics::new`)
-/// and its eleven values.
+/// and its label values (`LABELS`, in order).
 struct Key {
     families: u64,
     labels: [Box<str>; 14],
