@@ -212,33 +212,35 @@ impl ClusterState {
             local: None,
             home: None,
         };
+        // This cluster's endpoints while one of them is healthy (and not
+        // the one that just failed), else the other clusters' while one of
+        // theirs is; the panic threshold then applies within the tier, as
+        // Envoy's does per priority.
+        if let Some(home) = &self.home {
+            let healthy_in = |here: bool| {
+                (0..n).any(|i| {
+                    home[i] == here && Some(i) != skip && self.endpoint_health[i].usable(now)
+                })
+            };
+            let here = healthy_in(true) || !healthy_in(false);
+            let size = |here: bool| (0..n).filter(|i| home[*i] == here).count();
+            // A tier with no endpoint at all is no choice.
+            let here = if size(here) == 0 { !here } else { here };
+            usable.home = Some((home, here));
+            usable.count = size(here);
+        }
         let zoned = self.local.is_some();
         let checked = self.resilience.guarded() && (zoned || self.health.may_be_unusable(now));
         if checked {
-            let healthy = self
-                .endpoint_health
-                .iter()
-                .filter(|e| e.usable(now))
+            let tier = usable;
+            let healthy = (0..n)
+                .filter(|i| tier.ok(*i) && self.endpoint_health[*i].usable(now))
                 .count();
             // Below the panic threshold, health is ignored.
-            if healthy * 100 >= self.resilience.panic_threshold as usize * n && healthy > 0 {
+            let threshold = self.resilience.panic_threshold as usize * tier.count;
+            if healthy * 100 >= threshold && healthy > 0 {
                 usable.health = Some((&self.endpoint_health, now));
                 usable.count = healthy;
-            }
-        }
-        // This cluster's endpoints while one of them is usable (and not the
-        // one that just failed), else the other clusters'.
-        if let Some(home) = &self.home {
-            for here in [true, false] {
-                let tier = Usable {
-                    home: Some((home, here)),
-                    ..usable
-                };
-                if (0..n).any(|i| tier.ok(i) && Some(i) != skip) {
-                    let count = (0..n).filter(|i| tier.ok(*i)).count();
-                    usable = Usable { count, ..tier };
-                    break;
-                }
             }
         }
         if checked {
@@ -488,6 +490,28 @@ mod tests {
         let c = ClusterState::new("s", &spread, &Registry::default(), None).unwrap();
         let picks: Vec<_> = (0..9).map(|_| c.pick(None).unwrap()).collect();
         assert!((0..3).all(|i| picks.contains(&i)), "{picks:?}");
+        // Below the panic threshold overall, but not in the other cluster:
+        // its healthy endpoints take over all the same.
+        let many = Cluster {
+            endpoints: (0..5).map(|i| ([127, 0, 0, 1], 9100 + i).into()).collect(),
+            origins: vec![
+                weft_api::Origin::default(),
+                weft_api::Origin::default(),
+                weft_api::Origin::default(),
+                away("west", None),
+                away("west", None),
+            ],
+            ..cluster.clone()
+        };
+        let c = ClusterState::new("m", &many, &Registry::default(), None).unwrap();
+        for i in 0..3 {
+            c.record(i, Outcome::Status(503));
+        }
+        let picks: Vec<_> = (0..20).map(|_| c.pick(None).unwrap()).collect();
+        assert!(
+            picks.iter().all(|i| *i >= 3) && picks.contains(&3) && picks.contains(&4),
+            "{picks:?}"
+        );
         // Without outlier detection, the same holds for retries.
         let plain = Cluster {
             resilience: Resilience::default(),
