@@ -99,8 +99,18 @@ async fn same_network_peers_go_pod_to_pod_local_first_and_fail_over() {
         serde_json::json!([{"cluster": "east"}, {"cluster": "west"}]),
         "{import}"
     );
-    // East's reviews answers once its sidecar is up (a call that came
-    // before may have found it down and ejected it for a while).
+    // Once productpage's sidecar knows west's endpoint, an answer from
+    // east's means east's is healthy (a call at start-up may have found
+    // its sidecar not yet up and ejected it for a while).
+    eventually(
+        Duration::from_secs(30),
+        "productpage's sidecar knows west",
+        || async {
+            calls(&c, page, 1).await;
+            knows("http://127.0.140.10:15020", "127.0.141.11:15006").await
+        },
+    )
+    .await;
     eventually(
         Duration::from_secs(30),
         "productpage calls east's reviews",
@@ -196,16 +206,24 @@ async fn the_example_brings_up_two_linked_clusters() {
             }
         }
     };
-    eventually(
-        Duration::from_secs(60),
-        "productpage reaches both",
-        || async {
-            let body = call().await;
-            body["calls"][0]["body"]["pod"] == "reviews-east" && body["calls"][1]["status"] == 200
-        },
-    )
-    .await;
-    let body = call().await;
+    // Both answer, with west's endpoint known to productpage's sidecar
+    // (then an answer from east's means east's is healthy; see above).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let body = call().await;
+        let known = within(&east, || {
+            knows("http://127.0.60.10:15020", "127.0.61.11:15006")
+        })
+        .await;
+        if known && body["calls"][0]["body"]["pod"] == "reviews-east" {
+            break body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "productpage reaches both: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(body["calls"][0]["body"]["pod"], "reviews-east", "{body}");
     assert_eq!(body["calls"][1]["body"]["pod"], "ratings", "{body}");
     let xfcc = &body["calls"][1]["body"]["headers"]["X-Forwarded-Client-Cert"][0];

@@ -143,6 +143,20 @@ async fn other_networks_are_reached_through_the_east_west_gateway() {
         }
     };
     let page = |n: usize| page_for(n, 0);
+    // As on one network: once productpage's sidecar knows west's
+    // endpoint, an answer from east's means east's is healthy.
+    eventually(
+        Duration::from_secs(30),
+        "productpage's sidecar knows west",
+        || async {
+            page(1).await;
+            within(&east_ns.name, || {
+                knows("http://127.0.150.10:15020", "127.0.151.11:15006")
+            })
+            .await
+        },
+    )
+    .await;
     eventually(
         Duration::from_secs(30),
         "productpage calls both",

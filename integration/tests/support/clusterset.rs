@@ -293,3 +293,12 @@ pub async fn connect(
     let answer = answer.await.map_err(|e| format!("h2: {e}"))?;
     Ok(answer.status().as_u16())
 }
+
+/// Whether the proxy whose admin endpoint is `admin` has `needle` (an
+/// endpoint, say) in the config it runs; not while it is not up.
+pub async fn knows(admin: &str, needle: &str) -> bool {
+    let Ok(answer) = client(&[]).get(format!("{admin}/config_dump")).send().await else {
+        return false;
+    };
+    answer.text().await.is_ok_and(|t| t.contains(needle))
+}
