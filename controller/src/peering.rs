@@ -56,12 +56,7 @@ impl ClusterPeering for PeeringService {
     type WatchStream = ExportStream;
 
     async fn watch(&self, req: Request<Hello>) -> Result<Response<ExportStream>, Status> {
-        let peer = req
-            .extensions()
-            .get::<weft_ca::tls::Peer>()
-            .and_then(|p| p.identity.as_ref())
-            .map(ToString::to_string)
-            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let peer = crate::server::peer_identity(&req)?;
         if peer != self.controller {
             tracing::warn!(%peer, "refused peering: not a control plane");
             return Err(Status::permission_denied(format!(

@@ -101,6 +101,16 @@ fn snapshot_for(
     }
 }
 
+/// The SPIFFE ID of the client certificate a request came with (the
+/// servers ask for one and verify it).
+pub fn peer_identity<T>(req: &Request<T>) -> Result<String, Status> {
+    req.extensions()
+        .get::<weft_ca::tls::Peer>()
+        .and_then(|p| p.identity.as_ref())
+        .map(ToString::to_string)
+        .ok_or_else(|| Status::unauthenticated("no client certificate"))
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<ConfigResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -111,12 +121,7 @@ impl ConfigDiscovery for ConfigService {
         &self,
         req: Request<Streaming<ConfigRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
-        let peer = req
-            .extensions()
-            .get::<weft_ca::tls::Peer>()
-            .and_then(|p| p.identity.as_ref())
-            .map(ToString::to_string)
-            .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+        let peer = peer_identity(&req)?;
         let mut inbound = req.into_inner();
         let hello = inbound
             .message()

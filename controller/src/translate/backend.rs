@@ -115,30 +115,13 @@ pub fn resolve(
         ));
     }
     let ns = r.namespace.unwrap_or(route_ns);
-    let from = From {
-        group: GATEWAY_GROUP,
-        kind: route_kind.name(),
-        namespace: route_ns,
-    };
-    let to = To {
-        group: "",
-        kind: "Service",
-        namespace: ns,
-        name: r.name,
-    };
-    // Mesh routes augment Services that callers can reach anyway, so they
-    // may send to any namespace without a ReferenceGrant (GEP-1294);
-    // routes bound to Gateways expose backends and need one.
-    let mesh = matches!(caller, Caller::Sidecar(_));
-    if !mesh && !permitted(store, &from, &to) {
-        return Err((
-            "RefNotPermitted",
-            format!(
-                "no ReferenceGrant in {ns} allows a reference to Service {}",
-                r.name
-            ),
-        ));
-    }
+    granted(
+        store,
+        caller,
+        route_kind,
+        route_ns,
+        ("", "Service", ns, r.name),
+    )?;
     let Some(Object::Service(svc)) = store.lookup(Kind::Service, ns, r.name) else {
         return Err((
             "BackendNotFound",
@@ -225,6 +208,38 @@ pub fn resolve(
     Ok(name)
 }
 
+/// Whether a route of `route_kind` in `route_ns` may refer to `to`
+/// (group, kind, namespace, name). Mesh routes augment what callers can
+/// reach anyway, so they may send to any namespace without a
+/// ReferenceGrant (GEP-1294); routes bound to Gateways expose backends and
+/// need one.
+fn granted(
+    store: &Store,
+    caller: Caller<'_>,
+    route_kind: RouteKind,
+    route_ns: &str,
+    (group, kind, namespace, name): (&str, &str, &str, &str),
+) -> Result<(), Unresolved> {
+    let from = From {
+        group: GATEWAY_GROUP,
+        kind: route_kind.name(),
+        namespace: route_ns,
+    };
+    let to = To {
+        group,
+        kind,
+        namespace,
+        name,
+    };
+    if matches!(caller, Caller::Sidecar(_)) || permitted(store, &from, &to) {
+        return Ok(());
+    }
+    Err((
+        "RefNotPermitted",
+        format!("no ReferenceGrant in {namespace} allows a reference to {kind} {name}"),
+    ))
+}
+
 /// A backendRef to a ServiceImport (GEP-1748): the whole cluster set.
 /// Like a Service, it needs a ReferenceGrant from another namespace.
 fn import(
@@ -236,26 +251,8 @@ fn import(
     clusters: &mut BTreeMap<String, Cluster>,
 ) -> Result<String, Unresolved> {
     let ns = r.namespace.unwrap_or(route_ns);
-    let from = From {
-        group: GATEWAY_GROUP,
-        kind: route_kind.name(),
-        namespace: route_ns,
-    };
-    let to = To {
-        group: crate::multicluster::MCS_GROUP,
-        kind: "ServiceImport",
-        namespace: ns,
-        name: r.name,
-    };
-    if matches!(caller, Caller::Gateway(_)) && !permitted(store, &from, &to) {
-        return Err((
-            "RefNotPermitted",
-            format!(
-                "no ReferenceGrant in {ns} allows a reference to ServiceImport {}",
-                r.name
-            ),
-        ));
-    }
+    let to = (crate::multicluster::MCS_GROUP, "ServiceImport", ns, r.name);
+    granted(store, caller, route_kind, route_ns, to)?;
     let Some(port) = r.port.and_then(|p| u16::try_from(p).ok()) else {
         return Err((
             "BackendNotFound",

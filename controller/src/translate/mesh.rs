@@ -241,7 +241,7 @@ fn mesh_routes(
             _ => continue,
         };
         let mut parents = Vec::new();
-        let imports = caller.trust().cluster_set.imports(store);
+        let imports = &caller.trust().cluster_set.imports;
         for parent in services {
             let svc_ns = parent
                 .namespace
@@ -407,8 +407,7 @@ fn virtual_hosts(
     }
     // The cluster set's services, by their `clusterset.local` names, with
     // the routes whose parent is the ServiceImport.
-    let imports = caller.trust().cluster_set.imports(store);
-    for ((ins, iname), import) in &imports {
+    for ((ins, iname), import) in &caller.trust().cluster_set.imports {
         let attached = by_service
             .get(&(ins.as_str(), iname.as_str(), true))
             .map_or(&[][..], Vec::as_slice);

@@ -162,14 +162,13 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
     policy::statuses(store, &policy::users(store, &gateways), &mut statuses);
     resolver.statuses(&gateways, &mut statuses);
     traffic::statuses(store, opts.rate_limit_store.is_some(), &mut statuses);
-    let imports = cluster_set.imports(store);
     Translation {
         gateways: out,
         sidecars,
         statuses,
         exports,
         links: cluster_set.links.clone(),
-        service_imports: multicluster::import_items(&imports),
+        service_imports: multicluster::import_items(&cluster_set.imports),
     }
 }
 

@@ -64,6 +64,8 @@ pub struct ClusterSet {
     /// The Services this cluster exports (valid `ServiceExport`s).
     exported: BTreeSet<(String, String)>,
     peers: Vec<Peer>,
+    /// Every ServiceImport, by `(namespace, name)`, made once.
+    pub imports: BTreeMap<(String, String), Import>,
 }
 
 impl ClusterSet {
@@ -149,6 +151,7 @@ impl ClusterSet {
             };
             statuses.insert(key.clone(), json!({"conditions": [valid, conflict]}));
         }
+        set.imports = set.imports_of(store);
         set
     }
 
@@ -236,7 +239,7 @@ impl ClusterSet {
 
     /// Every ServiceImport: `(namespace, name)` with its ports and the
     /// clusters that export it.
-    pub fn imports(&self, store: &Store) -> BTreeMap<(String, String), Import> {
+    fn imports_of(&self, store: &Store) -> BTreeMap<(String, String), Import> {
         let mut out: BTreeMap<(String, String), Import> = BTreeMap::new();
         for (ns, name) in &self.exported {
             let Some(Object::Service(svc)) = store.lookup(Kind::Service, ns, name) else {
