@@ -47,6 +47,8 @@ pub struct ClusterState {
     /// Clusters of the cluster set: whether each endpoint is in this
     /// cluster (they go first; other clusters' only when none is usable).
     home: Option<Vec<bool>>,
+    /// How many endpoints are in this cluster (the rest are in others).
+    homes: usize,
     /// Which cluster of the cluster set each endpoint is in (empty: this
     /// one), for metrics.
     pub origins: Vec<String>,
@@ -121,6 +123,7 @@ impl ClusterState {
         };
         Ok(ClusterState {
             endpoint_health: health.endpoints(&keys),
+            homes: c.origins.iter().filter(|o| o.is_local()).count(),
             home: c
                 .origins
                 .iter()
@@ -223,7 +226,7 @@ impl ClusterState {
                 })
             };
             let here = healthy_in(true) || !healthy_in(false);
-            let size = |here: bool| (0..n).filter(|i| home[*i] == here).count();
+            let size = |here: bool| if here { self.homes } else { n - self.homes };
             // A tier with no endpoint at all is no choice.
             let here = if size(here) == 0 { !here } else { here };
             usable.home = Some((home, here));

@@ -176,21 +176,8 @@ pub fn service(name: &str, ip: &str, exported: bool) -> String {
         false => String::new(),
     };
     format!(
-        r#"---
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {{name: {name}, namespace: shop, labels: {{app: {name}}}}}
-spec:
-  serviceAccountName: {name}
-  address: {ip}
-  command: [weft, echo, --listen, "{ip}:9080"]
-  ports: [{{name: http, containerPort: 9080}}]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: shop}}
-spec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 9080, targetPort: http}}]}}
-{export}"#
+        "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{selector: {{app: {name}}}, ports: [{{name: http, port: 9080, targetPort: http}}]}}\n{export}",
+        caller(name, ip, &[])
     )
 }
 
