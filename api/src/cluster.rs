@@ -34,6 +34,10 @@ pub struct Cluster {
     /// cluster set (a `clusterset.local` service); empty when all are here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub origins: Vec<Origin>,
+    /// A host outside the mesh (an `XBackend` of type `ExternalHostname`):
+    /// `endpoints` is empty and the proxy resolves the name itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalHost>,
 }
 
 impl Cluster {
@@ -49,6 +53,29 @@ impl Cluster {
             hash: None,
             zones: Vec::new(),
             origins: Vec::new(),
+            external: None,
+        }
+    }
+}
+
+/// Where a cluster of an external host sends: the name is resolved by the
+/// proxy (DNS, honouring the answers' TTLs), on every request if need be.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalHost {
+    /// A DNS name, or `*.suffix`: then the request's own host (or TLS
+    /// server name), which must fall under the suffix.
+    pub hostname: String,
+    pub port: u16,
+}
+
+impl ExternalHost {
+    /// The name to resolve (and to send as SNI) for a request to `host`
+    /// (lowercase, no port): the cluster's own name, or under a wildcard
+    /// the request's host when the wildcard covers it.
+    pub fn target<'a>(&'a self, host: &'a str) -> Option<&'a str> {
+        match self.hostname.strip_prefix('*') {
+            None => Some(&self.hostname),
+            Some(suffix) => (host.len() > suffix.len() && host.ends_with(suffix)).then_some(host),
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct GatewayConfig {
     /// The cluster (control plane) the proxy is in, for metrics.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster: String,
+    /// The address connections to external hosts leave from (an egress
+    /// gateway's own, so that firewalls can let it alone through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_source: Option<IpAddr>,
 }
 
 impl GatewayConfig {
@@ -128,6 +132,11 @@ pub struct Port {
     /// of getting 404.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub passthrough: bool,
+    /// A request for a host no virtual host serves is refused as
+    /// undeclared: 502 with a body saying so, counted with the destination
+    /// service `BlackHoleCluster` (the mesh's `RegistryOnly` policy).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub blackhole: bool,
     /// A sidecar's port: the caller is the workload or a mesh peer, not a
     /// client to name in `x-forwarded-for` (which gateways append).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -132,6 +132,10 @@ pub struct AuthzRule {
     /// Request headers: (name, values); the header must hold one of them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, Vec<String>)>,
+    /// The host asked for (an HTTP request's, without port; a TLS
+    /// connection's server name): exact, or `*.suffix`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 impl AuthzRule {

@@ -61,6 +61,7 @@ mod tests {
                 client_auth: None,
                 host_with_port: true,
                 passthrough: true,
+                blackhole: false,
                 sidecar: true,
             }],
             clusters,

@@ -52,6 +52,19 @@ impl GatewayConfig {
             if cluster.endpoints.iter().any(|e| e.port() == 0) {
                 return invalid(format!("cluster {name} has an endpoint on port 0"));
             }
+            if let Some(ext) = &cluster.external {
+                let name_ok = !ext.hostname.is_empty()
+                    && ext.hostname.len() <= 253
+                    && ext.hostname[ext.hostname.starts_with("*.") as usize * 2..]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                if !name_ok || ext.port == 0 || !cluster.endpoints.is_empty() {
+                    return invalid(format!(
+                        "cluster {name}: external host {}:{} is not a name and a port alone",
+                        ext.hostname, ext.port
+                    ));
+                }
+            }
             cluster
                 .resilience
                 .validate()
@@ -208,6 +221,7 @@ mod tests {
                 client_auth: None,
                 host_with_port: false,
                 passthrough: false,
+                blackhole: false,
                 sidecar: false,
                 listeners: vec![Listener::any_host("http", None, vec![route])],
             }],
@@ -220,6 +234,7 @@ mod tests {
             zone: None,
             east_west: None,
             cluster: String::new(),
+            egress_source: None,
         }
     }
 

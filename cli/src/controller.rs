@@ -93,6 +93,10 @@ pub struct Args {
     /// This cluster's name, network and peering address in a cluster set.
     #[command(flatten)]
     cluster_set: crate::peering::ClusterSetArgs,
+    /// What sidecars do with a host the mesh does not declare: AllowAny
+    /// or RegistryOnly.
+    #[arg(long, default_value = "AllowAny", value_parser = crate::egress::policy)]
+    outbound_traffic_policy: weft_controller::egress::OutboundPolicy,
 }
 
 async fn client(kubeconfig: Option<PathBuf>) -> anyhow::Result<kube::Client> {
@@ -134,6 +138,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rate_limit_store: args.redis.clone(),
         cluster: args.cluster_set.cluster.clone(),
         network: args.cluster_set.network.clone(),
+        outbound_policy: args.outbound_traffic_policy,
         ..Options::default()
     });
     let admin = weft_controller::admin::bind(args.admin).await?;

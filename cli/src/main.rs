@@ -5,6 +5,7 @@ mod analyze;
 mod conformance;
 mod controller;
 mod echo;
+mod egress;
 mod fetch;
 mod grpc_echo;
 mod jwt;
@@ -66,6 +67,8 @@ enum Command {
         redis: Option<String>,
         #[command(flatten)]
         cluster_set: peering::ClusterSetArgs,
+        #[command(flatten)]
+        egress: egress::EgressArgs,
     },
     /// Run the control plane on Kubernetes: watch the API server, publish
     /// config, write statuses while leading.
@@ -84,6 +87,10 @@ enum Command {
         trust_domain: String,
         #[arg(long, default_value = "127.0.0.1:15001")]
         admin: SocketAddr,
+        /// The DNS server (`ip:port`) external hosts are resolved with;
+        /// the system's resolver configuration without it.
+        #[arg(long)]
+        dns: Option<SocketAddr>,
     },
     /// Sidecar tools.
     Sidecar {
@@ -309,10 +316,13 @@ fn main() -> anyhow::Result<()> {
                 cluster_domain,
                 redis,
                 cluster_set,
+                egress,
             } => {
+                egress::use_dns(egress.dns);
                 up::run(up::UpOptions {
                     redis,
                     cluster_set,
+                    outbound_policy: egress.outbound_traffic_policy,
                     dir,
                     admin,
                     default_address,
@@ -329,7 +339,9 @@ fn main() -> anyhow::Result<()> {
                 gateway,
                 trust_domain,
                 admin,
+                dns,
             } => {
+                egress::use_dns(dns);
                 proxies::gateway(proxies::GatewayOptions {
                     control,
                     gateway,
@@ -371,6 +383,7 @@ fn main() -> anyhow::Result<()> {
             Command::Controller(args) => controller::run(*args).await,
             Command::Crds => {
                 print!("{}", weft_controller::crds::yaml());
+                print!("---\n{}", weft_controller::crds::experimental_yaml());
                 Ok(())
             }
             Command::Link(args) => {

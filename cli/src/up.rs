@@ -54,6 +54,8 @@ pub struct UpOptions {
     pub redis: Option<String>,
     /// Its cluster name, network and peering address.
     pub cluster_set: crate::peering::ClusterSetArgs,
+    /// What sidecars do with hosts the mesh does not declare.
+    pub outbound_policy: weft_controller::egress::OutboundPolicy,
 }
 
 pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
@@ -68,6 +70,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
         cluster_domain,
         redis,
         cluster_set,
+        outbound_policy,
     } = opts;
     cluster_set.check()?;
     let mut rate_store = crate::redis::RateStore::plan(redis)?;
@@ -80,6 +83,7 @@ pub async fn run(opts: UpOptions) -> anyhow::Result<()> {
             rate_limit_store: rate_store.url(),
             cluster: cluster_set.cluster.clone(),
             network: cluster_set.network.clone(),
+            outbound_policy,
             ..Options::default()
         },
     );

@@ -1,6 +1,6 @@
 //! The CustomResourceDefinitions of weft's kinds that live on a cluster
 //! (`SecurityPolicy`, `AuthorizationPolicy`, `BackendTrafficPolicy`,
-//! `ClusterLink`), made from their Rust types
+//! `ClusterLink`), and of Gateway API's `XBackend`, made from their Rust types
 //! (`crate::policies`) so the schemas never drift from what the controller
 //! reads. `Workload` is standalone-only and has none. `weft crds` prints
 //! them; the chart carries them in `charts/weft/crds/`.
@@ -10,7 +10,18 @@ use crate::policies::{AuthorizationPolicy, SecurityPolicy};
 use crate::traffic_policy::BackendTrafficPolicy;
 use kube::CustomResourceExt;
 
-/// Every CRD, as one multi-document YAML text.
+/// Gateway API's experimental `XBackend`, as weft reads it, for clusters
+/// whose Gateway API install lacks it (Helm leaves an existing CRD of the
+/// same name alone).
+pub fn experimental_yaml() -> String {
+    let crd = crate::egress::XBackend::crd();
+    format!(
+        "# Gateway API's XBackend (GEP-4894), for clusters that lack it.\n{}",
+        serde_yaml::to_string(&crd).expect("a CRD serializes")
+    )
+}
+
+/// Every CRD of weft's own kinds, as one multi-document YAML text.
 pub fn yaml() -> String {
     let crds = [
         SecurityPolicy::crd(),

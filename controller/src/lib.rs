@@ -11,6 +11,7 @@ pub mod admin;
 pub mod ca_secret;
 pub mod cluster;
 pub mod crds;
+pub mod egress;
 mod error;
 pub mod inject;
 pub mod multicluster;

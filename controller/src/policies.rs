@@ -292,6 +292,11 @@ pub struct AuthorizationRule {
     pub paths: Vec<String>,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// The host asked for (`*.suffix` for any under it): the request's,
+    /// or a TLS connection's server name. On an egress gateway, the
+    /// external hosts the sources may reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
 }
 
 /// A caller: `type` says which other field is set (kept as text so that an

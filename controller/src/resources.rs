@@ -1,6 +1,7 @@
 //! The resource kinds weft reads, and turning one manifest document into one
 //! typed object.
 
+use crate::egress::{XBackend, X_GROUP};
 use crate::multicluster::{ClusterLink, ServiceExport, MCS_GROUP};
 use crate::policies::{AuthorizationPolicy, SecurityPolicy};
 use crate::traffic_policy::BackendTrafficPolicy;
@@ -47,6 +48,7 @@ pub enum Kind {
     BackendTrafficPolicy,
     ServiceExport,
     ClusterLink,
+    XBackend,
 }
 
 impl Kind {
@@ -85,6 +87,7 @@ impl Kind {
             }
             ("ServiceExport", MCS_GROUP) if version == "v1alpha1" => Kind::ServiceExport,
             ("ClusterLink", WEFT_GROUP) if version == "v1alpha1" => Kind::ClusterLink,
+            ("XBackend", X_GROUP) if version == "v1alpha1" => Kind::XBackend,
             _ => return None,
         })
     }
@@ -111,6 +114,7 @@ impl Kind {
             Kind::BackendTrafficPolicy => "BackendTrafficPolicy",
             Kind::ServiceExport => "ServiceExport",
             Kind::ClusterLink => "ClusterLink",
+            Kind::XBackend => "XBackend",
         }
     }
 
@@ -165,6 +169,7 @@ pub enum Object {
     BackendTrafficPolicy(BackendTrafficPolicy),
     ServiceExport(ServiceExport),
     ClusterLink(ClusterLink),
+    XBackend(XBackend),
 }
 
 /// One object as read: shared, never copied, between the folder's cache of
@@ -273,6 +278,7 @@ fn typed(kind: Kind, doc: Value) -> Result<Object, serde_json::Error> {
         Kind::BackendTrafficPolicy => Object::BackendTrafficPolicy(from(doc)?),
         Kind::ServiceExport => Object::ServiceExport(from(doc)?),
         Kind::ClusterLink => Object::ClusterLink(from(doc)?),
+        Kind::XBackend => Object::XBackend(from(doc)?),
     })
 }
 
@@ -299,6 +305,7 @@ impl Object {
             Object::BackendTrafficPolicy(o) => &mut o.metadata,
             Object::ServiceExport(o) => &mut o.metadata,
             Object::ClusterLink(o) => &mut o.metadata,
+            Object::XBackend(o) => &mut o.metadata,
         }
     }
 
@@ -324,6 +331,7 @@ impl Object {
             Object::BackendTrafficPolicy(o) => &o.metadata,
             Object::ServiceExport(o) => &o.metadata,
             Object::ClusterLink(o) => &o.metadata,
+            Object::XBackend(o) => &o.metadata,
         }
     }
 }

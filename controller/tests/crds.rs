@@ -30,3 +30,19 @@ fn the_chart_carries_the_generated_crds() {
     }
     assert_eq!(made.matches("status: {}").count(), 4, "{made}");
 }
+
+#[test]
+fn the_chart_carries_the_xbackend_crd() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/weft/files/xbackend-crd.yaml");
+    let made = weft_controller::crds::experimental_yaml();
+    if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, &made).unwrap();
+    }
+    let carried = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        carried == made,
+        "{} differs; regenerate with WEFT_UPDATE_GOLDEN=1",
+        path.display()
+    );
+    assert!(made.contains("kind: XBackend") && made.contains("group: gateway.networking.x-k8s.io"));
+}

@@ -27,6 +27,10 @@ fn render(input: &str, peers: Option<PeerFile>) -> String {
         rate_limit_store: Some("redis://127.0.0.1:6379".into()),
         ..Options::default()
     };
+    // `# options: outboundTrafficPolicy=RegistryOnly` on an input's first line.
+    if input.starts_with("# options: outboundTrafficPolicy=RegistryOnly") {
+        opts.outbound_policy = weft_controller::egress::OutboundPolicy::RegistryOnly;
+    }
     if let Some(p) = peers {
         opts.cluster = p.cluster;
         opts.network = p.network;

@@ -131,10 +131,16 @@ impl ProxyHttp for WeftProxy {
             Decision::UnknownHost {
                 host,
                 passthrough: true,
+                ..
             } => {
                 ctx.passthrough = Some((host, conn.and_then(|c| c.original_dst)));
                 return Ok(false);
             }
+            Decision::UnknownHost {
+                host,
+                blackhole: true,
+                ..
+            } => return steps::undeclared(session, ctx, &host).await,
             Decision::UnknownHost { .. } => return respond(session, 404, None).await,
             Decision::Respond(status, location) => return respond(session, status, location).await,
             Decision::Preflight(headers) => {
@@ -246,6 +252,10 @@ impl ProxyHttp for WeftProxy {
         if ctx.retry.remaining() == Some(Duration::ZERO) {
             return Err(Error::explain(HTTPStatus(504), "request timeout"));
         }
+        if let Some(ext) = cluster.external.clone() {
+            let cluster = cluster.clone();
+            return steps::external_peer(session, ctx, &cluster, &ext).await;
+        }
         let hint = affinity::hint(&mut ctx.pinned, ctx.hash_key);
         let Some(i) = cluster.pick_for(ctx.failed_endpoint, hint) else {
             ctx.response_flags = "UH";
@@ -335,14 +345,21 @@ impl ProxyHttp for WeftProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        // Only weft says who the client is.
+        // Only weft says who the client is, and never to a host outside.
+        let external = ctx.cluster.as_ref().is_some_and(|c| c.external.is_some());
         let client = forwarded::Client {
-            identity: ConnInfo::of(session.digest()).and_then(|c| c.peer_identity.as_deref()),
+            identity: ConnInfo::of(session.digest())
+                .and_then(|c| c.peer_identity.as_deref())
+                .filter(|_| !external),
             edge: ctx.edge,
             request_id: &ctx.request_id,
         };
         forwarded::apply(&client, upstream)?;
-        if let Some(c) = ctx.cluster.as_ref().filter(|c| c.tls.is_some()) {
+        if let Some(c) = ctx
+            .cluster
+            .as_ref()
+            .filter(|c| c.tls.as_ref().is_some_and(|t| t.mesh))
+        {
             let me = (self.metrics.reporter().workload.as_str(), ctx.home());
             forwarded::tell_mesh(upstream, &c.service, me)?;
         }

@@ -29,6 +29,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
             client_auth: None,
             host_with_port: false,
             passthrough: false,
+            blackhole: false,
             sidecar: false,
             listeners: vec![Listener::any_host(
                 "http",
@@ -52,6 +53,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
         zone: None,
         east_west: None,
         cluster: String::new(),
+        egress_source: None,
     }
 }
 

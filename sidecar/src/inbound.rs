@@ -53,6 +53,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
             }),
             host_with_port: false,
             passthrough: false,
+            blackhole: false,
             sidecar: true,
             listeners: vec![Listener::any_host(
                 format!("inbound-{}", p.app.port()),
@@ -74,5 +75,6 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
         zone: None,
         east_west: None,
         cluster: spec.cluster.clone(),
+        egress_source: None,
     }
 }

@@ -42,6 +42,7 @@ fn gateway_config(
         hash: None,
         zones: Vec::new(),
         origins: Vec::new(),
+        external: None,
     };
     GatewayConfig {
         namespace: "infra".into(),
@@ -53,6 +54,7 @@ fn gateway_config(
             client_auth: None,
             host_with_port: false,
             passthrough: false,
+            blackhole: false,
             sidecar: false,
             listeners: vec![Listener::any_host(
                 "http",
@@ -73,6 +75,7 @@ fn gateway_config(
         zone: None,
         east_west: None,
         cluster: String::new(),
+        egress_source: None,
     }
 }
 

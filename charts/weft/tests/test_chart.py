@@ -34,6 +34,8 @@ VARIANTS = {
                        'imagePullSecrets=[{"name": "registry"}]'],
     "cluster-set": ["--set", "multicluster.cluster=east", "--set", "multicluster.network=net-east",
                     "--set", "multicluster.peering.enabled=true"],
+    "registry-only": ["--set", "egress.outboundTrafficPolicy=RegistryOnly",
+                      "--set", "egress.installXBackendCRD=true"],
 }
 
 REFUSED = {
@@ -44,6 +46,7 @@ REFUSED = {
     "bad trust domain": ["--set", "trustDomain=Not_A_Domain"],
     "bad cluster name": ["--set", "multicluster.cluster=East_1"],
     "unknown peering service type": ["--set", "multicluster.peering.serviceType=Ingress"],
+    "unknown outbound policy": ["--set", "egress.outboundTrafficPolicy=DenyAll"],
 }
 
 
@@ -193,6 +196,22 @@ class Chart(unittest.TestCase):
         names = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
         self.assertIn("httproutes.gateway.networking.k8s.io", names)
         self.assertIn("gateways.gateway.networking.k8s.io", names)
+        self.assertIn("xbackends.gateway.networking.x-k8s.io", names)
+
+    def test_egress_settings_reach_the_controller(self):
+        docs = self.render(VARIANTS["registry-only"])
+        container = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn("--outbound-traffic-policy=RegistryOnly", container["args"])
+        names = {d["metadata"]["name"] for d in docs if d["kind"] == "CustomResourceDefinition"}
+        self.assertIn("xbackends.gateway.networking.x-k8s.io", names)
+        # Gateway API's own CRDs only with gatewayAPI.installCRDs.
+        self.assertNotIn("httproutes.gateway.networking.k8s.io", names)
+        # The controller reads XBackends.
+        role = next(d for d in docs if d["kind"] == "ClusterRole")
+        self.assertTrue(any("xbackends" in r["resources"] and "watch" in r["verbs"] for r in role["rules"]))
+        defaults = self.render([])
+        container = next(d for d in defaults if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][0]
+        self.assertIn("--outbound-traffic-policy=AllowAny", container["args"])
 
     def test_switches_take_their_objects_away(self):
         docs = self.render(["--set", "injection.enabled=false", "--set", "provisioning.enabled=false",
@@ -213,13 +232,15 @@ class Chart(unittest.TestCase):
                 self.assertIn("schema", (r.stderr + r.stdout).lower())
 
     def test_weft_objects_of_the_examples_fit_the_crds(self):
-        schemas = crd_schemas(self.render([]))
+        schemas = crd_schemas(self.render(["--set", "egress.installXBackendCRD=true"]))
         seen = 0
         for path in glob.glob(os.path.join(ROOT, "examples", "**", "*.yaml"), recursive=True):
             with open(path) as f:
                 for d in documents(f.read()):
                     group, _, version = d.get("apiVersion", "").rpartition("/")
-                    if group != "weft.dev" or d["kind"] == "Workload":
+                    if group not in ("weft.dev", "gateway.networking.x-k8s.io") or d["kind"] == "Workload":
+                        continue
+                    if group == "gateway.networking.x-k8s.io" and d["kind"] != "XBackend":
                         continue
                     with self.subTest(example=f"{path}: {d['kind']} {d['metadata']['name']}"):
                         jsonschema.validate(d, as_json_schema(schemas[(group, d["kind"], version)]))

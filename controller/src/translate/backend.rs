@@ -108,6 +108,9 @@ pub fn resolve(
     if (group, kind) == (crate::multicluster::MCS_GROUP, "ServiceImport") {
         return import(store, caller, route_kind, route_ns, r, clusters);
     }
+    if (group, kind) == (crate::egress::X_GROUP, "XBackend") {
+        return super::egress::resolve(store, caller, route_kind, route_ns, r, clusters);
+    }
     if !group.is_empty() || kind != "Service" {
         return Err((
             "InvalidKind",
@@ -183,6 +186,7 @@ pub fn resolve(
             zones: Vec::new(),
             origins: Vec::new(),
             resilience: traffic.map(|t| t.resilience).unwrap_or_default(),
+            external: None,
         };
         let (endpoints, identities) =
             mesh_endpoints(store, ns, svc, service_port, caller.trust().domain);
@@ -213,7 +217,7 @@ pub fn resolve(
 /// reach anyway, so they may send to any namespace without a
 /// ReferenceGrant (GEP-1294); routes bound to Gateways expose backends and
 /// need one.
-fn granted(
+pub(super) fn granted(
     store: &Store,
     caller: Caller<'_>,
     route_kind: RouteKind,

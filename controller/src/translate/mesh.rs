@@ -112,6 +112,7 @@ pub fn sidecars(
                 client_auth: None,
                 host_with_port: true,
                 passthrough: true,
+                blackhole: false,
                 sidecar: true,
                 listeners: vec![Listener {
                     name: "outbound".into(),
@@ -137,6 +138,7 @@ pub fn sidecars(
                 .cloned(),
             east_west: None,
             cluster: trust.cluster_set.cluster.clone(),
+            egress_source: None,
         };
         let config = SidecarConfig {
             namespace: key.namespace.clone(),

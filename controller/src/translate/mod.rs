@@ -6,6 +6,7 @@ mod access;
 mod backend;
 pub mod conditions;
 mod eastwest;
+mod egress;
 mod frontend;
 mod gateway;
 mod grpc;
@@ -53,6 +54,8 @@ pub struct Options {
     pub network: String,
     /// What peering knows of the linked clusters.
     pub peers: std::sync::Arc<multicluster::Peers>,
+    /// What sidecars do with hosts the mesh does not declare.
+    pub outbound_policy: crate::egress::OutboundPolicy,
 }
 
 impl Default for Options {
@@ -66,6 +69,7 @@ impl Default for Options {
             cluster: DEFAULT_CLUSTER.into(),
             network: String::new(),
             peers: Default::default(),
+            outbound_policy: Default::default(),
         }
     }
 }
@@ -122,6 +126,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         &mut resolver,
     );
     let mut sidecars = mesh::sidecars(store, trust, &mut statuses);
+    egress::declare(store, &gateways, trust, opts.outbound_policy, &mut sidecars);
     // Only the proxies with global rate limits learn where they are counted.
     for s in sidecars.values_mut() {
         multicluster::spread_weighted(&mut s.outbound, &opts.cluster);
@@ -153,6 +158,9 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
             config.cluster = opts.cluster.clone();
             multicluster::spread_weighted(&mut config, &opts.cluster);
             config.identity = Some(gateway_identity(td, &gw.key));
+            if egress::is_egress(store, &gw.key) {
+                egress::configure(&mut config, gw, trust);
+            }
             if config.has_global_limits() {
                 config.rate_limit_store = opts.rate_limit_store.clone();
             }
@@ -229,6 +237,7 @@ fn ir(
                 client_auth: l.client_auth.clone(),
                 host_with_port: false,
                 passthrough: false,
+                blackhole: false,
                 sidecar: false,
             }),
         }
@@ -236,7 +245,11 @@ fn ir(
     // The Gateway's backend client certificate goes with every TLS a
     // BackendTLSPolicy asks for.
     let with_client_cert = |mut c: weft_api::Cluster| {
-        if let Some(tls) = c.tls.as_mut().filter(|t| t.policy.is_some()) {
+        if let Some(tls) = c
+            .tls
+            .as_mut()
+            .filter(|t| t.policy.is_some() && c.external.is_none())
+        {
             tls.client_cert = gw.backend_client_cert.clone();
         }
         c
@@ -260,5 +273,6 @@ fn ir(
         zone: gw.zone.clone(),
         east_west: None,
         cluster: String::new(),
+        egress_source: None,
     }
 }

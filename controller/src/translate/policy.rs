@@ -11,7 +11,8 @@ use crate::resources::{Kind, ObjKey, Object};
 use crate::store::Store;
 use crate::CONTROLLER_NAME;
 use gateway_api::backendtlspolicies::{
-    BackendTlsPolicy, BackendTlsPolicyValidationSubjectAltNamesType as SanType,
+    BackendTlsPolicy, BackendTlsPolicyValidation,
+    BackendTlsPolicyValidationSubjectAltNamesType as SanType,
 };
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -89,7 +90,25 @@ pub fn for_port(
 }
 
 fn check(store: &Store, ns: &str, policy: &BackendTlsPolicy) -> Checked {
-    let v = &policy.spec.validation;
+    validation(store, ns, &policy.spec.validation)
+}
+
+/// The TLS a `validation` (BackendTLSPolicy's, or an XBackend's) asks
+/// for, with what is wrong with it: (reason, message).
+pub fn tls_of(
+    store: &Store,
+    ns: &str,
+    v: &BackendTlsPolicyValidation,
+) -> Result<UpstreamTls, (&'static str, String)> {
+    let checked = validation(store, ns, v);
+    match (checked.tls, checked.accepted, checked.resolved) {
+        (Some(tls), None, None) => Ok(tls),
+        (_, Some(problem), _) | (_, None, Some(problem)) => Err(problem),
+        (None, None, None) => Err(("Invalid", "no TLS".into())),
+    }
+}
+
+fn validation(store: &Store, ns: &str, v: &BackendTlsPolicyValidation) -> Checked {
     let mut roots = Vec::new();
     let mut resolved = None;
     for r in v.ca_certificate_refs.iter().flatten() {

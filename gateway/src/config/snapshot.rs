@@ -56,6 +56,8 @@ pub struct PortTable {
     pub host_with_port: bool,
     /// Unknown hosts go to the host they name (`weft_api::Port::passthrough`).
     pub passthrough: bool,
+    /// Unknown hosts are refused as undeclared (`weft_api::Port::blackhole`).
+    pub blackhole: bool,
     /// A sidecar's port (`weft_api::Port::sidecar`).
     pub sidecar: bool,
     pub listeners: Vec<ListenerTable>,
@@ -211,6 +213,7 @@ impl Snapshot {
                     protocol: port.protocol,
                     host_with_port: port.host_with_port,
                     passthrough: port.passthrough,
+                    blackhole: port.blackhole,
                     sidecar: port.sidecar,
                     listeners,
                     hosts,
@@ -399,6 +402,7 @@ mod tests {
             hash: None,
             zones: Vec::new(),
             origins: Vec::new(),
+            external: None,
         };
         let config = GatewayConfig {
             namespace: "d".into(),
@@ -410,6 +414,7 @@ mod tests {
                 client_auth: None,
                 host_with_port: false,
                 passthrough: false,
+                blackhole: false,
                 sidecar: false,
                 listeners: vec![
                     listener(
@@ -437,6 +442,7 @@ mod tests {
             zone: None,
             east_west: None,
             cluster: String::new(),
+            egress_source: None,
         };
         let snap = Snapshot::build("1".into(), config).unwrap();
         let port = &snap.ports[&80];

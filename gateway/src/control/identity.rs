@@ -34,6 +34,19 @@ pub fn with_identity(config: &GatewayConfig, svid: &Svid) -> GatewayConfig {
             auth.roots_pem = union(&auth.roots_pem, &svid.bundle);
         }
     }
+    // A gateway's mesh ports (an egress gateway's) serve its own
+    // certificate to the workloads calling.
+    for port in config.ports.iter_mut().filter(|p| is_mesh_port(p)) {
+        if let Some(auth) = port.client_auth.as_mut() {
+            auth.roots_pem = union(&auth.roots_pem, &svid.bundle);
+        }
+        for l in port.listeners.iter_mut().filter(|l| l.tls.is_none()) {
+            l.tls = Some(TlsCertificate {
+                cert_chain_pem: svid.chain.concat(),
+                key_pem: svid.key_pem.clone(),
+            });
+        }
+    }
     for cluster in config.clusters.values_mut() {
         if let Some(tls) = cluster.tls.as_mut().filter(|t| t.policy.is_none()) {
             tls.roots_pem = union(&tls.roots_pem, &svid.bundle);
@@ -59,7 +72,21 @@ pub fn union(a: &[String], b: &[String]) -> Vec<String> {
 
 /// Whether `config` can only serve once a certificate is in.
 fn needs_identity(config: &GatewayConfig) -> bool {
-    config.clusters.values().any(|c| c.tls.is_some()) || config.east_west.is_some()
+    config.clusters.values().any(|c| c.tls.is_some())
+        || config.east_west.is_some()
+        || config.ports.iter().any(is_mesh_port)
+}
+
+/// A gateway port that takes mutual TLS from mesh workloads with the
+/// proxy's own certificate (not a sidecar's: its inbound ports carry
+/// theirs).
+fn is_mesh_port(p: &weft_api::Port) -> bool {
+    !p.sidecar
+        && p.client_auth.as_ref().is_some_and(|a| a.mesh)
+        && matches!(
+            p.protocol,
+            weft_api::Protocol::Https | weft_api::Protocol::Tls | weft_api::Protocol::Tcp
+        )
 }
 
 /// A gateway and the certificates of its identity.

@@ -53,7 +53,7 @@ pub async fn serve(
             let Some(route) = table.listeners.first().and_then(|l| l.first_route("")) else {
                 return;
             };
-            if !admitted(route, client, None, &metrics) {
+            if !admitted(route, client, None, None, &metrics) {
                 return;
             }
             forward(tcp, route, &metrics, false, idle).await;
@@ -78,13 +78,13 @@ pub async fn serve(
                     };
                     // TLS listeners ask for no client certificate: the
                     // client has no identity to decide on.
-                    if !admitted(route, client, None, &metrics) {
+                    if !admitted(route, client, None, None, &metrics) {
                         return;
                     }
                     forward(tls, route, &metrics, false, idle).await;
                 }
                 _ => {
-                    if !admitted(route, client, None, &metrics) {
+                    if !admitted(route, client, None, None, &metrics) {
                         return;
                     }
                     forward(down, route, &metrics, false, idle).await
@@ -115,7 +115,7 @@ pub async fn serve_mesh<S>(
     else {
         return;
     };
-    if !admitted(route, peer.0, peer.1, &metrics) {
+    if !admitted(route, peer.0, peer.1, None, &metrics) {
         return;
     }
     let idle = Duration::from_secs(snapshot.config.limits.l4_idle_seconds);
@@ -127,12 +127,13 @@ fn admitted(
     route: &CompiledRoute,
     client: Option<IpAddr>,
     identity: Option<&str>,
+    host: Option<&str>,
     metrics: &Metrics,
 ) -> bool {
     let Some(access) = &route.access else {
         return true;
     };
-    match access.check_connection(client, identity) {
+    match access.check_connection(client, identity, host) {
         Ok(()) => {
             metrics.policy_decision(&access.name, true, "allowed");
             true

@@ -127,7 +127,7 @@ async fn one(
         return answer(&mut respond, StatusCode::FORBIDDEN);
     };
     if let Some(access) = &ew.access {
-        match access.check_connection(client, Some(identity)) {
+        match access.check_connection(client, Some(identity), None) {
             Ok(()) => metrics.policy_decision(&access.name, true, "allowed"),
             Err(d) => {
                 metrics.policy_decision(&d.policy, false, d.reason);

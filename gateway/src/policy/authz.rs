@@ -19,6 +19,9 @@ pub struct Facts<'a> {
     /// The verified client certificate's SPIFFE ID.
     pub identity: Option<&'a str>,
     pub jwt: Option<&'a Verified>,
+    /// The host asked for, lowercase without port: the request's, or on
+    /// an L4 port the TLS server name (or the route's external host).
+    pub host: Option<&'a str>,
 }
 
 pub struct HttpFacts<'a> {
@@ -47,6 +50,8 @@ struct Rule {
     authenticated: bool,
     jwt: Option<weft_api::JwtPrincipal>,
     headers: Vec<(http::HeaderName, Vec<String>)>,
+    /// Exact names, and `*.suffix` kept as `.suffix`.
+    hosts: Vec<String>,
 }
 
 /// What decided, for logs and metrics.
@@ -136,6 +141,19 @@ fn compile_rule(r: &AuthzRule) -> Result<Rule, String> {
         authenticated: r.authenticated,
         jwt: r.jwt.clone(),
         headers,
+        hosts: r
+            .hosts
+            .iter()
+            .map(|h| h.strip_prefix('*').unwrap_or(h).to_ascii_lowercase())
+            .collect(),
+    })
+}
+
+/// Whether `host` is one of `hosts` (exact, or under a `.suffix`).
+fn host_matches(hosts: &[String], host: &str) -> bool {
+    hosts.iter().any(|h| match h.starts_with('.') {
+        true => host.len() > h.len() && host.ends_with(h.as_str()),
+        false => h == host,
     })
 }
 
@@ -162,6 +180,9 @@ impl Rule {
             if !jwt_matches(want, jwt) {
                 return false;
             }
+        }
+        if !self.hosts.is_empty() && !f.host.is_some_and(|h| host_matches(&self.hosts, h)) {
+            return false;
         }
         let Some(http) = &f.http else {
             return true;
@@ -262,6 +283,7 @@ mod tests {
             client: Some("::ffff:10.1.2.3".parse().unwrap()),
             identity: Some("spiffe://cluster.local/ns/shop/sa/productpage"),
             jwt,
+            host: Some("api.partner.test"),
         }
     }
 
@@ -380,6 +402,7 @@ mod tests {
             client: None,
             identity: Some("spiffe://td/ns/a/sa/b"),
             jwt: None,
+            host: None,
         };
         assert!(!a.decide(&l4).allow);
         let mut deny = rule(Action::Deny);
@@ -387,5 +410,38 @@ mod tests {
         let a = authz(vec![deny], Action::Allow);
         assert_eq!(a.decide(&l4).rule.as_deref(), Some("r"));
         assert!(!a.decide(&l4).allow);
+    }
+
+    #[test]
+    fn hosts_match_exactly_or_under_a_wildcard_on_requests_and_connections() {
+        let mut r = rule(Action::Allow);
+        r.hosts = vec!["API.partner.test".into(), "*.files.test".into()];
+        let a = authz(vec![r], Action::Deny);
+        let h = http::HeaderMap::new();
+        let get = http::Method::GET;
+        let at = |host: Option<&'static str>| Facts {
+            host,
+            ..facts(&get, "/", &h, None)
+        };
+        assert!(a.decide(&at(Some("api.partner.test"))).allow);
+        assert!(a.decide(&at(Some("eu.files.test"))).allow);
+        for refused in [
+            Some("files.test"),
+            Some("other.partner.test"),
+            Some("api.partner.test.evil"),
+            Some("xfiles.test"),
+            None,
+        ] {
+            assert!(!a.decide(&at(refused)).allow, "{refused:?}");
+        }
+        let l4 = |host| Facts {
+            http: None,
+            client: None,
+            identity: None,
+            jwt: None,
+            host,
+        };
+        assert!(a.decide(&l4(Some("a.files.test"))).allow);
+        assert!(!a.decide(&l4(Some("b.partner.test"))).allow);
     }
 }

@@ -97,6 +97,8 @@ pub struct Request<'a> {
     pub headers: &'a http::HeaderMap,
     pub client: Option<IpAddr>,
     pub identity: Option<&'a str>,
+    /// The request's host, lowercase without port.
+    pub host: Option<&'a str>,
 }
 
 impl CompiledAccess {
@@ -183,6 +185,7 @@ impl CompiledAccess {
             client: req.client,
             identity: req.identity,
             jwt: allowed.jwt.as_ref().map(|(_, v, _)| v),
+            host: req.host,
         };
         for a in &self.authorization {
             let d = a.decide(&facts);
@@ -202,6 +205,7 @@ impl CompiledAccess {
         &self,
         client: Option<IpAddr>,
         identity: Option<&str>,
+        host: Option<&str>,
     ) -> Result<(), Denied> {
         if self.invalid.is_some() || self.jwt.as_ref().is_some_and(|j| !j.optional) {
             return Err(Denied {
@@ -221,6 +225,7 @@ impl CompiledAccess {
             client,
             identity,
             jwt: None,
+            host,
         };
         for a in &self.authorization {
             let d = a.decide(&facts);

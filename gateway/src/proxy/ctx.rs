@@ -16,6 +16,10 @@ use pingora::proxy::Session;
 use std::sync::Arc;
 use weft_api::HttpFilter;
 
+/// The destination service of a request refused as undeclared (Istio's
+/// name for it).
+pub const BLACKHOLE: &str = "BlackHoleCluster";
+
 pub struct RequestCtx {
     pub(crate) started: std::time::Instant,
     /// Whether the snapshot the request loaded asks for access logs.
@@ -69,6 +73,11 @@ pub struct RequestCtx {
     /// The proxy's cluster, from the snapshot (`Snapshot::home`); none
     /// before a snapshot is loaded.
     pub(crate) home: Option<Arc<str>>,
+    /// Where connections to external hosts leave from (the snapshot's
+    /// `egress_source`).
+    pub(crate) egress_source: Option<std::net::IpAddr>,
+    /// The request was for a host the mesh does not declare, and refused.
+    pub(crate) undeclared: bool,
 }
 
 impl RequestCtx {
@@ -102,6 +111,8 @@ impl RequestCtx {
             hash_key: None,
             set_cookie: None,
             home: None,
+            egress_source: None,
+            undeclared: false,
         }
     }
 
@@ -158,6 +169,7 @@ impl RequestCtx {
         RequestRecord {
             source_principal: peer,
             destination_service: match (told_service, &self.cluster, &self.passthrough) {
+                _ if self.undeclared => BLACKHOLE,
                 (Some(told), Some(_), _) => told,
                 (None, Some(c), _) => c.service.as_str(),
                 (_, None, Some((host, _))) => host.as_str(),

@@ -89,6 +89,7 @@ async fn admit(
 ) -> Result<Admission> {
     let conn = ConnInfo::of(session.digest());
     let req = session.req_header();
+    let host = crate::config::hosts::normalize(crate::route::select::request_host(req));
     let request = Request {
         method: &req.method,
         path: req.uri.path(),
@@ -96,6 +97,7 @@ async fn admit(
         headers: &req.headers,
         client: conn.and_then(|c| c.client).map(|a| a.ip()),
         identity: conn.and_then(|c| c.peer_identity.as_deref()),
+        host: Some(&host),
     };
     let allowed = match access.check(&request).await {
         Ok(a) => a,

@@ -29,6 +29,7 @@ pub(super) fn start(
 ) {
     ctx.access_log = snapshot.config.access_log;
     ctx.home = Some(snapshot.home.clone());
+    ctx.egress_source = snapshot.config.egress_source;
     ctx.request_id = forwarded::request_id(req);
     ctx.edge = port
         .and_then(|p| snapshot.ports.get(&p))
@@ -64,6 +65,63 @@ pub(super) async fn respond(
     }
     session.write_response_header(Box::new(resp), true).await?;
     Ok(true)
+}
+
+/// Refuses a request for a host the mesh does not declare (the outbound
+/// policy `RegistryOnly`): 502, with a body that says why.
+pub(super) async fn undeclared(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    host: &str,
+) -> Result<bool> {
+    ctx.undeclared = true;
+    ctx.response_flags = "NR";
+    if crate::filters::grpc::is_grpc(session.req_header()) {
+        return respond(session, 502, None).await;
+    }
+    let body = format!(
+        "weft: {host} is not declared in the mesh, and the outbound policy \
+         (RegistryOnly) refuses undeclared hosts\n"
+    );
+    let mut resp = ResponseHeader::build(502, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(bytes::Bytes::from(body)), true)
+        .await?;
+    Ok(true)
+}
+
+/// The peer for a try at a host outside the mesh: its name resolved now
+/// (503 and the flag `DF`, as Envoy has it, when it does not resolve).
+pub(super) async fn external_peer(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    cluster: &ClusterState,
+    ext: &weft_api::ExternalHost,
+) -> Result<Box<HttpPeer>> {
+    use crate::upstream::external::{peer, Unreached};
+    let host =
+        crate::config::hosts::normalize(crate::route::select::request_host(session.req_header()));
+    let attempt = ctx.retry.retries as usize;
+    match peer(cluster, ext, &host, ctx.egress_source, attempt).await {
+        Ok(mut peer) => {
+            peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+            Ok(Box::new(peer))
+        }
+        Err(Unreached::NotCovered) => {
+            ctx.response_flags = "NR";
+            Err(Error::explain(
+                HTTPStatus(502),
+                format!("{host} is not under {}", ext.hostname),
+            ))
+        }
+        Err(Unreached::Dns(why)) => {
+            ctx.response_flags = "DF";
+            Err(Error::explain(HTTPStatus(503), why))
+        }
+    }
 }
 
 /// Over the cluster's bounds (its circuit breaker), the request is

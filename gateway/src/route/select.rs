@@ -22,8 +22,13 @@ pub enum Decision {
     Preflight(Vec<(http::HeaderName, http::HeaderValue)>),
     /// No virtual host serves `host` (as the port names hosts); `passthrough`
     /// when the port sends such requests on to the host itself (to where a
-    /// captured connection was bound, else to the host's name resolved).
-    UnknownHost { host: String, passthrough: bool },
+    /// captured connection was bound, else to the host's name resolved);
+    /// `blackhole` when it refuses them as undeclared.
+    UnknownHost {
+        host: String,
+        passthrough: bool,
+        blackhole: bool,
+    },
     Forward {
         route: Arc<CompiledRoute>,
         backend: usize,
@@ -80,6 +85,7 @@ pub fn decide(snapshot: &Snapshot, arrival: Arrival<'_>, req: &RequestHeader) ->
         return Decision::UnknownHost {
             host: host.into_owned(),
             passthrough: table.passthrough,
+            blackhole: table.blackhole,
         };
     }
     let path = req.uri.path();

@@ -59,6 +59,9 @@ pub struct ClusterState {
     /// Each endpoint's name in session tokens: a hash of the cluster's
     /// name and the endpoint's address, made once with the snapshot.
     pub session_tags: Vec<u64>,
+    /// A host outside the mesh, resolved per request
+    /// (`crate::upstream::external`); `endpoints` is empty.
+    pub external: Option<weft_api::ExternalHost>,
 }
 
 /// What a request brings to the choice of its endpoint.
@@ -163,7 +166,18 @@ impl ClusterState {
             next: AtomicUsize::new(0),
             active: c.endpoints.iter().map(|_| AtomicUsize::new(0)).collect(),
             budget: Default::default(),
+            external: c.external.clone(),
         })
+    }
+
+    /// The peer for address `addr` of the external host `name`: TLS as
+    /// the cluster asks, with `name` as the server name checked.
+    pub fn external_peer(&self, addr: SocketAddr, name: &str) -> HttpPeer {
+        let mut peer = new_peer(self.tls.as_ref(), None, self.protocol, addr);
+        if peer.is_tls() {
+            peer.sni = name.to_string();
+        }
+        peer
     }
 
     /// The tunnels and the east-west gateway endpoint `i` is reached
@@ -385,6 +399,7 @@ mod tests {
                 hash: None,
                 zones: Vec::new(),
                 origins: Vec::new(),
+                external: None,
             },
             &Registry::default(),
             None,

@@ -55,6 +55,9 @@ pub struct MeshConnector {
     pub group_key: u64,
     /// The identity the upstream must prove, when exactly one is expected.
     pub principal: Option<String>,
+    /// The upstream is a mesh proxy (checked by SPIFFE identity), not a
+    /// backend a BackendTLSPolicy or an XBackend names.
+    pub mesh: bool,
 }
 
 impl MeshConnector {
@@ -113,6 +116,7 @@ impl MeshConnector {
             l4: tokio_rustls::TlsConnector::from(Arc::new(l4)),
             sni,
             group_key: h.finish(),
+            mesh: tls.policy.is_none(),
             principal: match tls.identities.as_slice() {
                 [one] => Some(one.clone()),
                 _ => None,

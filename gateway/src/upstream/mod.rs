@@ -5,12 +5,13 @@
 //! deadline that cuts a trickling answer (`deadline`), the
 //! connections upgrades (WebSocket) start on (`upgrade`), and tunnels to
 //! other networks' endpoints through east-west gateways (`tunnel`, over
-//! `h2stream`).
+//! `h2stream`), and hosts outside the mesh resolved by name (`external`).
 
 pub mod balancer;
 pub mod breaker;
 pub mod connector;
 pub mod deadline;
+pub mod external;
 pub mod h2stream;
 pub mod health;
 pub mod maglev;

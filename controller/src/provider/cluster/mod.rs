@@ -99,6 +99,7 @@ const WANTED: &[Wanted] = &[
         crate::multicluster::MCS_GROUP,
         &["v1alpha1"],
     ),
+    all(Kind::XBackend, crate::egress::X_GROUP, &["v1alpha1"]),
 ];
 
 /// What discovery said of a kind.

@@ -110,6 +110,9 @@ fn rule(
     for p in &r.paths {
         checks::path_pattern(p)?;
     }
+    if let Some(bad) = r.hosts.iter().find(|h| !super::super::hostname::valid(h)) {
+        return Err(format!("host {bad:?} is not a DNS name or *.suffix"));
+    }
     let spiffe_ids = r
         .sources
         .iter()
@@ -121,6 +124,7 @@ fn rule(
         methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
         paths: r.paths.clone(),
         spiffe_ids,
+        hosts: r.hosts.clone(),
         ..Default::default()
     })
 }
