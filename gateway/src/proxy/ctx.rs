@@ -78,6 +78,9 @@ pub struct RequestCtx {
     pub(crate) egress_source: Option<std::net::IpAddr>,
     /// The request was for a host the mesh does not declare, and refused.
     pub(crate) undeclared: bool,
+    /// The cluster of the host outside the mesh the request is for, from
+    /// before its policy decides (refusals are counted too).
+    pub(crate) external: Option<Arc<ClusterState>>,
 }
 
 impl RequestCtx {
@@ -113,6 +116,7 @@ impl RequestCtx {
             home: None,
             egress_source: None,
             undeclared: false,
+            external: None,
         }
     }
 
@@ -205,6 +209,7 @@ impl RequestCtx {
             duration_ms: self.started.elapsed().as_secs_f64() * 1000.0,
             request_bytes: session.body_bytes_read(),
             response_bytes: session.body_bytes_sent(),
+            external: self.external.as_deref().map(|c| c.service.as_str()),
         }
     }
 }

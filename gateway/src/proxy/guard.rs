@@ -35,6 +35,9 @@ pub(super) async fn pass(
     port: Option<u16>,
     chosen: Chosen,
 ) -> Result<Option<Chosen>> {
+    if chosen.cluster.external.is_some() {
+        ctx.external = Some(chosen.cluster.clone());
+    }
     let Some(access) = chosen.route.access.clone() else {
         return Ok(Some(chosen));
     };
@@ -60,6 +63,7 @@ pub(super) async fn pass(
             return Ok(None);
         }
     };
+    ctx.external = cluster.external.is_some().then(|| cluster.clone());
     if let Some(other) = route.access.clone().filter(|a| !Arc::ptr_eq(a, &access)) {
         if let Admission::Answered = admit(session, ctx, metrics, &other).await? {
             return Ok(None);

@@ -99,9 +99,11 @@ pub(super) async fn external_peer(
     session: &Session,
     ctx: &mut RequestCtx,
     cluster: &ClusterState,
-    ext: &weft_api::ExternalHost,
 ) -> Result<Box<HttpPeer>> {
     use crate::upstream::external::{peer, Unreached};
+    let Some(ext) = cluster.external.as_ref() else {
+        return Err(Error::explain(HTTPStatus(500), "not an external cluster"));
+    };
     let host =
         crate::config::hosts::normalize(crate::route::select::request_host(session.req_header()));
     let attempt = ctx.retry.retries as usize;

@@ -103,6 +103,9 @@ pub struct RequestRecord<'a> {
     pub duration_ms: f64,
     pub request_bytes: usize,
     pub response_bytes: usize,
+    /// The host outside the mesh the request was for, allowed or not
+    /// (`super::egress`).
+    pub external: Option<&'a str>,
 }
 
 /// The metric families of one proxy, reported as one `Reporter`. Clones
@@ -131,6 +134,8 @@ pub struct Metrics {
     rate_limits: IntCounterVec,
     /// An east-west gateway's tunnels (`super::tunnels`).
     pub(crate) tunnels: IntCounterVec,
+    /// An egress gateway's requests by caller (`super::egress`).
+    pub(crate) egress: IntCounterVec,
     bounds: Arc<Bounds>,
     /// These families among every `Metrics::new` of the process (the key
     /// of their series in `series`' per-thread caches).
@@ -234,8 +239,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let tunnels = super::tunnels::family();
+        let egress = super::egress::family();
         for m in [
             &tunnels,
+            &egress,
             &rate_limits,
             &requests,
             &downstream_versions,
@@ -273,6 +280,7 @@ impl Metrics {
             policy,
             rate_limits,
             tunnels,
+            egress,
             bounds: Arc::default(),
             families,
             versions: Default::default(),
@@ -325,6 +333,9 @@ impl Metrics {
         // when a set is first seen (`resolve`).
         let unknown = "unknown";
         let source_principal = r.source_principal.unwrap_or(unknown);
+        if let Some(host) = r.external {
+            self.egress(source_principal, host, status);
+        }
         let destination_principal = r.destination_principal.unwrap_or(unknown);
         let (source, destination) = (me.reporter == "source", me.reporter == "destination");
         let [source_workload, source_namespace, source_principal] =

@@ -9,6 +9,7 @@ fn counts_requests_with_istio_labels() {
         duration_ms: 3.0,
         request_bytes: 10,
         response_bytes: 100,
+        external: None,
         ..request("echo.default.svc.cluster.local")
     };
     m.record(&r);
@@ -35,6 +36,7 @@ fn request(service: &str) -> RequestRecord<'_> {
         duration_ms: 1.0,
         request_bytes: 0,
         response_bytes: 0,
+        external: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! finished request leaves in the last two (`records`).
 
 pub mod access_log;
+mod egress;
 pub mod metrics;
 pub mod records;
 mod series;

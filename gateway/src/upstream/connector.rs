@@ -99,8 +99,10 @@ impl MeshConnector {
             AppProtocol::H2c => vec![b"h2".to_vec()],
             AppProtocol::Http1 | AppProtocol::WebSocket => vec![b"http/1.1".to_vec()],
         };
-        let sni = rustls::pki_types::ServerName::try_from(tls.sni.clone())
-            .map_err(|e| format!("sni: {e}"))?;
+        // A wildcard (an external host's) is never sent: each request's
+        // own name is (`crate::upstream::external`).
+        let sni = tls.sni.strip_prefix("*.").unwrap_or(&tls.sni).to_string();
+        let sni = rustls::pki_types::ServerName::try_from(sni).map_err(|e| format!("sni: {e}"))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (
             &tls.sni,

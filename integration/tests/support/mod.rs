@@ -14,6 +14,7 @@ pub mod clusterset;
 pub mod jwt;
 pub mod kube;
 pub mod netns;
+pub mod partner;
 pub mod pki;
 pub mod redis;
 pub mod ws;

@@ -112,8 +112,9 @@ impl Netns {
     }
 
     /// A veth pair between this namespace (`ip`) and `other` (`other_ip`),
-    /// both in one /30: the only way between them.
-    pub fn link(&self, ip: &str, other: &Netns, other_ip: &str) {
+    /// both in one /30: the only way between them. Returns the names of
+    /// its two ends (this namespace's first).
+    pub fn link(&self, ip: &str, other: &Netns, other_ip: &str) -> (String, String) {
         let id = std::process::id() % 100_000;
         let (a, b) = (format!("wl{id}a"), format!("wl{id}b"));
         must(
@@ -140,6 +141,7 @@ impl Netns {
             );
             must("ip", &["-n", ns, "link", "set", iface, "up"]);
         }
+        (a, b)
     }
 
     /// Runs `f` on a thread of its own inside the namespace: the sockets
