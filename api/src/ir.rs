@@ -137,6 +137,12 @@ pub struct Port {
     /// service `BlackHoleCluster` (the mesh's `RegistryOnly` policy).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub blackhole: bool,
+    /// A sidecar's outbound port: whole connections its workload opens to
+    /// hosts outside the mesh (after an HTTP `CONNECT host:port`; TLS also
+    /// when captured, by its server name and the port it was bound for),
+    /// by `host:port`, each to the route that carries it whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stream_hosts: Vec<VirtualHost>,
     /// A sidecar's port: the caller is the workload or a mesh peer, not a
     /// client to name in `x-forwarded-for` (which gateways append).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

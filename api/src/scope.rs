@@ -20,6 +20,10 @@ impl GatewayConfig {
                     used.extend(route.clusters().map(str::to_string));
                 }
             }
+            // TLS hosts are few (the egress gateway's): all stay.
+            for route in port.stream_hosts.iter().flat_map(|v| &v.routes) {
+                used.extend(route.clusters().map(str::to_string));
+            }
         }
         scoped.clusters.retain(|name, _| used.contains(name));
         scoped
@@ -82,6 +86,7 @@ mod tests {
                 host_with_port: true,
                 passthrough: true,
                 blackhole: false,
+                stream_hosts: Vec::new(),
                 sidecar: true,
             }],
             clusters,

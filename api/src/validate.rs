@@ -24,6 +24,10 @@ impl GatewayConfig {
                     return invalid(format!("{addr}:{} appears twice", port.port));
                 }
             }
+            for route in port.stream_hosts.iter().flat_map(|v| &v.routes) {
+                self.validate_route(route)
+                    .map_err(|e| ApiError::Invalid(format!("TLS route {}: {e}", route.name)))?;
+            }
             let mut names = HashSet::new();
             for listener in &port.listeners {
                 if !names.insert(&listener.name) {
@@ -225,6 +229,7 @@ mod tests {
                 host_with_port: false,
                 passthrough: false,
                 blackhole: false,
+                stream_hosts: Vec::new(),
                 sidecar: false,
                 listeners: vec![Listener::any_host("http", None, vec![route])],
             }],

@@ -30,6 +30,7 @@ fn config(path: PathMatch, backend: std::net::SocketAddr) -> GatewayConfig {
             host_with_port: false,
             passthrough: false,
             blackhole: false,
+            stream_hosts: Vec::new(),
             sidecar: false,
             listeners: vec![Listener::any_host(
                 "http",

@@ -100,7 +100,10 @@ metadata: {{name: egress, namespace: weft-system, labels: {{weft.dev/role: egres
 spec:
   gatewayClassName: weft
   addresses: [{{type: IPAddress, value: {GATEWAY}}}]
-  listeners: [{{name: http, port: 80, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}]
+  listeners:
+  - {{name: http, port: 80, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}
+  - {{name: tls, port: 443, protocol: TLS, tls: {{mode: Passthrough}}}}
+  - {{name: tcp, port: 9000, protocol: TCP}}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -108,6 +111,38 @@ metadata: {{name: partner-ca, namespace: weft-system}}
 data:
   ca.crt: |
 {ca}{api}{files}{plain}{rogue}{nowhere}---
+apiVersion: gateway.networking.x-k8s.io/v1alpha1
+kind: XBackend
+metadata: {{name: secure, namespace: weft-system}}
+spec:
+  type: ExternalHostname
+  externalHostname: {{hostname: secure.partner.test}}
+  port: {{number: 443}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {{name: secure, namespace: weft-system}}
+spec:
+  parentRefs: [{{name: egress, sectionName: tls}}]
+  hostnames: [secure.partner.test]
+  rules: [{{backendRefs: [{{group: gateway.networking.x-k8s.io, kind: XBackend, name: secure}}]}}]
+---
+apiVersion: gateway.networking.x-k8s.io/v1alpha1
+kind: XBackend
+metadata: {{name: plain-tcp, namespace: weft-system}}
+spec:
+  type: ExternalHostname
+  externalHostname: {{hostname: plain.partner.test}}
+  port: {{number: 8080}}
+  protocol: TCP
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: plain-tcp, namespace: weft-system}}
+spec:
+  parentRefs: [{{name: egress, sectionName: tcp}}]
+  rules: [{{backendRefs: [{{group: gateway.networking.x-k8s.io, kind: XBackend, name: plain-tcp}}]}}]
+---
 apiVersion: weft.dev/v1alpha1
 kind: AuthorizationPolicy
 metadata: {{name: partner-callers, namespace: weft-system}}
@@ -146,6 +181,80 @@ async fn call(ns: &str, from: &str, url: &str) -> (u16, String) {
         }
     })
     .await
+}
+
+/// Through the sidecar of `from` as an HTTP proxy: `CONNECT target`,
+/// then, with `tls` (a server name and the roots it is checked against),
+/// the workload's own TLS; then `GET /`. The answer, or what failed.
+async fn tunnel(
+    ns: &str,
+    from: &str,
+    target: &str,
+    tls: Option<(&str, &str)>,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (proxy, target) = (format!("{from}:15001"), target.to_string());
+    let tls = tls.map(|(n, r)| (n.to_string(), r.to_string()));
+    within(ns, move || async move {
+        let mut tcp = tokio::net::TcpStream::connect(proxy)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ask = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+        tcp.write_all(ask.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            match tcp.read(&mut byte).await {
+                Ok(1) => head.push(byte[0]),
+                _ => return Err(format!("closed: {}", String::from_utf8_lossy(&head))),
+            }
+        }
+        let head = String::from_utf8_lossy(&head).to_string();
+        if !head.starts_with("HTTP/1.1 200") {
+            let mut rest = String::new();
+            let _ = tcp.read_to_string(&mut rest).await;
+            return Err(format!("{head}{rest}"));
+        }
+        let request =
+            |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let mut answer = String::new();
+        match tls {
+            Some((name, roots)) => {
+                let mut store = rustls::RootCertStore::empty();
+                for c in rustls_pemfile::certs(&mut roots.as_bytes()) {
+                    store.add(c.unwrap()).unwrap();
+                }
+                let config = rustls::ClientConfig::builder()
+                    .with_root_certificates(store)
+                    .with_no_client_auth();
+                let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+                let server = rustls::pki_types::ServerName::try_from(name.clone()).unwrap();
+                let mut s = connector
+                    .connect(server, tcp)
+                    .await
+                    .map_err(|e| format!("TLS: {e}"))?;
+                s.write_all(request(&name).as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = s.read_to_string(&mut answer).await;
+            }
+            None => {
+                tcp.write_all(request(&target).as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let _ = tcp.read_to_string(&mut answer).await;
+            }
+        }
+        Ok(answer)
+    })
+    .await
+}
+
+/// The JSON body of an HTTP/1.1 answer read whole.
+fn body_of(answer: &str) -> serde_json::Value {
+    json(answer.split_once("\r\n\r\n").map_or("", |(_, b)| b))
 }
 
 fn json(body: &str) -> serde_json::Value {
@@ -212,7 +321,12 @@ async fn the_mesh_leaves_through_its_egress_gateway() {
 
     // The partner: its CA, its servers; a rogue server of another CA.
     let partner_ca = ca();
-    let names = ["api.partner.test", "eu.files.test", "us.files.test"];
+    let names = [
+        "api.partner.test",
+        "eu.files.test",
+        "us.files.test",
+        "secure.partner.test",
+    ];
     let cert = issue(&partner_ca, &names, &[]);
     serve(
         &outside.name,
@@ -237,6 +351,7 @@ async fn the_mesh_leaves_through_its_egress_gateway() {
             ("api.partner.test", api),
             ("plain.partner.test", PARTNER),
             ("rogue.partner.test", ROGUE),
+            ("secure.partner.test", PARTNER),
         ]
     };
     let dns = Dns::start(
@@ -313,6 +428,59 @@ async fn the_mesh_leaves_through_its_egress_gateway() {
         "{body}"
     );
 
+    // The workload's own TLS, passed through by its server name: the
+    // workload checks the partner's certificate itself.
+    let answer = tunnel(
+        &ns,
+        CLIENT,
+        "secure.partner.test:443",
+        Some(("secure.partner.test", &partner_ca.pem)),
+    )
+    .await;
+    let seen = body_of(answer.as_deref().unwrap_or(""));
+    assert_eq!(seen["sni"], "secure.partner.test", "{answer:?}");
+    assert_eq!(seen["peer"], GATEWAY, "{answer:?}");
+    // A name the gateway does not route, inside a declared CONNECT: the
+    // gateway closes it. A caller the policy does not allow: the same.
+    let evil = tunnel(
+        &ns,
+        CLIENT,
+        "secure.partner.test:443",
+        Some(("evil.partner.test", &partner_ca.pem)),
+    )
+    .await;
+    assert!(
+        evil.as_ref().is_err_and(|e| e.starts_with("TLS")),
+        "{evil:?}"
+    );
+    let stranger = tunnel(
+        &ns,
+        STRANGER,
+        "secure.partner.test:443",
+        Some(("secure.partner.test", &partner_ca.pem)),
+    )
+    .await;
+    assert!(
+        stranger.as_ref().is_err_and(|e| e.starts_with("TLS")),
+        "{stranger:?}"
+    );
+    // A whole TCP connection (a TCPRoute on the gateway's TCP port).
+    let tcp = tunnel(&ns, CLIENT, "plain.partner.test:9000", None).await;
+    let seen = body_of(tcp.as_deref().unwrap_or(""));
+    assert_eq!(
+        (seen["server"].as_str(), seen["peer"].as_str()),
+        (Some("plain"), Some(GATEWAY)),
+        "{tcp:?}"
+    );
+    // A CONNECT to a host nobody declared: 502, saying why.
+    let undeclared = tunnel(&ns, CLIENT, "other.partner.test:443", None).await;
+    assert!(
+        undeclared
+            .as_ref()
+            .is_err_and(|e| e.starts_with("HTTP/1.1 502") && e.contains("not declared")),
+        "{undeclared:?}"
+    );
+
     // Who called which external host: the gateway counts by caller, and
     // the caller's sidecar (Istio's source report) names both too.
     let gateway_admin = weft.gateway_admins[0].clone();
@@ -354,6 +522,11 @@ async fn the_mesh_leaves_through_its_egress_gateway() {
         "response_code=\"502\"",
     ];
     assert!(has(&sidecar, istio, &blackhole), "{sidecar}");
+    let refused = ["destination_service=\"BlackHoleCluster\"", "} 1"];
+    assert!(
+        has(&sidecar, "weft_blackhole_connections_total{", &refused),
+        "{sidecar}"
+    );
     assert!(
         has(&sidecar, istio, &[client_id, api, "response_code=\"200\""]),
         "{sidecar}"
@@ -401,6 +574,13 @@ async fn the_mesh_leaves_through_its_egress_gateway() {
     .await;
     let (status, body) = call(&ns, CLIENT, &format!("http://{PARTNER}:8080/")).await;
     assert_ne!(status, 200, "{body}");
+    // A CONNECT to it passes too, as a tunnel.
+    let through = tunnel(&ns, CLIENT, UNDECLARED, None).await;
+    assert_eq!(
+        body_of(through.as_deref().unwrap_or(""))["server"],
+        "undeclared",
+        "{through:?}"
+    );
     let (status, body) = call(&ns, CLIENT, "http://plain.partner.test/").await;
     assert_eq!(
         (status, json(&body)["peer"].as_str()),

@@ -54,6 +54,7 @@ pub fn config(spec: &Spec, svid: &Svid) -> GatewayConfig {
             host_with_port: false,
             passthrough: false,
             blackhole: false,
+            stream_hosts: Vec::new(),
             sidecar: true,
             listeners: vec![Listener::any_host(
                 format!("inbound-{}", p.app.port()),

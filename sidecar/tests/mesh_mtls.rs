@@ -55,6 +55,7 @@ fn gateway_config(
             host_with_port: false,
             passthrough: false,
             blackhole: false,
+            stream_hosts: Vec::new(),
             sidecar: false,
             listeners: vec![Listener::any_host(
                 "http",

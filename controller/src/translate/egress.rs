@@ -52,15 +52,15 @@ pub fn resolve(
             format!("XBackend {ns}/{} does not exist", r.name),
         ));
     };
+    // Checked for each route kind: what a TLSRoute may use differs.
+    let cluster = cluster(store, ns, x, route_kind, caller.trust())
+        .map_err(|m| ("UnsupportedValue", format!("XBackend {ns}/{}: {m}", r.name)))?;
     let name = match route_kind {
         RouteKind::Grpc if x.spec.protocol.is_none() => format!("xbackend/{ns}/{}/h2c", r.name),
+        RouteKind::Tls | RouteKind::Tcp => format!("xbackend/{ns}/{}/l4", r.name),
         _ => format!("xbackend/{ns}/{}", r.name),
     };
-    if !clusters.contains_key(&name) {
-        let cluster = cluster(store, ns, x, route_kind, caller.trust())
-            .map_err(|m| ("UnsupportedValue", format!("XBackend {ns}/{}: {m}", r.name)))?;
-        clusters.insert(name.clone(), cluster);
-    }
+    clusters.entry(name.clone()).or_insert(cluster);
     Ok(name)
 }
 
@@ -96,7 +96,8 @@ fn cluster(
         (None | Some("TCP"), _) if stream => AppProtocol::Http1,
         (Some(p), _) if stream => {
             return Err(format!(
-                "protocol {p} cannot carry a {route_kind:?} route's connections"
+                "protocol {p} cannot carry a {}'s connections",
+                route_kind.name()
             ))
         }
         (None | Some("HTTP" | "HTTP11"), _) => AppProtocol::Http1,
@@ -104,6 +105,14 @@ fn cluster(
         (Some(p), _) => return Err(format!("protocol {p} is not supported")),
     };
     let tls = spec.tls.as_ref().filter(|t| t.mode != "None");
+    if route_kind == RouteKind::Tls && tls.is_some() {
+        return Err(
+            "a TLSRoute passes the workload's own TLS through: its XBackend takes no tls".into(),
+        );
+    }
+    if route_kind == RouteKind::Tcp && hostname.starts_with('*') {
+        return Err("a TCPRoute has no host name to stand for a wildcard".into());
+    }
     if spec.protocol.as_deref() == Some("H2C") && tls.is_some() {
         return Err("H2C is HTTP/2 without TLS; HTTP2 is with".into());
     }
@@ -228,34 +237,58 @@ pub fn configure(config: &mut GatewayConfig, gw: &GatewayCtx, trust: Trust<'_>) 
         .copied();
 }
 
-/// One external host the mesh declares: `host:port` for sidecars, and the
-/// egress gateway that serves it.
+/// One external host the mesh declares: `host:port` for sidecars, the
+/// egress gateway that serves it, and whether workloads open whole
+/// connections to it (a TLS or TCP listener) rather than send HTTP.
 struct Declared {
     host: String,
     port: u16,
     gateway: ObjKey,
     addresses: Vec<IpAddr>,
+    stream: bool,
 }
 
-/// The hosts every egress gateway's HTTP listeners route, each once (the
-/// first gateway by name serves a host two declare).
-fn declared(store: &Store, gateways: &[GatewayCtx]) -> Vec<Declared> {
+/// The hosts every egress gateway's listeners route, each once (the first
+/// gateway by name serves a host two declare): HTTP and TLS listeners'
+/// by their routes' hostnames, TCP listeners' by the external host their
+/// route sends to.
+fn declared(
+    store: &Store,
+    gateways: &[GatewayCtx],
+    clusters: &BTreeMap<String, Cluster>,
+) -> Vec<Declared> {
     let mut out: BTreeMap<(String, u16), Declared> = BTreeMap::new();
     for gw in gateways {
         if gw.address_problem.is_some() || !is_egress(store, &gw.key) {
             continue;
         }
         for l in gw.listeners.iter().filter(|l| l.programmed()) {
-            if l.protocol != Some(Protocol::Http) {
-                continue;
-            }
-            for host in l.vhosts.keys().filter(|h| h.as_str() != "*") {
+            let hosts: Vec<String> = match l.protocol {
+                Some(Protocol::Http | Protocol::Tls) => l
+                    .vhosts
+                    .keys()
+                    .filter(|h| h.as_str() != "*")
+                    .cloned()
+                    .collect(),
+                Some(Protocol::Tcp) => l
+                    .vhosts
+                    .values()
+                    .flatten()
+                    .flat_map(|(_, route)| route.clusters())
+                    .filter_map(|c| clusters.get(c)?.external.as_ref())
+                    .map(|e| e.hostname.clone())
+                    .collect(),
+                _ => continue,
+            };
+            let stream = l.protocol != Some(Protocol::Http);
+            for host in hosts {
                 out.entry((host.clone(), l.port))
                     .or_insert_with(|| Declared {
-                        host: host.clone(),
+                        host,
                         port: l.port,
                         gateway: gw.key.clone(),
                         addresses: gw.addresses.clone(),
+                        stream,
                     });
             }
         }
@@ -269,13 +302,14 @@ fn declared(store: &Store, gateways: &[GatewayCtx]) -> Vec<Declared> {
 pub fn declare(
     store: &Store,
     gateways: &[GatewayCtx],
+    gateway_clusters: &BTreeMap<String, Cluster>,
     trust: Trust<'_>,
     policy: OutboundPolicy,
     sidecars: &mut BTreeMap<ObjKey, SidecarConfig>,
 ) {
-    let declared = declared(store, gateways);
+    let declared = declared(store, gateways, gateway_clusters);
     let mut clusters = BTreeMap::new();
-    let mut hosts = Vec::new();
+    let (mut hosts, mut stream_hosts) = (Vec::new(), Vec::new());
     for d in &declared {
         let name = format!(
             "egress/{}/{}:{}/{}",
@@ -296,9 +330,19 @@ pub fn declare(
                 policy: None,
             }),
             service: Some(d.host.clone()),
+            // HTTP/2 over the mutual TLS to the gateway: gRPC too, and
+            // one connection for many requests.
+            protocol: match d.stream {
+                true => AppProtocol::Http1,
+                false => AppProtocol::H2c,
+            },
             ..Cluster::http1(Vec::new())
         };
         clusters.insert(name.clone(), cluster);
+        let hosts = match d.stream {
+            true => &mut stream_hosts,
+            false => &mut hosts,
+        };
         hosts.push(VirtualHost {
             hostname: format!("{}:{}", d.host, d.port),
             routes: vec![Route::to_cluster(
@@ -314,6 +358,14 @@ pub fn declare(
         };
         port.passthrough = policy == OutboundPolicy::AllowAny;
         port.blackhole = policy == OutboundPolicy::RegistryOnly;
+        for vhost in &stream_hosts {
+            port.stream_hosts.push(vhost.clone());
+            for c in vhost.routes.iter().flat_map(Route::clusters) {
+                if let Some(cluster) = clusters.get(c) {
+                    s.outbound.clusters.insert(c.to_string(), cluster.clone());
+                }
+            }
+        }
         let Some(listener) = port.listeners.first_mut() else {
             continue;
         };

@@ -113,6 +113,7 @@ pub fn sidecars(
                 host_with_port: true,
                 passthrough: true,
                 blackhole: false,
+                stream_hosts: Vec::new(),
                 sidecar: true,
                 listeners: vec![Listener {
                     name: "outbound".into(),

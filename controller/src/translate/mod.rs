@@ -126,7 +126,8 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         &mut resolver,
     );
     let mut sidecars = mesh::sidecars(store, trust, &mut statuses);
-    egress::declare(store, &gateways, trust, opts.outbound_policy, &mut sidecars);
+    let policy = opts.outbound_policy;
+    egress::declare(store, &gateways, &clusters, trust, policy, &mut sidecars);
     // Only the proxies with global rate limits learn where they are counted.
     for s in sidecars.values_mut() {
         multicluster::spread_weighted(&mut s.outbound, &opts.cluster);
@@ -238,6 +239,7 @@ fn ir(
                 host_with_port: false,
                 passthrough: false,
                 blackhole: false,
+                stream_hosts: Vec::new(),
                 sidecar: false,
             }),
         }

@@ -60,8 +60,14 @@ pub struct PortTable {
     pub blackhole: bool,
     /// A sidecar's port (`weft_api::Port::sidecar`).
     pub sidecar: bool,
+    /// A gateway's mesh port: its certificate is the proxy's own, whatever
+    /// server name a caller asks for.
+    pub own_cert: bool,
     pub listeners: Vec<ListenerTable>,
     hosts: HostTable,
+    /// A sidecar's hosts for whole connections
+    /// (`weft_api::Port::stream_hosts`).
+    pub streams: Option<ListenerTable>,
 }
 
 pub struct ListenerTable {
@@ -180,7 +186,13 @@ impl Snapshot {
         let mut ports = HashMap::new();
         for port in &config.ports {
             let mut listeners = Vec::new();
-            for l in &port.listeners {
+            let stream_hosts = (!port.stream_hosts.is_empty())
+                .then(|| weft_api::Listener::any_host("streams", None, Vec::new()))
+                .map(|mut l| {
+                    l.virtual_hosts = port.stream_hosts.clone();
+                    l
+                });
+            for l in port.listeners.iter().chain(&stream_hosts) {
                 let cert = match &l.tls {
                     Some(tls) => Some(crate::pki::certified_key(tls).map_err(|e| {
                         GatewayError::Snapshot(format!("listener {}: certificate: {e}", l.name))
@@ -206,6 +218,10 @@ impl Snapshot {
                     vhosts,
                 });
             }
+            let streams = match stream_hosts {
+                Some(_) => listeners.pop(),
+                None => None,
+            };
             let hosts = HostTable::new(port.listeners.iter().map(|l| l.hostname.as_deref()));
             ports.insert(
                 port.port,
@@ -215,8 +231,10 @@ impl Snapshot {
                     passthrough: port.passthrough,
                     blackhole: port.blackhole,
                     sidecar: port.sidecar,
+                    own_cert: !port.sidecar && port.client_auth.as_ref().is_some_and(|a| a.mesh),
                     listeners,
                     hosts,
+                    streams,
                 },
             );
         }
@@ -415,6 +433,7 @@ mod tests {
                 host_with_port: false,
                 passthrough: false,
                 blackhole: false,
+                stream_hosts: Vec::new(),
                 sidecar: false,
                 listeners: vec![
                     listener(

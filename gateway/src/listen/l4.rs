@@ -56,7 +56,7 @@ pub async fn serve(
             if !admitted(route, client, None, None, &metrics) {
                 return;
             }
-            forward(tcp, route, &metrics, false, idle).await;
+            forward(tcp, route, &metrics, false, idle, Outside::default()).await;
         }
         Protocol::Tls => {
             let Some((sni, hello)) = read_sni(&mut tcp).await else {
@@ -81,13 +81,13 @@ pub async fn serve(
                     if !admitted(route, client, None, None, &metrics) {
                         return;
                     }
-                    forward(tls, route, &metrics, false, idle).await;
+                    forward(tls, route, &metrics, false, idle, Outside::default()).await;
                 }
                 _ => {
                     if !admitted(route, client, None, None, &metrics) {
                         return;
                     }
-                    forward(down, route, &metrics, false, idle).await
+                    forward(down, route, &metrics, false, idle, Outside::default()).await
                 }
             }
         }
@@ -119,11 +119,11 @@ pub async fn serve_mesh<S>(
         return;
     }
     let idle = Duration::from_secs(snapshot.config.limits.l4_idle_seconds);
-    forward(stream, route, &metrics, true, idle).await;
+    forward(stream, route, &metrics, true, idle, Outside::default()).await;
 }
 
 /// Whether the route's access policy lets the connection through.
-fn admitted(
+pub(crate) fn admitted(
     route: &CompiledRoute,
     client: Option<IpAddr>,
     identity: Option<&str>,
@@ -146,15 +146,25 @@ fn admitted(
     }
 }
 
+/// Where a connection to a host outside the mesh goes: the name asked for
+/// (a TLS server name, for a wildcard XBackend) and the address it
+/// leaves from (an egress gateway's).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Outside<'a> {
+    pub host: Option<&'a str>,
+    pub source: Option<IpAddr>,
+}
+
 /// Connects to an endpoint of one of the route's backends (another one if
 /// it refuses), over TLS when its cluster asks for it, and copies both
 /// ways until either side closes or the connection idles for `idle`.
-async fn forward<S>(
-    mut down: S,
+pub(crate) async fn forward<S>(
+    down: S,
     route: &CompiledRoute,
     metrics: &Metrics,
     mtls: bool,
     idle: Duration,
+    outside: Outside<'_>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -164,6 +174,11 @@ async fn forward<S>(
     else {
         return;
     };
+    if cluster.external.is_some() {
+        return crate::listen::egress::forward_out(down, cluster, metrics, mtls, idle, outside)
+            .await;
+    }
+    let mut down = down;
     let mut failed = None;
     for _ in 0..CONNECT_TRIES {
         let Some(i) = cluster.pick(failed) else {
@@ -221,7 +236,7 @@ enum Upstream {
 /// byte moves for `idle`; the bytes copied each way. The two directions
 /// run on their own, so neither waits on the other: a side writing while
 /// its peer writes too is read all the same.
-async fn splice<A, B>(a: &mut A, b: &mut B, idle: Duration) -> (u64, u64)
+pub(crate) async fn splice<A, B>(a: &mut A, b: &mut B, idle: Duration) -> (u64, u64)
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,

@@ -36,6 +36,8 @@ struct Binding {
     max_connections: u32,
     /// The request header deadline.
     header_timeout: Duration,
+    /// A sidecar's port (its outbound side takes TLS and `CONNECT` too).
+    sidecar: bool,
 }
 
 /// The accept loops of one socket, one on each data-plane thread. Dropping
@@ -77,6 +79,7 @@ impl<A: App> Listeners<A> {
                 let binding = Binding {
                     protocol: port.protocol,
                     client_auth: port.client_auth.clone(),
+                    sidecar: port.sidecar,
                     max_connections: snapshot.config.limits.max_connections,
                     header_timeout: Duration::from_secs(
                         snapshot.config.limits.request_header_seconds,
@@ -157,8 +160,20 @@ impl<A: App> Listeners<A> {
             }
             _ => None,
         };
+        // An egress gateway's TLS and TCP ports: mutual TLS from the mesh
+        // first, with the workload's connection inside.
+        let mesh_l4 = match (binding.protocol, &binding.client_auth) {
+            (Protocol::Tls | Protocol::Tcp, Some(auth)) if auth.mesh && !binding.sidecar => {
+                let mut config = tls_config(addr.port(), self.snapshot.clone(), Some(auth))
+                    .map_err(std::io::Error::other)?;
+                Arc::make_mut(&mut config).alpn_protocols = vec![MESH_TCP_ALPN.to_vec()];
+                Some(tokio_rustls::TlsAcceptor::from(config))
+            }
+            _ => None,
+        };
         let (acceptor, l4) = match binding.protocol {
             Protocol::EastWest => (None, None),
+            _ if mesh_l4.is_some() => (None, None),
             Protocol::Https => {
                 let config = tls_config(
                     addr.port(),
@@ -197,6 +212,8 @@ impl<A: App> Listeners<A> {
             tls: acceptor,
             l4,
             tunnel,
+            mesh_l4,
+            outbound: binding.sidecar && binding.protocol == Protocol::Http,
             snapshot: self.snapshot.clone(),
             plaintext_too,
             proxy: self.proxy.clone(),
@@ -267,6 +284,11 @@ struct Serving<A> {
     plaintext_too: bool,
     /// An east-west gateway's tunnel port (`crate::listen::tunnel`).
     tunnel: Option<tokio_rustls::TlsAcceptor>,
+    /// An egress gateway's TLS or TCP port (`crate::listen::egress`).
+    mesh_l4: Option<tokio_rustls::TlsAcceptor>,
+    /// A sidecar's outbound port, which also takes TLS its workload does
+    /// itself (`crate::listen::outbound`).
+    outbound: bool,
     /// Whether a client certificate is an identity (not under
     /// `AllowInsecureFallback`, where it need not verify).
     trust_peer: bool,
@@ -315,6 +337,16 @@ async fn accept_loop<A: App>(
             });
             continue;
         }
+        if let Some(acceptor) = &serving.mesh_l4 {
+            if let Some(snapshot) = serving.snapshot.load_full() {
+                let (acceptor, metrics) = (acceptor.clone(), serving.metrics.clone());
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    crate::listen::egress::serve(tcp, acceptor, port, snapshot, metrics).await;
+                });
+            }
+            continue;
+        }
         if let Some(terminate) = &serving.l4 {
             if let Some(snapshot) = serving.snapshot.load_full() {
                 let metrics = serving.metrics.clone();
@@ -328,6 +360,16 @@ async fn accept_loop<A: App>(
         }
         tokio::spawn(async move {
             let _slot = slot;
+            if serving.outbound {
+                use crate::listen::outbound::{opening, serve, Opening};
+                let opened = opening(&tcp).await;
+                if opened != Opening::Http {
+                    if let Some(snapshot) = serving.snapshot.load_full() {
+                        serve(tcp, opened, port, snapshot, serving.metrics.clone()).await;
+                    }
+                    return;
+                }
+            }
             let tls = serving.tls.clone();
             let handshaken = handshake(tcp, port, tls, serving.plaintext_too).await;
             if let Some((inner, mut info)) = handshaken {

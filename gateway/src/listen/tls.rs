@@ -84,6 +84,9 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let snapshot = self.snapshot.load();
         let port = snapshot.as_ref()?.ports.get(&self.port)?;
+        if port.own_cert {
+            return port.listeners.iter().find_map(|l| l.cert.clone());
+        }
         let name = hello
             .server_name()
             .map(|n| n.to_ascii_lowercase())

@@ -74,7 +74,8 @@ pub fn decide(snapshot: &Snapshot, arrival: Arrival<'_>, req: &RequestHeader) ->
     let Some(li) = table.listener(&host) else {
         return Decision::Respond(404, None);
     };
-    if table.protocol == Protocol::Https {
+    // A mesh port's callers name the proxy's identity as SNI.
+    if table.protocol == Protocol::Https && !table.own_cert {
         let sni = arrival.sni.unwrap_or("");
         if !sni.is_empty() && table.listener(sni) != Some(li) {
             return Decision::Respond(421, None);

@@ -8,6 +8,18 @@
 use super::Metrics;
 use prometheus::{IntCounterVec, Opts};
 
+/// Connections a sidecar refused for hosts the mesh does not declare.
+pub(crate) fn blackhole_family() -> IntCounterVec {
+    IntCounterVec::new(
+        Opts::new(
+            "weft_blackhole_connections_total",
+            "Connections refused for hosts the mesh does not declare (RegistryOnly), Istio's BlackHoleCluster",
+        ),
+        &["reporter", "destination_service"],
+    )
+    .expect("valid metric")
+}
+
 pub(crate) fn family() -> IntCounterVec {
     IntCounterVec::new(
         Opts::new(
@@ -20,6 +32,13 @@ pub(crate) fn family() -> IntCounterVec {
 }
 
 impl Metrics {
+    /// A connection refused as undeclared.
+    pub fn blackhole_connection(&self) {
+        self.blackholes
+            .with_label_values(&[self.reporter().reporter, "BlackHoleCluster"])
+            .inc();
+    }
+
     pub(crate) fn egress(&self, principal: &str, service: &str, status: &str) {
         self.egress
             .with_label_values(&[principal, service, status])

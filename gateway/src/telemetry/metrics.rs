@@ -136,6 +136,8 @@ pub struct Metrics {
     pub(crate) tunnels: IntCounterVec,
     /// An egress gateway's requests by caller (`super::egress`).
     pub(crate) egress: IntCounterVec,
+    /// Connections refused as undeclared (`super::egress`).
+    pub(crate) blackholes: IntCounterVec,
     bounds: Arc<Bounds>,
     /// These families among every `Metrics::new` of the process (the key
     /// of their series in `series`' per-thread caches).
@@ -240,9 +242,11 @@ impl Metrics {
         .expect("valid metric");
         let tunnels = super::tunnels::family();
         let egress = super::egress::family();
+        let blackholes = super::egress::blackhole_family();
         for m in [
             &tunnels,
             &egress,
+            &blackholes,
             &rate_limits,
             &requests,
             &downstream_versions,
@@ -281,6 +285,7 @@ impl Metrics {
             rate_limits,
             tunnels,
             egress,
+            blackholes,
             bounds: Arc::default(),
             families,
             versions: Default::default(),
