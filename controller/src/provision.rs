@@ -222,19 +222,33 @@ fn objects(
     ])
 }
 
-/// The addresses of a provisioned Gateway's Service: its load balancer's
-/// ingress, as `status.addresses` shows them. `None` when the Gateway has
-/// no provisioned Service.
-pub fn service_addresses(store: &Store, ns: &str, name: &str) -> Option<Vec<Value>> {
+/// The Service weft provisioned for Gateway `ns/name`, if any.
+fn own_service<'s>(
+    store: &'s Store,
+    ns: &str,
+    name: &str,
+) -> Option<&'s k8s_openapi::api::core::v1::Service> {
     let Some(Object::Service(svc)) = store.lookup(Kind::Service, ns, name) else {
         return None;
     };
     let labels = svc.metadata.labels.as_ref()?;
-    if labels.get(GATEWAY_NAME_LABEL).map(String::as_str) != Some(name)
-        || labels.get(MANAGED_BY.0).map(String::as_str) != Some(MANAGED_BY.1)
-    {
-        return None;
-    }
+    let ours = labels.get(GATEWAY_NAME_LABEL).map(String::as_str) == Some(name)
+        && labels.get(MANAGED_BY.0).map(String::as_str) == Some(MANAGED_BY.1);
+    ours.then_some(svc)
+}
+
+/// The cluster IP of the Service weft provisioned for Gateway `ns/name`:
+/// where workloads in the cluster reach it.
+pub fn cluster_ip(store: &Store, ns: &str, name: &str) -> Option<std::net::IpAddr> {
+    let svc = own_service(store, ns, name)?;
+    svc.spec.as_ref()?.cluster_ip.as_deref()?.parse().ok()
+}
+
+/// The addresses of a provisioned Gateway's Service: its load balancer's
+/// ingress, as `status.addresses` shows them. `None` when the Gateway has
+/// no provisioned Service.
+pub fn service_addresses(store: &Store, ns: &str, name: &str) -> Option<Vec<Value>> {
+    let svc = own_service(store, ns, name)?;
     let ingress = svc
         .status
         .as_ref()

@@ -27,7 +27,7 @@
 
 mod support;
 use std::time::Duration;
-use support::clusterset::within;
+use support::egress::*;
 use support::netns;
 use support::partner::{serve, Dns};
 use support::pki::{ca, indent, issue};
@@ -165,115 +165,9 @@ spec:
     )
 }
 
-/// GET `url` as the workload at `from` (through its sidecar, an HTTP
-/// proxy), inside the mesh's namespace: status and body text.
-async fn call(ns: &str, from: &str, url: &str) -> (u16, String) {
-    let (proxy, url) = (format!("http://{from}:15001"), url.to_string());
-    within(ns, move || async move {
-        let c = reqwest::Client::builder()
-            .proxy(reqwest::Proxy::http(proxy).unwrap())
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        match c.get(url).send().await {
-            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-            Err(_) => (0, String::new()),
-        }
-    })
-    .await
-}
-
-/// Through the sidecar of `from` as an HTTP proxy: `CONNECT target`,
-/// then, with `tls` (a server name and the roots it is checked against),
-/// the workload's own TLS; then `GET /`. The answer, or what failed.
-async fn tunnel(
-    ns: &str,
-    from: &str,
-    target: &str,
-    tls: Option<(&str, &str)>,
-) -> Result<String, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (proxy, target) = (format!("{from}:15001"), target.to_string());
-    let tls = tls.map(|(n, r)| (n.to_string(), r.to_string()));
-    within(ns, move || async move {
-        let mut tcp = tokio::net::TcpStream::connect(proxy)
-            .await
-            .map_err(|e| e.to_string())?;
-        let ask = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
-        tcp.write_all(ask.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            match tcp.read(&mut byte).await {
-                Ok(1) => head.push(byte[0]),
-                _ => return Err(format!("closed: {}", String::from_utf8_lossy(&head))),
-            }
-        }
-        let head = String::from_utf8_lossy(&head).to_string();
-        if !head.starts_with("HTTP/1.1 200") {
-            let mut rest = String::new();
-            let _ = tcp.read_to_string(&mut rest).await;
-            return Err(format!("{head}{rest}"));
-        }
-        let request =
-            |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        let mut answer = String::new();
-        match tls {
-            Some((name, roots)) => {
-                let mut store = rustls::RootCertStore::empty();
-                for c in rustls_pemfile::certs(&mut roots.as_bytes()) {
-                    store.add(c.unwrap()).unwrap();
-                }
-                let config = rustls::ClientConfig::builder()
-                    .with_root_certificates(store)
-                    .with_no_client_auth();
-                let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-                let server = rustls::pki_types::ServerName::try_from(name.clone()).unwrap();
-                let mut s = connector
-                    .connect(server, tcp)
-                    .await
-                    .map_err(|e| format!("TLS: {e}"))?;
-                s.write_all(request(&name).as_bytes())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = s.read_to_string(&mut answer).await;
-            }
-            None => {
-                tcp.write_all(request(&target).as_bytes())
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let _ = tcp.read_to_string(&mut answer).await;
-            }
-        }
-        Ok(answer)
-    })
-    .await
-}
-
-/// The JSON body of an HTTP/1.1 answer read whole.
-fn body_of(answer: &str) -> serde_json::Value {
-    json(answer.split_once("\r\n\r\n").map_or("", |(_, b)| b))
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_default()
-}
-
-/// The text of an admin endpoint in the mesh's namespace.
-async fn admin_text(ns: &str, url: String) -> String {
-    within(ns, move || async move { text_of(&url).await }).await
-}
-
 #[tokio::test]
 async fn the_mesh_leaves_through_its_egress_gateway() {
-    if !netns::available()
-        || !std::process::Command::new("dnsmasq")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    {
+    if !netns::available() || !has_dnsmasq() {
         return cannot_run("root, ip, iptables, setpriv, curl, openssl and dnsmasq are needed");
     }
     let (mesh, outside) = (netns::Netns::bare("egm"), netns::Netns::bare("egx"));
@@ -587,4 +481,71 @@ async fn the_mesh_leaves_through_its_egress_gateway() {
         (200, Some(GATEWAY)),
         "{body}"
     );
+}
+
+/// `examples/egress/up.sh` brings the example up: client reaches the
+/// partner in plain HTTP and in its own TLS, stranger is refused, an
+/// undeclared host is refused; SIGTERM takes it all down.
+#[tokio::test]
+async fn the_example_leaves_through_its_egress_gateway() {
+    if !netns::available() || !has_dnsmasq() {
+        return cannot_run("root, ip, iptables, setpriv, curl, openssl and dnsmasq are needed");
+    }
+    let prefix = format!("wegx{}", std::process::id() % 100_000);
+    let work = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/egress/up.sh");
+    let up = std::process::Command::new("bash")
+        .arg(script)
+        .env("WEFT", WEFT)
+        .env("PREFIX", &prefix)
+        .env("WORK", work.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = Stopped(Some(up));
+    let ns = format!("{prefix}-mesh");
+    let (client, stranger) = ("127.0.70.10", "127.0.70.11");
+    let made = format!("/var/run/netns/{ns}");
+    eventually(
+        Duration::from_secs(60),
+        "the partner answers client",
+        || async {
+            std::path::Path::new(&made).exists()
+                && call(&ns, client, "http://api.partner.test/hello.txt").await
+                    == (200, "hello from the partner\n".to_string())
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(30), "stranger is refused", || async {
+        call(&ns, stranger, "http://api.partner.test/hello.txt")
+            .await
+            .0
+            == 403
+    })
+    .await;
+    let undeclared = call(&ns, client, "http://example.com/").await;
+    assert!(
+        undeclared.0 == 502 && undeclared.1.contains("not declared"),
+        "{undeclared:?}"
+    );
+    let ca = std::fs::read_to_string(work.path().join("partner/ca.crt")).unwrap();
+    let own = tunnel_to(
+        &ns,
+        client,
+        "secure.partner.test:443",
+        Some(("secure.partner.test", &ca)),
+        "/hello.txt",
+    )
+    .await;
+    assert!(
+        own.as_ref()
+            .is_ok_and(|a| a.contains("hello from the partner")),
+        "{own:?}"
+    );
+    // SIGTERM: everything stops and the namespaces go.
+    let child = up.0.take().unwrap();
+    let done = tokio::task::spawn_blocking(move || Stopped(Some(child)).stop()).await;
+    assert!(done.unwrap().is_ok());
+    assert!(!std::path::Path::new(&made).exists());
 }

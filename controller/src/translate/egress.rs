@@ -64,6 +64,17 @@ pub fn resolve(
     Ok(name)
 }
 
+/// Whether a route of `route_kind` can use the XBackend; why not.
+pub(super) fn check(
+    store: &Store,
+    ns: &str,
+    x: &XBackend,
+    route_kind: RouteKind,
+    trust: Trust<'_>,
+) -> Result<(), String> {
+    cluster(store, ns, x, route_kind, trust).map(|_| ())
+}
+
 /// The cluster of an XBackend, or why it cannot be used.
 fn cluster(
     store: &Store,
@@ -287,13 +298,29 @@ fn declared(
                         host,
                         port: l.port,
                         gateway: gw.key.clone(),
-                        addresses: gw.addresses.clone(),
+                        addresses: reach(store, gw),
                         stream,
                     });
             }
         }
     }
     out.into_values().collect()
+}
+
+/// Where sidecars reach an egress gateway: on Kubernetes its provisioned
+/// Service's cluster IP; otherwise the addresses it listens on (not a
+/// wildcard address).
+fn reach(store: &Store, gw: &GatewayCtx) -> Vec<IpAddr> {
+    let (ns, name) = (&gw.key.namespace, &gw.key.name);
+    match crate::provision::cluster_ip(store, ns, name) {
+        Some(ip) => vec![ip],
+        None => gw
+            .addresses
+            .iter()
+            .filter(|a| !a.is_unspecified())
+            .copied()
+            .collect(),
+    }
 }
 
 /// Gives every sidecar the declared external hosts, each a virtual host

@@ -7,6 +7,7 @@ mod backend;
 pub mod conditions;
 mod eastwest;
 mod egress;
+mod egress_status;
 mod frontend;
 mod gateway;
 mod grpc;
@@ -126,6 +127,7 @@ pub fn translate(store: &Store, opts: &Options, bind_errors: &BindErrors) -> Tra
         &mut resolver,
     );
     let mut sidecars = mesh::sidecars(store, trust, &mut statuses);
+    egress_status::statuses(store, &gateways, trust, &mut statuses);
     let policy = opts.outbound_policy;
     egress::declare(store, &gateways, &clusters, trust, policy, &mut sidecars);
     // Only the proxies with global rate limits learn where they are counted.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub mod backends;
 pub mod cluster;
 pub mod clusterset;
+pub mod egress;
 pub mod jwt;
 pub mod kube;
 pub mod netns;
