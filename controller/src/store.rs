@@ -184,6 +184,11 @@ impl Store {
         self.entries.get(key)
     }
 
+    /// The entry of `key`, with the key as the store holds it.
+    pub fn get_key_value(&self, key: &ObjKey) -> Option<(&ObjKey, &Entry)> {
+        self.entries.get_key_value(key)
+    }
+
     pub fn entries(&self) -> impl Iterator<Item = (&ObjKey, &Entry)> {
         self.entries.iter()
     }

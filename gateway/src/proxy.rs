@@ -47,7 +47,6 @@ use crate::listen::conn::ConnInfo;
 use crate::route::select::{self, Decision};
 use crate::telemetry::records;
 use crate::telemetry::trace::TraceContext;
-use crate::upstream::balancer::CONNECT_TIMEOUT;
 use crate::upstream::deadline::Deadline;
 use crate::upstream::health::Outcome;
 use crate::upstream::retry::{Failure, Verdict};
@@ -273,20 +272,7 @@ impl ProxyHttp for WeftProxy {
         } else {
             cluster.peer(i)
         };
-        // The per-try timeout, cut to what is left of the request's.
-        let per_try = ctx
-            .route
-            .as_ref()
-            .and_then(|r| r.timeouts.backend_request_ms)
-            .map(Duration::from_millis);
-        let timeout = match (per_try, ctx.retry.remaining()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        peer.options.read_timeout = timeout;
-        if let Some(t) = timeout {
-            peer.options.connection_timeout = Some(t.min(CONNECT_TIMEOUT));
-        }
+        steps::per_try(ctx, &mut peer);
         Ok(Box::new(peer))
     }
 

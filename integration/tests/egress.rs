@@ -47,20 +47,6 @@ const STRANGER: &str = "127.0.160.11";
 const UNDECLARED: &str = "127.0.160.50:8080";
 
 fn manifests(partner_ca: &str) -> String {
-    let workload = |name: &str, ip: &str| {
-        format!(
-            r#"---
-apiVersion: weft.dev/v1alpha1
-kind: Workload
-metadata: {{name: {name}, namespace: shop, labels: {{app: {name}}}}}
-spec:
-  serviceAccountName: {name}
-  address: {ip}
-  command: [weft, echo, --listen, "{ip}:9080"]
-  ports: [{{name: http, containerPort: 9080}}]
-"#
-        )
-    };
     let backend = |name: &str, host: &str, port: u16, tls: &str| {
         format!(
             r#"---
@@ -154,8 +140,8 @@ spec:
   - sources: [{{type: ServiceAccount, serviceAccount: {{namespace: shop, name: stranger}}}}]
     hosts: [plain.partner.test]
 "#,
-        client = workload("client", CLIENT),
-        stranger = workload("stranger", STRANGER),
+        client = support::clusterset::caller("client", CLIENT, &[]),
+        stranger = support::clusterset::caller("stranger", STRANGER, &[]),
         ca = indent(partner_ca),
         api = backend("api", "api.partner.test", 443, checked),
         files = backend("files", "*.files.test", 443, checked),

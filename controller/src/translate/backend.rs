@@ -212,6 +212,38 @@ pub fn resolve(
     Ok(name)
 }
 
+/// The backendRefs (as written) of the routes attached to `gw`, each with
+/// its route's namespace and kind.
+pub fn attached_refs<'s>(
+    store: &'s Store,
+    gw: &super::gateway::GatewayCtx,
+) -> Vec<(&'s str, RouteKind, &'s serde_json::Value)> {
+    let kinds = [
+        (Kind::HttpRoute, RouteKind::Http),
+        (Kind::GrpcRoute, RouteKind::Grpc),
+        (Kind::TlsRoute, RouteKind::Tls),
+        (Kind::TcpRoute, RouteKind::Tcp),
+    ];
+    let mut out = Vec::new();
+    for (route_ns, route_name) in gw.listeners.iter().flat_map(|l| &l.attached) {
+        for (kind, route_kind) in kinds {
+            let key = crate::resources::ObjKey {
+                kind,
+                namespace: route_ns.clone(),
+                name: route_name.clone(),
+            };
+            let Some((key, entry)) = store.get_key_value(&key) else {
+                continue;
+            };
+            // Every route kind spells backendRefs alike.
+            let rules = entry.spec["spec"]["rules"].as_array().into_iter().flatten();
+            let refs = rules.flat_map(|r| r["backendRefs"].as_array().into_iter().flatten());
+            out.extend(refs.map(|r| (key.namespace.as_str(), route_kind, r)));
+        }
+    }
+    out
+}
+
 /// Whether a route of `route_kind` in `route_ns` may refer to `to`
 /// (group, kind, namespace, name). Mesh routes augment what callers can
 /// reach anyway, so they may send to any namespace without a

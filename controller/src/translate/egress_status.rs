@@ -22,47 +22,26 @@ pub fn statuses(
     trust: Trust<'_>,
     out: &mut BTreeMap<ObjKey, Value>,
 ) {
-    let kinds = [
-        (Kind::HttpRoute, RouteKind::Http),
-        (Kind::GrpcRoute, RouteKind::Grpc),
-        (Kind::TlsRoute, RouteKind::Tls),
-        (Kind::TcpRoute, RouteKind::Tcp),
-    ];
     // XBackend → Gateway → the route kinds that use it there.
     let mut uses: BTreeMap<ObjKey, BTreeMap<ObjKey, Vec<RouteKind>>> = BTreeMap::new();
     for gw in gateways {
-        for (route_ns, route_name) in gw.listeners.iter().flat_map(|l| &l.attached) {
-            for (kind, route_kind) in kinds {
-                let key = ObjKey {
-                    kind,
-                    namespace: route_ns.clone(),
-                    name: route_name.clone(),
-                };
-                let Some(entry) = store.get(&key) else {
-                    continue;
-                };
-                // Every route kind spells backendRefs alike.
-                let rules = entry.spec["spec"]["rules"].as_array().into_iter().flatten();
-                let refs = rules.flat_map(|r| r["backendRefs"].as_array().into_iter().flatten());
-                for r in refs {
-                    let ours = r["group"] == crate::egress::X_GROUP && r["kind"] == "XBackend";
-                    let Some(name) = r["name"].as_str().filter(|_| ours) else {
-                        continue;
-                    };
-                    let x = ObjKey {
-                        kind: Kind::XBackend,
-                        namespace: r["namespace"].as_str().unwrap_or(route_ns).to_string(),
-                        name: name.to_string(),
-                    };
-                    let kinds = uses
-                        .entry(x)
-                        .or_default()
-                        .entry(gw.key.clone())
-                        .or_default();
-                    if !kinds.contains(&route_kind) {
-                        kinds.push(route_kind);
-                    }
-                }
+        for (route_ns, route_kind, r) in super::backend::attached_refs(store, gw) {
+            let ours = r["group"] == crate::egress::X_GROUP && r["kind"] == "XBackend";
+            let Some(name) = r["name"].as_str().filter(|_| ours) else {
+                continue;
+            };
+            let x = ObjKey {
+                kind: Kind::XBackend,
+                namespace: r["namespace"].as_str().unwrap_or(route_ns).to_string(),
+                name: name.to_string(),
+            };
+            let kinds = uses
+                .entry(x)
+                .or_default()
+                .entry(gw.key.clone())
+                .or_default();
+            if !kinds.contains(&route_kind) {
+                kinds.push(route_kind);
             }
         }
     }

@@ -282,53 +282,31 @@ pub fn users(
     store: &Store,
     gateways: &[super::gateway::GatewayCtx],
 ) -> BTreeMap<ObjKey, Vec<ServicePort>> {
-    let kinds = [
-        Kind::HttpRoute,
-        Kind::GrpcRoute,
-        Kind::TlsRoute,
-        Kind::TcpRoute,
-    ];
     let mut out = BTreeMap::new();
     for gw in gateways {
         let mut ports = Vec::new();
-        let attached = gw.listeners.iter().flat_map(|l| &l.attached);
-        for (route_ns, route_name) in attached {
-            for kind in kinds {
-                let key = ObjKey {
-                    kind,
-                    namespace: route_ns.clone(),
-                    name: route_name.clone(),
-                };
-                let Some(entry) = store.get(&key) else {
-                    continue;
-                };
-                // Every route kind spells backendRefs alike.
-                let rules = entry.spec["spec"]["rules"].as_array().into_iter().flatten();
-                let refs = rules.flat_map(|r| r["backendRefs"].as_array().into_iter().flatten());
-                for r in refs {
-                    let core = r["group"].as_str().unwrap_or("").is_empty()
-                        && r["kind"].as_str().unwrap_or("Service") == "Service";
-                    let (Some(svc), Some(port)) = (r["name"].as_str(), r["port"].as_i64()) else {
-                        continue;
-                    };
-                    if !core {
-                        continue;
-                    }
-                    let ns = r["namespace"].as_str().unwrap_or(route_ns).to_string();
-                    let port_name = match store.lookup(Kind::Service, &ns, svc) {
-                        Some(Object::Service(s)) => s
-                            .spec
-                            .iter()
-                            .flat_map(|s| s.ports.iter().flatten())
-                            .find(|p| i64::from(p.port) == port)
-                            .and_then(|p| p.name.clone()),
-                        _ => None,
-                    };
-                    let entry = (ns, svc.to_string(), port_name);
-                    if !ports.contains(&entry) {
-                        ports.push(entry);
-                    }
-                }
+        for (route_ns, _, r) in super::backend::attached_refs(store, gw) {
+            let core = r["group"].as_str().unwrap_or("").is_empty()
+                && r["kind"].as_str().unwrap_or("Service") == "Service";
+            let (Some(svc), Some(port)) = (r["name"].as_str(), r["port"].as_i64()) else {
+                continue;
+            };
+            if !core {
+                continue;
+            }
+            let ns = r["namespace"].as_str().unwrap_or(route_ns).to_string();
+            let port_name = match store.lookup(Kind::Service, &ns, svc) {
+                Some(Object::Service(s)) => s
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.ports.iter().flatten())
+                    .find(|p| i64::from(p.port) == port)
+                    .and_then(|p| p.name.clone()),
+                _ => None,
+            };
+            let entry = (ns, svc.to_string(), port_name);
+            if !ports.contains(&entry) {
+                ports.push(entry);
             }
         }
         out.insert(gw.key.clone(), ports);

@@ -10,8 +10,8 @@
 //! address.
 
 use crate::config::snapshot::Snapshot;
-use crate::listen::hello::{read_sni, Replayed, HELLO_TIMEOUT};
-use crate::listen::l4::{admitted, forward, splice, Outside};
+use crate::listen::hello::{Replayed, HELLO_TIMEOUT};
+use crate::listen::l4::{admitted, by_server_name, forward, splice, Outside};
 use crate::telemetry::Metrics;
 use crate::upstream::balancer::{ClusterState, CONNECT_TIMEOUT};
 use std::net::{IpAddr, SocketAddr};
@@ -38,12 +38,7 @@ pub async fn serve(
     };
     // The verifier demands a certificate; one without a SPIFFE ID is no
     // workload.
-    let identity = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| weft_ca::tls::spiffe_uri(c));
+    let identity = crate::listen::tls::peer_spiffe_id(tls.get_ref().1);
     let Some(identity) = identity else { return };
     let Some(table) = snapshot.ports.get(&port) else {
         return;
@@ -52,13 +47,7 @@ pub async fn serve(
     let source = snapshot.config.egress_source;
     match table.protocol {
         Protocol::Tls => {
-            let Some((sni, hello)) = read_sni(&mut tls).await else {
-                return;
-            };
-            let Some(listener) = table.listener(&sni).map(|i| &table.listeners[i]) else {
-                return;
-            };
-            let Some(route) = listener.first_route(&sni) else {
+            let Some((sni, hello, _, route)) = by_server_name(table, &mut tls).await else {
                 return;
             };
             if !admitted(route, client, Some(&identity), Some(&sni), &metrics) {

@@ -18,7 +18,7 @@
 //! a mesh peer's connection to a sidecar, its verified identity. A refused
 //! connection is closed at once.
 
-use crate::config::snapshot::{CompiledRoute, Snapshot};
+use crate::config::snapshot::{CompiledRoute, ListenerTable, PortTable, Snapshot};
 use crate::listen::hello::{read_sni, Replayed, HELLO_TIMEOUT};
 use crate::telemetry::Metrics;
 use std::net::IpAddr;
@@ -56,19 +56,22 @@ pub async fn serve(
             if !admitted(route, client, None, None, &metrics) {
                 return;
             }
-            forward(tcp, route, &metrics, false, idle, Outside::default()).await;
+            let outside = Outside {
+                host: None,
+                source: snapshot.config.egress_source,
+            };
+            forward(tcp, route, &metrics, false, idle, outside).await;
         }
         Protocol::Tls => {
-            let Some((sni, hello)) = read_sni(&mut tcp).await else {
-                return;
-            };
-            let Some(listener) = table.listener(&sni).map(|i| &table.listeners[i]) else {
-                return;
-            };
-            let Some(route) = listener.first_route(&sni) else {
+            let Some((sni, hello, listener, route)) = by_server_name(table, &mut tcp).await else {
                 return;
             };
             let down = Replayed::new(hello, tcp);
+            let host = Some(sni.as_str());
+            let outside = Outside {
+                host,
+                source: snapshot.config.egress_source,
+            };
             match (&listener.cert, terminate) {
                 (Some(_), Some(acceptor)) => {
                     let Ok(Ok(tls)) =
@@ -78,21 +81,34 @@ pub async fn serve(
                     };
                     // TLS listeners ask for no client certificate: the
                     // client has no identity to decide on.
-                    if !admitted(route, client, None, None, &metrics) {
+                    if !admitted(route, client, None, host, &metrics) {
                         return;
                     }
-                    forward(tls, route, &metrics, false, idle, Outside::default()).await;
+                    forward(tls, route, &metrics, false, idle, outside).await;
                 }
                 _ => {
-                    if !admitted(route, client, None, None, &metrics) {
+                    if !admitted(route, client, None, host, &metrics) {
                         return;
                     }
-                    forward(down, route, &metrics, false, idle, Outside::default()).await
+                    forward(down, route, &metrics, false, idle, outside).await
                 }
             }
         }
         Protocol::Http | Protocol::Https => {}
     }
+}
+
+/// Reads a TLS client's hello from `stream` and finds the listener and
+/// route of `table` for its server name: the name, the bytes read (to
+/// replay), the listener and the route.
+pub(crate) async fn by_server_name<'t, S: AsyncRead + Unpin>(
+    table: &'t PortTable,
+    stream: &mut S,
+) -> Option<(String, Vec<u8>, &'t ListenerTable, &'t Arc<CompiledRoute>)> {
+    let (sni, hello) = read_sni(stream).await?;
+    let listener = &table.listeners[table.listener(&sni)?];
+    let route = listener.first_route(&sni)?;
+    Some((sni, hello, listener, route))
 }
 
 /// Serves a whole connection a mesh peer opened over mutual TLS on a

@@ -73,6 +73,12 @@ impl rustls::server::danger::ClientCertVerifier for FallbackVerifier {
     }
 }
 
+/// The SPIFFE ID of a mutual-TLS client's verified certificate.
+pub fn peer_spiffe_id(conn: &rustls::ServerConnection) -> Option<String> {
+    let leaf = conn.peer_certificates()?.first()?;
+    weft_ca::tls::spiffe_uri(leaf)
+}
+
 /// Resolves the certificate of one port from whatever snapshot is current.
 #[derive(Debug)]
 pub struct SniResolver {

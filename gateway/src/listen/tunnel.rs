@@ -65,12 +65,7 @@ pub async fn serve(
     let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
         return;
     };
-    let identity = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|c| weft_ca::tls::spiffe_uri(c));
+    let identity = crate::listen::tls::peer_spiffe_id(tls.get_ref().1);
     // The verifier demands a certificate; one without a SPIFFE ID is no
     // workload.
     let Some(identity) = identity else { return };

@@ -110,6 +110,7 @@ pub(super) async fn external_peer(
     match peer(cluster, ext, &host, ctx.egress_source, attempt).await {
         Ok(mut peer) => {
             peer.options.connection_timeout = Some(CONNECT_TIMEOUT);
+            per_try(ctx, &mut peer);
             Ok(Box::new(peer))
         }
         Err(Unreached::NotCovered) => {
@@ -123,6 +124,23 @@ pub(super) async fn external_peer(
             ctx.response_flags = "DF";
             Err(Error::explain(HTTPStatus(503), why))
         }
+    }
+}
+
+/// The per-try timeout on `peer`, cut to what is left of the request's.
+pub(super) fn per_try(ctx: &RequestCtx, peer: &mut HttpPeer) {
+    let per_try = ctx
+        .route
+        .as_ref()
+        .and_then(|r| r.timeouts.backend_request_ms)
+        .map(std::time::Duration::from_millis);
+    let timeout = match (per_try, ctx.retry.remaining()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    peer.options.read_timeout = timeout;
+    if let Some(t) = timeout {
+        peer.options.connection_timeout = Some(t.min(CONNECT_TIMEOUT));
     }
 }
 

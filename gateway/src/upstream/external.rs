@@ -82,19 +82,68 @@ pub async fn peer(
     Ok(peer)
 }
 
-/// The addresses of `name`, from the cache while its answer lives.
+/// The addresses of `name`, from the cache while its answer lives. An
+/// external name may not lead back into the proxy's own host or to a
+/// link-local service (a cloud's metadata server): such addresses are
+/// left out, whatever DNS says.
 pub async fn resolve(name: &str) -> Result<Vec<IpAddr>, Unreached> {
     let resolver = resolver().map_err(|e| Unreached::Dns(e.to_string()))?;
     // A fully qualified name: no search domains are tried.
     let fqdn = format!("{name}.");
     match resolver.lookup_ip(fqdn).await {
         Ok(answer) => {
-            let addrs: Vec<IpAddr> = answer.iter().collect();
+            let addrs: Vec<IpAddr> = answer.iter().filter(reachable).collect();
             if addrs.is_empty() {
-                return Err(Unreached::Dns(format!("{name} has no address")));
+                return Err(Unreached::Dns(format!("{name} has no address to reach")));
             }
             Ok(addrs)
         }
         Err(e) => Err(Unreached::Dns(format!("{name}: {e}"))),
+    }
+}
+
+/// Whether an external host's address may be connected to: not loopback,
+/// unspecified, link-local or multicast.
+fn reachable(ip: &IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
+        v4 => *v4,
+    };
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback() || v4.is_unspecified() || v4.is_link_local() || v4.is_multicast())
+        }
+        IpAddr::V6(v6) => {
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (v6.segments()[0] & 0xffc0) == 0xfe80)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reachable;
+
+    #[test]
+    fn external_hosts_never_lead_back_inside_or_to_link_local_services() {
+        for no in [
+            "127.0.0.1",
+            "127.9.9.9",
+            "0.0.0.0",
+            "169.254.169.254",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+        ] {
+            assert!(!reachable(&no.parse().unwrap()), "{no}");
+        }
+        for yes in ["10.254.6.2", "192.0.2.10", "2001:db8::1", "::ffff:192.0.2.1"] {
+            assert!(reachable(&yes.parse().unwrap()), "{yes}");
+        }
     }
 }
