@@ -142,7 +142,12 @@ mod tests {
         ] {
             assert!(!reachable(&no.parse().unwrap()), "{no}");
         }
-        for yes in ["10.254.6.2", "192.0.2.10", "2001:db8::1", "::ffff:192.0.2.1"] {
+        for yes in [
+            "10.254.6.2",
+            "192.0.2.10",
+            "2001:db8::1",
+            "::ffff:192.0.2.1",
+        ] {
             assert!(reachable(&yes.parse().unwrap()), "{yes}");
         }
     }
