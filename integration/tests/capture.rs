@@ -5,8 +5,10 @@
 //! the mesh (curl, as another user, no HTTP_PROXY) is routed by its
 //! sidecar — to a mesh service over mutual TLS, with the port taken from
 //! the connection's original destination when the Host lacks it, and to a
-//! destination outside the mesh as it was bound — and a plaintext client
-//! arriving from outside the namespace is taken by the inbound listener.
+//! destination outside the mesh as it was bound, TLS the client does
+//! itself included (its ClientHello read, then passed whole) — and a
+//! plaintext client arriving from outside the namespace is taken by the
+//! inbound listener.
 
 mod support;
 use std::time::Duration;
@@ -50,7 +52,8 @@ metadata: {name: server, namespace: cap}
 spec: {selector: {app: server}, ports: [{name: http, port: 9080, targetPort: http}]}
 "#;
 
-#[tokio::test]
+// Several threads: the TLS server below is served while curl blocks this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn iptables_capture_sends_plain_calls_through_the_sidecars() {
     if !available() {
         cannot_run("transparent capture needs root and ip, iptables, setpriv, curl and openssl");
@@ -125,6 +128,28 @@ async fn iptables_capture_sends_plain_calls_through_the_sidecars() {
         ])
         .expect("passed through");
     assert_eq!((status, body["pod"].as_str()), (200, Some("outside")));
+    // The client's own TLS to a destination outside the mesh: the sidecar
+    // reads its ClientHello, finds no declared host for its server name,
+    // and passes the connection whole to where it was bound (AllowAny).
+    // (The server answers with the name the client asked for: only the
+    // client's own session, passed whole, carries it there. curl does not
+    // check the certificate: the test CA and its leaf share rcgen's default
+    // subject, so OpenSSL takes the leaf for self-signed.)
+    let cert = support::pki::issue(&support::pki::ca(), &["tls.test"], &[]);
+    support::partner::serve(&ns.name, "127.0.60.9:9443", "own-tls", Some(&cert));
+    let own_tls = [
+        "-k",
+        "--resolve",
+        "tls.test:9443:127.0.60.9",
+        "https://tls.test:9443/own",
+    ];
+    let (status, body) = ns.curl(&own_tls).expect("passed through whole");
+    assert_eq!(
+        (status, body["sni"].as_str()),
+        (200, Some("tls.test")),
+        "{body}"
+    );
+    assert_eq!(body["path"], "/own");
 
     // From outside the namespace, the app port is the inbound listener:
     // it speaks TLS with the server's SPIFFE certificate and refuses plaintext.
