@@ -206,15 +206,18 @@ async fn the_example_brings_up_two_linked_clusters() {
             }
         }
     };
-    // Both answer, with west's endpoint known to productpage's sidecar
-    // (then an answer from east's means east's is healthy; see above).
+    // Both answer, with west's endpoints (reviews' and ratings') known to
+    // productpage's sidecar before the call (then an answer from east's
+    // reviews means east's is healthy; see above). A call made before
+    // the config came can find ratings unknown yet.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let body = loop {
-        let body = call().await;
-        let known = within(&east, || {
-            knows("http://127.0.60.10:15020", "127.0.61.11:15006")
+        let known = within(&east, || async {
+            let admin = "http://127.0.60.10:15020";
+            knows(admin, "127.0.61.11:15006").await && knows(admin, "127.0.61.12:15006").await
         })
         .await;
+        let body = call().await;
         if known && body["calls"][0]["body"]["pod"] == "reviews-east" {
             break body;
         }
