@@ -149,6 +149,15 @@ pub struct Port {
     pub sidecar: bool,
 }
 
+impl Port {
+    /// A gateway's mesh port (an egress gateway's): it takes mutual TLS
+    /// from mesh workloads with the proxy's own certificate, put in from
+    /// its identity, whatever server name a caller asks for.
+    pub fn takes_own_cert(&self) -> bool {
+        !self.sidecar && self.client_auth.as_ref().is_some_and(|a| a.mesh)
+    }
+}
+
 /// Mutual TLS on a port: client certificates must chain to these roots.
 /// The client's SPIFFE ID (its certificate's URI SAN) is passed upstream in
 /// `x-forwarded-client-cert`.

@@ -35,8 +35,10 @@ impl GatewayConfig {
                 }
                 // A mesh port's certificate is the proxy's own, put in
                 // from its identity after the config arrives.
-                let own_cert = port.client_auth.as_ref().is_some_and(|a| a.mesh);
-                if port.protocol == Protocol::Https && listener.tls.is_none() && !own_cert {
+                if port.protocol == Protocol::Https
+                    && listener.tls.is_none()
+                    && !port.takes_own_cert()
+                {
                     return invalid(format!(
                         "HTTPS listener {} has no certificate",
                         listener.name

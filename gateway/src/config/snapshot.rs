@@ -231,7 +231,7 @@ impl Snapshot {
                     passthrough: port.passthrough,
                     blackhole: port.blackhole,
                     sidecar: port.sidecar,
-                    own_cert: !port.sidecar && port.client_auth.as_ref().is_some_and(|a| a.mesh),
+                    own_cert: port.takes_own_cert(),
                     listeners,
                     hosts,
                     streams,

@@ -81,8 +81,7 @@ fn needs_identity(config: &GatewayConfig) -> bool {
 /// proxy's own certificate (not a sidecar's: its inbound ports carry
 /// theirs).
 fn is_mesh_port(p: &weft_api::Port) -> bool {
-    !p.sidecar
-        && p.client_auth.as_ref().is_some_and(|a| a.mesh)
+    p.takes_own_cert()
         && matches!(
             p.protocol,
             weft_api::Protocol::Https | weft_api::Protocol::Tls | weft_api::Protocol::Tcp
